@@ -1,0 +1,13 @@
+"""thumbnail: compute the thumbnails that ``lookup`` did not find; pass hits through untouched.
+
+Input:  the result of ``lookup``.
+Output: the same job; every "hit": false output now has "bytes", "width", "height" and
+        "compute_ms", and "compute_ms" at the top gives the whole decode + resize + encode time.
+        When every output was a hit, the input is returned as is (Pillow is not imported).
+Error:  {"error": "<key>: not an image ...", "error_kind": "bad-input", ...}; no output is left.
+"""
+
+from owdedup.action import make_main
+from owdedup.pipeline import thumbnail_step
+
+main = make_main(thumbnail_step)

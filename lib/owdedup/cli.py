@@ -1,0 +1,208 @@
+"""``owdedup``: invoke, map and inspect the deduplicating functions from a terminal.
+
+Everything runs through the sequences of ``manifest.yaml`` on the local executor, exactly as
+OpenWhisk would run them. Store locations come from ``--store``/``--records`` or the
+``OWDEDUP_STORE``/``OWDEDUP_RECORDS`` environment variables; with neither, a folder store
+rooted at the current directory and a SQLite file in ``.owdedup/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from owdedup.config import ENV_RECORDS, ENV_STORE, Settings
+from owdedup.context import Context
+from owdedup.errors import ConfigError, OwdedupError
+from owdedup.functions import get_function
+from owdedup.mapper import COMPUTED, DEDUPLICATED, FAILED, MapRequest, MapSummary, run_map
+
+app = typer.Typer(
+    help="Deduplicate cloud-function executions: run a function once per distinct content.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+PACKAGE = "owdedup"
+
+StoreOpt = Annotated[str | None, typer.Option("--store", help="Object-store URL [env: OWDEDUP_STORE]")]
+RecordsOpt = Annotated[
+    str | None, typer.Option("--records", help="Record-store URL [env: OWDEDUP_RECORDS]")
+]
+SizeOpt = Annotated[str, typer.Option("--size", help="Box size in px, or several: 16,32,64")]
+FormatOpt = Annotated[str, typer.Option("--format", help="jpeg, png or webp")]
+QualityOpt = Annotated[int, typer.Option("--quality", help="JPEG/WebP quality (1-100)")]
+ManifestOpt = Annotated[Path | None, typer.Option("--manifest", help="manifest.yaml to run")]
+MaterializeOpt = Annotated[
+    bool, typer.Option("--materialize", help="Also copy each output under the input's name")
+]
+
+
+def _environment(store: str | None, records: str | None) -> dict[str, str]:
+    """The environment the manifest's $VARs are bound from, with the CLI's choices applied."""
+    env = dict(os.environ)
+    if store:
+        env[ENV_STORE] = store
+    if records:
+        env[ENV_RECORDS] = records
+    return env
+
+
+def _function_params(size: str, fmt: str, quality: int) -> dict[str, Any]:
+    return {"sizes": size, "format": fmt, "quality": quality}
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    return typer.Exit(code)
+
+
+@app.command()
+def invoke(
+    function: Annotated[str, typer.Argument(help="Function to run, e.g. thumbnail")],
+    source: Annotated[str, typer.Argument(help="SRC_BUCKET/KEY")],
+    dest: Annotated[str, typer.Argument(help="DEST_BUCKET")],
+    size: SizeOpt = "256",
+    fmt: FormatOpt = "jpeg",
+    quality: QualityOpt = 85,
+    materialize: MaterializeOpt = False,
+    store: StoreOpt = None,
+    records: RecordsOpt = None,
+    manifest: ManifestOpt = None,
+) -> None:
+    """Run the deduplicating sequence on one object and print its result as JSON."""
+    from owdedup.engine.local import local_executor
+
+    try:
+        spec = get_function(function)
+        bucket, _, key = source.partition("/")
+        if not bucket or not key:
+            raise ConfigError(f"SOURCE must be BUCKET/KEY, got {source!r}")
+        engine = local_executor(manifest, _environment(store, records))
+        payload = {"bucket": bucket, "key": key, "dest_bucket": dest, "function": spec.name,
+                   "materialize": materialize, **_function_params(size, fmt, quality)}
+        activation = engine.invoke(f"{PACKAGE}/{spec.sequence}", payload)
+    except OwdedupError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(json.dumps(activation.result, indent=2, sort_keys=True))
+    if not activation.success:
+        raise typer.Exit(1)
+
+
+@app.command("map")
+def map_command(
+    function: Annotated[str, typer.Argument(help="Function to run, e.g. thumbnail")],
+    source: Annotated[str, typer.Argument(help="SRC_BUCKET[/PREFIX]: every object under it")],
+    dest: Annotated[str, typer.Argument(help="DEST_BUCKET")],
+    workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Parallel processes")] = (
+        max(1, os.cpu_count() or 1)
+    ),
+    size: SizeOpt = "256",
+    fmt: FormatOpt = "jpeg",
+    quality: QualityOpt = 85,
+    materialize: MaterializeOpt = False,
+    results: Annotated[
+        Path | None, typer.Option("--results", help="Write one JSON line per input object")
+    ] = None,
+    store: StoreOpt = None,
+    records: RecordsOpt = None,
+    manifest: ManifestOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")] = False,
+) -> None:
+    """Run the function on every object under SOURCE, in parallel, and summarise."""
+    env = _environment(store, records)
+    try:
+        spec = get_function(function)
+        params = {**_function_params(size, fmt, quality), "materialize": materialize}
+        spec.normalise(params)  # a bad --size fails before any work starts
+        bucket, _, prefix = source.partition("/")
+        context = Context(Settings.resolve({}, env))
+        keys = [info.key for info in context.store.list(bucket, prefix)]
+        context.close()
+    except OwdedupError as exc:
+        raise _fail(str(exc)) from None
+    request = MapRequest(
+        function=spec.name, sequence=f"{PACKAGE}/{spec.sequence}", hash_action=f"{PACKAGE}/hash",
+        src_bucket=bucket, dest_bucket=dest, params=params,
+        manifest=manifest, env=env,
+    )
+    summary = _run_with_progress(request, keys, workers, quiet or not sys.stderr.isatty())
+    if results is not None:
+        with results.open("w") as out:
+            for entry in summary.results:
+                out.write(json.dumps(entry.to_json(), sort_keys=True) + "\n")
+    _print_summary(summary)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+def _run_with_progress(request: MapRequest, keys: list[str], workers: int, quiet: bool) -> MapSummary:
+    if quiet:
+        return run_map(request, keys, workers=workers)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        hashing = progress.add_task("hashing", total=len(keys))
+        processing = progress.add_task(request.function, total=len(keys))
+        return run_map(
+            request, keys, workers=workers,
+            on_hashed=lambda _key: progress.advance(hashing),
+            on_result=lambda _result: progress.advance(processing),
+        )
+
+
+def _print_summary(summary: MapSummary) -> None:
+    table = Table(title="owdedup map", show_header=False)
+    table.add_row("objects", str(len(summary.results)))
+    table.add_row("computed", str(summary.count(COMPUTED)))
+    table.add_row("deduplicated", str(summary.count(DEDUPLICATED)))
+    table.add_row("failed", str(summary.count(FAILED)))
+    table.add_row("wall time", f"{summary.wall_s:.2f} s")
+    table.add_row("compute time", f"{summary.compute_ms / 1000:.2f} s")
+    table.add_row("compute time saved", f"{summary.saved_ms / 1000:.2f} s")
+    Console().print(table)
+    for entry in summary.failed:
+        console.print(f"[red]failed[/red] {entry.error}", highlight=False)
+
+
+@app.command()
+def stats(records: RecordsOpt = None) -> None:
+    """Per function: records, hits, misses and the compute time and bytes saved."""
+    try:
+        context = Context(Settings.resolve({}, _environment(None, records)))
+        rows = context.records.stats()
+        where = context.records.describe()
+    except OwdedupError as exc:
+        raise _fail(str(exc)) from None
+    table = Table(title=f"owdedup stats ({where})")
+    for column in ("function", "records", "hits", "misses", "hit rate", "compute saved",
+                   "bytes saved"):
+        table.add_column(column, justify="left" if column == "function" else "right")
+    for row in rows:
+        seen = row.hits + row.misses
+        rate = f"{100 * row.hits / seen:.1f}%" if seen else "-"
+        table.add_row(row.function, str(row.records), str(row.hits), str(row.misses), rate,
+                      f"{row.saved_ms / 1000:.2f} s", _bytes(row.saved_bytes))
+    Console().print(table)
+
+
+def _bytes(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{count} B"
+
+
+def main() -> None:  # pragma: no cover - console-script entry point alias
+    app()

@@ -1,0 +1,60 @@
+"""Where the stores are: resolved from action parameters first, then the environment.
+
+Credentials travel the same way (``store_secret_key`` parameter or
+``OWDEDUP_STORE_SECRET_KEY``), are handed to the backends as options, and are never copied
+into results, records or log lines.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_STORE = "file://."
+DEFAULT_RECORDS = "sqlite://.owdedup/records.sqlite"
+
+ENV_STORE = "OWDEDUP_STORE"
+ENV_RECORDS = "OWDEDUP_RECORDS"
+ENV_OUT_BUCKET = "OWDEDUP_OUT_BUCKET"
+
+
+@dataclass(frozen=True)
+class Settings:
+    store_url: str
+    records_url: str
+    store_options: tuple[tuple[str, str], ...] = field(default=())
+    records_options: tuple[tuple[str, str], ...] = field(default=())
+
+    @classmethod
+    def resolve(
+        cls, params: Mapping[str, Any], environ: Mapping[str, str] | None = None
+    ) -> Settings:
+        env = os.environ if environ is None else environ
+        return cls(
+            store_url=str(params.get("store") or env.get(ENV_STORE) or DEFAULT_STORE),
+            records_url=str(params.get("records") or env.get(ENV_RECORDS) or DEFAULT_RECORDS),
+            store_options=_options("store", params, env),
+            records_options=_options("records", params, env),
+        )
+
+
+def _options(
+    prefix: str, params: Mapping[str, Any], env: Mapping[str, str]
+) -> tuple[tuple[str, str], ...]:
+    """``<prefix>_<name>`` parameters over ``OWDEDUP_<PREFIX>_<NAME>`` variables."""
+    found: dict[str, str] = {}
+    env_prefix = f"OWDEDUP_{prefix.upper()}_"
+    for name, value in env.items():
+        if name.startswith(env_prefix):
+            found[name[len(env_prefix):].lower()] = value
+    for name, value in params.items():
+        if name.startswith(prefix + "_") and value not in (None, ""):
+            found[name[len(prefix) + 1:]] = str(value)
+    return tuple(sorted(found.items()))
+
+
+def is_config_param(name: str) -> bool:
+    """Parameters that configure stores (and may hold secrets): never echoed in results."""
+    return name in ("store", "records") or name.startswith(("store_", "records_"))

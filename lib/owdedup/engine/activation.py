@@ -1,0 +1,69 @@
+"""Activation records, shaped like OpenWhisk's own (``wsk activation get`` output)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+# OpenWhisk's response statuses and their numeric codes.
+SUCCESS = "success"
+APPLICATION_ERROR = "application error"
+DEVELOPER_ERROR = "action developer error"
+INTERNAL_ERROR = "whisk internal error"
+STATUS_CODES = {SUCCESS: 0, APPLICATION_ERROR: 1, DEVELOPER_ERROR: 2, INTERNAL_ERROR: 3}
+
+
+def new_activation_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass
+class Activation:
+    activation_id: str
+    namespace: str
+    name: str  # fully qualified inside the namespace: "pkg/action"
+    start_ms: int
+    end_ms: int
+    result: dict[str, Any]
+    status: str
+    logs: list[str] = field(default_factory=list)
+    kind: str = "python:3.11"
+    components: list[Activation] = field(default_factory=list)  # for sequences
+    annotations: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def success(self) -> bool:
+        return self.status == SUCCESS
+
+    @property
+    def duration_ms(self) -> int:
+        return self.end_ms - self.start_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        package, _, action = self.name.rpartition("/")
+        annotations = [{"key": "path", "value": f"{self.namespace}/{self.name}"},
+                       {"key": "kind", "value": self.kind}]
+        annotations += [{"key": k, "value": v} for k, v in self.annotations.items()]
+        return {
+            "activationId": self.activation_id,
+            "namespace": self.namespace,
+            "name": action,
+            "version": "0.0.1",
+            "subject": self.namespace,
+            "start": self.start_ms,
+            "end": self.end_ms,
+            "duration": self.duration_ms,
+            "publish": False,
+            "annotations": annotations,
+            "response": {
+                "status": self.status,
+                "statusCode": STATUS_CODES[self.status],
+                "success": self.success,
+                "result": self.result,
+            },
+            # A sequence's logs are its components' activation ids, as OpenWhisk reports them.
+            "logs": [c.activation_id for c in self.components] if self.kind == "sequence"
+            else self.logs,
+            **({"package": package} if package else {}),
+        }

@@ -1,0 +1,123 @@
+"""OpenWhisk's invocation semantics over a manifest: parameter merge, sequences, activations.
+
+- An action's parameters are its package's defaults, overlaid by the action's defaults,
+  overlaid by the payload (payload wins).
+- In a sequence, the invocation's parameters reach only the first component; component i's
+  result is component i+1's payload, merged over that component's own defaults.
+- A component result with an ``error`` key ends the sequence: the sequence's result is that
+  result ("application error").
+- An uncaught exception (or a result that is not a dict) is an "action developer error" whose
+  result is ``{"error": ...}``.
+
+The engine is pure bookkeeping: running code is the runner's job, so the same engine serves
+the in-process executor and the REST server.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from owdedup.engine.activation import (
+    APPLICATION_ERROR,
+    DEVELOPER_ERROR,
+    SUCCESS,
+    Activation,
+    new_activation_id,
+)
+from owdedup.engine.manifest import ActionDef, Manifest, SequenceDef
+from owdedup.errors import NotFoundError
+
+
+class Runner(Protocol):
+    def run(self, action: ActionDef, params: dict[str, Any]) -> tuple[Any, list[str], bool]: ...
+
+
+def merge_params(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Later layers win: package defaults, then action defaults, then the payload."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged.update(layer)
+    return merged
+
+
+def classify(result: Any, crashed: bool) -> tuple[dict[str, Any], str]:
+    """The activation's (result, status) for what an action returned."""
+    if crashed:
+        return result, DEVELOPER_ERROR
+    if not isinstance(result, dict):
+        return {"error": "The action did not return a dictionary."}, DEVELOPER_ERROR
+    if "error" in result:
+        return result, APPLICATION_ERROR
+    return result, SUCCESS
+
+
+class Engine:
+    def __init__(
+        self,
+        manifest: Manifest,
+        runner: Runner,
+        *,
+        namespace: str = "guest",
+        clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        on_activation: Callable[[Activation], None] | None = None,
+    ) -> None:
+        self.manifest = manifest
+        self.runner = runner
+        self.namespace = namespace
+        self.clock_ms = clock_ms
+        self.on_activation = on_activation
+
+    def resolve(self, name: str) -> ActionDef | SequenceDef:
+        entity = self.manifest.action(name) or self.manifest.sequence(name)
+        if entity is None:
+            known = ", ".join(self.manifest.entity_names())
+            raise NotFoundError(f"no action or sequence {name!r} in the manifest (known: {known})")
+        return entity
+
+    def invoke(self, name: str, payload: Mapping[str, Any]) -> Activation:
+        entity = self.resolve(name)
+        if isinstance(entity, SequenceDef):
+            return self._sequence(entity, dict(payload))
+        return self._action(entity, dict(payload))
+
+    def _action(self, action: ActionDef, payload: dict[str, Any]) -> Activation:
+        package = self.manifest.packages[action.package]
+        params = merge_params(package.inputs, action.inputs, payload)
+        start = self.clock_ms()
+        raw, logs, crashed = self.runner.run(action, params)
+        result, status = classify(raw, crashed)
+        return self._record(Activation(
+            new_activation_id(), self.namespace, action.fqn, start, self.clock_ms(),
+            result, status, logs, kind=action.runtime or "python:3.11",
+            annotations={"limits": {"timeout": action.limits.timeout_ms,
+                                    "memory": action.limits.memory_mb,
+                                    "logs": action.limits.log_mb}},
+        ))
+
+    def _sequence(self, sequence: SequenceDef, payload: dict[str, Any]) -> Activation:
+        start = self.clock_ms()
+        components: list[Activation] = []
+        result: dict[str, Any] = payload
+        status = SUCCESS
+        for name in sequence.components:
+            entity = self.resolve(name)
+            if isinstance(entity, SequenceDef):
+                step = self._sequence(entity, result)
+            else:
+                step = self._action(entity, result)
+            components.append(step)
+            result = step.result
+            if not step.success:
+                status = step.status
+                break
+        return self._record(Activation(
+            new_activation_id(), self.namespace, sequence.fqn, start, self.clock_ms(),
+            result, status, kind="sequence", components=components,
+        ))
+
+    def _record(self, activation: Activation) -> Activation:
+        if self.on_activation is not None:
+            self.on_activation(activation)
+        return activation

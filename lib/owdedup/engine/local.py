@@ -1,0 +1,31 @@
+"""The in-process executor: the engine wired to the in-process runner and a manifest file."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from owdedup.engine.executor import Engine
+from owdedup.engine.manifest import load_manifest
+from owdedup.engine.runner import InProcessRunner
+
+
+def default_manifest_path() -> Path:
+    """``$OWDEDUP_MANIFEST``, else ``manifest.yaml`` in the project root or current folder."""
+    configured = os.environ.get("OWDEDUP_MANIFEST")
+    if configured:
+        return Path(configured)
+    here = Path.cwd() / "manifest.yaml"
+    if here.is_file():
+        return here
+    # An editable install: the project root sits three levels above this file's package.
+    return Path(__file__).resolve().parents[3] / "manifest.yaml"
+
+
+def local_executor(
+    manifest_path: Path | None = None, env: Mapping[str, str] | None = None
+) -> Engine:
+    manifest = load_manifest(manifest_path or default_manifest_path(),
+                             os.environ if env is None else env)
+    return Engine(manifest, InProcessRunner(manifest))

@@ -1,0 +1,104 @@
+"""Run one action's code in this process, the way the Python runtime would.
+
+The runtime contract reproduced here: ``main(params)`` must return a dict; an uncaught
+exception becomes ``{"error": str(exc)}`` with the traceback on stderr; stdout and stderr
+are the activation's logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import logging
+import sys
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from owdedup.engine.manifest import ActionDef, Manifest
+from owdedup.errors import ConfigError
+
+Main = Callable[[dict[str, Any]], Any]
+
+
+def action_source(manifest: Manifest, action: ActionDef) -> Path:
+    """The source file behind an action's ``function``.
+
+    ``build/actions/NAME.zip`` is what ``deploy.sh`` builds from ``actions/NAME.py``; locally
+    we run the source itself. A ``.py`` file is its own source; a folder holds ``__main__.py``.
+    """
+    function = Path(action.function)
+    if function.suffix == ".zip" and function.parent.as_posix().endswith("build/actions"):
+        return manifest.root / "actions" / f"{function.stem}.py"
+    path = manifest.root / function
+    return path / "__main__.py" if path.is_dir() else path
+
+
+class InProcessRunner:
+    """Loads each action module once and calls its ``main`` with captured logs."""
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.manifest = manifest
+        self._mains: dict[str, Main] = {}
+
+    def load(self, action: ActionDef) -> Main:
+        main = self._mains.get(action.fqn)
+        if main is None:
+            main = self._mains[action.fqn] = _load_main(action_source(self.manifest, action),
+                                                        action)
+        return main
+
+    def run(self, action: ActionDef, params: dict[str, Any]) -> tuple[Any, list[str], bool]:
+        """Returns (result, log lines, crashed). *crashed* means an uncaught exception."""
+        main = self.load(action)
+        stdout, stderr = _Stream("stdout"), _Stream("stderr")
+        handler = logging.StreamHandler(stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger()
+        root.addHandler(handler)
+        crashed = False
+        try:
+            with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+                try:
+                    result = main(params)
+                except Exception as exc:  # noqa: BLE001 - the runtime turns any exception into an error
+                    traceback.print_exc(file=sys.stderr)
+                    result, crashed = {"error": str(exc) or type(exc).__name__}, True
+        finally:
+            root.removeHandler(handler)
+        return result, sorted(stdout.lines + stderr.lines), crashed
+
+
+class _Stream(io.TextIOBase):
+    """Collects written text as OpenWhisk log lines: '<ISO time> <stream>: <text>'."""
+
+    def __init__(self, name: str) -> None:
+        self.name_ = name
+        self.lines: list[str] = []
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        self._partial += text
+        *complete, self._partial = self._partial.split("\n")
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        self.lines += [f"{now} {self.name_}: {line}" for line in complete]
+        return len(text)
+
+
+def _load_main(source: Path, action: ActionDef) -> Main:
+    if not source.is_file():
+        raise ConfigError(f"action {action.fqn}: source {source} not found")
+    module_name = f"_owdedup_action_{action.package}_{action.name}".replace("-", "_")
+    spec = importlib.util.spec_from_file_location(module_name, source)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"action {action.fqn}: cannot load {source}")
+    module: ModuleType = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    main = getattr(module, action.main, None)
+    if not callable(main):
+        raise ConfigError(f"action {action.fqn}: {source} has no function {action.main!r}")
+    return main  # type: ignore[no-any-return]

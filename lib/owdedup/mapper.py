@@ -1,0 +1,190 @@
+"""Fan a function out over every object under a prefix, in parallel processes.
+
+Two phases, so that identical contents inside one run are computed once whatever the number
+of workers: first every object is hashed (the ``hash`` action), then the whole sequence runs
+once per distinct digest; the other objects with that digest share its result.
+
+Each worker process holds its own executor (manifest, loaded actions, store connections).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from owdedup.engine.executor import Engine
+from owdedup.engine.local import local_executor
+
+COMPUTED, DEDUPLICATED, FAILED = "computed", "deduplicated", "failed"
+
+
+@dataclass
+class ObjectResult:
+    key: str
+    status: str
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    ms: float = 0.0
+    saved_ms: float = 0.0  # compute time not spent because of deduplication
+    digest: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "status": self.status, "outputs": self.outputs,
+                "error": self.error, "ms": round(self.ms, 3)}
+
+
+@dataclass
+class MapSummary:
+    results: list[ObjectResult]
+    wall_s: float
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.results if r.status == status)
+
+    @property
+    def failed(self) -> list[ObjectResult]:
+        return [r for r in self.results if r.status == FAILED]
+
+    @property
+    def saved_ms(self) -> float:
+        return sum(r.saved_ms for r in self.results)
+
+    @property
+    def compute_ms(self) -> float:
+        return sum(o.get("compute_ms", 0.0) for r in self.results if r.status == COMPUTED
+                   for o in r.outputs if not o.get("hit"))
+
+
+@dataclass(frozen=True)
+class MapRequest:
+    function: str
+    sequence: str  # fully qualified, e.g. "owdedup/dedup-thumbnail"
+    hash_action: str  # fully qualified, e.g. "owdedup/hash"
+    src_bucket: str
+    dest_bucket: str
+    params: dict[str, Any]  # function parameters added to every invocation
+    manifest: Path | None = None
+    env: Mapping[str, str] | None = None  # environment the manifest's $VARs are bound from
+
+
+# -- worker side ------------------------------------------------------------------------------
+
+_engine: Engine | None = None  # one per worker process, set by the pool initialiser
+
+
+def _init_worker(manifest: Path | None, env: Mapping[str, str] | None) -> None:
+    global _engine
+    _engine = local_executor(manifest, env)
+
+
+def _invoke(name: str, payload: dict[str, Any]) -> tuple[dict[str, Any], bool, float]:
+    assert _engine is not None, "worker not initialised"
+    started = time.perf_counter()
+    activation = _engine.invoke(name, payload)
+    return activation.result, activation.success, (time.perf_counter() - started) * 1000
+
+
+# -- coordinator ------------------------------------------------------------------------------
+
+
+def run_map(
+    request: MapRequest,
+    keys: list[str],
+    *,
+    workers: int,
+    on_result: Callable[[ObjectResult], None] | None = None,
+    on_hashed: Callable[[str], None] | None = None,
+) -> MapSummary:
+    started = time.perf_counter()
+    results: dict[str, ObjectResult] = {}
+    context = multiprocessing.get_context("spawn")  # no fork: workers start clean
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                             initializer=_init_worker,
+                             initargs=(request.manifest, request.env)) as pool:
+        groups, hash_ms = _hash_all(pool, request, keys, results, on_hashed)
+        for key in keys:
+            if key in results and on_result is not None:
+                on_result(results[key])  # failed while hashing
+        futures: dict[Future[tuple[dict[str, Any], bool, float]], str] = {}
+        for digest, members in groups.items():
+            payload = {**request.params, "bucket": request.src_bucket, "key": members[0],
+                       "dest_bucket": request.dest_bucket, "function": request.function}
+            futures[pool.submit(_invoke, request.sequence, payload)] = digest
+        for future in as_completed(futures):
+            digest = futures[future]
+            result, ok, ms = future.result()
+            for index, key in enumerate(groups[digest]):
+                entry = _object_result(key, digest, result, ok,
+                                       ms if index == 0 else 0.0, hash_ms[key], index > 0)
+                results[key] = entry
+                if on_result is not None:
+                    on_result(entry)
+    ordered = [results[key] for key in keys]
+    return MapSummary(ordered, time.perf_counter() - started)
+
+
+def _hash_all(
+    pool: ProcessPoolExecutor,
+    request: MapRequest,
+    keys: list[str],
+    results: dict[str, ObjectResult],
+    on_hashed: Callable[[str], None] | None,
+) -> tuple[dict[str, list[str]], dict[str, float]]:
+    """Phase one: digest of every object; failures are final results already."""
+    futures = {
+        pool.submit(_invoke, request.hash_action,
+                    {**request.params, "bucket": request.src_bucket, "key": key,
+                     "dest_bucket": request.dest_bucket, "function": request.function}): key
+        for key in keys
+    }
+    digests: dict[str, str] = {}
+    hash_ms: dict[str, float] = {}
+    for future in as_completed(futures):
+        key = futures[future]
+        result, ok, ms = future.result()
+        hash_ms[key] = ms
+        if ok:
+            digests[key] = result["digest"]
+        else:
+            results[key] = ObjectResult(key, FAILED, error=_error_text(result), ms=ms)
+        if on_hashed is not None:
+            on_hashed(key)
+    groups: dict[str, list[str]] = {}
+    for key in keys:  # key order: the first name of a content is its representative
+        if key in digests:
+            groups.setdefault(digests[key], []).append(key)
+    return groups, hash_ms
+
+
+def _object_result(
+    key: str, digest: str, result: dict[str, Any], ok: bool, ms: float, hash_ms: float,
+    duplicate_in_run: bool,
+) -> ObjectResult:
+    total_ms = ms + hash_ms
+    if not ok:
+        return ObjectResult(key, FAILED, error=_error_text(result, key), ms=total_ms,
+                            digest=digest)
+    outputs = [
+        {"bucket": o["bucket"], "key": o["key"], "size": o["size"], "bytes": o["bytes"],
+         "hit": o["hit"] or duplicate_in_run, "compute_ms": o["compute_ms"]}
+        for o in result.get("outputs", [])
+    ]
+    deduplicated = duplicate_in_run or result.get("status") == DEDUPLICATED
+    saved = sum(o["compute_ms"] for o in outputs) if deduplicated else 0.0
+    return ObjectResult(key, DEDUPLICATED if deduplicated else COMPUTED, outputs,
+                        ms=total_ms, saved_ms=saved, digest=digest)
+
+
+def _error_text(result: dict[str, Any], key: str | None = None) -> str:
+    error = result.get("error", "unknown error")
+    text = error if isinstance(error, str) else str(error)
+    if key and not text.startswith(key):
+        # The representative's error names the representative; say which object this is.
+        text = f"{key}: {text.split(': ', 1)[-1]}"
+    return text
+

@@ -1,0 +1,193 @@
+"""The four steps of the deduplicating sequence: hash -> lookup -> thumbnail -> record.
+
+Each step takes the job produced by the previous one and returns it completed; the action
+files in ``actions/`` are thin wrappers around these functions. Only ``thumbnail`` on a miss
+imports Pillow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from datetime import UTC, datetime
+
+from owdedup.context import Context
+from owdedup.digest import sha256_stream
+from owdedup.errors import ConfigError, OwdedupError, StoreError
+from owdedup.functions import get_function
+from owdedup.job import Job, Output
+from owdedup.records import OutputRef, Record
+
+log = logging.getLogger("owdedup")
+
+
+def hash_step(job: Job, ctx: Context) -> Job:
+    """Name the input by its SHA-256: the store's own checksum if it has one, else streamed."""
+    spec = get_function(job.function)
+    job.params = spec.normalise(job.params).to_dict()  # bad parameters fail here, first
+    info = ctx.store.head(job.bucket, job.key)
+    if info.sha256 is not None:
+        job.digest, job.digest_source = info.sha256, "checksum"
+    else:
+        with ctx.store.open(job.bucket, job.key) as stream:
+            digest, size = sha256_stream(stream)
+        if size != info.size:
+            raise StoreError("object changed while it was being hashed", key=job.key)
+        job.digest, job.digest_source = digest, "computed"
+        ctx.store.remember_sha256(info, digest)
+    job.input_bytes = info.size
+    return job
+
+
+def lookup_step(job: Job, ctx: Context) -> Job:
+    """Plan one output per variant and fill in those that an earlier run already made."""
+    digest = _require_digest(job)
+    if not job.dest_bucket:
+        raise ConfigError("missing parameter 'dest_bucket' (the output bucket)", key=job.key)
+    spec = get_function(job.function)
+    variants = spec.variants(spec.normalise(job.params))
+    job.outputs = [
+        Output(v.size, v.function_id, job.dest_bucket, v.output_key(spec.name, digest))
+        for v in variants
+    ]
+    try:
+        found = ctx.records.get_many([(o.function_id, digest) for o in job.outputs])
+    except OwdedupError as exc:
+        # A record store that fails only costs a recomputation (and never the caller's work).
+        log.warning("record store unavailable, computing %s: %s", job.name, exc)
+        return job
+    saved_ms, saved_bytes = 0.0, 0
+    for output in job.outputs:
+        record = found.get((output.function_id, digest))
+        if record is None:
+            continue
+        if not ctx.store.exists(record.output.bucket, record.output.key):
+            log.warning("output %s/%s of a record has vanished; recomputing",
+                        record.output.bucket, record.output.key)
+            ctx.records.delete(output.function_id, digest)
+            continue
+        _fill_from_record(output, record)
+        saved_ms += record.compute_ms
+        saved_bytes += record.output.bytes
+    hit = job.all_hit
+    try:
+        ctx.records.add_counts(
+            spec.name, hits=int(hit), misses=int(not hit),
+            saved_ms=saved_ms if hit else 0.0,
+            saved_bytes=(saved_bytes + job.input_bytes) if hit else 0,
+        )
+    except OwdedupError as exc:
+        log.warning("could not count a lookup: %s", exc)
+    return job
+
+
+def thumbnail_step(job: Job, ctx: Context) -> Job:
+    """On a miss, make every requested size from one decode and write the missing ones."""
+    if job.all_hit:
+        return job  # nothing to compute: the image decoder is never imported
+    digest = _require_digest(job)
+    if not job.outputs:
+        raise ConfigError("no planned outputs: run 'lookup' before 'thumbnail'", key=job.key)
+    spec = get_function(job.function)
+    params = spec.normalise(job.params)
+
+    data = ctx.store.read_bytes(job.bucket, job.key)
+    if hashlib.sha256(data).hexdigest() != digest:
+        # Computing now would record this output under another content's name.
+        raise StoreError("object was replaced after it was hashed; retry", key=job.key)
+
+    from owdedup.thumbnail import make_thumbnails  # Pillow is imported on a miss only
+
+    started = time.perf_counter()
+    thumbs = make_thumbnails(
+        data, params.sizes, fmt=params.format, quality=params.quality,
+        max_pixels=params.max_pixels, name=job.key,
+    )
+    job.compute_ms = (time.perf_counter() - started) * 1000
+    by_size = {t.size: t for t in thumbs}
+    share_ms = job.compute_ms / len(thumbs)
+    written: list[Output] = []
+    try:
+        ctx.store.ensure_bucket(job.dest_bucket)
+        for output in job.outputs:
+            if output.hit:
+                continue
+            thumb = by_size[output.size]
+            ctx.store.put(
+                output.bucket, output.key, thumb.data,
+                content_type=thumb.content_type, sha256=hashlib.sha256(thumb.data).hexdigest(),
+            )
+            written.append(output)
+            output.bytes, output.width, output.height = len(thumb.data), thumb.width, thumb.height
+            output.compute_ms = share_ms
+    except OwdedupError:
+        for output in written:  # leave no partial set of outputs behind
+            ctx.store.delete(output.bucket, output.key)
+        raise
+    return job
+
+
+def record_step(job: Job, ctx: Context) -> Job:
+    """Store input -> output for every computed variant; report what the caller gets."""
+    digest = _require_digest(job)
+    spec = get_function(job.function)
+    if job.all_hit:
+        job.status, job.recorded = "deduplicated", True
+    else:
+        missing = [o for o in job.outputs if not o.hit and o.bytes == 0]
+        if missing:
+            raise ConfigError("outputs were not computed: run 'thumbnail' first", key=job.key)
+        job.status, job.recorded = "computed", True
+        created = datetime.now(UTC).isoformat(timespec="seconds")
+        try:
+            for output in job.outputs:
+                if output.hit:
+                    continue
+                stored, _ = ctx.records.put(Record(
+                    function=spec.name, function_id=output.function_id, input_digest=digest,
+                    output=OutputRef(output.bucket, output.key, output.bytes, output.width,
+                                     output.height),
+                    params={"size": output.size, **_identity_summary(job)},
+                    compute_ms=output.compute_ms, input_bytes=job.input_bytes, created=created,
+                ))
+                # A concurrent writer may have won: its record names the same object anyway.
+                _fill_from_record(output, stored, hit=False)
+        except OwdedupError as exc:
+            log.warning("computed %s but could not record it: %s", job.name, exc)
+            job.recorded = False
+    if job.materialize:
+        job.copies = _materialize(job, ctx)
+    return job
+
+
+def _materialize(job: Job, ctx: Context) -> list[dict[str, object]]:
+    """Server-side copies named after the input, for users who want one output per name."""
+    folder, _, name = job.key.rpartition("/")
+    stem = f"{folder}/" * bool(folder) + (name.rsplit(".", 1)[0] if "." in name else name)
+    copies = []
+    for output in job.outputs:
+        extension = output.key[output.key.rfind("."):]
+        target = f"{stem}_{output.size}{extension}"
+        ctx.store.copy(output.bucket, output.key, job.dest_bucket, target)
+        copies.append({"bucket": job.dest_bucket, "key": target, "size": output.size})
+    return copies
+
+
+def _identity_summary(job: Job) -> dict[str, object]:
+    return {k: job.params[k] for k in ("format", "quality") if k in job.params}
+
+
+def _fill_from_record(output: Output, record: Record, *, hit: bool = True) -> None:
+    output.hit = hit
+    output.bucket, output.key = record.output.bucket, record.output.key
+    output.bytes, output.width, output.height = (
+        record.output.bytes, record.output.width, record.output.height)
+    output.compute_ms = record.compute_ms
+
+
+def _require_digest(job: Job) -> str:
+    if job.digest is None:
+        raise ConfigError("no input digest: run 'hash' before this step", key=job.key)
+    return job.digest
+

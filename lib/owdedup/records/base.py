@@ -1,0 +1,146 @@
+"""The record-store interface and the record it stores.
+
+One record per (function identity, input digest): the identity already covers the function's
+code, output-affecting parameters and library versions, so a record never has to be
+invalidated, only ignored when the identity changes. Writes are insert-if-absent: two
+concurrent writers of the same record both succeed and both get the one stored record.
+
+Hit counters live apart from records so that counting a hit never rewrites a hot record.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from owdedup.errors import StoreError
+
+
+@dataclass(frozen=True)
+class OutputRef:
+    """Where one output lives, and what it is."""
+
+    bucket: str
+    key: str
+    bytes: int
+    width: int = 0
+    height: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> OutputRef:
+        return cls(
+            bucket=str(data["bucket"]),
+            key=str(data["key"]),
+            bytes=int(data.get("bytes", 0)),
+            width=int(data.get("width", 0)),
+            height=int(data.get("height", 0)),
+        )
+
+
+@dataclass(frozen=True)
+class Record:
+    function: str
+    function_id: str
+    input_digest: str
+    output: OutputRef
+    params: dict[str, Any] = field(default_factory=dict)
+    compute_ms: float = 0.0
+    input_bytes: int = 0
+    created: str = ""
+
+    @property
+    def record_id(self) -> str:
+        """Deterministic id: a lookup is one read by id, two writers meet on one id."""
+        return record_id(self.function_id, self.input_digest)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["output"] = self.output.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Record:
+        try:
+            return cls(
+                function=str(data["function"]),
+                function_id=str(data["function_id"]),
+                input_digest=str(data["input_digest"]),
+                output=OutputRef.from_dict(data["output"]),
+                params=dict(data.get("params") or {}),
+                compute_ms=float(data.get("compute_ms", 0.0)),
+                input_bytes=int(data.get("input_bytes", 0)),
+                created=str(data.get("created", "")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"malformed record: {exc}") from exc
+
+
+def record_id(function_id: str, input_digest: str) -> str:
+    return f"{function_id}-{input_digest}"
+
+
+@dataclass
+class FunctionStats:
+    function: str
+    records: int = 0
+    hits: int = 0
+    misses: int = 0
+    saved_ms: float = 0.0
+    saved_bytes: int = 0
+    output_bytes: int = 0
+
+
+class RecordStore(ABC):
+    scheme: str = ""
+
+    @classmethod
+    @abstractmethod
+    def from_url(cls, url: str, options: Mapping[str, str]) -> RecordStore:
+        """Build the store from its URL and options (credentials come only from options)."""
+
+    @abstractmethod
+    def get(self, function_id: str, input_digest: str) -> Record | None:
+        """The record for this identity and input, or None."""
+
+    @abstractmethod
+    def put(self, record: Record) -> tuple[Record, bool]:
+        """Insert *record* unless one with its id exists.
+
+        Returns (the stored record, True if this call created it). A concurrent writer of the
+        same id is not an error: the loser gets the winner's record.
+        """
+
+    @abstractmethod
+    def delete(self, function_id: str, input_digest: str) -> None:
+        """Remove a record (used when its output object has vanished)."""
+
+    @abstractmethod
+    def add_counts(
+        self, function: str, *, hits: int = 0, misses: int = 0, saved_ms: float = 0.0,
+        saved_bytes: int = 0,
+    ) -> None:
+        """Add to the per-function counters (never touches the records themselves)."""
+
+    @abstractmethod
+    def stats(self) -> list[FunctionStats]:
+        """Per-function record counts and counters."""
+
+    def get_many(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Record]:
+        """Records for several (function_id, input_digest) pairs; missing ones are absent."""
+        found: dict[tuple[str, str], Record] = {}
+        for function_id, digest in keys:
+            record = self.get(function_id, digest)
+            if record is not None:
+                found[(function_id, digest)] = record
+        return found
+
+    def describe(self) -> str:
+        return self.scheme
+
+    def close(self) -> None:  # noqa: B027 - most backends hold nothing to release
+        """Release connections."""

@@ -1,0 +1,179 @@
+"""SQLite record store: the embedded default, safe for several processes at once.
+
+WAL journaling lets readers run while one writer commits; ``busy_timeout`` makes concurrent
+writers wait instead of failing. Each process (and thread) opens its own connection, because
+a SQLite connection must not cross a fork.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from owdedup.errors import ConfigError, StoreError
+from owdedup.records.base import FunctionStats, Record, RecordStore
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    function_id  TEXT NOT NULL,
+    input_digest TEXT NOT NULL,
+    function     TEXT NOT NULL,
+    doc          TEXT NOT NULL,
+    PRIMARY KEY (function_id, input_digest)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS counters (
+    function    TEXT PRIMARY KEY,
+    hits        INTEGER NOT NULL DEFAULT 0,
+    misses      INTEGER NOT NULL DEFAULT 0,
+    saved_ms    REAL NOT NULL DEFAULT 0,
+    saved_bytes INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+
+class SqliteRecordStore(RecordStore):
+    scheme = "sqlite"
+
+    def __init__(self, path: Path, timeout_s: float = 30.0) -> None:
+        self.path = path
+        self.timeout_s = timeout_s
+        self._local = threading.local()
+
+    @classmethod
+    def from_url(cls, url: str, options: Mapping[str, str]) -> SqliteRecordStore:
+        parts = urlsplit(url)
+        raw = unquote(parts.netloc + parts.path)
+        if not raw:
+            raise ConfigError("sqlite URL needs a path, e.g. sqlite:///var/lib/owdedup.sqlite")
+        return cls(Path(raw), timeout_s=float(options.get("timeout", 30.0)))
+
+    def describe(self) -> str:
+        return f"sqlite://{self.path}"
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "pid", None) == os.getpid():
+            return conn
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a commit survives a process crash; only an OS crash can lose
+            # the last commits, and a lost record only means one recomputation.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open record store {self.describe()}: {exc}") from exc
+        self._local.conn = conn
+        self._local.pid = os.getpid()
+        return conn
+
+    def get(self, function_id: str, input_digest: str) -> Record | None:
+        try:
+            row = self._conn().execute(
+                "SELECT doc FROM records WHERE function_id = ? AND input_digest = ?",
+                (function_id, input_digest),
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"record lookup failed in {self.describe()}: {exc}") from exc
+        return None if row is None else Record.from_dict(json.loads(row[0]))
+
+    def get_many(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Record]:
+        wanted = list(keys)
+        if not wanted:
+            return {}
+        pairs = sorted(set(wanted))
+        # Row values keep this one primary-key probe per pair, in a single statement.
+        placeholders = ",".join("(?, ?)" for _ in pairs)
+        flat = [value for pair in pairs for value in pair]
+        try:
+            rows = self._conn().execute(
+                "SELECT doc FROM records WHERE (function_id, input_digest) "  # noqa: S608
+                f"IN (VALUES {placeholders})",
+                flat,
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"record lookup failed in {self.describe()}: {exc}") from exc
+        wanted_set = set(wanted)
+        found: dict[tuple[str, str], Record] = {}
+        for (doc,) in rows:
+            record = Record.from_dict(json.loads(doc))
+            pair = (record.function_id, record.input_digest)
+            if pair in wanted_set:
+                found[pair] = record
+        return found
+
+    def put(self, record: Record) -> tuple[Record, bool]:
+        doc = json.dumps(record.to_dict(), sort_keys=True)
+        try:
+            cursor = self._conn().execute(
+                "INSERT OR IGNORE INTO records (function_id, input_digest, function, doc) "
+                "VALUES (?, ?, ?, ?)",
+                (record.function_id, record.input_digest, record.function, doc),
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"record write failed in {self.describe()}: {exc}") from exc
+        if cursor.rowcount == 1:
+            return record, True
+        existing = self.get(record.function_id, record.input_digest)
+        if existing is None:  # deleted between our insert and read: try once more
+            return self.put(record)
+        return existing, False
+
+    def delete(self, function_id: str, input_digest: str) -> None:
+        try:
+            self._conn().execute(
+                "DELETE FROM records WHERE function_id = ? AND input_digest = ?",
+                (function_id, input_digest),
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"record delete failed in {self.describe()}: {exc}") from exc
+
+    def add_counts(
+        self, function: str, *, hits: int = 0, misses: int = 0, saved_ms: float = 0.0,
+        saved_bytes: int = 0,
+    ) -> None:
+        try:
+            self._conn().execute(
+                "INSERT INTO counters (function, hits, misses, saved_ms, saved_bytes) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(function) DO UPDATE SET "
+                "hits = hits + excluded.hits, misses = misses + excluded.misses, "
+                "saved_ms = saved_ms + excluded.saved_ms, "
+                "saved_bytes = saved_bytes + excluded.saved_bytes",
+                (function, hits, misses, saved_ms, saved_bytes),
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"counter update failed in {self.describe()}: {exc}") from exc
+
+    def stats(self) -> list[FunctionStats]:
+        try:
+            conn = self._conn()
+            by_function: dict[str, FunctionStats] = {}
+            for function, count, out_bytes in conn.execute(
+                "SELECT function, COUNT(*), "
+                "SUM(CAST(json_extract(doc, '$.output.bytes') AS INTEGER)) "
+                "FROM records GROUP BY function"
+            ):
+                by_function[function] = FunctionStats(
+                    function, records=count, output_bytes=int(out_bytes or 0)
+                )
+            for function, hits, misses, saved_ms, saved_bytes in conn.execute(
+                "SELECT function, hits, misses, saved_ms, saved_bytes FROM counters"
+            ):
+                entry = by_function.setdefault(function, FunctionStats(function))
+                entry.hits, entry.misses = hits, misses
+                entry.saved_ms, entry.saved_bytes = saved_ms, saved_bytes
+        except sqlite3.Error as exc:
+            raise StoreError(f"stats query failed in {self.describe()}: {exc}") from exc
+        return sorted(by_function.values(), key=lambda s: s.function)
+
+    def close(self) -> None:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None

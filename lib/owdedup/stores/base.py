@@ -1,0 +1,112 @@
+"""The object-store interface every backend implements.
+
+Buckets and keys follow S3's model: a flat namespace of keys (which may contain ``/``) per
+bucket. Objects are immutable once written: ``put`` replaces an object atomically, so a
+reader never sees a partial object.
+"""
+
+from __future__ import annotations
+
+import io
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import BinaryIO
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a HEAD tells about an object. ``sha256`` is set only when the store holds a
+    checksum it guarantees to match the content (then ``hash`` never reads the body)."""
+
+    bucket: str
+    key: str
+    size: int
+    sha256: str | None = None
+    content_type: str | None = None
+
+
+class ObjectStore(ABC):
+    """Abstract object store. Methods raise ``NotFoundError`` for a missing bucket or object,
+    ``ConfigError`` for an invalid name and ``StoreError`` for backend failures."""
+
+    #: URL scheme(s) this backend is registered under (informational).
+    scheme: str = ""
+
+    @classmethod
+    @abstractmethod
+    def from_url(cls, url: str, options: Mapping[str, str]) -> ObjectStore:
+        """Build the store from its URL and options (credentials come only from options)."""
+
+    @abstractmethod
+    def head(self, bucket: str, key: str) -> ObjectInfo:
+        """Metadata of one object, without reading its body."""
+
+    @abstractmethod
+    def open(self, bucket: str, key: str) -> AbstractContextManager[BinaryIO]:
+        """A streaming reader over the object's body."""
+
+    @abstractmethod
+    def put(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str = "application/octet-stream",
+        sha256: str | None = None,
+    ) -> ObjectInfo:
+        """Write *data* atomically; *sha256*, when given, is stored as the object's checksum."""
+
+    @abstractmethod
+    def copy(self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str) -> ObjectInfo:
+        """Copy an object inside the store (server-side where the backend supports it)."""
+
+    @abstractmethod
+    def delete(self, bucket: str, key: str) -> None:
+        """Remove an object; removing a missing object is not an error."""
+
+    @abstractmethod
+    def list(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object under *prefix*, in key order."""
+
+    @abstractmethod
+    def ensure_bucket(self, bucket: str) -> None:
+        """Create *bucket* if it does not exist."""
+
+    @abstractmethod
+    def bucket_exists(self, bucket: str) -> bool:
+        """True when *bucket* exists."""
+
+    # Derived operations: backends may override them with something cheaper.
+
+    def remember_sha256(self, info: ObjectInfo, sha256: str) -> None:  # noqa: B027
+        """Keep a computed digest with the object so the next ``head`` returns it.
+
+        Optional: the default does nothing (S3 checksums can only be set at upload time).
+        """
+
+    def exists(self, bucket: str, key: str) -> bool:
+        from owdedup.errors import NotFoundError
+
+        try:
+            self.head(bucket, key)
+        except NotFoundError:
+            return False
+        return True
+
+    def read_bytes(self, bucket: str, key: str) -> bytes:
+        with self.open(bucket, key) as stream:
+            return stream.read()
+
+    def describe(self) -> str:
+        """A short, credential-free description for logs and messages."""
+        return self.scheme
+
+    def close(self) -> None:  # noqa: B027 - most backends hold nothing to release
+        """Release connections."""
+
+
+def as_stream(data: bytes) -> BinaryIO:
+    return io.BytesIO(data)

@@ -1,0 +1,196 @@
+"""The thumbnail function itself: image bytes in, encoded thumbnails out. Pure; no I/O.
+
+This module's source is part of the thumbnail function's identity (see ``functions.py``):
+any change here makes every earlier record a miss. Keep everything that shapes the output in
+this one file, and nothing that does not.
+
+One decode serves all requested sizes: the largest thumbnail is made from the decoded image
+(JPEG is decoded at a reduced DCT scale, as Pillow's ``thumbnail`` does when it draws on an
+undecoded image), and each smaller size is derived from the next larger result. EXIF
+orientation is applied after the reduction, where it moves a few thousand pixels instead of
+millions.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from PIL import Image, UnidentifiedImageError
+
+from owdedup.errors import BadInputError
+
+# Formats we decode. Anything else is refused before its plugin can run (EPS would start
+# Ghostscript, for instance).
+INPUT_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP")  # JPEG covers MPO
+
+# output format -> (Pillow format, content type, file extension)
+OUTPUT_FORMATS: dict[str, tuple[str, str, str]] = {
+    "jpeg": ("JPEG", "image/jpeg", ".jpg"),
+    "png": ("PNG", "image/png", ".png"),
+    "webp": ("WEBP", "image/webp", ".webp"),
+}
+
+_EXIF_ORIENTATION = 0x0112
+_TRANSPOSE_FOR_ORIENTATION = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+# Same reducing gap as Pillow's own Image.thumbnail default, so quality matches the plain loop.
+_REDUCING_GAP = 2.0
+_RESAMPLE = Image.Resampling.LANCZOS
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error,
+                  Image.DecompressionBombError)
+
+
+@dataclass(frozen=True)
+class Thumbnail:
+    size: int
+    data: bytes
+    width: int
+    height: int
+    content_type: str
+    extension: str
+
+
+def make_thumbnails(
+    data: bytes,
+    sizes: Sequence[int],
+    *,
+    fmt: str = "jpeg",
+    quality: int | None = 85,
+    max_pixels: int = 50_000_000,
+    name: str | None = None,
+) -> list[Thumbnail]:
+    """Thumbnails of the image in *data* fitting boxes of *sizes* px, largest first.
+
+    Raises ``BadInputError`` (naming *name*) for anything that is not a decodable image of a
+    supported format within *max_pixels*.
+    """
+    if not data:
+        raise BadInputError("empty object (zero bytes), not an image", key=name)
+    if fmt not in OUTPUT_FORMATS:
+        raise BadInputError(f"unsupported output format {fmt!r}", key=name)
+    ordered = sorted(set(sizes), reverse=True)
+    try:
+        image = _open_checked(data, max_pixels, name)
+        orientation = _orientation(image)
+        image = _resizable(image)
+        image.thumbnail((ordered[0], ordered[0]), _RESAMPLE, reducing_gap=_REDUCING_GAP)
+        image = _oriented(image, orientation)
+        results = []
+        for size in ordered:
+            if max(image.size) > size:
+                image = image.copy()
+                image.thumbnail((size, size), _RESAMPLE, reducing_gap=_REDUCING_GAP)
+            results.append(_encode(image, size, fmt, quality))
+    except BadInputError:
+        raise
+    except _DECODE_ERRORS as exc:
+        raise BadInputError(f"corrupt or truncated image: {exc}", key=name) from exc
+    return results
+
+
+def _open_checked(data: bytes, max_pixels: int, name: str | None) -> Image.Image:
+    try:
+        image = Image.open(io.BytesIO(data), formats=INPUT_FORMATS)
+    except UnidentifiedImageError:
+        raise BadInputError(_unsupported_reason(data), key=name) from None
+    except Image.DecompressionBombError as exc:
+        raise BadInputError(f"decompression bomb refused: {exc}", key=name) from exc
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        raise BadInputError(f"image has no pixels ({width}x{height})", key=name)
+    if width * height > max_pixels:
+        raise BadInputError(
+            f"image is {width}x{height} = {width * height} pixels, over the limit of "
+            f"{max_pixels} (possible decompression bomb)",
+            key=name,
+        )
+    return image
+
+
+def _unsupported_reason(data: bytes) -> str:
+    """Say whether the bytes are some other image format or no image at all."""
+    supported = ", ".join(INPUT_FORMATS)
+    try:
+        # Identify only (reads the header); nothing is decoded.
+        with Image.open(io.BytesIO(data)) as other:
+            return f"unsupported image format {other.format} (supported: {supported})"
+    except (UnidentifiedImageError, *_DECODE_ERRORS):
+        return f"not an image (or an unrecognised format; supported: {supported})"
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        value = image.getexif().get(_EXIF_ORIENTATION, 1)
+    except _DECODE_ERRORS:
+        return 1  # unreadable EXIF is not a reason to refuse the picture
+    return value if isinstance(value, int) else 1
+
+
+def _oriented(image: Image.Image, orientation: int) -> Image.Image:
+    method = _TRANSPOSE_FOR_ORIENTATION.get(orientation)
+    return image if method is None else image.transpose(method)
+
+
+def _resizable(image: Image.Image) -> Image.Image:
+    """Bring modes that resize badly or not at all into one that resizes well.
+
+    JPEG modes (L, RGB, CMYK) are left alone so ``thumbnail`` can still draft-decode them.
+    """
+    mode = image.mode
+    if mode in ("L", "LA", "RGB", "RGBA", "CMYK"):
+        return image
+    if mode == "P":
+        # Palette images resize with nearest-neighbour only; expand them first.
+        has_alpha = "transparency" in image.info
+        return image.convert("RGBA" if has_alpha else "RGB")
+    if mode == "PA":
+        return image.convert("RGBA")
+    if mode == "1":
+        return image.convert("L")
+    if mode.startswith("I;16") or mode == "I":
+        # 16-bit grey: scale to 8 bits instead of clipping everything above 255 to white.
+        return image.convert("I").point(lambda v: v * (1 / 256)).convert("L")
+    if mode == "F":
+        return image.convert("L")
+    return image.convert("RGBA" if "A" in mode or "a" in mode else "RGB")
+
+
+def _encode(image: Image.Image, size: int, fmt: str, quality: int | None) -> Thumbnail:
+    pillow_format, content_type, extension = OUTPUT_FORMATS[fmt]
+    icc_profile = image.info.get("icc_profile") if image.mode != "CMYK" else None
+    out = _output_mode(image, pillow_format)
+    # A fresh info dict strips EXIF, XMP, comments and text chunks; the colour profile is kept
+    # (it is colour data, not metadata) unless the pixels were converted from CMYK.
+    out.info = {}
+    options: dict[str, object] = {}
+    if icc_profile:
+        options["icc_profile"] = icc_profile
+    if pillow_format in ("JPEG", "WEBP") and quality is not None:
+        options["quality"] = quality
+    buffer = io.BytesIO()
+    out.save(buffer, pillow_format, **options)
+    return Thumbnail(size, buffer.getvalue(), out.width, out.height, content_type, extension)
+
+
+def _output_mode(image: Image.Image, pillow_format: str) -> Image.Image:
+    mode = image.mode
+    if mode == "CMYK":
+        return image.convert("RGB")
+    if pillow_format == "JPEG" and mode in ("RGBA", "LA"):
+        # JPEG has no alpha: flatten onto white, which is what viewers show for transparency.
+        background = Image.new("RGB" if mode == "RGBA" else "L", image.size, "white")
+        background.paste(image, mask=image.getchannel("A"))
+        return background
+    # A copy (a few kB of pixels): the caller clears its metadata, and *image* is still the
+    # source of the next smaller size.
+    return image.copy()
