@@ -33,7 +33,9 @@ def make_main(step: Step) -> Main:
     return main
 
 
-def run_step(step: Step, params: dict[str, Any], contexts: ContextCache = _CONTEXTS) -> dict[str, Any]:
+def run_step(
+    step: Step, params: dict[str, Any], contexts: ContextCache = _CONTEXTS
+) -> dict[str, Any]:
     try:
         job = Job.from_params(params, default_dest=os.environ.get(ENV_OUT_BUCKET, ""))
         context = contexts.get(Settings.resolve(params))

@@ -34,7 +34,9 @@ app = typer.Typer(
 console = Console(stderr=True)
 PACKAGE = "owdedup"
 
-StoreOpt = Annotated[str | None, typer.Option("--store", help="Object-store URL [env: OWDEDUP_STORE]")]
+StoreOpt = Annotated[
+    str | None, typer.Option("--store", help="Object-store URL [env: OWDEDUP_STORE]")
+]
 RecordsOpt = Annotated[
     str | None, typer.Option("--records", help="Record-store URL [env: OWDEDUP_RECORDS]")
 ]
@@ -145,7 +147,9 @@ def map_command(
         raise typer.Exit(1)
 
 
-def _run_with_progress(request: MapRequest, keys: list[str], workers: int, quiet: bool) -> MapSummary:
+def _run_with_progress(
+    request: MapRequest, keys: list[str], workers: int, quiet: bool
+) -> MapSummary:
     if quiet:
         return run_map(request, keys, workers=workers)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

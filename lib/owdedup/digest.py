@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Any, BinaryIO
 
 CHUNK_BYTES = 1 << 20  # 1 MiB reads: large enough to amortise syscalls, small enough for 64 MB RAM
 
@@ -23,22 +23,13 @@ def is_sha256_hex(value: object) -> bool:
     )
 
 
-class Readable(Protocol):
-    def readinto(self, buffer: memoryview, /) -> int | None: ...
-
-
-def sha256_stream(stream: Readable, chunk_bytes: int = CHUNK_BYTES) -> tuple[str, int]:
+def sha256_stream(stream: BinaryIO, chunk_bytes: int = CHUNK_BYTES) -> tuple[str, int]:
     """Return (hex digest, byte count) of everything left in *stream*, chunk by chunk."""
     hasher = hashlib.sha256()
     total = 0
-    buffer = bytearray(chunk_bytes)
-    view = memoryview(buffer)
-    while True:
-        n = stream.readinto(view)
-        if not n:
-            break
-        hasher.update(view[:n])
-        total += n
+    while chunk := stream.read(chunk_bytes):
+        hasher.update(chunk)
+        total += len(chunk)
     return hasher.hexdigest(), total
 
 

@@ -18,7 +18,7 @@ import importlib.metadata
 import importlib.util
 import json
 from collections.abc import Mapping
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ IDENTITY_SCHEMA = 1
 _PINS_FILE = Path(__file__).with_name("_pins.json")
 
 
-@lru_cache(maxsize=None)
+@cache
 def code_digest(module: str) -> str:
     """SHA-256 of *module*'s source file, found without importing the module itself."""
     spec = importlib.util.find_spec(module)
@@ -38,7 +38,7 @@ def code_digest(module: str) -> str:
     return hashlib.sha256(Path(spec.origin).read_bytes()).hexdigest()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _pinned_versions() -> dict[str, str]:
     try:
         data = json.loads(_PINS_FILE.read_text())
@@ -49,7 +49,7 @@ def _pinned_versions() -> dict[str, str]:
     return {str(k).lower(): str(v) for k, v in data.items()}
 
 
-@lru_cache(maxsize=None)
+@cache
 def library_version(distribution: str) -> str:
     """The version of *distribution* that computes the outputs."""
     pinned = _pinned_versions().get(distribution.lower())

@@ -13,6 +13,7 @@ from typing import Any
 from owdedup.digest import is_sha256_hex
 from owdedup.errors import ConfigError
 
+
 @dataclass
 class Output:
     """One variant's output: planned by ``lookup``, filled by ``thumbnail`` or a record."""

@@ -56,7 +56,7 @@ class MapSummary:
 
     @property
     def compute_ms(self) -> float:
-        return sum(o.get("compute_ms", 0.0) for r in self.results if r.status == COMPUTED
+        return sum(float(o.get("compute_ms", 0.0)) for r in self.results if r.status == COMPUTED
                    for o in r.outputs if not o.get("hit"))
 
 

@@ -12,15 +12,15 @@ from owdedup.engine.runner import InProcessRunner
 
 
 def default_manifest_path() -> Path:
-    """``$OWDEDUP_MANIFEST``, else ``manifest.yaml`` in the project root or current folder."""
+    """``$OWDEDUP_MANIFEST``, else ``manifest.yaml`` in the current folder, else the copy of
+    the project's manifest and actions that is installed with the package."""
     configured = os.environ.get("OWDEDUP_MANIFEST")
     if configured:
         return Path(configured)
     here = Path.cwd() / "manifest.yaml"
     if here.is_file():
         return here
-    # An editable install: the project root sits three levels above this file's package.
-    return Path(__file__).resolve().parents[3] / "manifest.yaml"
+    return Path(__file__).resolve().parents[1] / "bundle" / "manifest.yaml"
 
 
 def local_executor(

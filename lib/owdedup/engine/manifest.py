@@ -168,7 +168,9 @@ def _package(name: str, body: dict[str, Any], env: Mapping[str, str]) -> Package
         if not isinstance(listed, str):
             # wskdeploy rejects a YAML list here; fail the same way, before deploying.
             raise ConfigError(f"sequence {seq_name}: 'actions' must be one comma-separated string")
-        components = tuple(_qualify(name, part.strip()) for part in listed.split(",") if part.strip())
+        components = tuple(
+            _qualify(name, part.strip()) for part in listed.split(",") if part.strip()
+        )
         sequences[seq_name] = SequenceDef(name, str(seq_name), components,
                                           dict(spec.get("annotations") or {}))
     triggers = {}

@@ -93,7 +93,7 @@ class SqliteRecordStore(RecordStore):
         flat = [value for pair in pairs for value in pair]
         try:
             rows = self._conn().execute(
-                "SELECT doc FROM records WHERE (function_id, input_digest) "  # noqa: S608
+                "SELECT doc FROM records WHERE (function_id, input_digest) "
                 f"IN (VALUES {placeholders})",
                 flat,
             ).fetchall()

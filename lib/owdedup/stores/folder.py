@@ -194,14 +194,21 @@ class FolderStore(ObjectStore):
             st = tmp.stat()
             if sha256 is not None:
                 _set_digest_xattr(tmp, sha256, st)
-            os.replace(tmp, path)
-        except NotADirectoryError as exc:
-            tmp.unlink(missing_ok=True)
+            tmp.replace(path)
+        except (NotADirectoryError, FileExistsError) as exc:
+            _remove_quietly(tmp)
             raise ConfigError(f"cannot write {name}: a parent of the key is an object") from exc
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            _remove_quietly(tmp)
             raise StoreError(f"cannot write {name}: {exc.strerror or exc}") from exc
         return st
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        return  # never created, or its folder is gone: nothing to clean
 
 
 def _set_digest_xattr(path: Path, sha256: str, st: os.stat_result) -> None:

@@ -1,0 +1,126 @@
+"""The local executor against OpenWhisk's documented semantics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from owdedup.engine.activation import APPLICATION_ERROR, DEVELOPER_ERROR, SUCCESS
+from owdedup.engine.executor import Engine
+from owdedup.engine.local import local_executor
+from owdedup.errors import NotFoundError
+
+MANIFEST = """
+packages:
+  p:
+    inputs:
+      who: package
+      pkg_only: 1
+    actions:
+      echo:
+        function: actions/echo.py
+        inputs:
+          who: action
+      add:
+        function: build/actions/add.zip
+        runtime: python:3.11
+        inputs:
+          step: 10
+      fail:
+        function: actions/fail.py
+      crash:
+        function: actions/crash.py
+      notdict:
+        function: actions/notdict.py
+    sequences:
+      chain:
+        actions: add, add, echo
+      stops:
+        actions: add, fail, add
+      crashes:
+        actions: add, crash, add
+"""
+
+ACTIONS = {
+    "echo.py": 'def main(params):\n    print("echo called")\n    return dict(params)\n',
+    "add.py": (
+        "def main(params):\n"
+        "    total = params.get('total', 0) + params['step']\n"
+        "    return {'total': total, 'seen': sorted(params)}\n"
+    ),
+    "fail.py": "def main(params):\n    return {'error': 'bad thing', 'key': 'k'}\n",
+    "crash.py": "def main(params):\n    raise RuntimeError('boom')\n",
+    "notdict.py": "def main(params):\n    return 42\n",
+}
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Engine:
+    (tmp_path / "manifest.yaml").write_text(MANIFEST)
+    (tmp_path / "actions").mkdir()
+    for name, code in ACTIONS.items():
+        (tmp_path / "actions" / name).write_text(code)
+    return local_executor(tmp_path / "manifest.yaml", {})
+
+
+def test_payload_wins_over_action_over_package(engine: Engine) -> None:
+    result = engine.invoke("p/echo", {"x": 1}).result
+    assert result == {"who": "action", "pkg_only": 1, "x": 1}
+    assert engine.invoke("p/echo", {"who": "payload"}).result["who"] == "payload"
+
+
+def test_built_zip_path_runs_the_action_source(engine: Engine) -> None:
+    assert engine.invoke("p/add", {}).result["total"] == 10
+
+
+def test_sequence_chains_results_and_invocation_params_reach_only_the_first(
+    engine: Engine,
+) -> None:
+    activation = engine.invoke("p/chain", {"only_first": True})
+    assert activation.status == SUCCESS
+    assert [c.name for c in activation.components] == ["p/add", "p/add", "p/echo"]
+    first, second, last = (c.result for c in activation.components)
+    assert "only_first" in first["seen"]
+    assert "only_first" not in second["seen"]
+    # Each component still gets its own defaults: `step` re-bound, `total` chained.
+    assert second["total"] == 20
+    assert activation.result["total"] == 20 and activation.result["who"] == "action"
+
+
+def test_error_result_ends_the_sequence(engine: Engine) -> None:
+    activation = engine.invoke("p/stops", {})
+    assert activation.status == APPLICATION_ERROR
+    assert activation.result == {"error": "bad thing", "key": "k"}
+    assert len(activation.components) == 2  # the last `add` never ran
+
+
+def test_uncaught_exception_becomes_error_with_traceback_in_logs(engine: Engine) -> None:
+    activation = engine.invoke("p/crash", {})
+    assert activation.status == DEVELOPER_ERROR
+    assert activation.result == {"error": "boom"}
+    assert any("Traceback" in line and "stderr" in line for line in activation.logs)
+    sequence = engine.invoke("p/crashes", {})
+    assert sequence.status == DEVELOPER_ERROR and len(sequence.components) == 2
+
+
+def test_non_dict_result_is_a_developer_error(engine: Engine) -> None:
+    activation = engine.invoke("p/notdict", {})
+    assert activation.status == DEVELOPER_ERROR
+    assert "dictionary" in activation.result["error"]
+
+
+def test_logs_ids_and_timing(engine: Engine) -> None:
+    first, second = engine.invoke("p/echo", {}), engine.invoke("p/echo", {})
+    assert first.activation_id != second.activation_id and len(first.activation_id) == 32
+    assert any(line.endswith("stdout: echo called") for line in first.logs)
+    doc = first.to_dict()
+    assert doc["response"]["success"] is True and doc["response"]["statusCode"] == 0
+    assert doc["end"] >= doc["start"] and doc["name"] == "echo"
+    seq = engine.invoke("p/chain", {}).to_dict()
+    assert len(seq["logs"]) == 3  # a sequence's logs list its components' activation ids
+
+
+def test_unknown_entity(engine: Engine) -> None:
+    with pytest.raises(NotFoundError, match="known: p/add"):
+        engine.invoke("p/nope", {})

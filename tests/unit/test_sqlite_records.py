@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from owdedup.errors import ConfigError
+from owdedup.records import OutputRef, Record, open_records
+from owdedup.records.sqlite import SqliteRecordStore
+
+
+def make_record(fid: str = "f" * 64, digest: str = "d" * 64, key: str = "out/1.jpg") -> Record:
+    return Record(
+        function="thumbnail", function_id=fid, input_digest=digest,
+        output=OutputRef("thumbs", key, 123, 64, 48), params={"size": 64},
+        compute_ms=12.5, input_bytes=4096, created="2026-01-01T00:00:00+00:00",
+    )
+
+
+@pytest.fixture
+def records(tmp_path: Path) -> SqliteRecordStore:
+    store = open_records(f"sqlite://{tmp_path / 'r.sqlite'}")
+    assert isinstance(store, SqliteRecordStore)
+    return store
+
+
+def test_put_then_get_round_trips(records: SqliteRecordStore) -> None:
+    record = make_record()
+    stored, created = records.put(record)
+    assert created and stored == record
+    assert records.get(record.function_id, record.input_digest) == record
+    assert records.get(record.function_id, "e" * 64) is None
+
+
+def test_second_writer_gets_the_first_record(records: SqliteRecordStore) -> None:
+    first = make_record(key="out/first.jpg")
+    records.put(first)
+    stored, created = records.put(make_record(key="out/second.jpg"))
+    assert not created
+    assert stored.output.key == "out/first.jpg"
+
+
+def test_get_many_returns_only_matching_pairs(records: SqliteRecordStore) -> None:
+    records.put(make_record("a" * 64, "1" * 64))
+    records.put(make_record("b" * 64, "1" * 64))
+    records.put(make_record("a" * 64, "2" * 64))
+    found = records.get_many([("a" * 64, "1" * 64), ("b" * 64, "2" * 64), ("a" * 64, "2" * 64)])
+    assert set(found) == {("a" * 64, "1" * 64), ("a" * 64, "2" * 64)}
+
+
+def test_delete(records: SqliteRecordStore) -> None:
+    record = make_record()
+    records.put(record)
+    records.delete(record.function_id, record.input_digest)
+    assert records.get(record.function_id, record.input_digest) is None
+
+
+def test_counting_hits_never_rewrites_records(records: SqliteRecordStore, tmp_path: Path) -> None:
+    records.put(make_record())
+    import sqlite3
+
+    conn = sqlite3.connect(tmp_path / "r.sqlite")
+    before = conn.execute("SELECT doc FROM records").fetchall()
+    for _ in range(5):
+        records.add_counts("thumbnail", hits=1, saved_ms=10.0, saved_bytes=100)
+    records.add_counts("thumbnail", misses=2)
+    after = conn.execute("SELECT doc FROM records").fetchall()
+    assert before == after
+    (stats,) = records.stats()
+    assert (stats.function, stats.records, stats.hits, stats.misses) == ("thumbnail", 1, 5, 2)
+    assert stats.saved_ms == pytest.approx(50.0)
+    assert stats.saved_bytes == 500
+    assert stats.output_bytes == 123
+
+
+def _racer(path: str, index: int, barrier: multiprocessing.synchronize.Barrier,
+           results: multiprocessing.Queue[tuple[int, bool, str]]) -> None:
+    store = SqliteRecordStore(Path(path))
+    barrier.wait()
+    stored, created = store.put(make_record(key=f"out/{index}.jpg"))
+    results.put((index, created, stored.output.key))
+
+
+def test_concurrent_writers_in_processes_store_one_record(tmp_path: Path) -> None:
+    path = str(tmp_path / "race.sqlite")
+    SqliteRecordStore(Path(path)).stats()  # create the schema first
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(8)
+    results: multiprocessing.Queue[tuple[int, bool, str]] = ctx.Queue()
+    procs = [ctx.Process(target=_racer, args=(path, i, barrier, results)) for i in range(8)]
+    for p in procs:
+        p.start()
+    outcomes = [results.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    winners = [o for o in outcomes if o[1]]
+    assert len(winners) == 1
+    assert {key for _, _, key in outcomes} == {winners[0][2]}  # everyone sees the winner's record
+
+
+def test_unknown_scheme_names_the_choices() -> None:
+    with pytest.raises(ConfigError, match="choose one of: sqlite"):
+        open_records("nosuch://host/db")
+    with pytest.raises(ConfigError, match="needs a scheme"):
+        open_records("/just/a/path")
+
+
+def test_credentials_in_urls_are_redacted_in_errors() -> None:
+    with pytest.raises(ConfigError) as info:
+        open_records("nosuch://admin:hunter2@host/db")
+    assert "hunter2" not in str(info.value)
