@@ -57,7 +57,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import PIL
 from PIL import Image, features
 from rich.console import Console
@@ -68,9 +67,6 @@ from owdedup.context import Context
 from owdedup.functions import get_function
 from owdedup.mapper import COMPUTED, DEDUPLICATED, MapRequest, MapSummary, run_map
 from owdedup.thumbnail import make_thumbnails
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # after use(): the backend must be chosen first
 
 SIZE = 256
 LITHOPS_SIZES = (16, 32, 64, 128, 256, 512)
@@ -110,6 +106,11 @@ class MapRun:
     computed: int
     deduplicated: int
 
+    @property
+    def overhead_s(self) -> float:
+        """Wall time not spent inside any object's hash + sequence: pool start, scheduling."""
+        return self.wall_s - sum(self.per_object_ms) / 1000 / self.workers
+
 
 @dataclass
 class Report:
@@ -128,7 +129,7 @@ class Report:
             "environment": self.environment,
             "loops_s": self.loops,
             "per_photo_ms": self.per_photo_ms,
-            "maps": [asdict(run) for run in self.maps],
+            "maps": [{**asdict(run), "overhead_s": run.overhead_s} for run in self.maps],
             "extra": self.extra,
             "checks": [{**asdict(c), "passed": c.passed} for c in self.checks],
         }
@@ -437,6 +438,13 @@ def print_table(report: Report, console: Console) -> None:
 
 
 def save_chart(report: Report, path: Path, n: int) -> None:
+    # Imported here, not at the top: spawned map workers re-import this module as
+    # __mp_main__, and ~0.5 s of matplotlib per worker start would inflate (c)-(e).
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     throughput: dict[str, float] = {}
     names = {"a_pillow_256": "a Pillow 256", "b_ours_256": "b ours 256",
              "f_lithops_6sizes": "f Lithops 6 sizes", "f_ours_6sizes": "f ours 6 sizes"}
@@ -492,7 +500,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if p.suffix.lower() in (".jpg", ".jpeg") and p.is_file())
     if len(photos) < 2:
         sys.exit(f"need at least two JPEG photos in {args.photos}")
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 140)
     report = Report(environment(photos))
     datas = {p: p.read_bytes() for p in photos}
     cost_ms: dict[str, float] = {}

@@ -12,6 +12,7 @@ colour hidden under the transparent half is black, so flattening onto white is v
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 import sys
@@ -125,8 +126,8 @@ def _bilevel(width: int, height: int) -> Image.Image:
 
 
 def picture(width: int, height: int, mode: str = "RGB") -> Image.Image:
-    """The card in *mode*: RGB, RGBA, L, LA, P (with a transparent index), PA-less "P" via
-    ``P``, CMYK, I;16 (see :func:`_grey16`) or 1 (see :func:`_bilevel`)."""
+    """The card in *mode*: RGB, RGBA, L, LA, P (index 255 transparent), CMYK, I;16 (see
+    :func:`_grey16`) or 1 (see :func:`_bilevel`)."""
     if mode == "RGB":
         return card(width, height)
     if mode == "RGBA":
@@ -134,8 +135,7 @@ def picture(width: int, height: int, mode: str = "RGB") -> Image.Image:
     if mode == "L":
         return card(width, height).convert("L")
     if mode == "LA":
-        image = rgba_card(width, height).convert("LA")
-        return image
+        return rgba_card(width, height).convert("LA")
     if mode == "P":
         return _palette_card(width, height)
     if mode == "CMYK":
@@ -168,8 +168,13 @@ def exif(orientation: int | None = None, *, gps: bool = False) -> Image.Exif:
     return data
 
 
+@functools.cache
 def srgb_profile() -> bytes:
-    """An sRGB ICC profile (colour data that thumbnails are expected to keep)."""
+    """An sRGB ICC profile (colour data that thumbnails are expected to keep).
+
+    Cached: littleCMS stamps the creation time into the profile, so two calls a second apart
+    would give different bytes.
+    """
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
@@ -219,13 +224,24 @@ def png(
     mode: str = "RGB",
     *,
     orientation: int | None = None,
+    colour_key: bool = False,
 ) -> bytes:
     """A PNG of the card in *mode*: "RGB", "RGBA", "L", "LA", "P" (index 255 transparent),
-    "I;16" (16-bit grey) or "1". *orientation* adds an eXIf chunk with that Orientation."""
+    "I;16" (16-bit grey) or "1". *orientation* adds an eXIf chunk with that Orientation.
+
+    *colour_key* (RGB or L only) paints the right half black and declares black transparent
+    with a tRNS chunk: transparency without an alpha channel.
+    """
     image = picture(width, height, mode)
     options: dict[str, object] = {}
     if mode == "P":
         options["transparency"] = 255
+    if colour_key:
+        if mode not in ("RGB", "L"):
+            raise ValueError("a colour key needs mode RGB or L")
+        key: int | tuple[int, int, int] = 0 if mode == "L" else (0, 0, 0)
+        image.paste(key, (width // 2, 0, width, height))
+        options["transparency"] = key
     if orientation is not None:
         options["exif"] = exif(orientation)
     return _encode(image, "PNG", **options)
@@ -261,9 +277,14 @@ def tiff(
     mode: str = "RGB",
     *,
     orientation: int | None = None,
+    compression: str | None = None,
 ) -> bytes:
-    """An uncompressed TIFF of the card in *mode* (any mode of :func:`picture`)."""
+    """A TIFF of the card in *mode* (any mode of :func:`picture`), uncompressed unless
+    *compression* names one ("tiff_lzw", "jpeg", ...: those are decoded by libtiff).
+    *orientation* sets the TIFF Orientation tag."""
     options: dict[str, object] = {}
+    if compression is not None:
+        options["compression"] = compression
     if orientation is not None:
         options["exif"] = exif(orientation)
     return _encode(picture(width, height, mode), "TIFF", **options)
@@ -290,6 +311,16 @@ def truncated(data: bytes) -> bytes:
     return data[: len(data) // 2]
 
 
+def corrupt_exif(data: bytes) -> bytes:
+    """*data* (a JPEG) with an EXIF block inserted right after SOI whose first IFD offset
+    points far past its end: unreadable metadata on a perfectly decodable image."""
+    if not data.startswith(b"\xff\xd8"):
+        raise ValueError("not a JPEG")
+    payload = b"Exif\x00\x00" + b"II*\x00" + struct.pack("<I", 0x7FFFFFF0) + b"\x00" * 8
+    segment = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
+    return data[:2] + segment + data[2:]
+
+
 def not_an_image() -> bytes:
     """Plain text."""
     return b"This is a shopping list, not a picture.\nmilk\neggs\n" * 4
@@ -300,6 +331,11 @@ def unsupported(fmt: str = "PPM", width: int = 32, height: int = 24) -> bytes:
     "ICO", "TGA" or "EPS" (written without Ghostscript)."""
     image = card(width, height)
     return _encode(image, fmt)
+
+
+def unsupported_image() -> bytes:
+    """A small valid PPM: readable by Pillow, refused by the thumbnail function."""
+    return unsupported("PPM")
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:

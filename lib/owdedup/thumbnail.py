@@ -81,6 +81,10 @@ def make_thumbnails(
     ordered = sorted(set(sizes), reverse=True)
     try:
         image = _open_checked(data, max_pixels, name)
+        if image.format == "TIFF":
+            # Pillow's TIFF reader applies the Orientation tag itself while loading, then drops
+            # the tag: load first so it is not applied twice (TIFF has no draft decode to lose).
+            image.load()
         orientation = _orientation(image)
         image = _resizable(image)
         image.thumbnail((ordered[0], ordered[0]), _RESAMPLE, reducing_gap=_REDUCING_GAP)
@@ -104,7 +108,9 @@ def _open_checked(data: bytes, max_pixels: int, name: str | None) -> Image.Image
     except UnidentifiedImageError:
         raise BadInputError(_unsupported_reason(data), key=name) from None
     except Image.DecompressionBombError as exc:
-        raise BadInputError(f"decompression bomb refused: {exc}", key=name) from exc
+        # Pillow refuses a header far over its own limit before the check below can run; word
+        # it the same way ("over the limit"), with Pillow's figures.
+        raise BadInputError(f"image is over the limit: {exc}", key=name) from exc
     width, height = image.size
     if width <= 0 or height <= 0:
         raise BadInputError(f"image has no pixels ({width}x{height})", key=name)
@@ -124,7 +130,7 @@ def _unsupported_reason(data: bytes) -> str:
         # Identify only (reads the header); nothing is decoded.
         with Image.open(io.BytesIO(data)) as other:
             return f"unsupported image format {other.format} (supported: {supported})"
-    except (UnidentifiedImageError, *_DECODE_ERRORS):
+    except Exception:  # noqa: BLE001 - any plugin failure here just means "not an image"
         return f"not an image (or an unrecognised format; supported: {supported})"
 
 
@@ -147,6 +153,10 @@ def _resizable(image: Image.Image) -> Image.Image:
     JPEG modes (L, RGB, CMYK) are left alone so ``thumbnail`` can still draft-decode them.
     """
     mode = image.mode
+    if mode in ("L", "RGB") and "transparency" in image.info:
+        # A transparent colour key (PNG tRNS) becomes an alpha channel; otherwise it is lost
+        # and the keyed-out area shows its hidden colour. JPEG never has one.
+        return image.convert("LA" if mode == "L" else "RGBA")
     if mode in ("L", "LA", "RGB", "RGBA", "CMYK"):
         return image
     if mode == "P":
@@ -167,19 +177,30 @@ def _resizable(image: Image.Image) -> Image.Image:
 
 def _encode(image: Image.Image, size: int, fmt: str, quality: int | None) -> Thumbnail:
     pillow_format, content_type, extension = OUTPUT_FORMATS[fmt]
-    icc_profile = image.info.get("icc_profile") if image.mode != "CMYK" else None
+    icc_profile = image.info.get("icc_profile")
     out = _output_mode(image, pillow_format)
-    # A fresh info dict strips EXIF, XMP, comments and text chunks; the colour profile is kept
-    # (it is colour data, not metadata) unless the pixels were converted from CMYK.
+    # A fresh info dict strips EXIF, XMP, comments and text chunks. The colour profile is
+    # colour data, not metadata: it is kept while it still describes the stored pixels.
     out.info = {}
     options: dict[str, object] = {}
-    if icc_profile:
+    if isinstance(icc_profile, bytes) and _profile_fits(icc_profile, out.mode, pillow_format):
         options["icc_profile"] = icc_profile
     if pillow_format in ("JPEG", "WEBP") and quality is not None:
         options["quality"] = quality
     buffer = io.BytesIO()
     out.save(buffer, pillow_format, **options)
     return Thumbnail(size, buffer.getvalue(), out.width, out.height, content_type, extension)
+
+
+def _profile_fits(icc_profile: bytes, mode: str, pillow_format: str) -> bool:
+    """True when the profile's colour space (ICC header bytes 16-19) is that of the output.
+
+    A CMYK profile never fits converted RGB pixels, and WebP stores greyscale as RGB.
+    """
+    space = icc_profile[16:20]
+    if pillow_format == "WEBP" or mode in ("RGB", "RGBA"):
+        return space == b"RGB "
+    return mode in ("L", "LA") and space == b"GRAY"
 
 
 def _output_mode(image: Image.Image, pillow_format: str) -> Image.Image:

@@ -80,7 +80,7 @@ def test_sequence_chains_results_and_invocation_params_reach_only_the_first(
     activation = engine.invoke("p/chain", {"only_first": True})
     assert activation.status == SUCCESS
     assert [c.name for c in activation.components] == ["p/add", "p/add", "p/echo"]
-    first, second, last = (c.result for c in activation.components)
+    first, second, _ = (c.result for c in activation.components)
     assert "only_first" in first["seen"]
     assert "only_first" not in second["seen"]
     # Each component still gets its own defaults: `step` re-bound, `total` chained.

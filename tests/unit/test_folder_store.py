@@ -56,7 +56,7 @@ def test_bad_bucket_names_are_rejected(store: FolderStore, bucket: str) -> None:
 def test_missing_bucket_and_object_are_not_found(store: FolderStore) -> None:
     with pytest.raises(NotFoundError, match="bucket 'nope' does not exist"):
         store.head("nope", "a.jpg")
-    with pytest.raises(NotFoundError, match="photos/missing.jpg does not exist"):
+    with pytest.raises(NotFoundError, match=r"photos/missing\.jpg does not exist"):
         store.head("photos", "missing.jpg")
     with pytest.raises(NotFoundError):
         store.open("photos", "missing.jpg")

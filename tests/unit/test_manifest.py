@@ -46,7 +46,7 @@ packages:
         runtime: python:3.11
         memory: 128
 """)
-    with pytest.raises(ConfigError, match="unknown key.*memory"):
+    with pytest.raises(ConfigError, match=r"unknown key.*memory"):
         load_manifest(path, {})
 
 

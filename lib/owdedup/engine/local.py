@@ -24,8 +24,8 @@ def default_manifest_path() -> Path:
 
 
 def local_executor(
-    manifest_path: Path | None = None, env: Mapping[str, str] | None = None
+    manifest_path: str | Path | None = None, env: Mapping[str, str] | None = None
 ) -> Engine:
-    manifest = load_manifest(manifest_path or default_manifest_path(),
+    manifest = load_manifest(Path(manifest_path or default_manifest_path()),
                              os.environ if env is None else env)
     return Engine(manifest, InProcessRunner(manifest))

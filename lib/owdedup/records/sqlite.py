@@ -67,7 +67,7 @@ class SqliteRecordStore(RecordStore):
             # the last commits, and a lost record only means one recomputation.
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open record store {self.describe()}: {exc}") from exc
         self._local.conn = conn
         self._local.pid = os.getpid()

@@ -1,0 +1,148 @@
+"""Where the local services live and which ports, buckets and topic they use.
+
+Installs (binaries, jars, node modules) go under ``home`` (``OWDEDUP_SERVICES_HOME``, default
+``~/.cache/owdedup/services``). Run state (pid and log files in ``run/``, data in ``data/``,
+generated credentials) goes under ``state`` (``OWDEDUP_SERVICES_STATE``, default ``home``),
+so tests can share one install and still keep their data apart.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from owdedup.errors import ConfigError
+from owdedup.services.versions import KAFKA_VERSION, POUCHDB_SERVER_VERSION
+
+ENV_HOME = "OWDEDUP_SERVICES_HOME"
+ENV_STATE = "OWDEDUP_SERVICES_STATE"
+
+#: Environment variables that override the defaults below (name -> field).
+_PORT_ENV: dict[str, str] = {
+    "OWDEDUP_MINIO_PORT": "minio_port",
+    "OWDEDUP_MINIO_CONSOLE_PORT": "minio_console_port",
+    "OWDEDUP_KAFKA_PORT": "kafka_port",
+    "OWDEDUP_KAFKA_CONTROLLER_PORT": "kafka_controller_port",
+    "OWDEDUP_COUCHDB_PORT": "couchdb_port",
+}
+_NAME_ENV: dict[str, str] = {
+    "OWDEDUP_IN_BUCKET": "in_bucket",
+    "OWDEDUP_OUT_BUCKET": "out_bucket",
+    "OWDEDUP_KAFKA_TOPIC": "topic",
+}
+
+
+def default_home(environ: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    if env.get(ENV_HOME):
+        return Path(env[ENV_HOME]).expanduser()
+    cache = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache).expanduser() / "owdedup" / "services"
+
+
+@dataclass(frozen=True)
+class ServicesConfig:
+    home: Path
+    state: Path
+    host: str = "127.0.0.1"
+    minio_port: int = 9000
+    minio_console_port: int = 9001
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    couchdb_port: int = 5984
+    in_bucket: str = "in"
+    out_bucket: str = "out"
+    topic: str = "owdedup-uploads"
+    #: MinIO notification target id: the bucket subscription names arn:minio:sqs::<ID>:kafka.
+    kafka_target_id: str = "OWDEDUP"
+    #: The ``mc`` alias (passed as MC_HOST_<alias>, never written to an mc config file).
+    mc_alias: str = "owdedup"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServicesConfig:
+        env = os.environ if environ is None else environ
+        home = default_home(env)
+        state = Path(env[ENV_STATE]).expanduser() if env.get(ENV_STATE) else home
+        config = cls(home=home, state=state)
+        changes: dict[str, object] = {}
+        for var, name in _PORT_ENV.items():
+            if env.get(var):
+                try:
+                    changes[name] = int(env[var])
+                except ValueError:
+                    raise ConfigError(f"{var} must be a port number, not {env[var]!r}") from None
+        for var, name in _NAME_ENV.items():
+            if env.get(var):
+                changes[name] = env[var]
+        return replace(config, **changes)  # type: ignore[arg-type]
+
+    # Installs -------------------------------------------------------------------------
+    @property
+    def bin_dir(self) -> Path:
+        return self.home / "bin"
+
+    @property
+    def minio_bin(self) -> Path:
+        return self.bin_dir / "minio"
+
+    @property
+    def mc_bin(self) -> Path:
+        return self.bin_dir / "mc"
+
+    @property
+    def kafka_dir(self) -> Path:
+        return self.home / "kafka" / KAFKA_VERSION
+
+    @property
+    def kafka_libs(self) -> Path:
+        return self.kafka_dir / "libs"
+
+    @property
+    def pouchdb_dir(self) -> Path:
+        return self.home / "pouchdb" / POUCHDB_SERVER_VERSION
+
+    @property
+    def pouchdb_bin(self) -> Path:
+        return self.pouchdb_dir / "node_modules" / ".bin" / "pouchdb-server"
+
+    # Run state ------------------------------------------------------------------------
+    @property
+    def run_dir(self) -> Path:
+        return self.state / "run"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.state / "data"
+
+    @property
+    def credentials_file(self) -> Path:
+        return self.state / "minio-credentials"
+
+    @property
+    def mc_config_dir(self) -> Path:
+        return self.state / "mc"
+
+    def pid_file(self, service: str) -> Path:
+        return self.run_dir / f"{service}.pid"
+
+    def log_file(self, service: str) -> Path:
+        return self.run_dir / f"{service}.log"
+
+    # Endpoints ------------------------------------------------------------------------
+    @property
+    def store_url(self) -> str:
+        return f"http://{self.host}:{self.minio_port}"
+
+    @property
+    def records_url(self) -> str:
+        return f"http://{self.host}:{self.couchdb_port}"
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"{self.host}:{self.kafka_port}"
+
+    @property
+    def kafka_target_arn(self) -> str:
+        return f"arn:minio:sqs::{self.kafka_target_id}:kafka"

@@ -1,0 +1,42 @@
+"""Pinned versions of the local services, in one place.
+
+Go modules are pinned by pseudo-version (MinIO's ``RELEASE.*`` tags are not semver, so the
+module proxy only knows their commits). Resolve a new pin with
+``go list -m -json github.com/minio/minio@<commit>``.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: MinIO server: commit 7aac2a2c5b7c (2026-02-12), the last commit of the community edition
+#: (Go >= 1.24). Built from source with ``go install``; the binary is named ``minio``.
+MINIO_MODULE: Final = "github.com/minio/minio"
+MINIO_VERSION: Final = "v0.0.0-20260212201848-7aac2a2c5b7c"
+
+#: MinIO client: commit 77f82e18b540 (2025-11-06). ``go install`` names the binary ``mc``.
+MC_MODULE: Final = "github.com/minio/mc"
+MC_VERSION: Final = "v0.0.0-20251106162529-77f82e18b540"
+
+#: Kafka broker (KRaft) and tools, resolved by Maven with their runtime dependencies.
+KAFKA_VERSION: Final = "4.3.1"
+KAFKA_SCALA: Final = "2.13"
+#: Kafka 4.x logs through SLF4J; log4j2 is the backend (slf4j 2 binding).
+LOG4J_VERSION: Final = "2.25.3"
+SLF4J_VERSION: Final = "2.0.17"
+MAVEN_DEPENDENCY_PLUGIN: Final = "3.8.1"
+
+#: (groupId, artifactId, version) of everything on the broker's classpath.
+KAFKA_ARTIFACTS: Final[tuple[tuple[str, str, str], ...]] = (
+    ("org.apache.kafka", f"kafka_{KAFKA_SCALA}", KAFKA_VERSION),
+    ("org.apache.kafka", "kafka-tools", KAFKA_VERSION),
+    ("org.slf4j", "slf4j-api", SLF4J_VERSION),
+    ("org.apache.logging.log4j", "log4j-core", LOG4J_VERSION),
+    ("org.apache.logging.log4j", "log4j-slf4j2-impl", LOG4J_VERSION),
+)
+
+#: CouchDB-API server (CouchDB 1.x-style HTTP API on LevelDB) from npm.
+POUCHDB_SERVER_VERSION: Final = "4.2.0"
+#: npm blocks dependency install scripts unless allowed: leveldown's only selects its
+#: bundled linux-x64 prebuild; sqlite3's would download a binary, and it is not needed.
+POUCHDB_ALLOW_SCRIPTS: Final[dict[str, bool]] = {"leveldown": True, "sqlite3": False}
