@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,9 +30,9 @@ def settings(store_root: Path, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def context(settings: Settings) -> Context:
+def context(settings: Settings) -> Iterator[Context]:
     ctx = Context(settings)
-    yield ctx  # type: ignore[misc]
+    yield ctx
     ctx.close()
 
 

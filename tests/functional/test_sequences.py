@@ -16,7 +16,8 @@ from tests.imagegen import jpeg
 pytestmark = pytest.mark.functional
 
 SEQUENCES = sorted(p.name for p in (PROJECT / "sequences").iterdir() if p.is_dir())
-TYPES = {"string": str, "integer": int, "boolean": bool, "number": (int, float)}
+TYPES: dict[str, type | tuple[type, ...]] = {
+    "string": str, "integer": int, "boolean": bool, "number": (int, float)}
 
 
 def check_shape(value: Any, shape: Any, path: str = "$") -> None:
