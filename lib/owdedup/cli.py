@@ -127,6 +127,10 @@ def map_command(
         params = {**_function_params(size, fmt, quality), "materialize": materialize}
         spec.normalise(params)  # a bad --size fails before any work starts
         bucket, _, prefix = source.partition("/")
+        if bucket == dest:
+            raise ConfigError(
+                f"DEST must be another bucket than {bucket!r}: outputs would become inputs"
+            )
         context = Context(Settings.resolve({}, env))
         keys = [info.key for info in context.store.list(bucket, prefix)]
         context.close()

@@ -9,6 +9,7 @@ Each worker process holds its own executor (manifest, loaded actions, store conn
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import time
 from collections.abc import Callable, Mapping
@@ -17,8 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from owdedup.config import Settings
+from owdedup.context import Context
 from owdedup.engine.executor import Engine
 from owdedup.engine.local import local_executor
+from owdedup.errors import OwdedupError
+
+log = logging.getLogger("owdedup")
 
 COMPUTED, DEDUPLICATED, FAILED = "computed", "deduplicated", "failed"
 
@@ -32,6 +38,7 @@ class ObjectResult:
     ms: float = 0.0
     saved_ms: float = 0.0  # compute time not spent because of deduplication
     digest: str | None = None
+    input_bytes: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "status": self.status, "outputs": self.outputs,
@@ -106,7 +113,7 @@ def run_map(
     with ProcessPoolExecutor(max_workers=workers, mp_context=context,
                              initializer=_init_worker,
                              initargs=(request.manifest, request.env)) as pool:
-        groups, hash_ms = _hash_all(pool, request, keys, results, on_hashed)
+        groups, hashed = _hash_all(pool, request, keys, results, on_hashed)
         for key in keys:
             if key in results and on_result is not None:
                 on_result(results[key])  # failed while hashing
@@ -120,12 +127,42 @@ def run_map(
             result, ok, ms = future.result()
             for index, key in enumerate(groups[digest]):
                 entry = _object_result(key, digest, result, ok,
-                                       ms if index == 0 else 0.0, hash_ms[key], index > 0)
+                                       ms if index == 0 else 0.0, hashed[key], index > 0)
                 results[key] = entry
                 if on_result is not None:
                     on_result(entry)
     ordered = [results[key] for key in keys]
+    _count_in_run_duplicates(request, ordered, groups)
     return MapSummary(ordered, time.perf_counter() - started)
+
+
+def _count_in_run_duplicates(
+    request: MapRequest, results: list[ObjectResult], groups: dict[str, list[str]]
+) -> None:
+    """Duplicates settled inside the run never reached ``lookup``: count them as hits too."""
+    duplicates = [r for r in results if r.status == DEDUPLICATED and r.digest is not None
+                  and groups[r.digest][0] != r.key]
+    if not duplicates:
+        return
+    context = Context(Settings.resolve({}, request.env))
+    try:
+        context.records.add_counts(
+            request.function, hits=len(duplicates),
+            saved_ms=sum(r.saved_ms for r in duplicates),
+            # As lookup counts a hit: the input not read again plus the outputs not rewritten.
+            saved_bytes=sum(r.input_bytes + sum(o.get("bytes", 0) for o in r.outputs)
+                            for r in duplicates),
+        )
+    except OwdedupError as exc:
+        log.warning("could not count in-run duplicates: %s", exc)
+    finally:
+        context.close()
+
+
+@dataclass(frozen=True)
+class _Hashed:
+    ms: float
+    input_bytes: int
 
 
 def _hash_all(
@@ -134,7 +171,7 @@ def _hash_all(
     keys: list[str],
     results: dict[str, ObjectResult],
     on_hashed: Callable[[str], None] | None,
-) -> tuple[dict[str, list[str]], dict[str, float]]:
+) -> tuple[dict[str, list[str]], dict[str, _Hashed]]:
     """Phase one: digest of every object; failures are final results already."""
     futures = {
         pool.submit(_invoke, request.hash_action,
@@ -143,11 +180,11 @@ def _hash_all(
         for key in keys
     }
     digests: dict[str, str] = {}
-    hash_ms: dict[str, float] = {}
+    hashed: dict[str, _Hashed] = {}
     for future in as_completed(futures):
         key = futures[future]
         result, ok, ms = future.result()
-        hash_ms[key] = ms
+        hashed[key] = _Hashed(ms, int(result.get("input_bytes", 0)))
         if ok:
             digests[key] = result["digest"]
         else:
@@ -158,14 +195,14 @@ def _hash_all(
     for key in keys:  # key order: the first name of a content is its representative
         if key in digests:
             groups.setdefault(digests[key], []).append(key)
-    return groups, hash_ms
+    return groups, hashed
 
 
 def _object_result(
-    key: str, digest: str, result: dict[str, Any], ok: bool, ms: float, hash_ms: float,
+    key: str, digest: str, result: dict[str, Any], ok: bool, ms: float, hashed: _Hashed,
     duplicate_in_run: bool,
 ) -> ObjectResult:
-    total_ms = ms + hash_ms
+    total_ms = ms + hashed.ms
     if not ok:
         return ObjectResult(key, FAILED, error=_error_text(result, key), ms=total_ms,
                             digest=digest)
@@ -177,7 +214,8 @@ def _object_result(
     deduplicated = duplicate_in_run or result.get("status") == DEDUPLICATED
     saved = sum(o["compute_ms"] for o in outputs) if deduplicated else 0.0
     return ObjectResult(key, DEDUPLICATED if deduplicated else COMPUTED, outputs,
-                        ms=total_ms, saved_ms=saved, digest=digest)
+                        ms=total_ms, saved_ms=saved, digest=digest,
+                        input_bytes=hashed.input_bytes)
 
 
 def _error_text(result: dict[str, Any], key: str | None = None) -> str:

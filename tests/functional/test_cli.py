@@ -88,6 +88,9 @@ def test_duplicates_inside_one_run_are_computed_once(
     assert len({r["outputs"][0]["key"] for r in rows}) == 1
     assert len(list((store_root / "thumbs").rglob("*.jpg"))) == 1
     assert record_count(settings) == 1
+    (stats,) = open_records(settings.records_url).stats()
+    assert (stats.hits, stats.misses) == (3, 1)  # in-run duplicates count as hits
+    assert stats.saved_bytes == 3 * (len(data) + rows[0]["outputs"][0]["bytes"])
 
 
 def test_changed_size_computes_again(cli: Cli, store_root: Path) -> None:
@@ -137,6 +140,7 @@ def test_bad_inputs_fail_alone_and_leave_nothing(
      (["map", "thumbnail", "photos", "thumbs", "--store", "ftp://user:pw@host/x"],
       "unknown object store scheme 'ftp'"),
      (["map", "resize", "photos", "thumbs"], "unknown function 'resize'"),
+     (["map", "thumbnail", "photos", "photos"], "outputs would become inputs"),
      (["invoke", "thumbnail", "photos/none.jpg", "thumbs"], "photos/none.jpg does not exist")],
 )
 def test_user_errors_are_one_line(cli: Cli, args: list[str], message: str) -> None:
