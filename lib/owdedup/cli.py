@@ -34,6 +34,15 @@ app = typer.Typer(
 console = Console(stderr=True)
 PACKAGE = "owdedup"
 
+
+def _mount_services() -> None:
+    from owdedup.services.cli import app as services_app
+
+    app.add_typer(services_app, name="services")
+
+
+_mount_services()
+
 StoreOpt = Annotated[
     str | None, typer.Option("--store", help="Object-store URL [env: OWDEDUP_STORE]")
 ]

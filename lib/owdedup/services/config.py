@@ -9,12 +9,16 @@ so tests can share one install and still keep their data apart.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from owdedup.errors import ConfigError
 from owdedup.services.versions import KAFKA_VERSION, POUCHDB_SERVER_VERSION
+
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 ENV_HOME = "OWDEDUP_SERVICES_HOME"
 ENV_STATE = "OWDEDUP_SERVICES_STATE"
@@ -52,8 +56,9 @@ class ServicesConfig:
     kafka_port: int = 9092
     kafka_controller_port: int = 9093
     couchdb_port: int = 5984
-    in_bucket: str = "in"
-    out_bucket: str = "out"
+    #: S3 bucket names need 3 to 63 characters, so not "in"/"out" (as in the README).
+    in_bucket: str = "inbucket"
+    out_bucket: str = "outbucket"
     topic: str = "owdedup-uploads"
     #: MinIO notification target id: the bucket subscription names arn:minio:sqs::<ID>:kafka.
     kafka_target_id: str = "OWDEDUP"
@@ -77,6 +82,16 @@ class ServicesConfig:
             if env.get(var):
                 changes[name] = env[var]
         return replace(config, **changes)  # type: ignore[arg-type]
+
+    def __post_init__(self) -> None:
+        for bucket in (self.in_bucket, self.out_bucket):
+            if not _BUCKET.fullmatch(bucket):
+                raise ConfigError(
+                    f"bucket name {bucket!r} is not a valid S3 bucket name "
+                    "(3-63 lowercase letters, digits, '.' or '-')"
+                )
+        if not _TOPIC.fullmatch(self.topic):
+            raise ConfigError(f"Kafka topic name {self.topic!r} is not valid")
 
     # Installs -------------------------------------------------------------------------
     @property

@@ -1,0 +1,114 @@
+"""``owdedup services``: install and run MinIO, Kafka and a CouchDB-API server locally.
+
+    owdedup services up            # install what is missing, start all, set up buckets
+    eval "$(owdedup services env)" # point owdedup at them
+    owdedup services status | logs kafka -n 100 | down
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from owdedup.services import processes
+from owdedup.services.config import ServicesConfig
+from owdedup.services.install import SERVICES
+from owdedup.services.install import install as install_services
+from owdedup.services.tools import ServiceError
+
+app = typer.Typer(
+    help="Run MinIO, Kafka and a CouchDB-API server as local processes on 127.0.0.1.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+OnlyOpt = Annotated[
+    list[str] | None,
+    typer.Option("--only", help=f"Only this service (repeatable): {', '.join(SERVICES)}"),
+]
+
+
+def _fail(error: ServiceError) -> typer.Exit:
+    console.print(f"[red]error:[/red] {error}", highlight=False, markup=True, soft_wrap=True)
+    return typer.Exit(1)
+
+
+@app.command("install")
+def install_cmd(only: OnlyOpt = None) -> None:
+    """Install the pinned services into the cache (skips what is already there)."""
+    try:
+        install_services(ServicesConfig.from_env(), only)
+    except ServiceError as error:
+        raise _fail(error) from None
+
+
+@app.command()
+def up(only: OnlyOpt = None) -> None:
+    """Install what is missing, start the services and create the buckets."""
+    config = ServicesConfig.from_env()
+    try:
+        processes.up(config, only)
+    except ServiceError as error:
+        raise _fail(error) from None
+    console.print('Services are up. Use them with: eval "$(owdedup services env)"')
+
+
+@app.command()
+def down(only: OnlyOpt = None) -> None:
+    """Stop the services (their data stays in the cache)."""
+    try:
+        processes.down(ServicesConfig.from_env(), only)
+    except ServiceError as error:
+        raise _fail(error) from None
+
+
+@app.command()
+def status() -> None:
+    """Show which services run, their pid, endpoint and health."""
+    config = ServicesConfig.from_env()
+    table = Table("service", "state", "pid", "endpoint", "version")
+    statuses = processes.status_all(config)
+    for item in statuses:
+        colour = "green" if item.ready else ("yellow" if item.running else "dim")
+        table.add_row(
+            item.name,
+            f"[{colour}]{item.state}[/{colour}]",
+            str(item.pid or "-"),
+            item.endpoint,
+            item.version,
+        )
+    Console().print(table)
+    if not all(item.ready for item in statuses):
+        raise typer.Exit(3)
+
+
+@app.command()
+def logs(
+    name: Annotated[str, typer.Argument(help=f"Service: {', '.join(SERVICES)}")],
+    lines: Annotated[int, typer.Option("-n", "--lines", help="How many lines")] = 50,
+) -> None:
+    """Print the end of a service's log file."""
+    config = ServicesConfig.from_env()
+    try:
+        text = processes.logs(config, name, lines)
+    except ServiceError as error:
+        raise _fail(error) from None
+    if text:
+        print(text)
+    else:
+        console.print(f"no log yet at {config.log_file(name)}")
+
+
+@app.command()
+def env() -> None:
+    """Print `export` lines for the running services (eval them in your shell)."""
+    try:
+        lines = processes.env_exports(ServicesConfig.from_env())
+    except ServiceError as error:
+        raise _fail(error) from None
+    print("\n".join(lines))

@@ -1,0 +1,216 @@
+"""owdedup.services without the real services: config, generated files, wire format, errors."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shlex
+import shutil
+import socket
+import stat
+import struct
+import threading
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from owdedup.errors import ConfigError
+from owdedup.services import ServiceError, ServicesConfig, env_exports, is_installed, logs
+from owdedup.services import processes as proc
+from owdedup.services.install import check_names, kafka_pom, pouchdb_package_json
+from owdedup.services.versions import KAFKA_ARTIFACTS
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> ServicesConfig:
+    return ServicesConfig(home=tmp_path / "home", state=tmp_path / "state")
+
+
+def test_config_defaults_and_overrides(tmp_path: Path) -> None:
+    default = ServicesConfig.from_env({"HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path)})
+    assert default.home == tmp_path / "owdedup" / "services"
+    assert default.state == default.home
+    assert (default.minio_port, default.kafka_port, default.couchdb_port) == (9000, 9092, 5984)
+    custom = ServicesConfig.from_env({
+        "OWDEDUP_SERVICES_HOME": str(tmp_path / "h"),
+        "OWDEDUP_SERVICES_STATE": str(tmp_path / "s"),
+        "OWDEDUP_MINIO_PORT": "19000",
+        "OWDEDUP_IN_BUCKET": "photos",
+        "OWDEDUP_KAFKA_TOPIC": "uploads",
+    })
+    assert custom.home == tmp_path / "h"
+    assert custom.run_dir == tmp_path / "s" / "run"
+    assert custom.store_url == "http://127.0.0.1:19000"
+    assert custom.in_bucket == "photos"
+    assert custom.kafka_target_arn == "arn:minio:sqs::OWDEDUP:kafka"
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"OWDEDUP_KAFKA_PORT": "x"}, {"OWDEDUP_IN_BUCKET": "in"}, {"OWDEDUP_KAFKA_TOPIC": "a b"}],
+)
+def test_config_rejects_bad_values(env: dict[str, str], tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        ServicesConfig.from_env({"OWDEDUP_SERVICES_HOME": str(tmp_path), **env})
+
+
+def test_credentials_file_is_private_and_env_exports_evaluate(config: ServicesConfig) -> None:
+    with pytest.raises(ServiceError, match="services up"):
+        env_exports(config)
+    access, secret = proc.minio_credentials(config, create=True)
+    assert proc.minio_credentials(config, create=True) == (access, secret)  # generated once
+    assert stat.S_IMODE(config.credentials_file.stat().st_mode) == 0o600
+    assert len(secret) >= 32
+    lines = env_exports(config)
+    values = dict(shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in lines)
+    assert values == {
+        "OWDEDUP_STORE": "http://127.0.0.1:9000",
+        "OWDEDUP_STORE_ACCESS_KEY": access,
+        "OWDEDUP_STORE_SECRET_KEY": secret,
+        "OWDEDUP_RECORDS": "http://127.0.0.1:5984",
+        "OWDEDUP_KAFKA": "127.0.0.1:9092",
+        "OWDEDUP_IN_BUCKET": "inbucket",
+        "OWDEDUP_OUT_BUCKET": "outbucket",
+        "OWDEDUP_KAFKA_TOPIC": "owdedup-uploads",
+    }
+    env = proc.minio_env(config)
+    assert env["MINIO_NOTIFY_KAFKA_TOPIC_OWDEDUP"] == "owdedup-uploads"
+    assert env["MINIO_NOTIFY_KAFKA_QUEUE_DIR_OWDEDUP"].startswith(str(config.state))
+    assert secret not in json.dumps(proc.mc_env(config)["MC_CONFIG_DIR"])
+
+
+def test_generated_install_files() -> None:
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    pom = ET.fromstring(kafka_pom())
+    found = {
+        (dep.findtext("m:groupId", namespaces=ns), dep.findtext("m:artifactId", namespaces=ns),
+         dep.findtext("m:version", namespaces=ns))
+        for dep in pom.iterfind("m:dependencies/m:dependency", ns)
+    }
+    assert found == set(KAFKA_ARTIFACTS)
+    package = json.loads(pouchdb_package_json())
+    assert package["dependencies"] == {"pouchdb-server": "4.2.0"}
+    assert package["allowScripts"]["leveldown"] is True
+
+
+def test_kafka_properties_and_cluster_id(config: ServicesConfig) -> None:
+    props = proc.kafka_properties(config)
+    assert "process.roles=broker,controller" in props
+    assert "listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093" in props
+    assert f"log.dirs={config.data_dir / 'kafka'}" in props
+    cluster = proc.random_cluster_id()
+    assert len(cluster) == 22 and not cluster.startswith("-")
+    assert len(base64.urlsafe_b64decode(cluster + "==")) == 16
+
+
+def _metadata_response() -> bytes:
+    def string(text: str) -> bytes:
+        return struct.pack(">h", len(text)) + text.encode()
+
+    body = struct.pack(">ii", 7, 0)  # correlation id, throttle
+    body += struct.pack(">i", 1) + struct.pack(">i", 1) + string("127.0.0.1")
+    body += struct.pack(">i", 9092) + struct.pack(">h", -1)  # port, null rack
+    body += string("cluster") + struct.pack(">i", 1)
+    body += struct.pack(">i", 1) + struct.pack(">h", 0) + string("owdedup-uploads") + b"\0"
+    body += struct.pack(">i", 1) + struct.pack(">hii", 0, 0, 1)
+    body += struct.pack(">ii", 1, 1) + struct.pack(">ii", 1, 1)  # replicas, isr
+    return struct.pack(">i", len(body)) + body
+
+
+def test_kafka_metadata_parses_a_v4_response() -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+        requests: list[bytes] = []
+
+        def answer() -> None:
+            conn, _ = server.accept()
+            with conn:
+                size = struct.unpack(">i", conn.recv(4))[0]
+                requests.append(conn.recv(size))
+                conn.sendall(_metadata_response())
+
+        thread = threading.Thread(target=answer)
+        thread.start()
+        meta = proc.kafka_metadata("127.0.0.1", port)
+        thread.join(5)
+    assert struct.unpack(">hh", requests[0][:4]) == (3, 4)  # Metadata v4
+    assert meta.brokers == ((1, "127.0.0.1", 9092),)
+    assert meta.topics == ("owdedup-uploads",)
+
+
+def test_unknown_service_and_nothing_installed(config: ServicesConfig) -> None:
+    assert check_names(None) == ["couchdb", "kafka", "minio"]
+    assert check_names(["minio", "couchdb"]) == ["couchdb", "minio"]
+    with pytest.raises(ServiceError, match="unknown service redis"):
+        check_names(["redis"])
+    assert not any(is_installed(config, name) for name in ("couchdb", "kafka", "minio"))
+
+
+def test_status_of_stopped_services(config: ServicesConfig) -> None:
+    statuses = proc.status_all(config)
+    assert [(s.name, s.state, s.pid) for s in statuses] == [
+        ("couchdb", "stopped", None), ("kafka", "stopped", None), ("minio", "stopped", None)
+    ]
+    assert proc.stop(config, "kafka") is False
+
+
+def _fake_pouchdb(config: ServicesConfig, script: str) -> None:
+    config.pouchdb_bin.parent.mkdir(parents=True)
+    config.pouchdb_bin.write_text("#!/bin/sh\n" + script)
+    config.pouchdb_bin.chmod(0o755)
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node not on PATH")
+def test_failed_start_names_the_service_and_shows_its_log(config: ServicesConfig) -> None:
+    _fake_pouchdb(config, "echo 'cannot open the database folder'\nexit 3\n")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cfg = ServicesConfig(home=config.home, state=config.state, couchdb_port=port)
+    with pytest.raises(ServiceError) as error:
+        proc.start_couchdb(cfg)
+    message = str(error.value)
+    assert message.startswith("couchdb exited with exit code 3")
+    assert "cannot open the database folder" in message
+    assert "cannot open the database folder" in logs(cfg, "couchdb", 5)
+    assert not cfg.pid_file("couchdb").exists()
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node not on PATH")
+def test_busy_port_is_reported(config: ServicesConfig) -> None:
+    _fake_pouchdb(config, "exit 0\n")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        cfg = ServicesConfig(
+            home=config.home, state=config.state, couchdb_port=busy.getsockname()[1]
+        )
+        with pytest.raises(ServiceError, match=r"couchdb: port \d+ on 127.0.0.1 is already in use"):
+            proc.start_couchdb(cfg)
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node not on PATH")
+def test_start_status_stop_of_a_process(config: ServicesConfig) -> None:
+    """The bookkeeping with a stand-in server: python's http.server under the pouchdb name."""
+    import sys
+
+    _fake_pouchdb(
+        config,
+        f'{shlex.quote(sys.executable)} -m http.server --bind "$2" "$4"\n',
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cfg = ServicesConfig(home=config.home, state=config.state, couchdb_port=port)
+    pid = proc.start_couchdb(cfg)
+    try:
+        assert proc.read_pid(cfg, "couchdb") == pid
+        assert proc.start_couchdb(cfg) == pid  # idempotent
+        assert proc.status(cfg, "couchdb").ready
+    finally:
+        assert proc.stop(cfg, "couchdb") is True
+    assert proc.status(cfg, "couchdb").state == "stopped"
+    assert not cfg.pid_file("couchdb").exists()
