@@ -192,6 +192,54 @@ def _print_summary(summary: MapSummary) -> None:
 
 
 @app.command()
+def watch(
+    brokers: Annotated[
+        str | None, typer.Option("--brokers", help="Kafka brokers [env: OWDEDUP_KAFKA]")
+    ] = None,
+    topic: Annotated[
+        str | None, typer.Option("--topic", help="Upload-event topic [env: OWDEDUP_KAFKA_TOPIC]")
+    ] = None,
+    group: Annotated[str, typer.Option("--group", help="Kafka consumer group")] = "owdedup-watch",
+    workers: Annotated[int, typer.Option("--workers", "-w", min=1)] = 2,
+    retry_for: Annotated[
+        float, typer.Option("--retry-for", help="Seconds to retry a service failure")
+    ] = 300.0,
+    store: StoreOpt = None,
+    records: RecordsOpt = None,
+    manifest: ManifestOpt = None,
+) -> None:
+    """Process upload events from Kafka as OpenWhisk's feed and rule would, until Ctrl-C."""
+    import signal
+    import threading
+
+    from owdedup.watch import ObjectOutcome, WatchConfig, run_watch
+
+    env = _environment(store, records)
+    brokers = brokers or env.get("OWDEDUP_KAFKA")
+    topic = topic or env.get("OWDEDUP_KAFKA_TOPIC")
+    if not brokers or not topic:
+        raise _fail("no Kafka brokers/topic: pass --brokers/--topic or set OWDEDUP_KAFKA and "
+                    "OWDEDUP_KAFKA_TOPIC (eval \"$(owdedup services env)\")")
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        console.print("stopping: finishing the work in flight…")
+        stop.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    def report(outcome: ObjectOutcome) -> None:
+        typer.echo(f"{'ok' if outcome.ok else 'failed'} {outcome.key}: {outcome.detail}")
+
+    console.print(f"watching {topic} on {brokers} (group {group}, {workers} workers)")
+    config = WatchConfig(brokers, topic, group=group, workers=workers, retry_for=retry_for,
+                         manifest=manifest, env=env)
+    processed = run_watch(config, stop, report)
+    console.print(f"stopped after {processed} messages")
+
+
+@app.command()
 def stats(records: RecordsOpt = None) -> None:
     """Per function: records, hits, misses and the compute time and bytes saved."""
     try:

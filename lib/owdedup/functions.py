@@ -61,8 +61,10 @@ class ThumbnailFunction:
     sequence = "dedup-thumbnail"
 
     def normalise(self, params: Mapping[str, Any]) -> ThumbnailParams:
-        sizes = parse_sizes(params.get("sizes", params.get("size", DEFAULT_SIZES)))
-        fmt = _FORMAT_ALIASES.get(str(params.get("format", "jpeg")).strip().lower())
+        # An empty value is "not given": manifest inputs bound to unset variables arrive as "".
+        given = [params.get(name) for name in ("sizes", "size")]
+        sizes = parse_sizes(next((v for v in given if v not in (None, "")), DEFAULT_SIZES))
+        fmt = _FORMAT_ALIASES.get(str(params.get("format") or "jpeg").strip().lower())
         if fmt is None:
             raise ConfigError(
                 f"unsupported format {params.get('format')!r}; choose jpeg, png or webp"

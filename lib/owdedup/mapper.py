@@ -4,13 +4,12 @@ Two phases, so that identical contents inside one run are computed once whatever
 of workers: first every object is hashed (the ``hash`` action), then the whole sequence runs
 once per distinct digest; the other objects with that digest share its result.
 
-Each worker process holds its own executor (manifest, loaded actions, store connections).
+Each worker process holds its own engine (see ``workers``).
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
@@ -20,9 +19,9 @@ from typing import Any
 
 from owdedup.config import Settings
 from owdedup.context import Context
-from owdedup.engine.executor import Engine
-from owdedup.engine.local import local_executor
 from owdedup.errors import OwdedupError
+from owdedup.workers import invoke
+from owdedup.workers import pool as workers_pool
 
 log = logging.getLogger("owdedup")
 
@@ -79,23 +78,6 @@ class MapRequest:
     env: Mapping[str, str] | None = None  # environment the manifest's $VARs are bound from
 
 
-# -- worker side ------------------------------------------------------------------------------
-
-_engine: Engine | None = None  # one per worker process, set by the pool initialiser
-
-
-def _init_worker(manifest: Path | None, env: Mapping[str, str] | None) -> None:
-    global _engine
-    _engine = local_executor(manifest, env)
-
-
-def _invoke(name: str, payload: dict[str, Any]) -> tuple[dict[str, Any], bool, float]:
-    assert _engine is not None, "worker not initialised"
-    started = time.perf_counter()
-    activation = _engine.invoke(name, payload)
-    return activation.result, activation.success, (time.perf_counter() - started) * 1000
-
-
 # -- coordinator ------------------------------------------------------------------------------
 
 
@@ -109,10 +91,7 @@ def run_map(
 ) -> MapSummary:
     started = time.perf_counter()
     results: dict[str, ObjectResult] = {}
-    context = multiprocessing.get_context("spawn")  # no fork: workers start clean
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                             initializer=_init_worker,
-                             initargs=(request.manifest, request.env)) as pool:
+    with workers_pool(workers, request.manifest, request.env) as pool:
         groups, hashed = _hash_all(pool, request, keys, results, on_hashed)
         for key in keys:
             if key in results and on_result is not None:
@@ -121,7 +100,7 @@ def run_map(
         for digest, members in groups.items():
             payload = {**request.params, "bucket": request.src_bucket, "key": members[0],
                        "dest_bucket": request.dest_bucket, "function": request.function}
-            futures[pool.submit(_invoke, request.sequence, payload)] = digest
+            futures[pool.submit(invoke, request.sequence, payload)] = digest
         for future in as_completed(futures):
             digest = futures[future]
             result, ok, ms = future.result()
@@ -174,7 +153,7 @@ def _hash_all(
 ) -> tuple[dict[str, list[str]], dict[str, _Hashed]]:
     """Phase one: digest of every object; failures are final results already."""
     futures = {
-        pool.submit(_invoke, request.hash_action,
+        pool.submit(invoke, request.hash_action,
                     {**request.params, "bucket": request.src_bucket, "key": key,
                      "dest_bucket": request.dest_bucket, "function": request.function}): key
         for key in keys

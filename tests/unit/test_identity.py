@@ -17,6 +17,12 @@ def test_equal_requests_have_equal_identities() -> None:
     assert ids(size=256) == ids(sizes=[256]) == ids(sizes="256", format="JPG", quality="85")
 
 
+def test_empty_values_mean_not_given() -> None:
+    # Manifest inputs bound to unset variables arrive as "": they must not mask a real value.
+    assert ids(sizes="", size=128) == ids(size=128)
+    assert ids(sizes="", format="", quality="") == ids()
+
+
 @pytest.mark.parametrize(
     "changed",
     [{"size": 128}, {"format": "webp"}, {"format": "png"}, {"quality": 70}],

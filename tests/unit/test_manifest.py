@@ -18,7 +18,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_project_manifest_declares_the_pipeline() -> None:
     manifest = load_manifest(PROJECT / "manifest.yaml", {"OWDEDUP_OUT_BUCKET": "thumbs"})
     package = manifest.packages["owdedup"]
-    assert set(package.actions) == {"hash", "lookup", "thumbnail", "record"}
+    assert set(package.actions) == {"hash", "lookup", "thumbnail", "record", "dispatch"}
     assert package.sequences["dedup-thumbnail"].components == (
         "owdedup/hash", "owdedup/lookup", "owdedup/thumbnail", "owdedup/record")
     assert package.inputs["dest_bucket"] == "thumbs"

@@ -28,6 +28,7 @@ from owdedup.engine.activation import (
 )
 from owdedup.engine.manifest import ActionDef, Manifest, SequenceDef
 from owdedup.errors import NotFoundError
+from owdedup.platform import Invocation, local_invoker
 
 
 class Runner(Protocol):
@@ -82,11 +83,34 @@ class Engine:
             return self._sequence(entity, dict(payload))
         return self._action(entity, dict(payload))
 
+    def fire(self, trigger: str, payload: Mapping[str, Any]) -> Activation:
+        """Fire *trigger*: every rule on it invokes its action with the trigger's payload
+        (the trigger's own parameters overlaid by the fired payload)."""
+        definition = self.manifest.trigger(trigger)
+        if definition is None:
+            raise NotFoundError(f"no trigger {trigger!r} in the manifest")
+        params = merge_params(definition.inputs, payload)
+        start = self.clock_ms()
+        fired = [self.invoke(rule.action, params) for rule in self.manifest.rules_for(trigger)]
+        return self._record(Activation(
+            new_activation_id(), self.namespace, definition.name, start, self.clock_ms(),
+            params, SUCCESS, kind="trigger", components=fired,
+        ))
+
+    def _invoke_from_action(
+        self, name: str, params: dict[str, Any], blocking: bool
+    ) -> Invocation:
+        # In process every invoke completes before it returns; "non-blocking" only means the
+        # caller does not need the result.
+        activation = self.invoke(name, params)
+        return Invocation(activation.activation_id, activation.success, activation.result)
+
     def _action(self, action: ActionDef, payload: dict[str, Any]) -> Activation:
         package = self.manifest.packages[action.package]
         params = merge_params(package.inputs, action.inputs, payload)
         start = self.clock_ms()
-        raw, logs, crashed = self.runner.run(action, params)
+        with local_invoker(self._invoke_from_action):
+            raw, logs, crashed = self.runner.run(action, params)
         result, status = classify(raw, crashed)
         return self._record(Activation(
             new_activation_id(), self.namespace, action.fqn, start, self.clock_ms(),

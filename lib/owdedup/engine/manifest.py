@@ -116,6 +116,18 @@ class Manifest:
         pkg = self.packages.get(package)
         return None if pkg is None else pkg.sequences.get(name)
 
+    def trigger(self, name: str) -> TriggerDef | None:
+        # Triggers and rules live in the namespace, not in a package (as wskdeploy creates them).
+        for pkg in self.packages.values():
+            if name.strip("/").rpartition("/")[2] in pkg.triggers:
+                return pkg.triggers[name.strip("/").rpartition("/")[2]]
+        return None
+
+    def rules_for(self, trigger: str) -> list[RuleDef]:
+        short = trigger.strip("/").rpartition("/")[2]
+        return [rule for pkg in self.packages.values() for rule in pkg.rules.values()
+                if rule.trigger == short]
+
     def entity_names(self) -> list[str]:
         names = []
         for pkg in self.packages.values():
