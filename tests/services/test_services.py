@@ -8,61 +8,29 @@ MinIO's Go build) but its own state folder and free ports, so a developer's runn
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from owdedup.services import ServicesConfig, down, env_vars, start, status_all, stop, up
+from owdedup.services import ServicesConfig, env_vars, start, status_all, stop
 from owdedup.services import processes as proc
+from tests.services.conftest import Services
 
-pytestmark = [
-    pytest.mark.services,
-    pytest.mark.skipif(
-        os.environ.get("OWDEDUP_SERVICES") != "1",
-        reason="real local services are opt-in: OWDEDUP_SERVICES=1",
-    ),
-]
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+pytestmark = pytest.mark.services
 
 
 @pytest.fixture(scope="module")
-def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServicesConfig]:
-    ports = _free_ports(5)
-    config = replace(
-        ServicesConfig.from_env(),
-        state=tmp_path_factory.mktemp("services-state"),
-        minio_port=ports[0],
-        minio_console_port=ports[1],
-        kafka_port=ports[2],
-        kafka_controller_port=ports[3],
-        couchdb_port=ports[4],
-    )
-    up(config)
-    try:
-        yield config
-    finally:
-        down(config)
+def services(services: Services) -> ServicesConfig:
+    if services.config is None:
+        pytest.skip("these tests exercise the local process manager (not used with Docker)")
+    return services.config
 
 
 def _http(method: str, url: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
