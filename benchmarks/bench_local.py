@@ -6,12 +6,17 @@ Run from the repository root::
         --out bench-results/local
 
 Everything is measured in one run so that the ratios compare numbers taken under the same
-conditions. In-process loops are warmed up on a few photos, then repeated ``--repeats`` times
-with the two sides of each comparison interleaved (so background load hits both alike); the
-best pass counts. ``map`` runs use a fresh folder store and a fresh SQLite record store in a
-new temporary folder each time (the photos are copied in first, untimed); they are also
-interleaved and repeated, and their best wall time counts. Per-object times pool every
-repetition.
+conditions, and every comparison interleaves its two sides so that background load (other
+processes may share the CPUs) hits both alike:
+
+- In-process loops (a, b, f) are warmed up on a few photos; then, photo by photo, both sides
+  run ``--repeats`` times in turn, and each photo's best time counts. A side's time is the sum
+  of its per-photo bests: the best pass the machine gave, robust to bursts of outside load.
+- ``map`` runs (c, d, e) use a fresh folder store and a fresh SQLite record store in a new
+  temporary folder each time (the photos are copied in first, untimed); the configurations
+  run in turn, ``--map-repeats`` rounds, and the best wall time of each counts. Per-object
+  times pool every round. Each round also measures how much faster 2 processes are than 1 on
+  pure arithmetic at that moment (``CPU ceiling``): the most (c2) could show then.
 
 a. Pillow loop (as SeBS and the Lithops study write it): for each photo ``Image.open(path)``
    -> ``.thumbnail((256, 256))`` -> ``.save(BytesIO, "JPEG")``; one process; photos/s.
@@ -24,10 +29,10 @@ c. ``run_map`` (what ``owdedup map thumbnail SRC DEST --size 256`` runs) on an e
 d. ``run_map`` again on the same stores: every object is a hit. Target: per-object median
    <= 3% of the miss path's per-object median (1 worker each).
 e. Half duplicates: 18 distinct photos + 18 byte copies of them under other names, empty
-   record store, against 36 distinct photos (the 1-worker miss runs of c): equal object
-   counts, wall-time ratio. The 18 photos are chosen so that their share of the thumbnailing
-   time measured in (b) is as close to one half as possible (reported as ``compute_share``).
-   Target: <= 0.55x.
+   record store, against 36 distinct photos (the 1-worker miss runs of c; ``--dup-workers``
+   changes the worker count of both): equal object counts, wall-time ratio. The 18 photos are
+   chosen so that their share of the thumbnailing time measured in (b) is as close to one
+   half as possible (``half_dup_compute_share`` in the JSON). Target: <= 0.55x.
 f. The Lithops study's workload, six sizes (16..512) per photo: their method (for each size,
    re-open the file, ``thumbnail`` once, save) against ``make_thumbnails(data, sizes)`` (one
    decode, each size derived from the next larger one). Target: ours >= 4x faster.
@@ -43,6 +48,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import multiprocessing
 import os
 import platform
 import shutil
@@ -52,6 +58,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -115,11 +122,19 @@ class MapRun:
 @dataclass
 class Report:
     environment: dict[str, Any]
-    loops: dict[str, list[float]] = field(default_factory=dict)  # name -> pass seconds
-    per_photo_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    # loop name -> photo name -> seconds of each repetition
+    loops: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     maps: list[MapRun] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     checks: list[Check] = field(default_factory=list)
+
+    def best_ms(self, loop: str) -> dict[str, float]:
+        """Each photo's best time in *loop*, in ms."""
+        return {name: min(times) * 1000 for name, times in self.loops[loop].items()}
+
+    def best_s(self, loop: str) -> float:
+        """The loop's time over all photos: the sum of the per-photo bests."""
+        return sum(self.best_ms(loop).values()) / 1000
 
     def map_runs(self, label: str) -> list[MapRun]:
         return [run for run in self.maps if run.label == label]
@@ -127,8 +142,8 @@ class Report:
     def to_json(self) -> dict[str, Any]:
         return {
             "environment": self.environment,
-            "loops_s": self.loops,
-            "per_photo_ms": self.per_photo_ms,
+            "loops_s": {name: {"best_total": self.best_s(name), "per_photo": times}
+                        for name, times in self.loops.items()},
             "maps": [{**asdict(run), "overhead_s": run.overhead_s} for run in self.maps],
             "extra": self.extra,
             "checks": [{**asdict(c), "passed": c.passed} for c in self.checks],
@@ -180,18 +195,23 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[index]
 
 
-def timed(fn: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
+Body = Callable[[Path], object]
 
 
-def interleave(loops: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
-    """Each loop once per round, round after round: background load hits all of them alike."""
-    times: dict[str, list[float]] = {name: [] for name in loops}
-    for _ in range(repeats):
-        for name, fn in loops.items():
-            times[name].append(timed(fn))
+def interleave(
+    bodies: dict[str, Body], photos: Sequence[Path], repeats: int
+) -> dict[str, dict[str, list[float]]]:
+    """Per photo, every body in turn, *repeats* times: seconds by body, photo, repetition."""
+    for path in photos[:WARMUP_PHOTOS]:
+        for body in bodies.values():
+            body(path)
+    times: dict[str, dict[str, list[float]]] = {name: {} for name in bodies}
+    for path in photos:
+        for _ in range(repeats):
+            for name, body in bodies.items():
+                started = time.perf_counter()
+                body(path)
+                times[name].setdefault(path.name, []).append(time.perf_counter() - started)
     return times
 
 
@@ -216,31 +236,13 @@ def ours(data: bytes, sizes: Sequence[int]) -> list[bytes]:
     return [t.data for t in make_thumbnails(data, sizes)]
 
 
-def per_photo_ms(photos: Sequence[Path], body: Callable[[Path], object]) -> dict[str, float]:
-    result = {}
-    for path in photos:
-        started = time.perf_counter()
-        body(path)
-        result[path.name] = (time.perf_counter() - started) * 1000
-    return result
-
-
 def bench_thumb(report: Report, photos: list[Path], datas: dict[Path, bytes], repeats: int) -> None:
-    def loop_a() -> None:
-        for path in photos:
-            pillow_thumbnail(path, SIZE)
-
-    def loop_b() -> None:
-        for path in photos:
-            ours(datas[path], [SIZE])
-
-    for path in photos[:WARMUP_PHOTOS]:
-        pillow_thumbnail(path, SIZE)
-        ours(datas[path], [SIZE])
-    report.loops.update(interleave({"a_pillow_256": loop_a, "b_ours_256": loop_b}, repeats))
-    report.per_photo_ms["b_ours_256"] = per_photo_ms(photos, lambda p: ours(datas[p], [SIZE]))
+    report.loops.update(interleave({
+        "a_pillow_256": lambda path: pillow_thumbnail(path, SIZE),
+        "b_ours_256": lambda path: ours(datas[path], [SIZE]),
+    }, photos, repeats))
     n = len(photos)
-    a, b = min(report.loops["a_pillow_256"]), min(report.loops["b_ours_256"])
+    a, b = report.best_s("a_pillow_256"), report.best_s("b_ours_256")
     report.checks += [
         Check("a", "Pillow loop, 256 px, 1 process", f"{n / a:.2f} photos/s ({a:.2f} s)"),
         Check("b", "make_thumbnails([256]) vs Pillow loop", f"{n / b:.2f} photos/s ({b:.2f} s)",
@@ -250,21 +252,12 @@ def bench_thumb(report: Report, photos: list[Path], datas: dict[Path, bytes], re
 
 def bench_sizes(report: Report, photos: list[Path], datas: dict[Path, bytes],
                 repeats: int) -> None:
-    def loop_theirs() -> None:
-        for path in photos:
-            lithops_sizes(path)
-
-    def loop_ours() -> None:
-        for path in photos:
-            ours(datas[path], LITHOPS_SIZES)
-
-    for path in photos[:WARMUP_PHOTOS]:
-        lithops_sizes(path)
-        ours(datas[path], LITHOPS_SIZES)
-    report.loops.update(interleave({"f_lithops_6sizes": loop_theirs,
-                                    "f_ours_6sizes": loop_ours}, repeats))
+    report.loops.update(interleave({
+        "f_lithops_6sizes": lithops_sizes,
+        "f_ours_6sizes": lambda path: ours(datas[path], LITHOPS_SIZES),
+    }, photos, repeats))
     n = len(photos)
-    theirs, mine = min(report.loops["f_lithops_6sizes"]), min(report.loops["f_ours_6sizes"])
+    theirs, mine = report.best_s("f_lithops_6sizes"), report.best_s("f_ours_6sizes")
     report.checks.append(Check(
         "f", "six sizes: ours vs re-open per size",
         f"theirs {n / theirs:.2f}, ours {n / mine:.2f} photos/s", theirs / mine, ">=", 4.0,
@@ -322,6 +315,29 @@ def map_once(root: Path, workers: int, label: str) -> MapRun:
                   summary.count(COMPUTED), summary.count(DEDUPLICATED))
 
 
+def _spin(loops: int) -> int:
+    total = 0
+    for i in range(loops):
+        total += i
+    return total
+
+
+def cpu_scaling(loops: int = 4_000_000) -> float:
+    """Speed-up of 2 processes over 1 on pure Python arithmetic: the ceiling for (c2) now.
+
+    Another process on the machine takes its share of the CPUs; this says how much was left.
+    """
+    seconds: dict[int, float] = {}
+    context = multiprocessing.get_context("spawn")
+    for workers in (1, 2):
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            list(pool.map(_spin, [1] * workers))  # start the workers first
+            started = time.perf_counter()
+            list(pool.map(_spin, [loops, loops]))
+            seconds[workers] = time.perf_counter() - started
+    return seconds[1] / seconds[2]
+
+
 def half_split(photos: list[Path], cost_ms: dict[str, float]) -> list[Path]:
     """Half of the photos carrying as close to half of the total cost as a greedy pass gets."""
     ordered = sorted(photos, key=lambda p: cost_ms[p.name], reverse=True)
@@ -353,6 +369,8 @@ def bench_map(report: Report, photos: list[Path], repeats: int, sections: set[st
         map_once(warm, 2, "warm-up")  # spawn once: page cache, bytecode, imports
         factory.remove(warm)
         for _ in range(repeats):
+            if "map" in sections:
+                report.extra.setdefault("cpu_scaling_2_vs_1", []).append(cpu_scaling())
             configs: list[tuple[str, int, dict[str, Path]]] = []
             if "map" in sections or "dup" in sections:
                 configs.append(("miss-1w", 1, distinct))
@@ -394,7 +412,8 @@ def _map_checks(report: Report, sections: set[str], dup_workers: int) -> None:
                   f"{statistics.median(miss_ms):.1f}/{percentile(miss_ms, 95):.1f} ms (med/p95)"),
             Check("c2", "map, all misses, 2 workers vs 1",
                   f"{best2:.2f} s, {n / best2:.2f} photos/s, per object "
-                  f"{statistics.median(two_ms):.1f}/{percentile(two_ms, 95):.1f} ms (med/p95)",
+                  f"{statistics.median(two_ms):.1f}/{percentile(two_ms, 95):.1f} ms (med/p95); "
+                  f"CPU ceiling {statistics.median(report.extra['cpu_scaling_2_vs_1']):.2f}x",
                   best1 / best2, ">=", 1.7),
             Check("d", "map, all hits: per-object median vs miss",
                   f"hit {statistics.median(hit_ms):.2f} ms vs miss "
@@ -450,7 +469,7 @@ def save_chart(report: Report, path: Path, n: int) -> None:
              "f_lithops_6sizes": "f Lithops 6 sizes", "f_ours_6sizes": "f ours 6 sizes"}
     for key, label in names.items():
         if key in report.loops:
-            throughput[label] = n / min(report.loops[key])
+            throughput[label] = n / report.best_s(key)
     for label in ("miss-1w", "miss-2w", "hit-1w", "hit-2w", "halfdup-1w"):
         runs = report.map_runs(label)
         if runs:
@@ -460,10 +479,13 @@ def save_chart(report: Report, path: Path, n: int) -> None:
                              gridspec_kw={"width_ratios": [3] + [1] * len(ratios)})
     axes = list(axes) if len(ratios) else [axes]
     ax = axes[0]
-    ax.barh(list(throughput), list(throughput.values()), color="steelblue")
+    bars = ax.barh(list(throughput), list(throughput.values()), color="steelblue")
+    ax.bar_label(bars, fmt="%.1f", fontsize=8, padding=2)
     ax.invert_yaxis()
-    ax.set_xlabel("photos/s")
-    ax.set_title("throughput (best pass)")
+    ax.set_xscale("log")  # hits are ~20x faster than anything else
+    ax.set_xlim(right=max(throughput.values(), default=1.0) * 3)  # room for the labels
+    ax.set_xlabel("photos/s (log scale)")
+    ax.set_title("throughput (best)")
     for ax, check in zip(axes[1:], ratios, strict=True):
         assert check.ratio is not None and check.target is not None
         ax.bar([check.id], [check.ratio], color="seagreen" if check.passed else "firebrick")
@@ -484,7 +506,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--photos", type=Path, required=True, help="folder of JPEG photos")
     parser.add_argument("--out", type=Path, required=True, help="folder for JSON and PNG")
-    parser.add_argument("--repeats", type=int, default=3, help="passes per measurement")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="repetitions per photo of the in-process loops (a, b, f)")
+    parser.add_argument("--map-repeats", type=int, default=5,
+                        help="rounds of map runs (c, d, e)")
     parser.add_argument("--dup-workers", type=int, default=1, help="workers for (e)")
     parser.add_argument("--only", default=",".join(SECTIONS),
                         help=f"comma-separated subset of {', '.join(SECTIONS)}")
@@ -507,14 +532,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "thumb" in sections:
         console.print("[bold]a, b[/]: thumbnail loops ...")
         bench_thumb(report, photos, datas, args.repeats)
-        cost_ms = report.per_photo_ms["b_ours_256"]
+        cost_ms = report.best_ms("b_ours_256")
     elif "dup" in sections:
-        for path in photos[:WARMUP_PHOTOS]:
-            ours(datas[path], [SIZE])
-        cost_ms = per_photo_ms(photos, lambda p: ours(datas[p], [SIZE]))
+        ours_256 = interleave({"b": lambda path: ours(datas[path], [SIZE])}, photos, 1)["b"]
+        cost_ms = {name: min(times) * 1000 for name, times in ours_256.items()}
     if sections & {"map", "dup"}:
         console.print("[bold]c, d, e[/]: map runs ...")
-        bench_map(report, photos, args.repeats, sections, args.dup_workers, cost_ms)
+        bench_map(report, photos, args.map_repeats, sections, args.dup_workers, cost_ms)
     if "sizes" in sections:
         console.print("[bold]f[/]: six sizes ...")
         bench_sizes(report, photos, datas, args.repeats)

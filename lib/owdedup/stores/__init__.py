@@ -21,6 +21,7 @@ __all__ = ["ObjectInfo", "ObjectStore", "available_schemes", "open_store"]
 # scheme -> "module:Class". Explicit, so an unknown scheme fails with the list of choices.
 _BACKENDS: dict[str, str] = {
     "file": "owdedup.stores.folder:FolderStore",
+    **dict.fromkeys(("http", "https", "s3"), "owdedup.stores.s3:S3Store"),
 }
 
 
