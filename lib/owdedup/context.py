@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from owdedup.config import Settings
+from owdedup.counters import CountBuffer
 from owdedup.records import RecordStore, open_records
 from owdedup.stores import ObjectStore, open_store
 
@@ -19,6 +20,13 @@ class Context:
     settings: Settings
     _store: ObjectStore | None = field(default=None, repr=False)
     _records: RecordStore | None = field(default=None, repr=False)
+    _counts: CountBuffer | None = field(default=None, repr=False)
+
+    @property
+    def counts(self) -> CountBuffer:
+        if self._counts is None:
+            self._counts = CountBuffer(lambda: self.records)
+        return self._counts
 
     @property
     def store(self) -> ObjectStore:
@@ -35,6 +43,8 @@ class Context:
         return self._records
 
     def close(self) -> None:
+        if self._counts is not None:
+            self._counts.flush()
         if self._store is not None:
             self._store.close()
         if self._records is not None:

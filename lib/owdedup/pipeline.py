@@ -71,14 +71,11 @@ def lookup_step(job: Job, ctx: Context) -> Job:
         saved_ms += record.compute_ms
         saved_bytes += record.output.bytes
     hit = job.all_hit
-    try:
-        ctx.records.add_counts(
-            spec.name, hits=int(hit), misses=int(not hit),
-            saved_ms=saved_ms if hit else 0.0,
-            saved_bytes=(saved_bytes + job.input_bytes) if hit else 0,
-        )
-    except OwdedupError as exc:
-        log.warning("could not count a lookup: %s", exc)
+    ctx.counts.add(
+        spec.name, hits=int(hit), misses=int(not hit),
+        saved_ms=saved_ms if hit else 0.0,
+        saved_bytes=(saved_bytes + job.input_bytes) if hit else 0,
+    )
     return job
 
 

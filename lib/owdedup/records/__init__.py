@@ -19,6 +19,10 @@ __all__ = ["FunctionStats", "OutputRef", "Record", "RecordStore", "open_records"
 
 _BACKENDS: dict[str, str] = {
     "sqlite": "owdedup.records.sqlite:SqliteRecordStore",
+    "http": "owdedup.records.couchdb:CouchRecordStore",
+    "https": "owdedup.records.couchdb:CouchRecordStore",
+    "couchdb": "owdedup.records.couchdb:CouchRecordStore",
+    "cloudant": "owdedup.records.couchdb:CouchRecordStore",
 }
 
 

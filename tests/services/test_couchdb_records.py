@@ -1,0 +1,283 @@
+"""The CouchDB record store against a real CouchDB-API server (``owdedup services up``).
+
+Every test works in its own ``rectest-<random>`` database and deletes it afterwards.
+Timing is not asserted here (see benchmarks); only behaviour.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from owdedup.errors import StoreError
+from owdedup.records import OutputRef, Record, open_records
+from owdedup.records import couchdb as couch
+from owdedup.records.couchdb import CouchRecordStore, doc_id
+from tests.services.conftest import Services
+
+pytestmark = pytest.mark.services
+
+SECRET = "hunter2-s3cret"
+
+
+@pytest.fixture(scope="module")
+def couch_url(services: Services) -> str:
+    """This session's CouchDB-API server."""
+    return services.env["OWDEDUP_RECORDS"].rstrip("/")
+
+
+def _open(url: str, database: str, **options: str) -> CouchRecordStore:
+    # A real CouchDB (the Docker tier) has an admin; pouchdb-server runs as an admin party.
+    if os.environ.get("OWDEDUP_COUCHDB_PASSWORD") and "username" not in options:
+        options = {"username": os.environ.get("OWDEDUP_COUCHDB_USER", "owdedup"),
+                   "password": os.environ["OWDEDUP_COUCHDB_PASSWORD"], **options}
+    store = open_records(f"{url}/{database}", options)
+    assert isinstance(store, CouchRecordStore)
+    return store
+
+
+def _drop(store: CouchRecordStore) -> None:
+    store._request("drop", lambda c: c.delete_database(store.database), expect=(404,))
+    store.close()
+
+
+@pytest.fixture
+def records(couch_url: str) -> Iterator[CouchRecordStore]:
+    store = _open(couch_url, f"rectest-{uuid.uuid4().hex[:12]}")
+    yield store
+    _drop(store)
+
+
+def make_record(fid: str = "f" * 64, digest: str = "d" * 64, key: str = "out/1.jpg",
+                function: str = "thumbnail", size: int = 123) -> Record:
+    return Record(
+        function=function, function_id=fid, input_digest=digest,
+        output=OutputRef("thumbs", key, size, 64, 48), params={"size": 64},
+        compute_ms=12.5, input_bytes=4096, created="2026-01-01T00:00:00+00:00",
+    )
+
+
+def raw_doc(store: CouchRecordStore, key: str) -> dict[str, Any]:
+    _, doc = store._request("raw read", lambda c: c.get_document(store.database, key))
+    assert isinstance(doc, dict)
+    return doc
+
+
+def bulk_load(store: CouchRecordStore, count: int, fid: str = "f" * 64) -> list[Record]:
+    """*count* records with digests 0..count-1 written by ``_bulk_docs`` (fast)."""
+    made = [make_record(fid, f"{i:064x}", key=f"out/{i}.jpg") for i in range(count)]
+    assert store.bulk_load(made, batch_size=2000) == count
+    return made
+
+
+def test_reads_of_a_missing_database_find_nothing_and_a_write_creates_it(
+    records: CouchRecordStore,
+) -> None:
+    assert records.get("f" * 64, "d" * 64) is None
+    assert records.get_many([("f" * 64, "d" * 64), ("f" * 64, "e" * 64)]) == {}
+    assert records.stats() == []
+    records.delete("f" * 64, "d" * 64)
+    records.add_counts("thumbnail", hits=1)  # the first write creates the database
+    assert [s.hits for s in records.stats()] == [1]
+
+
+def test_put_then_get_round_trips(records: CouchRecordStore) -> None:
+    record = make_record()
+    stored, created = records.put(record)
+    assert created and stored == record
+    assert records.get(record.function_id, record.input_digest) == record
+    assert records.get(record.function_id, "e" * 64) is None
+    doc = raw_doc(records, doc_id(record.function_id, record.input_digest))
+    assert doc["_id"] == "rec:" + record.record_id and doc["type"] == "record"
+
+
+def test_second_writer_gets_the_first_record(records: CouchRecordStore) -> None:
+    first = make_record(key="out/first.jpg")
+    records.put(first)
+    stored, created = records.put(make_record(key="out/second.jpg"))
+    assert not created
+    assert stored.output.key == "out/first.jpg"
+
+
+def test_get_many_returns_only_matching_pairs(records: CouchRecordStore) -> None:
+    records.put(make_record("a" * 64, "1" * 64))
+    records.put(make_record("b" * 64, "1" * 64))
+    records.put(make_record("a" * 64, "2" * 64))
+    records.put(make_record("c" * 64, "3" * 64))
+    records.delete("c" * 64, "3" * 64)  # a deleted document comes back as a null doc
+    found = records.get_many([
+        ("a" * 64, "1" * 64), ("b" * 64, "2" * 64), ("a" * 64, "2" * 64), ("c" * 64, "3" * 64),
+        ("a" * 64, "1" * 64),
+    ])
+    assert set(found) == {("a" * 64, "1" * 64), ("a" * 64, "2" * 64)}
+    assert found[("a" * 64, "2" * 64)].input_digest == "2" * 64
+    assert set(records.get_many([("b" * 64, "1" * 64)])) == {("b" * 64, "1" * 64)}
+    assert records.get_many([]) == {}
+
+
+def test_delete(records: CouchRecordStore) -> None:
+    record = make_record()
+    records.put(record)
+    records.delete(record.function_id, record.input_digest)
+    assert records.get(record.function_id, record.input_digest) is None
+    records.delete(record.function_id, record.input_digest)  # already gone: fine
+    stored, created = records.put(make_record(key="out/again.jpg"))  # over the tombstone
+    assert created and stored.output.key == "out/again.jpg"
+
+
+def test_counting_hits_never_rewrites_records(records: CouchRecordStore) -> None:
+    record = make_record()
+    records.put(record)
+    before = raw_doc(records, doc_id(record.function_id, record.input_digest))
+    for _ in range(5):
+        records.add_counts("thumbnail", hits=1, saved_ms=10.0, saved_bytes=100)
+    records.add_counts("thumbnail", misses=2)
+    records.add_counts("thumbnail")  # nothing to count: nothing written
+    after = raw_doc(records, doc_id(record.function_id, record.input_digest))
+    assert before == after and before["_rev"].startswith("1-")
+    (stats,) = records.stats()
+    assert (stats.function, stats.records, stats.hits, stats.misses) == ("thumbnail", 1, 5, 2)
+    assert stats.saved_ms == pytest.approx(50.0)
+    assert stats.saved_bytes == 500
+    assert stats.output_bytes == 123
+    _, result = records._request(
+        "count docs",
+        lambda c: c.post_all_docs(records.database, start_key="counts:", end_key="counts:\ufff0"),
+    )
+    assert len(result["rows"]) == 6  # one small document per add_counts call
+
+
+def test_stats_pages_through_records_and_counters(
+    records: CouchRecordStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(couch, "PAGE_SIZE", 4)  # many pages, and a last page that is full
+    made = [make_record("a" * 64, f"{i:064x}", function="thumbnail", size=10) for i in range(12)]
+    made += [make_record("b" * 64, f"{i:064x}", function="resize", size=7) for i in range(5)]
+    assert records.bulk_load(made) == 17
+    for _ in range(9):
+        records.add_counts("thumbnail", hits=1, saved_ms=1.5, saved_bytes=3)
+    records.add_counts("other", misses=1)
+    stats = {s.function: s for s in records.stats()}
+    assert sorted(stats) == ["other", "resize", "thumbnail"]
+    assert (stats["thumbnail"].records, stats["thumbnail"].hits) == (12, 9)
+    assert stats["thumbnail"].output_bytes == 120
+    assert stats["thumbnail"].saved_ms == pytest.approx(13.5)
+    assert (stats["resize"].records, stats["resize"].output_bytes) == (5, 35)
+    assert (stats["other"].records, stats["other"].misses) == (0, 1)
+
+
+def test_bulk_load_skips_existing_records(records: CouchRecordStore) -> None:
+    records.put(make_record("a" * 64, f"{1:064x}", key="out/kept.jpg"))
+    made = [make_record("a" * 64, f"{i:064x}") for i in range(3)]
+    assert records.bulk_load(made) == 2
+    kept = records.get("a" * 64, f"{1:064x}")
+    assert kept is not None and kept.output.key == "out/kept.jpg"
+
+
+def _racer(url: str, database: str, index: int, barrier: multiprocessing.synchronize.Barrier,
+           results: multiprocessing.Queue[tuple[int, bool, str]]) -> None:
+    store = _open(url, database)
+    store.get("f" * 64, "0" * 64)  # connect (and import the client) before the start line
+    barrier.wait()
+    stored, created = store.put(make_record(key=f"out/{index}.jpg"))
+    results.put((index, created, stored.output.key))
+
+
+def test_concurrent_writers_in_processes_store_one_record(
+    records: CouchRecordStore, couch_url: str
+) -> None:
+    records.add_counts("setup", misses=1)  # create the database first
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(8)
+    results: multiprocessing.Queue[tuple[int, bool, str]] = ctx.Queue()
+    procs = [
+        ctx.Process(target=_racer, args=(couch_url, records.database, i, barrier, results))
+        for i in range(8)
+    ]
+    for p in procs:
+        p.start()
+    outcomes = [results.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    winners = [o for o in outcomes if o[1]]
+    assert len(winners) == 1
+    assert {key for _, _, key in outcomes} == {winners[0][2]}  # everyone sees the winner's record
+    stored = records.get("f" * 64, "d" * 64)
+    assert stored is not None and stored.output.key == winners[0][2]
+
+
+def test_concurrent_first_writes_both_create_the_database(couch_url: str) -> None:
+    database = f"rectest-{uuid.uuid4().hex[:12]}"
+    stores = [_open(couch_url, database) for _ in range(4)]
+    errors: list[StoreError] = []
+
+    def write(store: CouchRecordStore, index: int) -> None:
+        try:
+            store.put(make_record("a" * 64, f"{index:064x}"))
+        except StoreError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(s, i)) for i, s in enumerate(stores)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert errors == []
+        assert stores[0].stats()[0].records == 4
+    finally:
+        _drop(stores[0])
+
+
+@pytest.mark.parametrize("count", [1_000, 10_000])
+def test_lookups_are_correct_at_scale(records: CouchRecordStore, count: int) -> None:
+    """Lookups stay one request by id whatever the size (timing: benchmarks/)."""
+    bulk_load(records, count)
+    rng = random.Random(count)
+    for _ in range(50):
+        present = [("f" * 64, f"{rng.randrange(count):064x}") for _ in range(5)]
+        absent = ("f" * 64, f"{count + rng.randrange(1000):064x}")
+        found = records.get_many([*present, absent])
+        assert set(found) == set(present)
+        fid, digest = present[0]
+        record = records.get(fid, digest)
+        assert record is not None and record.output.key == f"out/{int(digest, 16)}.jpg"
+    (stats,) = records.stats()
+    assert stats.records == count and stats.output_bytes == 123 * count
+
+
+@pytest.mark.parametrize("auth", ["basic", "session"])
+def test_wrong_credentials_are_refused_without_echoing_them(couch_url: str, auth: str) -> None:
+    store = _open(couch_url, "rectest-auth", username="admin", password=SECRET, auth=auth)
+    for _ in range(2):  # the second try fails as fast (the SDK's token manager would wait 60 s)
+        started = time.monotonic()
+        with pytest.raises(StoreError, match=f"refused the {auth} credentials") as info:
+            store.get("f" * 64, "d" * 64)
+        assert time.monotonic() - started < 10
+        assert SECRET not in str(info.value) and SECRET not in repr(store)
+        assert info.value.__context__ is None and info.value.__cause__ is None
+
+
+def test_unreachable_server_names_the_endpoint_only() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    store = _open(
+        f"http://127.0.0.1:{port}", "rectest-gone", username="admin", password=SECRET,
+        timeout="2",
+    )
+    with pytest.raises(StoreError) as info:
+        store.get("f" * 64, "d" * 64)
+    assert f"127.0.0.1:{port}/rectest-gone" in str(info.value)
+    assert SECRET not in str(info.value)
+    assert info.value.__context__ is None
