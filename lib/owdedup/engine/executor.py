@@ -26,13 +26,24 @@ from owdedup.engine.activation import (
     Activation,
     new_activation_id,
 )
-from owdedup.engine.manifest import ActionDef, Manifest, SequenceDef
+from owdedup.engine.manifest import ActionDef, RuleDef, SequenceDef, TriggerDef
 from owdedup.errors import NotFoundError
 from owdedup.platform import Invocation, local_invoker
 
 
 class Runner(Protocol):
     def run(self, action: ActionDef, params: dict[str, Any]) -> tuple[Any, list[str], bool]: ...
+
+
+class Catalog(Protocol):
+    """Where entities come from: a manifest file, or what clients PUT to the REST server."""
+
+    def action(self, fqn: str) -> ActionDef | None: ...
+    def sequence(self, fqn: str) -> SequenceDef | None: ...
+    def trigger(self, name: str) -> TriggerDef | None: ...
+    def rules_for(self, trigger: str) -> list[RuleDef]: ...  # active rules only
+    def package_inputs(self, package: str) -> dict[str, Any]: ...
+    def entity_names(self) -> list[str]: ...
 
 
 def merge_params(*layers: Mapping[str, Any]) -> dict[str, Any]:
@@ -57,24 +68,24 @@ def classify(result: Any, crashed: bool) -> tuple[dict[str, Any], str]:
 class Engine:
     def __init__(
         self,
-        manifest: Manifest,
+        catalog: Catalog,
         runner: Runner,
         *,
         namespace: str = "guest",
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
         on_activation: Callable[[Activation], None] | None = None,
     ) -> None:
-        self.manifest = manifest
+        self.catalog = catalog
         self.runner = runner
         self.namespace = namespace
         self.clock_ms = clock_ms
         self.on_activation = on_activation
 
     def resolve(self, name: str) -> ActionDef | SequenceDef:
-        entity = self.manifest.action(name) or self.manifest.sequence(name)
+        entity = self.catalog.action(name) or self.catalog.sequence(name)
         if entity is None:
-            known = ", ".join(self.manifest.entity_names())
-            raise NotFoundError(f"no action or sequence {name!r} in the manifest (known: {known})")
+            known = ", ".join(self.catalog.entity_names())
+            raise NotFoundError(f"no action or sequence {name!r} (known: {known})")
         return entity
 
     def invoke(self, name: str, payload: Mapping[str, Any]) -> Activation:
@@ -86,12 +97,12 @@ class Engine:
     def fire(self, trigger: str, payload: Mapping[str, Any]) -> Activation:
         """Fire *trigger*: every rule on it invokes its action with the trigger's payload
         (the trigger's own parameters overlaid by the fired payload)."""
-        definition = self.manifest.trigger(trigger)
+        definition = self.catalog.trigger(trigger)
         if definition is None:
-            raise NotFoundError(f"no trigger {trigger!r} in the manifest")
+            raise NotFoundError(f"no trigger {trigger!r}")
         params = merge_params(definition.inputs, payload)
         start = self.clock_ms()
-        fired = [self.invoke(rule.action, params) for rule in self.manifest.rules_for(trigger)]
+        fired = [self.invoke(rule.action, params) for rule in self.catalog.rules_for(trigger)]
         return self._record(Activation(
             new_activation_id(), self.namespace, definition.name, start, self.clock_ms(),
             params, SUCCESS, kind="trigger", components=fired,
@@ -106,8 +117,7 @@ class Engine:
         return Invocation(activation.activation_id, activation.success, activation.result)
 
     def _action(self, action: ActionDef, payload: dict[str, Any]) -> Activation:
-        package = self.manifest.packages[action.package]
-        params = merge_params(package.inputs, action.inputs, payload)
+        params = merge_params(self.catalog.package_inputs(action.package), action.inputs, payload)
         start = self.clock_ms()
         with local_invoker(self._invoke_from_action):
             raw, logs, crashed = self.runner.run(action, params)

@@ -83,6 +83,7 @@ class RuleDef:
     name: str
     trigger: str
     action: str  # fully qualified
+    active: bool = True
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,10 @@ class Manifest:
         pkg = self.packages.get(package)
         return None if pkg is None else pkg.sequences.get(name)
 
+    def package_inputs(self, package: str) -> dict[str, Any]:
+        pkg = self.packages.get(package)
+        return {} if pkg is None else pkg.inputs
+
     def trigger(self, name: str) -> TriggerDef | None:
         # Triggers and rules live in the namespace, not in a package (as wskdeploy creates them).
         for pkg in self.packages.values():
@@ -126,7 +131,7 @@ class Manifest:
     def rules_for(self, trigger: str) -> list[RuleDef]:
         short = trigger.strip("/").rpartition("/")[2]
         return [rule for pkg in self.packages.values() for rule in pkg.rules.values()
-                if rule.trigger == short]
+                if rule.trigger == short and rule.active]
 
     def entity_names(self) -> list[str]:
         names = []
