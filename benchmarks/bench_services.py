@@ -1,0 +1,842 @@
+"""Benchmark of owdedup against real services: MinIO (S3 API) and a CouchDB-API record store.
+
+Run from the repository root, with the local services up (``owdedup services up``)::
+
+    .venv/bin/python benchmarks/bench_services.py --photos /work/shared/corpus/photos \\
+        --out bench-results/services
+
+The endpoints and the MinIO credentials come from the environment (``eval "$(owdedup
+services env)"``) or, when ``OWDEDUP_STORE`` is not set there, from the running local
+services themselves. Everything the run creates is named ``bench-<random>`` (buckets and
+databases) and deleted at the end; ``inbucket``/``outbucket`` are never touched. The photos
+are first uploaded into a fresh bucket through the S3 store's ``put``, so each object carries
+its SHA-256 checksum and ``hash`` never reads a body.
+
+Other processes may share the CPUs (and the services share them with the benchmark): the load
+average is printed at the start and the end, with a warning when it was high; comparisons
+interleave their sides so that outside load hits both alike.
+
+1. Per-object latency, in this process, of ``owdedup/dedup-thumbnail`` (hash -> lookup ->
+   thumbnail -> record) run by ``local_executor("manifest.yaml", env)``, size 256. Each of
+   ``--rounds`` rounds uses a fresh record database and output bucket; photo by photo, the
+   first invocation is a MISS (HEAD with checksum, record GET, GET of the body, decode +
+   resize + encode, PUT of the output, record PUT) and the next ``--hit-repeats`` are HITs
+   (HEAD with checksum, record GET, HEAD of the recorded output, which ``lookup`` checks
+   still exists). Between the hits the hit path's parts are timed directly on the same
+   connections: ``store.head()`` of the input (with the checksum), ``records.get_many()`` of
+   1 id, ``store.exists()`` of the output; "rest" is the hit median minus the three part
+   medians (the engine, four actions, parameter merging, log capture). Median and p95 pool
+   every sample; a warm-up on a throw-away database and bucket comes first (imports,
+   connections).
+2. ``run_map`` (what ``owdedup map thumbnail SRC DEST --size 256 --workers N`` runs) with 1, 2
+   and 4 worker processes: COLD on an empty record database (every object a miss), then WARM
+   on the same database (every object a hit); a fresh database and output bucket per worker
+   count and round, ``--map-repeats`` rounds, best wall time counts (it includes starting the
+   worker pool); per-object ms (hash + sequence) pools every round. Each round also measures
+   how much faster 2 and 4 processes are than 1 on pure arithmetic at that moment (``CPU
+   ceiling``): the most a parallel run could show then.
+3. Record-store lookup latency with ``--small`` (1k) and ``--large`` (100k) synthetic records
+   in two databases (loaded with ``bulk_load``; six function identities per input digest, as
+   six thumbnail sizes would make): ``get`` of an existing id and ``get_many`` of the 6 ids of
+   one digest, ``--lookups`` of each per database, the two databases alternating lookup by
+   lookup. Median and p95; the large/small ratio of the medians must stay <= 1.5 (flat).
+
+Outputs in ``--out``: ``results.json`` (environment, every raw timing, the checks) and
+``chart.png``; the table is printed. ``--only`` runs a subset of the sections (``path`` = 1,
+``map`` = 2, ``records`` = 3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import multiprocessing
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from owdedup import action as owdedup_action
+from owdedup.config import ENV_OUT_BUCKET, ENV_RECORDS, ENV_STORE, Settings
+from owdedup.context import Context
+from owdedup.engine.executor import Engine
+from owdedup.engine.local import local_executor
+from owdedup.functions import get_function
+from owdedup.mapper import COMPUTED, DEDUPLICATED, MapRequest, MapSummary, run_map
+from owdedup.records import OutputRef, Record, RecordStore, open_records
+from owdedup.records.couchdb import CouchRecordStore, parse_url
+from owdedup.stores import ObjectStore, open_store
+
+SIZE = 256
+SEQUENCE = "owdedup/dedup-thumbnail"
+SECTIONS = ("path", "map", "records")
+MAP_WORKERS = (1, 2, 4)
+WARMUP_PHOTOS = 4
+SIZES_PER_DIGEST = 6
+FLAT_TARGET = 1.5
+ROOT = Path(__file__).resolve().parents[1]
+STORE_OPTION_PREFIX = "OWDEDUP_STORE_"
+RECORDS_OPTION_PREFIX = "OWDEDUP_RECORDS_"
+
+
+# -- results -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Check:
+    """One measurement, compared against its target when it has one."""
+
+    id: str
+    name: str
+    measured: str  # human-readable value(s)
+    ratio: float | None = None
+    op: str = ""  # ">=" or "<="
+    target: float | None = None
+
+    @property
+    def passed(self) -> bool | None:
+        if self.ratio is None or self.target is None:
+            return None
+        return self.ratio >= self.target if self.op == ">=" else self.ratio <= self.target
+
+
+@dataclass
+class MapRun:
+    label: str  # "cold" or "warm"
+    workers: int
+    objects: int
+    wall_s: float
+    per_object_ms: list[float]
+    computed: int
+    deduplicated: int
+
+
+@dataclass
+class Report:
+    environment: dict[str, Any]
+    # series name -> milliseconds of every sample (section 1 and 3)
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    maps: list[MapRun] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    checks: list[Check] = field(default_factory=list)
+
+    def add(self, series: str, ms: float) -> None:
+        self.samples.setdefault(series, []).append(ms)
+
+    def med(self, series: str) -> float:
+        return statistics.median(self.samples[series])
+
+    def p95(self, series: str) -> float:
+        return percentile(self.samples[series], 95)
+
+    def map_runs(self, label: str, workers: int) -> list[MapRun]:
+        return [r for r in self.maps if r.label == label and r.workers == workers]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "environment": self.environment,
+            "samples_ms": {
+                name: {"median": self.med(name), "p95": self.p95(name), "n": len(values),
+                       "values": values}
+                for name, values in self.samples.items()
+            },
+            "maps": [asdict(run) for run in self.maps],
+            "extra": self.extra,
+            "checks": [{**asdict(c), "passed": c.passed} for c in self.checks],
+        }
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def med_p95(values: Sequence[float]) -> str:
+    return f"{statistics.median(values):.2f} / {percentile(values, 95):.2f} ms"
+
+
+def elapsed_ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def environment(photos: Sequence[Path], store_url: str, records_url: str) -> dict[str, Any]:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+            check=False, cwd=ROOT,
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    return {
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpu_model": _cpu_model(),
+        "load_average_start": list(os.getloadavg()),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "git_commit": commit,
+        "store": store_url,
+        "records": records_url,
+        "couchdb_server": _server_banner(records_url),
+        "photos": len(photos),
+        "photo_bytes": sum(p.stat().st_size for p in photos),
+    }
+
+
+def load_note(load: float, cpus: int) -> str:
+    return f"{load:.2f} ({'HIGH: ' if load > 0.5 * cpus else ''}{load / cpus:.0%} of {cpus} CPUs)"
+
+
+def random_name(kind: str) -> str:
+    """``bench-<kind>-<random>``: valid as an S3 bucket and as a CouchDB database name."""
+    return f"bench-{kind}-{os.urandom(4).hex()}"
+
+
+# -- services: configuration, buckets and databases -------------------------------------------
+
+
+def service_environment() -> dict[str, str]:
+    """OWDEDUP_* of the environment, or those of the running local services."""
+    if os.environ.get(ENV_STORE):
+        return {k: v for k, v in os.environ.items() if k.startswith("OWDEDUP_")}
+    from owdedup.services.config import ServicesConfig
+    from owdedup.services.processes import env_vars, status
+
+    config = ServicesConfig.from_env()
+    down = [name for name in ("minio", "couchdb") if not status(config, name).ready]
+    if down:
+        sys.exit(f"{', '.join(down)} not running: start them with `owdedup services up`")
+    return env_vars(config)
+
+
+def _records_auth_header() -> dict[str, str]:
+    user = os.environ.get(RECORDS_OPTION_PREFIX + "USERNAME", "")
+    password = os.environ.get(RECORDS_OPTION_PREFIX + "PASSWORD", "")
+    if not user:
+        return {}
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return {"Authorization": f"Basic {token}"}
+
+
+def _couch(method: str, url: str) -> tuple[int, Any]:
+    """One request to the CouchDB API: (status, parsed JSON body or None)."""
+    request = urllib.request.Request(url, method=method, headers=_records_auth_header())
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return int(response.status), json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+
+
+def _server_banner(records_url: str) -> str:
+    try:
+        service, _ = parse_url(records_url)
+        _, body = _couch("GET", service + "/")
+    except (OSError, ValueError):
+        return "?"
+    if not isinstance(body, dict):
+        return "?"
+    vendor = body.get("vendor") or {}
+    return f"{vendor.get('name', body.get('couchdb', '?'))} {body.get('version', '')}".strip()
+
+
+class Resources:
+    """Creates ``bench-*`` buckets and databases, and deletes every one of them at the end."""
+
+    def __init__(self, store: ObjectStore, store_url: str, records_service: str) -> None:
+        self.store = store
+        self.store_url = store_url
+        self.records_service = records_service
+        self.buckets: list[str] = []
+        self.databases: list[str] = []
+        self.history: dict[str, list[str]] = {"buckets": [], "databases": []}
+
+    def bucket(self, kind: str) -> str:
+        name = random_name(kind)
+        self.store.ensure_bucket(name)
+        self.buckets.append(name)
+        self.history["buckets"].append(name)
+        return name
+
+    def database(self, kind: str) -> tuple[str, str]:
+        """(name, record-store URL) of a new, empty database."""
+        name = random_name(kind)
+        status, _ = _couch("PUT", f"{self.records_service}/{name}")
+        if status not in (201, 202):
+            raise RuntimeError(f"cannot create database {name}: HTTP {status}")
+        self.databases.append(name)
+        self.history["databases"].append(name)
+        return name, f"{self.records_service}/{name}"
+
+    def drop_bucket(self, name: str) -> None:
+        assert name.startswith("bench-"), name  # never inbucket/outbucket
+        for info in list(self.store.list(name)):
+            self.store.delete(name, info.key)
+        _remove_bucket(self.store_url, name)
+        if name in self.buckets:
+            self.buckets.remove(name)
+
+    def drop_database(self, name: str) -> None:
+        assert name.startswith("bench-"), name
+        # Hit counters buffered in this process would re-create the database when flushed.
+        owdedup_action._CONTEXTS.close()
+        _couch("DELETE", f"{self.records_service}/{name}")
+        if name in self.databases:
+            self.databases.remove(name)
+
+    def close(self) -> list[str]:
+        """Delete what is left; the names that could not be deleted."""
+        owdedup_action._CONTEXTS.close()
+        failed = []
+        for bucket in list(self.buckets):
+            try:
+                self.drop_bucket(bucket)
+            except Exception as exc:  # noqa: BLE001 - report and carry on cleaning
+                failed.append(f"bucket {bucket}: {exc}")
+        for database in list(self.databases):
+            self.drop_database(database)
+        # A database that a late counter flush re-created is gone too.
+        _, names = _couch("GET", f"{self.records_service}/_all_dbs")
+        for name in names or []:
+            if name in self.history["databases"]:
+                _couch("DELETE", f"{self.records_service}/{name}")
+                failed.append(f"database {name} re-appeared after deletion (deleted again)")
+        return failed
+
+
+def _remove_bucket(store_url: str, bucket: str) -> None:
+    """RemoveBucket: not part of the ObjectStore interface, so with the minio client."""
+    from minio import Minio
+
+    from owdedup.stores.s3 import parse_endpoint
+
+    endpoint = parse_endpoint(store_url)
+    client = Minio(
+        endpoint.netloc, secure=endpoint.secure,
+        access_key=os.environ.get(STORE_OPTION_PREFIX + "ACCESS_KEY"),
+        secret_key=os.environ.get(STORE_OPTION_PREFIX + "SECRET_KEY"),
+    )
+    client.remove_bucket(bucket)
+
+
+def store_options() -> dict[str, str]:
+    return dict(Settings.resolve({}, os.environ).store_options)
+
+
+def run_env(base: Mapping[str, str], records_url: str, dest_bucket: str) -> dict[str, str]:
+    """The environment the manifest's $VARs are bound from, for one fresh database."""
+    return {**base, ENV_RECORDS: records_url, ENV_OUT_BUCKET: dest_bucket}
+
+
+# -- 1: per-object latency of the hit and miss paths -------------------------------------------
+
+
+def bench_path(report: Report, resources: Resources, base_env: Mapping[str, str],
+               src: str, keys: list[str], rounds: int, hit_repeats: int) -> None:
+    manifest = ROOT / "manifest.yaml"
+    payload: dict[str, Any] = {"bucket": src, "sizes": [SIZE]}
+
+    def invoke(executor: Engine, key: str, expect: str) -> tuple[float, dict[str, Any]]:
+        started = time.perf_counter()
+        activation = executor.invoke(SEQUENCE, {**payload, "key": key})
+        ms = elapsed_ms(started)
+        result: dict[str, Any] = activation.result
+        if result.get("status") != expect:
+            raise RuntimeError(f"{key}: expected {expect}, got {result}")
+        if result.get("digest_source") != "checksum":
+            raise RuntimeError(f"{key}: digest not from the store's checksum: {result}")
+        return ms, result
+
+    # Warm-up: imports (Pillow, the CouchDB client), connections, the manifest.
+    dest = resources.bucket("warm")
+    name, url = resources.database("warm")
+    executor = local_executor(manifest, run_env(base_env, url, dest))
+    for key in keys[:WARMUP_PHOTOS]:
+        invoke(executor, key, COMPUTED)
+        invoke(executor, key, DEDUPLICATED)
+    resources.drop_database(name)
+    resources.drop_bucket(dest)
+
+    for _ in range(rounds):
+        dest = resources.bucket("out")
+        name, url = resources.database("path")
+        env = run_env(base_env, url, dest)
+        executor = local_executor(manifest, env)
+        context = Context(Settings.resolve({}, env))  # the parts, timed directly
+        for key in keys:
+            ms, result = invoke(executor, key, COMPUTED)
+            report.add("miss", ms)
+            output = result["outputs"][0]
+            pair = [(output["function_id"], result["digest"])]
+            context.records.get_many(pair)  # this context's first use: connect untimed
+            context.store.head(src, key)
+            for _ in range(hit_repeats):
+                ms, _ = invoke(executor, key, DEDUPLICATED)
+                report.add("hit", ms)
+                started = time.perf_counter()
+                info = context.store.head(src, key)
+                report.add("hit_head_checksum", elapsed_ms(started))
+                if info.sha256 != result["digest"]:
+                    raise RuntimeError(f"{key}: head() gave no (or another) checksum")
+                started = time.perf_counter()
+                found = context.records.get_many(pair)
+                report.add("hit_records_get_many_1", elapsed_ms(started))
+                if len(found) != 1:
+                    raise RuntimeError(f"{key}: record not found directly")
+                started = time.perf_counter()
+                exists = context.store.exists(output["bucket"], output["key"])
+                report.add("hit_output_exists", elapsed_ms(started))
+                if not exists:
+                    raise RuntimeError(f"{key}: output {output['key']} missing")
+        context.close()
+        resources.drop_database(name)
+        resources.drop_bucket(dest)
+
+    parts = ("hit_head_checksum", "hit_records_get_many_1", "hit_output_exists")
+    rest = report.med("hit") - sum(report.med(p) for p in parts)
+    report.extra["hit_rest_ms"] = rest
+    miss_med, hit_med = report.med("miss"), report.med("hit")
+    report.checks += [
+        Check("1a", "HIT path per object (sequence, in-process)",
+              f"{med_p95(report.samples['hit'])} (med/p95)"),
+        Check("1b", "MISS path per object (sequence, in-process); ratio hit/miss",
+              f"{med_p95(report.samples['miss'])} (med/p95)", hit_med / miss_med),
+        Check("1c", "  hit part: store.head() of the input, with checksum",
+              med_p95(report.samples["hit_head_checksum"]),
+              report.med("hit_head_checksum") / hit_med),
+        Check("1d", "  hit part: records.get_many() of 1 id (one GET)",
+              med_p95(report.samples["hit_records_get_many_1"]),
+              report.med("hit_records_get_many_1") / hit_med),
+        Check("1e", "  hit part: store.exists() of the recorded output (HEAD)",
+              med_p95(report.samples["hit_output_exists"]),
+              report.med("hit_output_exists") / hit_med),
+        Check("1f", "  hit rest: engine + 4 actions (hit median - parts)",
+              f"{rest:.2f} ms", rest / hit_med),
+    ]
+
+
+# -- 2: map throughput -------------------------------------------------------------------------
+
+
+def map_once(env: Mapping[str, str], src: str, dest: str, keys: list[str], workers: int,
+             label: str) -> MapRun:
+    """What ``owdedup map thumbnail SRC DEST --size 256 --workers N`` runs."""
+    spec = get_function("thumbnail")
+    params: dict[str, Any] = {"sizes": str(SIZE), "format": "jpeg", "quality": 85,
+                              "materialize": False}
+    spec.normalise(params)
+    request = MapRequest(
+        function=spec.name, sequence=f"owdedup/{spec.sequence}", hash_action="owdedup/hash",
+        src_bucket=src, dest_bucket=dest, params=params, manifest=ROOT / "manifest.yaml",
+        env=dict(env),
+    )
+    summary: MapSummary = run_map(request, keys, workers=workers)
+    if summary.failed:
+        raise RuntimeError(f"{label}: {len(summary.failed)} failed: {summary.failed[0].error}")
+    run = MapRun(label, workers, len(keys), summary.wall_s, [r.ms for r in summary.results],
+                 summary.count(COMPUTED), summary.count(DEDUPLICATED))
+    expected = run.computed if label == "cold" else run.deduplicated
+    if expected != len(keys):
+        raise RuntimeError(f"map {label} {workers}w: {run.computed} computed, "
+                           f"{run.deduplicated} deduplicated of {len(keys)}")
+    return run
+
+
+def _spin(loops: int) -> int:
+    total = 0
+    for i in range(loops):
+        total += i
+    return total
+
+
+def cpu_scaling(workers: int, loops: int = 2_000_000) -> float:
+    """How much faster *workers* processes run *workers* loops than 1 process: the ceiling
+    for a parallel map at this moment (other processes take their share of the CPUs)."""
+    seconds: dict[int, float] = {}
+    context = multiprocessing.get_context("spawn")
+    for n in (1, workers):
+        with ProcessPoolExecutor(max_workers=n, mp_context=context) as pool:
+            list(pool.map(_spin, [1] * n))  # start the workers first
+            started = time.perf_counter()
+            list(pool.map(_spin, [loops] * workers))
+            seconds[n] = time.perf_counter() - started
+    return seconds[1] / seconds[workers]
+
+
+def bench_map(report: Report, resources: Resources, base_env: Mapping[str, str], src: str,
+              keys: list[str], repeats: int) -> None:
+    dest = resources.bucket("warm")
+    name, url = resources.database("warm")
+    map_once(run_env(base_env, url, dest), src, dest, keys[:WARMUP_PHOTOS], 2, "cold")
+    resources.drop_database(name)
+    resources.drop_bucket(dest)
+    ceilings: dict[str, list[float]] = report.extra.setdefault("cpu_scaling", {})
+    for _ in range(repeats):
+        for workers in MAP_WORKERS[1:]:
+            ceilings.setdefault(f"{workers}_vs_1", []).append(cpu_scaling(workers))
+        for workers in MAP_WORKERS:
+            dest = resources.bucket("out")
+            name, url = resources.database("map")
+            env = run_env(base_env, url, dest)
+            report.maps.append(map_once(env, src, dest, keys, workers, "cold"))
+            report.maps.append(map_once(env, src, dest, keys, workers, "warm"))
+            resources.drop_database(name)
+            resources.drop_bucket(dest)
+
+    n = len(keys)
+    best = {(label, w): min(r.wall_s for r in report.map_runs(label, w))
+            for label in ("cold", "warm") for w in MAP_WORKERS}
+    for label, tag in (("cold", "2a"), ("warm", "2b")):
+        for w in MAP_WORKERS:
+            per_object = [ms for r in report.map_runs(label, w) for ms in r.per_object_ms]
+            ceiling = ""
+            if w > 1:
+                ceiling = f"; CPU ceiling {statistics.median(ceilings[f'{w}_vs_1']):.2f}x"
+            what = "all misses" if label == "cold" else "all hits"
+            report.checks.append(Check(
+                f"{tag}{w}", f"map {label} ({what}), {w} worker(s); ratio vs 1 worker",
+                f"{best[label, w]:.2f} s, {n / best[label, w]:.1f} photos/s, per object "
+                f"{med_p95(per_object)}{ceiling}",
+                best[label, 1] / best[label, w],
+            ))
+
+
+# -- 3: record-store lookups at 1k and 100k records --------------------------------------------
+
+
+def synthetic_records(count: int, seed: int) -> tuple[list[Record], list[str], list[str]]:
+    """*count* records: SIZES_PER_DIGEST function identities per input digest."""
+    rng = random.Random(seed)
+    function_ids = [rng.randbytes(32).hex() for _ in range(SIZES_PER_DIGEST)]
+    digests = [rng.randbytes(32).hex() for _ in range(-(-count // SIZES_PER_DIGEST))]
+    records = []
+    for i in range(count):
+        fid, digest = function_ids[i % SIZES_PER_DIGEST], digests[i // SIZES_PER_DIGEST]
+        size = 16 << (i % SIZES_PER_DIGEST)
+        records.append(Record(
+            function="thumbnail", function_id=fid, input_digest=digest,
+            output=OutputRef("bench-none", f"thumbnail/{size}/{fid}/{digest}.jpg",
+                             rng.randint(500, 60_000), size, size * 3 // 4),
+            params={"size": size, "format": "jpeg", "quality": 85},
+            compute_ms=rng.uniform(5, 80), input_bytes=rng.randint(100_000, 9_000_000),
+            created="2025-01-01T00:00:00+00:00",
+        ))
+    complete = digests[: count // SIZES_PER_DIGEST]  # digests that have all their ids
+    return records, function_ids, complete
+
+
+@dataclass
+class LookupDb:
+    label: str
+    count: int
+    store: RecordStore
+    function_ids: list[str]
+    digests: list[str]
+    load_s: float
+
+
+def load_db(resources: Resources, label: str, count: int, seed: int) -> LookupDb:
+    _, url = resources.database("rec")
+    store = open_records(url)
+    if not isinstance(store, CouchRecordStore):
+        raise RuntimeError(f"{url} is not a CouchDB record store")
+    records, function_ids, digests = synthetic_records(count, seed)
+    started = time.perf_counter()
+    created = store.bulk_load(records)
+    load_s = time.perf_counter() - started
+    if created != count:
+        raise RuntimeError(f"bulk_load created {created} of {count} records")
+    return LookupDb(label, count, store, function_ids, digests, load_s)
+
+
+def bench_records(report: Report, resources: Resources, small: int, large: int,
+                  lookups: int, console: Console) -> None:
+    dbs: list[LookupDb] = []
+    for label, count, seed in (("small", small, 1), ("large", large, 2)):
+        console.print(f"  loading {count} records ...", highlight=False)
+        dbs.append(load_db(resources, label, count, seed))
+    report.extra["records_load_s"] = {db.label: db.load_s for db in dbs}
+    report.extra["records_counts"] = {db.label: db.count for db in dbs}
+    rng = random.Random(3)
+
+    def one_round(db: LookupDb, record: bool) -> None:
+        digest = rng.choice(db.digests)
+        started = time.perf_counter()
+        found = db.store.get(rng.choice(db.function_ids), digest)
+        if record:
+            report.add(f"get_{db.label}", elapsed_ms(started))
+        if found is None:
+            raise RuntimeError(f"{db.label}: a loaded record was not found")
+        pairs = [(fid, digest) for fid in db.function_ids]
+        started = time.perf_counter()
+        many = db.store.get_many(pairs)
+        if record:
+            report.add(f"get_many6_{db.label}", elapsed_ms(started))
+        if len(many) != SIZES_PER_DIGEST:
+            raise RuntimeError(f"{db.label}: get_many found {len(many)} of {SIZES_PER_DIGEST}")
+
+    for i in range(lookups + 50):  # 50 warm-up rounds first
+        for db in dbs if i % 2 == 0 else reversed(dbs):
+            one_round(db, record=i >= 50)
+    for db in dbs:
+        db.store.close()
+
+    names = {"small": f"{small // 1000}k" if small >= 1000 else str(small),
+             "large": f"{large // 1000}k" if large >= 1000 else str(large)}
+    for op, tag, what in (("get", "3a", "get of an existing id"),
+                          ("get_many6", "3b", "get_many of 6 ids")):
+        s, big = f"{op}_small", f"{op}_large"
+        report.checks.append(Check(
+            tag, f"records {what}: {names['large']} vs {names['small']} records (median)",
+            f"{names['small']} {med_p95(report.samples[s])}, "
+            f"{names['large']} {med_p95(report.samples[big])}",
+            report.med(big) / report.med(s), "<=", FLAT_TARGET,
+        ))
+    report.extra["records_p95_ratio"] = {
+        op: report.p95(f"{op}_large") / report.p95(f"{op}_small") for op in ("get", "get_many6")}
+
+
+# -- output ------------------------------------------------------------------------------------
+
+
+def print_table(report: Report, console: Console) -> None:
+    table = Table(title="owdedup services benchmark (MinIO + CouchDB API)")
+    for column in ("", "measurement", "value", "ratio", "target", "result"):
+        table.add_column(column, justify="right" if column in ("ratio", "target") else "left")
+    for check in report.checks:
+        passed = check.passed
+        verdict = "-" if passed is None else "[green]PASS[/]" if passed else "[red]FAIL[/]"
+        table.add_row(
+            check.id, check.name, check.measured,
+            "" if check.ratio is None else f"{check.ratio:.3f}",
+            "" if check.target is None else f"{check.op} {check.target:g}", verdict,
+        )
+    console.print(table)
+    env = report.environment
+    cpus = int(env["cpu_count"] or 1)
+    console.print(
+        f"{cpus} CPUs ({env['cpu_model']}), Python {env['python']}, store {env['store']}, "
+        f"records {env['couchdb_server']}; load average (1 min) at start "
+        f"{load_note(env['load_average_start'][0], cpus)}, at end "
+        f"{load_note(env['load_average_end'][0], cpus)} (the end includes this benchmark "
+        "and the services it drives)", highlight=False,
+    )
+    if "records_load_s" in report.extra:
+        loads = report.extra["records_load_s"]
+        counts = report.extra["records_counts"]
+        console.print("bulk_load: " + ", ".join(
+            f"{counts[k]} records in {v:.1f} s" for k, v in loads.items()), highlight=False)
+    if env["load_average_start"][0] > 0.5 * cpus:
+        console.print(
+            "[yellow]The machine was busy when the run started: another process shares the "
+            "CPUs, so absolute times (and the parallel speed-ups) are pessimistic.[/]")
+
+
+def save_chart(report: Report, path: Path) -> None:
+    # Imported here, not at the top: spawned map workers re-import this module as
+    # __mp_main__, and ~0.5 s of matplotlib per worker start would inflate (2).
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = []
+    if "hit" in report.samples:
+        panels.append("path")
+    if report.maps:
+        panels.append("map")
+    if "get_small" in report.samples:
+        panels.append("records")
+    if not panels:
+        return
+    fig, axes_any = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.5))
+    axes = list(axes_any) if len(panels) > 1 else [axes_any]
+    for ax, panel in zip(axes, panels, strict=True):
+        if panel == "path":
+            names = {"miss": "miss (sequence)", "hit": "hit (sequence)",
+                     "hit_head_checksum": "head + checksum",
+                     "hit_records_get_many_1": "record get (1 id)",
+                     "hit_output_exists": "output exists"}
+            labels = list(names.values())
+            meds = [report.med(k) for k in names]
+            p95s = [report.p95(k) for k in names]
+            bars = ax.barh(labels, meds, color="steelblue", label="median")
+            ax.scatter(p95s, labels, color="black", marker="|", s=120, label="p95", zorder=3)
+            ax.bar_label(bars, fmt="%.1f", fontsize=8, padding=2)
+            ax.invert_yaxis()
+            ax.set_xscale("log")
+            ax.set_xlim(right=max(p95s) * 4)
+            ax.set_xlabel("ms per object (log scale)")
+            ax.set_title("1. per-object latency")
+            ax.legend(fontsize=8, loc="lower right")
+        elif panel == "map":
+            width = 0.38
+            xs = range(len(MAP_WORKERS))
+            for offset, label, color in ((-width / 2, "cold", "firebrick"),
+                                         (width / 2, "warm", "seagreen")):
+                values = [report.maps[0].objects / min(r.wall_s for r in
+                                                       report.map_runs(label, w))
+                          for w in MAP_WORKERS]
+                bars = ax.bar([x + offset for x in xs], values, width, color=color,
+                              label=label)
+                ax.bar_label(bars, fmt="%.1f", fontsize=8)
+            ax.set_xticks(list(xs), [f"{w} worker(s)" for w in MAP_WORKERS])
+            ax.set_ylabel("photos/s (best wall time)")
+            ax.set_title("2. map throughput")
+            ax.legend(fontsize=8)
+        else:
+            counts = report.extra["records_counts"]
+            width = 0.38
+            ops = ("get", "get_many6")
+            for offset, size, color in ((-width / 2, "small", "steelblue"),
+                                        (width / 2, "large", "darkorange")):
+                meds = [report.med(f"{op}_{size}") for op in ops]
+                p95s = [report.p95(f"{op}_{size}") for op in ops]
+                xs2 = [i + offset for i in range(len(ops))]
+                bars = ax.bar(xs2, meds, width, color=color, label=f"{counts[size]} records")
+                ax.scatter(xs2, p95s, color="black", marker="_", s=150, zorder=3)
+                ax.bar_label(bars, fmt="%.2f", fontsize=8)
+            ax.set_xticks(range(len(ops)), ["get (1 id)", "get_many (6 ids)"])
+            ax.set_ylabel("ms (bar: median, dash: p95)")
+            ax.set_title("3. record lookups vs database size")
+            ax.legend(fontsize=8)
+    fig.suptitle(f"owdedup services benchmark ({report.environment['cpu_count']} CPUs, "
+                 f"{report.environment['couchdb_server']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# -- main --------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--photos", type=Path, required=True, help="folder of JPEG photos")
+    parser.add_argument("--out", type=Path, required=True, help="folder for JSON and PNG")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of (1), each on a fresh database: misses per photo")
+    parser.add_argument("--hit-repeats", type=int, default=5,
+                        help="hit invocations per photo and round in (1)")
+    parser.add_argument("--map-repeats", type=int, default=3, help="rounds of map runs (2)")
+    parser.add_argument("--small", type=int, default=1_000, help="records in the small db (3)")
+    parser.add_argument("--large", type=int, default=100_000,
+                        help="records in the large db (3)")
+    parser.add_argument("--lookups", type=int, default=500,
+                        help="lookups of each kind per database (3)")
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help=f"comma-separated subset of {', '.join(SECTIONS)}")
+    return parser.parse_args(argv)
+
+
+@contextmanager
+def services(console: Console) -> Iterator[tuple[Resources, dict[str, str]]]:
+    """Resources on the configured services; the credentials go into os.environ (config.py
+    reads OWDEDUP_STORE_* options from the process environment, in workers too)."""
+    found = service_environment()
+    os.environ.update({k: v for k, v in found.items()
+                       if k.startswith((STORE_OPTION_PREFIX, RECORDS_OPTION_PREFIX))})
+    store_url = found.get(ENV_STORE, "")
+    records_url = found.get(ENV_RECORDS, "")
+    if not store_url.startswith(("http://", "https://", "s3://")):
+        sys.exit(f"OWDEDUP_STORE must be an S3 endpoint, not {store_url!r}")
+    if not records_url.startswith(("http://", "https://", "couchdb://")):
+        sys.exit(f"OWDEDUP_RECORDS must be a CouchDB URL, not {records_url!r}")
+    service, _ = parse_url(records_url)
+    store = open_store(store_url, store_options())
+    resources = Resources(store, store_url, service)
+    base_env = {**os.environ, **found}
+    try:
+        yield resources, base_env
+    finally:
+        failed = resources.close()
+        store.close()
+        created = resources.history
+        console.print(f"cleaned up {len(created['buckets'])} bucket(s) and "
+                      f"{len(created['databases'])} database(s)", highlight=False)
+        for line in failed:
+            console.print(f"[yellow]cleanup: {line}[/]", highlight=False)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    sections = {s.strip() for s in args.only.split(",") if s.strip()}
+    if unknown := sections - set(SECTIONS):
+        sys.exit(f"unknown section(s): {', '.join(sorted(unknown))}")
+    photos = sorted(p for p in args.photos.iterdir()
+                    if p.suffix.lower() in (".jpg", ".jpeg") and p.is_file())
+    if len(photos) < WARMUP_PHOTOS:
+        sys.exit(f"need at least {WARMUP_PHOTOS} JPEG photos in {args.photos}")
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    start_load = os.getloadavg()[0]
+    cpus = os.cpu_count() or 1
+    console.print(f"load average at start: {load_note(start_load, cpus)}", highlight=False)
+
+    with services(console) as (resources, base_env):
+        report = Report(environment(photos, base_env[ENV_STORE], base_env[ENV_RECORDS]))
+        keys: list[str] = []
+        src = ""
+        if sections & {"path", "map"}:
+            src = resources.bucket("src")
+            for photo in photos:
+                info = resources.store.put(src, photo.name, photo.read_bytes(),
+                                           content_type="image/jpeg")
+                if info.sha256 is None:
+                    sys.exit(f"{photo.name}: the store kept no SHA-256 checksum")
+                keys.append(photo.name)
+        if "path" in sections:
+            console.print("[bold]1[/]: hit and miss paths, in process ...")
+            bench_path(report, resources, base_env, src, keys, args.rounds, args.hit_repeats)
+        if "map" in sections:
+            console.print("[bold]2[/]: map, 1/2/4 workers, cold and warm ...")
+            bench_map(report, resources, base_env, src, keys, args.map_repeats)
+        if "records" in sections:
+            console.print("[bold]3[/]: record lookups, small and large database ...")
+            bench_records(report, resources, args.small, args.large, args.lookups, console)
+        report.extra["created"] = resources.history
+    report.environment["load_average_end"] = list(os.getloadavg())
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    save_chart(report, args.out / "chart.png")
+    print_table(report, console)
+    console.print(f"raw numbers: {args.out / 'results.json'}, chart: {args.out / 'chart.png'}",
+                  highlight=False)
+    return 0 if all(c.passed is not False for c in report.checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
