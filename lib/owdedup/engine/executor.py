@@ -6,8 +6,10 @@
   result is component i+1's payload, merged over that component's own defaults.
 - A component result with an ``error`` key ends the sequence: the sequence's result is that
   result ("application error").
-- An uncaught exception (or a result that is not a dict) is an "action developer error" whose
-  result is ``{"error": ...}``.
+- An uncaught exception: the Python runtime answers ``{"error": str(exc)}`` (traceback in the
+  logs), which the controller classes as an "application error" like any error result.
+- A runner failure (a result that is not a dict, a timeout, code that cannot start) is an
+  "action developer error": the runner reports it as *crashed*.
 
 The engine is pure bookkeeping: running code is the runner's job, so the same engine serves
 the in-process executor and the REST server.

@@ -53,7 +53,8 @@ class InProcessRunner:
         return main
 
     def run(self, action: ActionDef, params: dict[str, Any]) -> tuple[Any, list[str], bool]:
-        """Returns (result, log lines, crashed). *crashed* means an uncaught exception."""
+        """Returns (result, log lines, crashed). An exception is answered as the Python
+        runtime answers it, ``{"error": str(exc)}``: an application error, not a crash."""
         main = self.load(action)
         stdout, stderr = _Stream("stdout"), _Stream("stderr")
         handler = logging.StreamHandler(stderr)
@@ -67,7 +68,7 @@ class InProcessRunner:
                     result = main(params)
                 except Exception as exc:  # noqa: BLE001 - the runtime turns any exception into an error
                     traceback.print_exc(file=sys.stderr)
-                    result, crashed = {"error": str(exc) or type(exc).__name__}, True
+                    result = {"error": str(exc) or type(exc).__name__}
         finally:
             root.removeHandler(handler)
         return result, sorted(stdout.lines + stderr.lines), crashed

@@ -40,3 +40,13 @@ POUCHDB_SERVER_VERSION: Final = "4.2.0"
 #: npm blocks dependency install scripts unless allowed: leveldown's only selects its
 #: bundled linux-x64 prebuild; sqlite3's would download a binary, and it is not needed.
 POUCHDB_ALLOW_SCRIPTS: Final[dict[str, bool]] = {"leveldown": True, "sqlite3": False}
+
+#: wskdeploy (Apache OpenWhisk Whisk Deploy): commit 0e9b45ff5ff3 (2022-12-21), the commit
+#: apache/openwhisk-cli's go.mod requires. Its tags have no ``v`` prefix, so the module proxy
+#: only knows commits by pseudo-version; checked with ``go list -m -json
+#: github.com/apache/openwhisk-wskdeploy@v0.0.0-20221221215944-0e9b45ff5ff3`` (the proxy used
+#: here answers 403 to ``@latest``, branch names and short commit hashes for this module).
+#: The main package is the module root, so the binary is named ``openwhisk-wskdeploy``.
+WSKDEPLOY_MODULE: Final = "github.com/apache/openwhisk-wskdeploy"
+WSKDEPLOY_VERSION: Final = "v0.0.0-20221221215944-0e9b45ff5ff3"
+WSKDEPLOY_BINARY: Final = "openwhisk-wskdeploy"

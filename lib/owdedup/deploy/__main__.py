@@ -1,0 +1,5 @@
+import sys
+
+from owdedup.deploy.build import main
+
+sys.exit(main())

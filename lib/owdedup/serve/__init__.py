@@ -1,0 +1,14 @@
+"""``owdedup serve``: a development server for the subset of OpenWhisk's REST API that
+wskdeploy, the ``wsk`` CLI and the ``openwhisk`` JS client use.
+
+One engine, two front ends: entities PUT over REST land in :class:`ServeCatalog` (the engine's
+``Catalog``), actions run in separate Python processes through :class:`ProcessRunner` (the
+engine's ``Runner``), and :class:`owdedup.engine.executor.Engine` supplies the parameter
+merge, sequence, rule and activation semantics exactly as for ``owdedup invoke``.
+
+Layout: ``catalog`` (entities, JSON shapes, persistence), ``process_runner`` (+ the
+``_launcher`` script run by the base interpreter), ``controller`` (invoke/fire, activation
+ids and records, no sockets), ``api`` (routing and request -> response translation, pure),
+``kafka_feed`` (``/whisk.system/messaging/kafkaFeed``), ``server`` (HTTP glue and the
+``serve`` command).
+"""

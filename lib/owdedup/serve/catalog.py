@@ -1,0 +1,682 @@
+"""The entities clients PUT to ``owdedup serve``: the engine's ``Catalog``, fed over REST.
+
+Entities are kept as OpenWhisk's own JSON documents (``name``, ``version``, ``publish``,
+``exec``, ``parameters``/``annotations`` as ``[{key, value}]``, ``limits``, ``updated``), one
+namespace per catalog; action code lives beside them in a content-addressed code store. With a
+state directory the documents are written to ``catalog.json`` (atomically, after every change)
+and the code to ``code/``; without one, both live in a temporary directory.
+
+Name forms accepted wherever an entity is referenced: ``name``, ``pkg/name`` (relative to the
+catalog's namespace), ``/ns/name`` and ``/ns/pkg/name`` (fully qualified; ``_`` is the
+catalog's namespace), and ``/name`` (the engine's name for an action of the default package).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import json
+import os
+import re
+import tempfile
+import threading
+import time
+import zipfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from owdedup.engine.manifest import ActionDef, Limits, RuleDef, SequenceDef, TriggerDef
+from owdedup.serve.errors import BadRequest, Conflict, EntityNotFound, TooLarge
+
+DEFAULT_NAMESPACE = "guest"
+SYSTEM_NAMESPACE = "whisk.system"
+BUILTIN_KIND = "builtin"
+SEQUENCE_KIND = "sequence"
+
+#: Kinds this server accepts, per runtime family; the first of each family's defaults list
+#: is what ``<family>:default`` means. Only Python kinds can run here.
+RUNTIME_KINDS: dict[str, tuple[str, ...]] = {
+    "python": ("python:3.9", "python:3.10", "python:3.11", "python:3.12"),
+    "nodejs": ("nodejs:20",),
+}
+DEFAULT_KINDS = {"python": "python:3.11", "nodejs": "nodejs:20"}
+KNOWN_KINDS = frozenset(kind for kinds in RUNTIME_KINDS.values() for kind in kinds)
+
+MB = 1024 * 1024
+PARAMETERS_LIMIT = 1 * MB
+CODE_LIMIT = 48 * MB
+#: (minimum, maximum, default) of each action limit, in OpenWhisk's units (ms, MB, MB).
+LIMIT_RANGES = {"timeout": (100, 300_000, 60_000), "memory": (128, 2048, 256),
+                "logs": (0, 10, 10), "concurrency": (1, 1, 1)}
+
+_NAME = re.compile(r"^[\w@.-][\w@ .-]*$")
+_ZIP_BASE64_PREFIX = "UEsDB"  # base64 of a zip's "PK\x03\x04"
+
+Doc = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class EntityPath:
+    namespace: str
+    package: str  # "" for the default package
+    name: str
+
+    @property
+    def relative(self) -> str:
+        return f"{self.package}/{self.name}" if self.package else self.name
+
+    @property
+    def qualified(self) -> str:
+        return f"/{self.namespace}/{self.relative}"
+
+    @property
+    def path(self) -> str:
+        """OpenWhisk's ``path`` of the entity: its namespace, plus its package if any."""
+        return f"{self.namespace}/{self.package}" if self.package else self.namespace
+
+
+def parse_name(text: str, namespace: str) -> EntityPath:
+    """Any accepted name form -> its path; ``_`` stands for *namespace*."""
+    parts = text.strip().split("/")
+    if text.startswith("/"):
+        parts = parts[1:]
+        if len(parts) == 1:  # the engine's fqn of a default-package action: "/name"
+            parts = [namespace, parts[0]]
+        if len(parts) not in (2, 3):
+            raise BadRequest(f"malformed name {text!r}")
+        ns = namespace if parts[0] == "_" else parts[0]
+        package, name = (parts[1], parts[2]) if len(parts) == 3 else ("", parts[1])
+    else:
+        if len(parts) not in (1, 2):
+            raise BadRequest(f"malformed name {text!r}")
+        ns = namespace
+        package, name = (parts[0], parts[1]) if len(parts) == 2 else ("", parts[0])
+    for part in (ns, package, name) if package else (ns, name):
+        if not _NAME.match(part):
+            raise BadRequest(f"malformed name {text!r}")
+    return EntityPath(ns, package, name)
+
+
+def kv_dict(pairs: Iterable[Doc]) -> dict[str, Any]:
+    return {str(pair["key"]): pair.get("value") for pair in pairs}
+
+
+def kv_list(values: dict[str, Any]) -> list[Doc]:
+    return [{"key": key, "value": value} for key, value in values.items()]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class CodeStore:
+    """Action code by content digest: ``<sha256>.zip`` (binary) or ``<sha256>.py`` (source)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, digest: str, binary: bool) -> Path:
+        return self.root / f"{digest}{'.zip' if binary else '.py'}"
+
+    def put(self, data: bytes, binary: bool) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        target = self.path(digest, binary)
+        if not target.exists():
+            _write_atomic(target, data)
+        return digest
+
+    def text(self, digest: str, binary: bool) -> str:
+        """The code as OpenWhisk returns it: base64 for a zip, the source otherwise."""
+        data = self.path(digest, binary).read_bytes()
+        return base64.b64encode(data).decode("ascii") if binary else data.decode("utf-8")
+
+    def keep_only(self, referenced: set[str]) -> None:
+        for file in self.root.iterdir():
+            if file.suffix in (".zip", ".py") and file.stem not in referenced:
+                file.unlink(missing_ok=True)
+
+
+def _write_atomic(target: Path, data: bytes) -> None:
+    temp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    temp.write_bytes(data)
+    temp.replace(target)
+
+
+class ServeCatalog:
+    """Packages, actions (and sequences), triggers and rules of one namespace."""
+
+    COLLECTIONS = ("packages", "actions", "triggers", "rules")
+
+    def __init__(self, namespace: str = DEFAULT_NAMESPACE, state_dir: Path | None = None) -> None:
+        self.namespace = namespace
+        self._lock = threading.RLock()
+        self._temp: tempfile.TemporaryDirectory[str] | None = None
+        if state_dir is None:
+            self._temp = tempfile.TemporaryDirectory(prefix="owdedup-serve-")
+            root = Path(self._temp.name)
+        else:
+            root = state_dir
+        root.mkdir(parents=True, exist_ok=True)
+        self.state_file: Path | None = None if state_dir is None else root / "catalog.json"
+        self.code = CodeStore(root / "code")
+        self._docs: dict[str, dict[str, Doc]] = {c: {} for c in self.COLLECTIONS}
+        self._system: dict[str, ActionDef] = {}  # relative name in whisk.system -> builtin
+        #: Called with a trigger's name after it is deleted (the feed provider listens).
+        self.on_trigger_deleted: list[Callable[[str], None]] = []
+        if self.state_file is not None and self.state_file.is_file():
+            self._load(self.state_file)
+
+    def close(self) -> None:
+        if self._temp is not None:
+            self._temp.cleanup()
+            self._temp = None
+
+    # -- the engine's Catalog protocol ---------------------------------------------------
+
+    def action(self, fqn: str) -> ActionDef | None:
+        path = self._parse_or_none(fqn)
+        if path is None:
+            return None
+        if path.namespace == SYSTEM_NAMESPACE:
+            return self._system.get(path.relative)
+        with self._lock:
+            found = self._resolve_action(path)
+            if found is None or found[1]["exec"]["kind"] == SEQUENCE_KIND:
+                return None
+            alias, doc = found
+            return self._action_def(alias, doc)
+
+    def sequence(self, fqn: str) -> SequenceDef | None:
+        path = self._parse_or_none(fqn)
+        if path is None:
+            return None
+        with self._lock:
+            found = self._resolve_action(path)
+            if found is None or found[1]["exec"]["kind"] != SEQUENCE_KIND:
+                return None
+            alias, doc = found
+            return SequenceDef(alias, doc["name"], tuple(doc["exec"]["components"]),
+                               kv_dict(doc["annotations"]))
+
+    def trigger(self, name: str) -> TriggerDef | None:
+        path = self._parse_or_none(name)
+        if path is None or path.namespace != self.namespace or path.package:
+            return None
+        with self._lock:
+            doc = self._docs["triggers"].get(path.name)
+            if doc is None:
+                return None
+            annotations = kv_dict(doc["annotations"])
+            feed = annotations.get("feed")
+            return TriggerDef("", doc["name"], str(feed) if feed else None,
+                              kv_dict(doc["parameters"]), annotations)
+
+    def rules_for(self, trigger: str) -> list[RuleDef]:
+        path = self._parse_or_none(trigger)
+        if path is None:
+            return []
+        qualified = f"/{path.namespace}/{path.name}"
+        with self._lock:
+            return [RuleDef("", doc["name"], path.name, doc["action"])
+                    for doc in sorted(self._docs["rules"].values(), key=lambda d: d["name"])
+                    if doc["trigger"] == qualified and doc["status"] == "active"]
+
+    def package_inputs(self, package: str) -> dict[str, Any]:
+        if not package or package.startswith("/"):
+            return {}
+        with self._lock:
+            doc = self._docs["packages"].get(package)
+            if doc is None:
+                return {}
+            target = self._binding_target(doc)
+            inherited = kv_dict(target["parameters"]) if target is not None else {}
+            return {**inherited, **kv_dict(doc["parameters"])}
+
+    def entity_names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._docs["actions"])
+
+    # -- what the runner and the server need beyond the protocol -------------------------
+
+    def action_version(self, action: ActionDef) -> str:
+        path = self._parse_or_none(action.fqn)
+        with self._lock:
+            found = None if path is None else self._resolve_action(path)
+            return "0.0.1" if found is None else str(found[1]["version"])
+
+    def add_system_action(self, relative: str, annotations: dict[str, Any] | None = None,
+                          timeout_ms: int = 60_000) -> ActionDef:
+        """Register a built-in action under ``/whisk.system/<relative>`` (run in process)."""
+        package, _, name = relative.rpartition("/")
+        definition = ActionDef(
+            package=f"/{SYSTEM_NAMESPACE}/{package}" if package else f"/{SYSTEM_NAMESPACE}",
+            name=name, function="", runtime=BUILTIN_KIND, annotations=dict(annotations or {}),
+            limits=Limits(timeout_ms=timeout_ms),
+        )
+        self._system[relative] = definition
+        return definition
+
+    def system_action_doc(self, relative: str) -> Doc:
+        definition = self._system.get(relative)
+        if definition is None:
+            raise EntityNotFound()
+        package, _, name = relative.rpartition("/")
+        return {"namespace": f"{SYSTEM_NAMESPACE}/{package}" if package else SYSTEM_NAMESPACE,
+                "name": name, "version": "0.0.1", "publish": True,
+                "exec": {"kind": BUILTIN_KIND, "binary": False},
+                "annotations": kv_list(definition.annotations), "parameters": [],
+                "limits": _limits_view(definition.limits), "updated": 0}
+
+    # -- REST: packages ------------------------------------------------------------------
+
+    def put_package(self, name: str, body: Doc, overwrite: bool) -> Doc:
+        self._check_name(name)
+        with self._lock:
+            existing = self._existing("packages", name, overwrite)
+            binding = body.get("binding")
+            if binding is not None and binding != {}:
+                binding = self._check_binding(binding)
+            elif existing is not None and binding is None:
+                binding = existing.get("binding") or {}
+            else:
+                binding = {}
+            doc = self._common(name, body, existing)
+            doc["binding"] = binding
+            self._docs["packages"][name] = doc
+            self._save()
+            return self.package_view(name)
+
+    def package_view(self, name: str) -> Doc:
+        with self._lock:
+            doc = self._get("packages", name)
+            actions = [self._summary("actions", d)
+                       for key, d in sorted(self._docs["actions"].items())
+                       if key.startswith(name + "/")]
+            return {**self._base_view(doc, self.namespace), "binding": doc["binding"],
+                    "actions": actions, "feeds": []}
+
+    def delete_package(self, name: str) -> Doc:
+        with self._lock:
+            view = self.package_view(name)
+            contained = [k for k in self._docs["actions"] if k.startswith(name + "/")]
+            if contained:
+                raise Conflict(f"Package not empty (contains {len(contained)} entities)")
+            del self._docs["packages"][name]
+            self._save()
+            return view
+
+    # -- REST: actions (and sequences) ---------------------------------------------------
+
+    def put_action(self, path: EntityPath, body: Doc, overwrite: bool) -> Doc:
+        self._check_name(path.name)
+        with self._lock:
+            if path.package:
+                package = self._docs["packages"].get(path.package)
+                if package is None:
+                    raise EntityNotFound(f"package {path.package} does not exist")
+                if package.get("binding"):
+                    raise BadRequest("Cannot create or update an action in a package binding.")
+            existing = self._existing("actions", path.relative, overwrite)
+            raw_exec = body.get("exec")
+            if raw_exec is None and existing is None:
+                raise BadRequest("The request content was malformed:\nexec undefined")
+            doc = self._common(path.name, body, existing)
+            doc["package"] = path.package
+            doc["exec"] = (self._exec(path, raw_exec) if raw_exec is not None
+                           else existing["exec"] if existing is not None else {})
+            doc["limits"] = _limits(body.get("limits"), existing["limits"] if existing else None)
+            annotations = [a for a in doc["annotations"] if a.get("key") != "exec"]
+            doc["annotations"] = [*annotations, {"key": "exec", "value": doc["exec"]["kind"]}]
+            self._docs["actions"][path.relative] = doc
+            self._save(collect_code=True)
+            return self.action_view(path.relative)
+
+    def action_view(self, relative: str, code: bool = True) -> Doc:
+        with self._lock:
+            doc = self._get("actions", relative)
+            exec_ = {k: v for k, v in doc["exec"].items() if k != "codeRef"}
+            if code and "codeRef" in doc["exec"]:
+                exec_["code"] = self.code.text(doc["exec"]["codeRef"], doc["exec"]["binary"])
+            namespace = f"{self.namespace}/{doc['package']}" if doc["package"] else self.namespace
+            return {**self._base_view(doc, namespace), "exec": exec_, "limits": doc["limits"]}
+
+    def delete_action(self, relative: str) -> Doc:
+        with self._lock:
+            view = self.action_view(relative, code=False)
+            del self._docs["actions"][relative]
+            self._save(collect_code=True)
+            return view
+
+    # -- REST: triggers ------------------------------------------------------------------
+
+    def put_trigger(self, name: str, body: Doc, overwrite: bool) -> Doc:
+        self._check_name(name)
+        with self._lock:
+            existing = self._existing("triggers", name, overwrite)
+            doc = self._common(name, body, existing)
+            doc["limits"] = {}
+            self._docs["triggers"][name] = doc
+            self._save()
+            return self.trigger_view(name)
+
+    def trigger_view(self, name: str) -> Doc:
+        with self._lock:
+            doc = self._get("triggers", name)
+            qualified = f"/{self.namespace}/{name}"
+            rules = {f"{self.namespace}/{r['name']}": {"action": _path_object(r["action"]),
+                                                       "status": r["status"]}
+                     for r in self._docs["rules"].values() if r["trigger"] == qualified}
+            return {**self._base_view(doc, self.namespace), "limits": {}, "rules": rules}
+
+    def delete_trigger(self, name: str) -> Doc:
+        with self._lock:
+            view = self.trigger_view(name)
+            del self._docs["triggers"][name]
+            qualified = f"/{self.namespace}/{name}"
+            for rule in self._docs["rules"].values():
+                if rule["trigger"] == qualified:  # as OpenWhisk: orphaned rules go inactive
+                    rule["status"] = "inactive"
+            self._save()
+        for listener in self.on_trigger_deleted:
+            listener(name)
+        return view
+
+    # -- REST: rules ---------------------------------------------------------------------
+
+    def put_rule(self, name: str, body: Doc, overwrite: bool) -> Doc:
+        self._check_name(name)
+        with self._lock:
+            existing = self._existing("rules", name, overwrite)
+            trigger = self._reference(body.get("trigger"), "trigger",
+                                      existing["trigger"] if existing else None)
+            action = self._reference(body.get("action"), "action",
+                                     existing["action"] if existing else None)
+            trigger_path = parse_name(trigger, self.namespace)
+            if trigger_path.namespace != self.namespace or trigger_path.name not in \
+                    self._docs["triggers"] or trigger_path.package:
+                raise EntityNotFound(f"trigger {trigger} does not exist")
+            action_path = parse_name(action, self.namespace)
+            if self._resolve_action(action_path) is None:
+                raise EntityNotFound(f"action {action} does not exist")
+            doc = self._common(name, body, existing)
+            doc.update(trigger=trigger_path.qualified, action=action_path.qualified,
+                       status="active")
+            self._docs["rules"][name] = doc
+            self._save()
+            return self.rule_view(name)
+
+    def set_rule_status(self, name: str, status: Any) -> Doc:
+        if status not in ("active", "inactive"):
+            raise BadRequest("Rule state change must be 'active' or 'inactive'.")
+        with self._lock:
+            doc = self._get("rules", name)
+            if status == "active":
+                trigger = parse_name(doc["trigger"], self.namespace)
+                if trigger.name not in self._docs["triggers"]:
+                    raise EntityNotFound(f"trigger {doc['trigger']} does not exist")
+            doc["status"] = status
+            self._save()
+            return self.rule_view(name)
+
+    def rule_view(self, name: str) -> Doc:
+        with self._lock:
+            doc = self._get("rules", name)
+            return {**self._base_view(doc, self.namespace), "status": doc["status"],
+                    "trigger": _path_object(doc["trigger"]),
+                    "action": _path_object(doc["action"])}
+
+    def delete_rule(self, name: str) -> Doc:
+        with self._lock:
+            view = self.rule_view(name)
+            del self._docs["rules"][name]
+            self._save()
+            return view
+
+    # -- REST: listings ------------------------------------------------------------------
+
+    def list(self, collection: str, package: str | None = None) -> list[Doc]:
+        """Summaries of a collection (``actions`` optionally of one package), by name."""
+        with self._lock:
+            docs = sorted(self._docs[collection].items())
+            if collection == "actions" and package is not None:
+                docs = [(k, d) for k, d in docs if d["package"] == package]
+            return [self._summary(collection, doc) for _, doc in docs]
+
+    def count(self, collection: str) -> int:
+        with self._lock:
+            return len(self._docs[collection])
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _parse_or_none(self, text: str) -> EntityPath | None:
+        try:
+            path = parse_name(text, self.namespace)
+        except BadRequest:
+            return None
+        return path if path.namespace in (self.namespace, SYSTEM_NAMESPACE) else None
+
+    def _resolve_action(self, path: EntityPath) -> tuple[str, Doc] | None:
+        """(package name as called, document): an action reached through a binding keeps
+        the binding's name, so the binding's parameters apply."""
+        if path.namespace != self.namespace:
+            return None
+        relative = path.relative
+        if path.package:
+            package = self._docs["packages"].get(path.package)
+            target = None if package is None else self._binding_target(package)
+            if target is not None:
+                relative = f"{target['name']}/{path.name}"
+        doc = self._docs["actions"].get(relative)
+        return None if doc is None else (path.package, doc)
+
+    def _binding_target(self, package: Doc) -> Doc | None:
+        binding = package.get("binding") or {}
+        if not binding:
+            return None
+        return self._docs["packages"].get(str(binding.get("name")))
+
+    def _check_binding(self, binding: Any) -> Doc:
+        if not isinstance(binding, dict) or not isinstance(binding.get("name"), str):
+            raise BadRequest("binding must be {\"namespace\": ..., \"name\": ...}")
+        namespace = binding.get("namespace") or self.namespace
+        namespace = self.namespace if namespace == "_" else namespace
+        target = self._docs["packages"].get(binding["name"])
+        if namespace != self.namespace or target is None:
+            raise EntityNotFound(f"binding target /{namespace}/{binding['name']} does not exist")
+        if target.get("binding"):
+            raise BadRequest("Cannot bind to another package binding.")
+        return {"namespace": namespace, "name": binding["name"]}
+
+    def _action_def(self, alias: str, doc: Doc) -> ActionDef:
+        exec_ = doc["exec"]
+        code_ref = exec_.get("codeRef")
+        function = str(self.code.path(code_ref, exec_["binary"])) if code_ref else ""
+        limits = doc["limits"]
+        return ActionDef(
+            package=alias, name=doc["name"], function=function, runtime=exec_["kind"],
+            main=exec_.get("main") or "main", inputs=kv_dict(doc["parameters"]),
+            annotations=kv_dict(doc["annotations"]),
+            limits=Limits(timeout_ms=int(limits["timeout"]), memory_mb=int(limits["memory"]),
+                          log_mb=int(limits["logs"])),
+        )
+
+    def _exec(self, path: EntityPath, raw: Any) -> Doc:
+        if not isinstance(raw, dict) or not isinstance(raw.get("kind"), str):
+            raise BadRequest("The request content was malformed:\nexec must have a kind")
+        kind = raw["kind"]
+        if kind == SEQUENCE_KIND:
+            return self._sequence_exec(path, raw.get("components"))
+        family = kind.partition(":")[0]
+        if kind.endswith(":default") and family in DEFAULT_KINDS:
+            kind = DEFAULT_KINDS[family]
+        if kind not in KNOWN_KINDS:
+            raise BadRequest(f"kind '{kind}' not in {sorted(KNOWN_KINDS | {SEQUENCE_KIND})}")
+        code = raw.get("code")
+        if not isinstance(code, str):
+            raise BadRequest("The request content was malformed:\nexec.code must be a string")
+        binary = raw.get("binary")
+        if not isinstance(binary, bool):
+            binary = code.lstrip().startswith(_ZIP_BASE64_PREFIX)
+        if binary:
+            try:
+                data = base64.b64decode(code, validate=False)
+            except (binascii.Error, ValueError):
+                raise BadRequest("exec.code is not valid base64") from None
+            if not zipfile.is_zipfile(io.BytesIO(data)):
+                raise BadRequest("exec.code is binary but not a zip archive")
+        else:
+            data = code.encode("utf-8")
+        if len(data) > CODE_LIMIT:
+            raise TooLarge(f"Code larger than allowed: {len(data)} > {CODE_LIMIT} bytes.")
+        stored: Doc = {"kind": kind, "binary": binary, "codeRef": self.code.put(data, binary)}
+        if isinstance(raw.get("main"), str) and raw["main"]:
+            stored["main"] = raw["main"]
+        return stored
+
+    def _sequence_exec(self, path: EntityPath, components: Any) -> Doc:
+        if not isinstance(components, list) or not components or \
+                not all(isinstance(c, str) for c in components):
+            raise BadRequest("The request content was malformed:\n"
+                             "a sequence needs a non-empty list of component names")
+        qualified = []
+        for component in components:
+            component_path = parse_name(component, self.namespace)
+            if component_path.qualified == path.qualified:
+                raise BadRequest("Sequence may not refer to itself.")
+            if component_path.namespace == SYSTEM_NAMESPACE:
+                if component_path.relative not in self._system:
+                    raise BadRequest(f"Sequence component does not exist: {component}")
+            elif self._resolve_action(component_path) is None:
+                raise BadRequest(f"Sequence component does not exist: {component}")
+            qualified.append(component_path.qualified)
+        return {"kind": SEQUENCE_KIND, "components": qualified}
+
+    def _reference(self, value: Any, what: str, existing: str | None) -> str:
+        if value is None and existing is not None:
+            return existing
+        if isinstance(value, dict):  # {"name": ..., "path": ...} as OpenWhisk returns it
+            value = f"/{value.get('path')}/{value.get('name')}"
+        if not isinstance(value, str) or not value:
+            raise BadRequest(f"The request content was malformed:\nrule {what} undefined")
+        return value
+
+    def _existing(self, collection: str, key: str, overwrite: bool) -> Doc | None:
+        existing = self._docs[collection].get(key)
+        if existing is not None and not overwrite:
+            raise Conflict("resource already exists")
+        return existing
+
+    def _get(self, collection: str, key: str) -> Doc:
+        doc = self._docs[collection].get(key)
+        if doc is None:
+            raise EntityNotFound()
+        return doc
+
+    def _check_name(self, name: str) -> None:
+        if not _NAME.match(name) or len(name) > 256:
+            raise BadRequest(f"malformed entity name {name!r}")
+
+    def _common(self, name: str, body: Doc, existing: Doc | None) -> Doc:
+        """The fields every entity has, with OpenWhisk's update rule: a field absent from
+        an overwriting PUT keeps its value; the version's patch number goes up."""
+        parameters = _kv_field(body, "parameters")
+        annotations = _kv_field(body, "annotations")
+        if parameters is not None and len(json.dumps(parameters)) > PARAMETERS_LIMIT:
+            raise TooLarge(f"Parameters larger than allowed: > {PARAMETERS_LIMIT} bytes.")
+        publish = body.get("publish")
+        if existing is None:
+            version = str(body.get("version") or "0.0.1")
+            return {"name": name, "version": version, "publish": bool(publish),
+                    "parameters": parameters or [], "annotations": annotations or [],
+                    "updated": now_ms()}
+        return {**existing,
+                "version": str(body.get("version") or _next_version(existing["version"])),
+                "publish": existing["publish"] if publish is None else bool(publish),
+                "parameters": existing["parameters"] if parameters is None else parameters,
+                "annotations": existing["annotations"] if annotations is None else annotations,
+                "updated": now_ms()}
+
+    def _base_view(self, doc: Doc, namespace: str) -> Doc:
+        return {"namespace": namespace, "name": doc["name"], "version": doc["version"],
+                "publish": doc["publish"], "annotations": doc["annotations"],
+                "parameters": doc["parameters"], "updated": doc["updated"]}
+
+    def _summary(self, collection: str, doc: Doc) -> Doc:
+        if collection == "actions":
+            view = self.action_view(f"{doc['package']}/{doc['name']}" if doc["package"]
+                                    else doc["name"], code=False)
+            view.pop("parameters")
+            return view
+        if collection == "packages":
+            view = self._base_view(doc, self.namespace)
+            view["binding"] = doc["binding"]
+            return view
+        if collection == "rules":
+            return self.rule_view(doc["name"])
+        view = self._base_view(doc, self.namespace)
+        view.pop("parameters")
+        return view
+
+    def _save(self, collect_code: bool = False) -> None:
+        if collect_code:
+            self.code.keep_only({d["exec"]["codeRef"] for d in self._docs["actions"].values()
+                                 if "codeRef" in d["exec"]})
+        if self.state_file is None:
+            return
+        state = {"namespace": self.namespace, **self._docs}
+        _write_atomic(self.state_file, json.dumps(state, indent=1, sort_keys=True).encode())
+
+    def _load(self, file: Path) -> None:
+        state = json.loads(file.read_text())
+        for collection in self.COLLECTIONS:
+            self._docs[collection] = dict(state.get(collection) or {})
+
+
+def _kv_field(body: Doc, key: str) -> list[Doc] | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(
+            isinstance(p, dict) and isinstance(p.get("key"), str) for p in value):
+        raise BadRequest(f"The request content was malformed:\n{key} must be a list of "
+                         "{\"key\": ..., \"value\": ...}")
+    return [{"key": p["key"], "value": p.get("value")} for p in value]
+
+
+def _limits(raw: Any, existing: Doc | None) -> Doc:
+    if raw is not None and not isinstance(raw, dict):
+        raise BadRequest("The request content was malformed:\nlimits must be an object")
+    limits = dict(existing or {k: default for k, (_, _, default) in LIMIT_RANGES.items()})
+    for key, value in (raw or {}).items():
+        if key not in LIMIT_RANGES or value is None:
+            continue
+        low, high, _ = LIMIT_RANGES[key]
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise BadRequest(f"{key} limit {value!r} is not in [{low}, {high}]")
+        limits[key] = value
+    return limits
+
+
+def _limits_view(limits: Limits) -> Doc:
+    return {"timeout": limits.timeout_ms, "memory": limits.memory_mb, "logs": limits.log_mb,
+            "concurrency": 1}
+
+
+def _next_version(version: str) -> str:
+    parts = version.split(".")
+    try:
+        parts[-1] = str(int(parts[-1]) + 1)
+    except ValueError:
+        return version
+    return ".".join(parts)
+
+
+def _path_object(qualified: str) -> Doc:
+    """``/ns/pkg/name`` -> ``{"name": "name", "path": "ns/pkg"}`` (how rules show them)."""
+    path, _, name = qualified.strip("/").rpartition("/")
+    return {"name": name, "path": path}

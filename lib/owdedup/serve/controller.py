@@ -1,0 +1,230 @@
+"""Invocations and trigger fires for the REST front end, on the shared engine (no sockets).
+
+OpenWhisk answers a non-blocking invoke, a fire, or a blocking invoke that outlives its wait,
+with an activation id before the activation ends, and ``__OW_ACTIVATION_ID`` inside the action
+is the id of the activation record. The engine creates records (and their ids) when a run
+ends, so :class:`ActivationIds` hands ids between the three parties: the controller reserves
+the id it announced, the runner takes it (or a fresh one) for the process's environment, and
+the engine's ``on_activation`` hook stamps it onto the record. Everything runs on the
+activation's own thread, so a thread-local is enough.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import traceback
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Any
+
+from owdedup.engine.activation import INTERNAL_ERROR, SUCCESS, Activation, new_activation_id
+from owdedup.engine.executor import Engine, Runner, merge_params
+from owdedup.engine.manifest import ActionDef
+from owdedup.errors import NotFoundError
+from owdedup.serve.catalog import BUILTIN_KIND, ServeCatalog
+
+log = logging.getLogger("owdedup.serve")
+
+Builtin = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class ActivationIds:
+    """Per thread: the id reserved for the next run, and the id the last run used."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def reserve(self, activation_id: str | None) -> None:
+        self._local.reserved = activation_id
+        self._local.last = None
+
+    def for_run(self) -> str:
+        """The runner's id for the activation it is about to run."""
+        activation_id = getattr(self._local, "reserved", None) or new_activation_id()
+        self._local.reserved = None
+        self._local.last = activation_id
+        return activation_id
+
+    def adopt(self, activation: Activation) -> None:
+        """Give an action's record the id its process saw (the engine's ``on_activation``)."""
+        if activation.kind in ("sequence", "trigger"):
+            return
+        last = getattr(self._local, "last", None)
+        if last:
+            activation.activation_id = last
+            self._local.last = None
+
+
+class ActivationStore:
+    """The most recent activations, by id (bounded, thread-safe)."""
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[str, Activation] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, activation: Activation) -> None:
+        with self._lock:
+            self._items[activation.activation_id] = activation
+            self._items.move_to_end(activation.activation_id)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+    def rekey(self, activation: Activation, activation_id: str) -> None:
+        with self._lock:
+            self._items.pop(activation.activation_id, None)
+            activation.activation_id = activation_id
+            self._items[activation_id] = activation
+
+    def get(self, activation_id: str) -> Activation | None:
+        with self._lock:
+            return self._items.get(activation_id)
+
+    def list(self, name: str | None = None, since: int | None = None, upto: int | None = None
+             ) -> list[Activation]:
+        """Newest first; *name* matches ``pkg/action`` or the bare action name."""
+        wanted = name.strip("/") if name else None
+        if wanted and wanted.count("/") >= 2:  # "ns/pkg/action": drop the namespace
+            wanted = wanted.split("/", 1)[1]
+        with self._lock:
+            items = list(self._items.values())
+        found = []
+        for activation in items:
+            full = activation.name.strip("/")
+            if wanted and wanted not in (full, full.rpartition("/")[2]):
+                continue
+            if since is not None and activation.start_ms < since:
+                continue
+            if upto is not None and activation.start_ms > upto:
+                continue
+            found.append(activation)
+        return sorted(found, key=lambda a: a.start_ms, reverse=True)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """An activation under way: its id is known, its record comes when it ends."""
+
+    activation_id: str
+    future: Future[Activation]
+
+    def wait(self, timeout_s: float) -> Activation | None:
+        try:
+            return self.future.result(timeout=timeout_s)
+        except FutureTimeout:
+            return None
+
+
+class SystemRunner:
+    """Runs the built-in ``/whisk.system`` actions in this process, everything else in
+    *fallback* (the process runner)."""
+
+    def __init__(self, fallback: Runner, next_activation_id: Callable[[], str]) -> None:
+        self.fallback = fallback
+        self.next_activation_id = next_activation_id
+        self.handlers: dict[str, Builtin] = {}
+
+    def register(self, fqn: str, handler: Builtin) -> None:
+        self.handlers[fqn] = handler
+
+    def run(self, action: ActionDef, params: dict[str, Any]) -> tuple[Any, list[str], bool]:
+        if action.runtime != BUILTIN_KIND:
+            return self.fallback.run(action, params)
+        self.next_activation_id()
+        handler = self.handlers.get(action.fqn)
+        if handler is None:
+            return {"error": f"no built-in action {action.fqn}"}, [], True
+        try:
+            return handler(params), [], False
+        except Exception as exc:  # noqa: BLE001 - a built-in's failure is its activation's error
+            return {"error": str(exc) or type(exc).__name__}, traceback.format_exc().splitlines(), \
+                True
+
+
+class Controller:
+    """Starts invocations and fires on their own threads and keeps their records."""
+
+    def __init__(
+        self,
+        catalog: ServeCatalog,
+        runner: Runner,
+        *,
+        ids: ActivationIds | None = None,
+        store: ActivationStore | None = None,
+        clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        self.catalog = catalog
+        self.ids = ids or ActivationIds()
+        self.store = store or ActivationStore()
+        self.clock_ms = clock_ms
+        self.namespace = catalog.namespace
+        self.engine = Engine(catalog, runner, namespace=catalog.namespace, clock_ms=clock_ms,
+                             on_activation=self._record)
+
+    def invoke(self, name: str, payload: dict[str, Any]) -> Pending:
+        """Start action or sequence *name*; raises NotFoundError for an unknown name."""
+        entity = self.engine.resolve(name)
+        return self._start(name, lambda: self.engine.invoke(name, payload),
+                           reserve=isinstance(entity, ActionDef))
+
+    def fire(self, trigger: str, payload: dict[str, Any]) -> Pending | None:
+        """Fire *trigger*; None when it has no active rule (nothing runs, nothing is
+        recorded). Raises NotFoundError for an unknown trigger."""
+        definition = self.catalog.trigger(trigger)
+        if definition is None:
+            raise NotFoundError(f"no trigger {trigger!r}")
+        rules = self.catalog.rules_for(trigger)
+        if not rules:
+            return None
+
+        def run() -> Activation:
+            activation = self.engine.fire(trigger, payload)
+            activation.logs = [json.dumps({
+                "statusCode": 0, "success": True, "activationId": step.activation_id,
+                "rule": f"{self.namespace}/{rule.name}", "action": rule.action.strip("/"),
+            }) for rule, step in zip(rules, activation.components, strict=False)]
+            return activation
+
+        placeholder = Activation("", self.namespace, definition.name, self.clock_ms(),
+                                 self.clock_ms(), merge_params(definition.inputs, payload),
+                                 SUCCESS, kind="trigger")
+        return self._start(definition.name, run, reserve=False, placeholder=placeholder)
+
+    def _start(self, name: str, work: Callable[[], Activation], *, reserve: bool,
+               placeholder: Activation | None = None) -> Pending:
+        activation_id = new_activation_id()
+        future: Future[Activation] = Future()
+        if placeholder is not None:  # a fire's record exists from the start, as OpenWhisk's
+            placeholder.activation_id = activation_id
+            self.store.put(placeholder)
+
+        def target() -> None:
+            self.ids.reserve(activation_id if reserve else None)
+            start = self.clock_ms()
+            try:
+                activation = work()
+            except Exception as exc:  # recorded as a whisk internal error
+                log.exception("activation %s of %s failed", activation_id, name)
+                activation = Activation(activation_id, self.namespace, name, start,
+                                        self.clock_ms(), {"error": f"{exc}"}, INTERNAL_ERROR)
+                self.store.put(activation)
+            else:
+                if activation.activation_id != activation_id:
+                    self.store.rekey(activation, activation_id)
+            finally:
+                self.ids.reserve(None)
+            future.set_result(activation)
+
+        threading.Thread(target=target, name=f"activation-{activation_id[:8]}",
+                         daemon=True).start()
+        return Pending(activation_id, future)
+
+    def _record(self, activation: Activation) -> None:
+        self.ids.adopt(activation)
+        self.store.put(activation)

@@ -1,0 +1,459 @@
+"""Run actions as OpenWhisk's Python runtime does, each in a Python process of its own.
+
+- The code is unpacked once per code version into a cache folder (a zip as it is, plain
+  source as ``__main__.py``), and ``__main__.py`` becomes ``main__.py``, as the runtime's
+  ``compile`` step does.
+- A process is the base interpreter (``sys._base_executable``, so none of this project's
+  site-packages) started with ``-I -S`` on :mod:`owdedup.serve._launcher`; it sees the code
+  folder, the action's ``virtualenv`` (through ``activate_this.py``) and an optional
+  "runtime site" folder standing for the packages the real runtime preinstalls.
+- Warm processes are reused per action version, one activation at a time each; a few are
+  kept idle per action.
+- Per activation the launcher sets ``__OW_API_HOST``, ``__OW_NAMESPACE``,
+  ``__OW_ACTION_NAME``, ``__OW_ACTION_VERSION``, ``__OW_ACTIVATION_ID``, ``__OW_DEADLINE``
+  (and ``__OW_API_KEY`` only with the annotation ``provide-api-key: true``).
+- Limits: the time limit kills the process (its process group) and the activation says so
+  with OpenWhisk's message; a result over 1 MB is an error; logs beyond the log limit are cut.
+  The memory limit is not enforced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from owdedup.engine.activation import new_activation_id
+from owdedup.engine.manifest import ActionDef
+
+LAUNCHER = Path(__file__).with_name("_launcher.py")
+END_MARKER = "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX"
+MB = 1024 * 1024
+RESULT_LIMIT = 1 * MB
+PYTHON_KINDS = ("python:3.9", "python:3.10", "python:3.11", "python:3.12")
+
+RunOutcome = tuple[Any, list[str], bool]
+
+
+def timed_out(timeout_ms: int, init: bool = False) -> str:
+    during = " during initialization" if init else ""
+    return f"The action exceeded its time limits of {timeout_ms} milliseconds{during}."
+
+
+EXITED = "The action did not produce a valid response and exited unexpectedly."
+
+
+class ActionCodeError(Exception):
+    """The action's code cannot be unpacked or has no ``__main__.py``."""
+
+
+class CodeCache:
+    """Unpacked action code, one folder per code digest, created atomically."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self._digests: dict[tuple[str, int, int], str] = {}
+        self._lock = threading.Lock()
+
+    def prepare(self, function: Path) -> Path:
+        digest = self._digest(function)
+        target = self.root / digest
+        if target.is_dir():
+            return target
+        temp = self.root / f".{digest}.{os.getpid()}.{threading.get_ident()}"
+        shutil.rmtree(temp, ignore_errors=True)
+        try:
+            if function.suffix == ".zip":
+                with zipfile.ZipFile(function) as archive:
+                    archive.extractall(temp)  # extractall drops absolute and ".." parts
+            else:
+                temp.mkdir()
+                (temp / "__main__.py").write_bytes(function.read_bytes())
+            entry = temp / "__main__.py"
+            if entry.is_file():
+                entry.rename(temp / "main__.py")
+            elif not (temp / "main__.py").is_file():
+                raise ActionCodeError("Zip file does not include __main__.py")
+            try:
+                temp.rename(target)
+            except OSError:  # another thread unpacked the same code first
+                shutil.rmtree(temp, ignore_errors=True)
+        except (OSError, zipfile.BadZipFile) as exc:
+            shutil.rmtree(temp, ignore_errors=True)
+            raise ActionCodeError(f"cannot unpack the action's code: {exc}") from exc
+        except ActionCodeError:
+            shutil.rmtree(temp, ignore_errors=True)
+            raise
+        return target
+
+    def _digest(self, function: Path) -> str:
+        try:
+            stat = function.stat()
+        except OSError as exc:
+            raise ActionCodeError(f"the action's code is missing: {function}") from exc
+        key = (str(function), stat.st_mtime_ns, stat.st_size)
+        with self._lock:
+            digest = self._digests.get(key)
+        if digest is None:
+            digest = hashlib.sha256(function.read_bytes()).hexdigest()[:32]
+            with self._lock:
+                self._digests[key] = digest
+        return digest
+
+
+@dataclass
+class _Reply:
+    body: dict[str, Any] | None  # None: timed out
+    size: int = 0
+    exited: bool = False
+
+
+class _Worker:
+    """One launcher process: a reply channel and two log streams, read by threads."""
+
+    def __init__(self, argv: list[str], cwd: Path, env: Mapping[str, str]) -> None:
+        log_read, log_write = os.pipe()
+        try:
+            self.proc = subprocess.Popen(
+                [*argv, str(log_write)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, pass_fds=(log_write,), cwd=cwd, env=dict(env),
+                start_new_session=True,  # its own process group: a kill takes its children
+            )
+        except OSError:
+            os.close(log_read)
+            raise
+        finally:
+            os.close(log_write)
+        self.calls = 0
+        self._replies: queue.Queue[bytes | None] = queue.Queue()
+        self._cond = threading.Condition()
+        self._lines: list[tuple[float, str, str]] = []
+        self._markers = {"stdout": 0, "stderr": 0}
+        self._eof = {"stdout": False, "stderr": False}
+        self._log_bytes = 0
+        self._log_limit = 10 * MB
+        self._truncated = False
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self._threads = [
+            threading.Thread(target=self._read_replies, args=(self.proc.stdout,), daemon=True),
+            threading.Thread(target=self._read_logs, args=(os.fdopen(log_read, "rb"), "stdout"),
+                             daemon=True),
+            threading.Thread(target=self._read_logs, args=(self.proc.stderr, "stderr"),
+                             daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _read_replies(self, stream: IO[bytes]) -> None:
+        for line in iter(stream.readline, b""):
+            self._replies.put(line)
+        self._replies.put(None)
+
+    def _read_logs(self, stream: IO[bytes], name: str) -> None:
+        with stream:
+            for raw in iter(stream.readline, b""):
+                text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                now = time.time()
+                with self._cond:
+                    if text.endswith(END_MARKER):
+                        text = text[: -len(END_MARKER)]
+                        self._markers[name] += 1
+                        self._cond.notify_all()
+                    if text or not raw.endswith(END_MARKER.encode() + b"\n"):
+                        self._add_line(now, name, text)
+        with self._cond:
+            self._eof[name] = True
+            self._cond.notify_all()
+
+    def _add_line(self, now: float, name: str, text: str) -> None:
+        size = len(text.encode("utf-8", errors="replace")) + 1
+        if self._log_bytes + size > self._log_limit:
+            self._truncated = True
+            return
+        self._log_bytes += size
+        self._lines.append((now, name, text))
+
+    def reply(self, deadline: float) -> _Reply:
+        try:
+            raw = self._replies.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            return _Reply(None)
+        if raw is None:
+            return _Reply({}, exited=True)
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return _Reply({}, exited=True)
+        return _Reply(body if isinstance(body, dict) else {}, size=len(raw))
+
+    def call(self, request: dict[str, Any], deadline: float, log_limit: int) -> _Reply:
+        with self._cond:
+            self._log_limit = log_limit
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(json.dumps(request).encode("utf-8") + b"\n")
+            self.proc.stdin.flush()
+        except OSError:
+            return _Reply({}, exited=True)
+        reply = self.reply(deadline)
+        if reply.body is not None and not reply.exited:
+            self.calls += 1
+        return reply
+
+    def take_logs(self, wait_s: float = 2.0, until_eof: bool = False
+                  ) -> tuple[list[tuple[float, str, str]], bool]:
+        """The log lines since the last call, once both streams reached their end marker
+        (or, for a process that was killed, their end)."""
+
+        def complete() -> bool:
+            return all(self._eof[s] or (not until_eof and self._markers[s] >= self.calls)
+                       for s in self._eof)
+
+        with self._cond:
+            self._cond.wait_for(complete, timeout=wait_s)
+            lines, truncated = self._lines, self._truncated
+            self._lines, self._truncated, self._log_bytes = [], False, 0
+        return lines, truncated
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self._reap()
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        self._reap()
+
+    def _reap(self) -> None:
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return
+        for thread in self._threads:
+            thread.join(timeout=2)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+class _Pool:
+    """Idle warm processes by action version; an action's older versions are retired."""
+
+    def __init__(self, per_action: int) -> None:
+        self.per_action = per_action
+        self._idle: dict[str, list[_Worker]] = {}
+        self._current: dict[str, str] = {}  # action fqn -> key of its current version
+        self._busy: set[_Worker] = set()
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def acquire(self, fqn: str, key: str) -> _Worker | None:
+        retired: list[_Worker] = []
+        with self._lock:
+            old = self._current.get(fqn)
+            if old is not None and old != key:
+                retired = self._idle.pop(old, [])
+            self._current[fqn] = key
+            idle = self._idle.get(key, [])
+            worker = None
+            while idle and worker is None:
+                candidate = idle.pop()
+                if candidate.alive:
+                    worker = candidate
+                else:
+                    retired.append(candidate)
+        for stale in retired:
+            stale.close()
+        return worker
+
+    def busy(self, worker: _Worker) -> None:
+        with self._lock:
+            self._busy.add(worker)
+
+    def release(self, fqn: str, key: str, worker: _Worker | None, reusable: bool) -> None:
+        with self._lock:
+            if worker is not None:
+                self._busy.discard(worker)
+            keep = (worker is not None and reusable and not self.closed
+                    and self._current.get(fqn) == key
+                    and len(self._idle.get(key, [])) < self.per_action)
+            if keep and worker is not None:
+                self._idle.setdefault(key, []).append(worker)
+                return
+        if worker is not None and reusable:
+            worker.close()
+        elif worker is not None:
+            worker.kill()
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            workers = [w for idle in self._idle.values() for w in idle] + list(self._busy)
+            self._idle.clear()
+            self._busy.clear()
+        for worker in workers:
+            worker.kill()
+
+    def pids(self) -> list[int]:
+        with self._lock:
+            return [w.proc.pid for idle in self._idle.values() for w in idle]
+
+
+class ProcessRunner:
+    """The engine's ``Runner`` for ``owdedup serve``: see the module docstring."""
+
+    def __init__(
+        self,
+        cache_dir: Path,
+        *,
+        api_host: str = "",
+        namespace: str = "guest",
+        api_key: str | None = None,
+        runtime_site: Path | None = None,
+        interpreters: Mapping[str, str] | None = None,
+        warm_per_action: int = 2,
+        action_version: Callable[[ActionDef], str] | None = None,
+        next_activation_id: Callable[[], str] = new_activation_id,
+        env: Mapping[str, str] | None = None,
+        clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        self.api_host = api_host
+        self.namespace = namespace
+        self.api_key = api_key
+        self.runtime_site = runtime_site
+        base = str(getattr(sys, "_base_executable", "") or sys.executable)
+        self.interpreters = dict(interpreters or dict.fromkeys(PYTHON_KINDS, base))
+        self.action_version = action_version or (lambda _action: "0.0.1")
+        self.next_activation_id = next_activation_id
+        self.clock_ms = clock_ms
+        self._cache = CodeCache(cache_dir)
+        self._pool = _Pool(warm_per_action)
+        self._env = {"PATH": os.environ.get("PATH", os.defpath), "LANG": "C.UTF-8",
+                     "LC_ALL": "C.UTF-8", "HOME": os.environ.get("HOME", "/tmp"),
+                     **(env or {})}
+
+    def run(self, action: ActionDef, params: dict[str, Any]) -> RunOutcome:
+        """(result, log lines, crashed) as the engine expects; never raises for the action's
+        own failures."""
+        activation_id = self.next_activation_id()
+        interpreter = self.interpreters.get(action.runtime)
+        if interpreter is None:
+            kinds = ", ".join(sorted(self.interpreters))
+            return ({"error": f"kind {action.runtime!r} cannot run on this development server "
+                              f"(it runs {kinds})"}, [], True)
+        timeout_ms = action.limits.timeout_ms
+        deadline = time.monotonic() + timeout_ms / 1000
+        log_limit = action.limits.log_mb * MB
+        try:
+            code_dir = self._cache.prepare(Path(action.function))
+        except ActionCodeError as exc:
+            return {"error": f"Cannot start action: {exc}"}, [], True
+        version = self.action_version(action)
+        key = "\0".join((action.fqn, version, str(code_dir), action.main, interpreter))
+        worker = self._pool.acquire(action.fqn, key)
+        fresh = worker is None
+        try:
+            if worker is None:
+                worker = _Worker(self._argv(interpreter, code_dir, action.main), code_dir,
+                                 self._env)
+            self._pool.busy(worker)
+        except OSError as exc:
+            return {"error": f"Cannot start action: {exc}"}, [], True
+        if fresh:
+            ready = worker.reply(deadline)
+            if ready.body is None or "ok" not in ready.body:
+                worker.kill()
+                lines, truncated = worker.take_logs(until_eof=True)
+                self._pool.release(action.fqn, key, worker, reusable=False)
+                if ready.body is None:
+                    message = timed_out(timeout_ms, init=True)
+                else:
+                    detail = ready.body.get("init_error") or "the process exited"
+                    message = f"Cannot start action: {detail}. Check logs for details."
+                return {"error": message}, _format(lines, truncated, log_limit), True
+        reply = worker.call(self._request(action, params, activation_id, version, timeout_ms),
+                            deadline, log_limit)
+        if reply.body is None or reply.exited:
+            worker.kill()
+            lines, truncated = worker.take_logs(until_eof=True)
+            self._pool.release(action.fqn, key, worker, reusable=False)
+            message = timed_out(timeout_ms) if reply.body is None else EXITED
+            return {"error": message}, _format(lines, truncated, log_limit), True
+        lines, truncated = worker.take_logs()
+        self._pool.release(action.fqn, key, worker, reusable=True)
+        logs = _format(lines, truncated, log_limit)
+        if reply.size > RESULT_LIMIT:
+            return ({"error": "The action produced a response that exceeded the allowed "
+                              f"length: {reply.size} > {RESULT_LIMIT} bytes."}, logs, True)
+        return reply.body.get("result"), logs, bool(reply.body.get("crashed"))
+
+    def warm_pids(self) -> list[int]:
+        """Process ids of the idle warm processes (for tests and diagnostics)."""
+        return self._pool.pids()
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def _argv(self, interpreter: str, code_dir: Path, main: str) -> list[str]:
+        site = str(self.runtime_site) if self.runtime_site is not None else ""
+        return [interpreter, "-I", "-S", "-u", str(LAUNCHER), str(code_dir), main, site]
+
+    def _request(self, action: ActionDef, params: dict[str, Any], activation_id: str,
+                 version: str, timeout_ms: int) -> dict[str, Any]:
+        request: dict[str, Any] = {
+            "value": params,
+            "api_host": self.api_host,
+            "namespace": self.namespace,
+            "action_name": _qualified(action, self.namespace),
+            "action_version": version,
+            "activation_id": activation_id,
+            "deadline": str(self.clock_ms() + timeout_ms),
+        }
+        if self.api_key and _truthy(action.annotations.get("provide-api-key")):
+            request["api_key"] = self.api_key
+        return request
+
+
+def _qualified(action: ActionDef, namespace: str) -> str:
+    if action.package.startswith("/"):
+        return action.fqn
+    return f"/{namespace}/{action.package}/{action.name}" if action.package \
+        else f"/{namespace}/{action.name}"
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.lower() == "true")
+
+
+def _format(lines: list[tuple[float, str, str]], truncated: bool, limit: int) -> list[str]:
+    """OpenWhisk's log lines, ``<ISO time> <stream>: <text>``, in time order."""
+    formatted = [
+        f"{datetime.fromtimestamp(when, UTC).strftime('%Y-%m-%dT%H:%M:%S.%fZ')} {stream}: {text}"
+        for when, stream, text in sorted(lines, key=lambda line: line[0])
+    ]
+    if truncated:
+        formatted.append("Logs were truncated because the total bytes size exceeds the limit "
+                         f"of {limit} bytes.")
+    return formatted

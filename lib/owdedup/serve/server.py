@@ -1,0 +1,250 @@
+"""``owdedup serve``: the REST front end wired together, and its HTTP glue.
+
+:class:`DevServer` builds the pieces (catalog -> process runner -> controller on the shared
+engine -> REST API, plus the Kafka feed provider behind
+``/whisk.system/messaging/kafkaFeed``) and serves them with the standard library's threading
+HTTP server; :func:`serve_command` is the typer command.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import signal
+import string
+import tempfile
+import threading
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Annotated, Any
+
+import typer
+
+from owdedup.serve.api import CONTENT_TYPE, ENTITY_LIMIT, Request, Response, RestApi
+from owdedup.serve.catalog import DEFAULT_NAMESPACE, SYSTEM_NAMESPACE, ServeCatalog
+from owdedup.serve.controller import ActivationIds, Controller, SystemRunner
+from owdedup.serve.kafka_feed import FEED_ACTION, KafkaFeeds
+from owdedup.serve.process_runner import ProcessRunner
+
+log = logging.getLogger("owdedup.serve")
+
+DEFAULT_PORT = 3233  # OpenWhisk standalone's port
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    auth: str  # "uuid:key"
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    namespace: str = DEFAULT_NAMESPACE
+    state_dir: Path | None = None
+    runtime_site: Path | None = None
+    blocking_wait_s: float = 60.0
+    warm_per_action: int = 2
+    action_env: Mapping[str, str] = field(default_factory=dict)
+
+
+def generate_auth() -> str:
+    """A key shaped like OpenWhisk's: ``<uuid>:<64 letters and digits>``."""
+    alphabet = string.ascii_letters + string.digits
+    return f"{uuid.uuid4()}:{''.join(secrets.choice(alphabet) for _ in range(64))}"
+
+
+class _HttpServer(ThreadingHTTPServer):
+    daemon_threads = True  # a blocking invoke in flight never holds up shutdown
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], api: RestApi) -> None:
+        self.api = api
+        super().__init__(address, _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _HttpServer
+    protocol_version = "HTTP/1.1"
+
+    def _handle(self) -> None:
+        body = self._body()
+        if body is None:
+            self._send(Response(413, {"error": f"Request larger than allowed: > {ENTITY_LIMIT} "
+                                               "bytes.", "code": uuid.uuid4().hex}))
+            self.close_connection = True
+            return
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        self._send(self.server.api.handle(Request(self.command, self.path, headers, body)))
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = _handle
+
+    def _body(self) -> bytes | None:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks: list[bytes] = []
+            total = 0
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(chunks)
+                total += size
+                if total > ENTITY_LIMIT:
+                    return None
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > ENTITY_LIMIT:
+            return None
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _send(self, response: Response) -> None:
+        payload = response.encode()
+        self.send_response(response.status)
+        if payload:
+            self.send_header("Content-Type", CONTENT_TYPE)
+        self.send_header("Content-Length", str(len(payload)))
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if payload:
+            self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.info("%s %s", self.address_string(), format % args)
+
+
+class DevServer:
+    """The development server, bound at construction (``port=0`` picks a free port)."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        self.config = config
+        self._temp: tempfile.TemporaryDirectory[str] | None = None
+        if config.state_dir is None:
+            self._temp = tempfile.TemporaryDirectory(prefix="owdedup-serve-cache-")
+            cache = Path(self._temp.name)
+        else:
+            cache = config.state_dir / "cache"
+        self.catalog = ServeCatalog(config.namespace, config.state_dir)
+        self.ids = ActivationIds()
+        self.process_runner = ProcessRunner(
+            cache, namespace=config.namespace, api_key=config.auth,
+            runtime_site=config.runtime_site, warm_per_action=config.warm_per_action,
+            action_version=self.catalog.action_version, next_activation_id=self.ids.for_run,
+            env=config.action_env,
+        )
+        self.runner = SystemRunner(self.process_runner, self.ids.for_run)
+        self.controller = Controller(self.catalog, self.runner, ids=self.ids)
+        self.feeds = KafkaFeeds(
+            self._fire_from_feed, namespace=config.namespace, auth_key=config.auth,
+            state_file=None if config.state_dir is None else config.state_dir / "feeds.json",
+            trigger_exists=lambda name: self.catalog.trigger(name) is not None,
+        )
+        feed = self.catalog.add_system_action(
+            FEED_ACTION, {"feed": True, "description": "Fire a trigger with Kafka messages"})
+        self.runner.register(feed.fqn, self.feeds.lifecycle)
+        self.catalog.on_trigger_deleted.append(self.feeds.discard)
+        self.api = RestApi(self.catalog, self.controller, auth=config.auth,
+                           blocking_wait_s=config.blocking_wait_s)
+        self.httpd = _HttpServer((config.host, config.port), self.api)
+        host = "127.0.0.1" if config.host in ("", "0.0.0.0") else config.host
+        self.url = f"http://{host}:{self.httpd.server_address[1]}"
+        self.process_runner.api_host = self.url
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.httpd.server_address[1])
+
+    def _fire_from_feed(self, trigger: str, payload: dict[str, Any]) -> None:
+        self.controller.fire(trigger, payload)
+
+    def start(self) -> None:
+        """Serve on a background thread (and resume the persisted feeds)."""
+        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.1,),
+                                        name="owdedup-serve", daemon=True)
+        self._thread.start()
+        self.feeds.resume()
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self.httpd.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self.httpd.server_close()
+        self.feeds.close()
+        self.process_runner.close()
+        self.catalog.close()
+        if self._temp is not None:
+            self._temp.cleanup()
+            self._temp = None
+
+    def __enter__(self) -> DevServer:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def usage_lines(url: str, namespace: str, auth: str, generated: bool) -> list[str]:
+    key = auth if generated else "<UUID:KEY>"
+    return [
+        f"owdedup serve: {url} (namespace {namespace}) - a development server, not for "
+        "production",
+        *([f"  generated key: {auth}"] if generated else []),
+        f"  wsk property set --apihost {url} --auth {key} --namespace {namespace}",
+        f"  wskdeploy --apihost {url} --auth {key} --namespace {namespace} -m manifest.yaml",
+        f"  export __OW_API_HOST={url} __OW_API_KEY={key} __OW_NAMESPACE={namespace}",
+        f"  (feeds: /{SYSTEM_NAMESPACE}/{FEED_ACTION})",
+    ]
+
+
+def serve_command(
+    port: Annotated[int, typer.Option("--port", help="Port to listen on")] = DEFAULT_PORT,
+    host: Annotated[str, typer.Option(
+        "--host", help="Address to bind; keep 127.0.0.1 (plain HTTP, one key)")] = "127.0.0.1",
+    auth: Annotated[str | None, typer.Option(
+        "--auth", help="UUID:KEY that clients must present (default: a new key, printed)",
+        envvar="OWDEDUP_SERVE_AUTH")] = None,
+    state: Annotated[Path | None, typer.Option(
+        "--state", help="Keep entities, code and feed registrations in DIR across restarts"
+    )] = None,
+    runtime_site: Annotated[Path | None, typer.Option(
+        "--runtime-site", help="Folder of packages every action can import, standing for the "
+        "runtime's preinstalled ones (e.g. requests)")] = None,
+    namespace: Annotated[str, typer.Option("--namespace", help="The key's namespace")] = (
+        DEFAULT_NAMESPACE),
+) -> None:
+    """Development server for the OpenWhisk REST API subset that wskdeploy, wsk and the
+    openwhisk JS client use: actions run in local Python processes, Kafka feeds fire
+    triggers. Not for production (plain HTTP, one namespace, one key)."""
+    generated = auth is None
+    key = auth or generate_auth()
+    user, sep, secret = key.partition(":")
+    if not sep or not user or not secret:
+        raise typer.BadParameter("must be UUID:KEY", param_hint="--auth")
+    config = ServeConfig(auth=key, host=host, port=port, namespace=namespace,
+                         state_dir=state.resolve() if state else None,
+                         runtime_site=runtime_site.resolve() if runtime_site else None)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        server = DevServer(config)
+    except OSError as exc:
+        typer.echo(f"error: cannot listen on {host}:{port}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    for line in usage_lines(server.url, namespace, key, generated):
+        typer.echo(line, err=True)
+    with server:
+        while not stop.wait(0.5):
+            pass
+    typer.echo("owdedup serve: stopped", err=True)

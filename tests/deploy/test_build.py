@@ -1,0 +1,463 @@
+"""The action zips: reproducible, laid out for the python:3.11 runtime, and self-sufficient.
+
+The key test runs every zip the way the runtime does, in a fresh base interpreter started
+with ``-I -S`` (no site-packages at all: not the project's venv, not the interpreter's own),
+with only the zip and a stand-in for the runtime image's site-packages (requests and
+python-dateutil at the runtime's versions) on ``sys.path``. A zip that leans on anything
+installed for development fails there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from owdedup.deploy import build
+from owdedup.deploy.build import (
+    ACTION_REQUIREMENTS,
+    ACTIVATE_THIS,
+    MAX_ZIP_BYTES,
+    PINS_FILE,
+    RUNTIME_PACKAGES,
+    SITE_PACKAGES,
+    TOOLING_MODULES,
+    BuildError,
+    BuiltZip,
+    plan_build,
+    size_report,
+)
+from owdedup.functions import get_function
+from tests.conftest import PROJECT
+from tests.imagegen import jpeg
+from tests.unit.test_events import minio_event
+
+MANIFEST = PROJECT / "manifest.yaml"
+ACTIONS = ("hash", "lookup", "thumbnail", "record", "dispatch")
+HIT_PATH = ("hash", "lookup", "record", "dispatch")
+
+#: Mimics apache/openwhisk-runtime-python core/python3ActionLoop/lib/launcher.py: `compile`
+#: renamed the zip's __main__.py to main__.py and the image runs `python exec__.py` in the
+#: action folder, which activates virtualenv/ with activate_this.py and imports main__.
+#: Then it reports what the process imported, and from where.
+LAUNCHER = r'''
+import importlib, json, os, sys
+action_dir, runtime_site, request_file, report_file = sys.argv[1:5]
+with open(request_file) as f:
+    request = json.load(f)
+stdlib = os.path.dirname(os.__file__)
+os.chdir(action_dir)
+sys.path.insert(0, action_dir)     # `python exec__.py`: the script's folder comes first
+sys.path.append(runtime_site)      # the runtime image's site-packages
+os.environ.update(request.get("env", {}))
+
+# -- as launcher.py --
+path_to_virtualenv = os.path.abspath("./virtualenv")
+if os.path.isdir(path_to_virtualenv):
+    activate_this_file = path_to_virtualenv + "/bin/activate_this.py"
+    if not os.path.exists(activate_this_file):
+        sys.exit("Invalid virtualenv. Zip file does not include /virtualenv/bin/activate_this.py")
+    with open(activate_this_file) as f:
+        code = compile(f.read(), activate_this_file, "exec")
+        exec(code, dict(__file__=activate_this_file))
+
+report = {"stdlib": stdlib, "failed": {}}
+for name in request.get("import", []):
+    importlib.import_module(name)
+for target in request.get("call", []):
+    module, _, function = target.partition(":")
+    getattr(importlib.import_module(module), function)()
+for name in request.get("try_import", []):
+    try:
+        importlib.import_module(name)
+    except ImportError as exc:
+        report["failed"][name] = exc.name or str(exc)
+if "identity" in request:
+    from owdedup.functions import get_function
+    spec = get_function("thumbnail")
+    variants = spec.variants(spec.normalise(request["identity"]))
+    report["identity"] = [v.function_id for v in variants]
+if "params" in request:
+    from main__ import main as main
+    report["result"] = main(request["params"])
+report["modules"] = {
+    name: os.path.realpath(module.__file__)
+    for name, module in list(sys.modules.items())
+    if isinstance(getattr(module, "__file__", None), str)
+}
+with open(report_file, "w") as f:
+    json.dump(report, f)
+'''
+
+
+# Fixtures ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Builds:
+    first: dict[str, BuiltZip]
+    second: dict[str, BuiltZip]
+
+
+@pytest.fixture(scope="session")
+def builds(tmp_path_factory: pytest.TempPathFactory) -> Builds:
+    """Every zip, built twice into fresh folders (the second build reuses the cache)."""
+    root = tmp_path_factory.mktemp("zips")
+    first = build.build_actions(MANIFEST, root / "a", log=lambda _: None)
+    second = build.build_actions(MANIFEST, root / "b", log=lambda _: None)
+    return Builds({z.name: z for z in first}, {z.name: z for z in second})
+
+
+@pytest.fixture(scope="session")
+def zips(builds: Builds) -> dict[str, BuiltZip]:
+    return builds.first
+
+
+@pytest.fixture(scope="session")
+def base_python() -> str:
+    """The interpreter the project venv was made from: no project packages on its path."""
+    base = Path(getattr(sys, "_base_executable", sys.executable)).resolve()
+    if Path(sys.prefix).resolve() in base.parents:
+        pytest.skip("cannot find the base interpreter outside the venv")
+    version = subprocess.run([base, "-I", "-S", "-c", "import sys; print(sys.version_info[:2])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    if version != "(3, 11)":
+        pytest.skip(f"the runtime is CPython 3.11; {base} is {version}")
+    return str(base)
+
+
+@pytest.fixture(scope="session")
+def runtime_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A stand-in for the runtime image's site-packages: only what these actions use of it
+    (requests and python-dateutil, at the runtime's versions, with their dependencies)."""
+    site = tmp_path_factory.mktemp("runtime-site")
+    wanted = [f"{name}=={RUNTIME_PACKAGES[name]}" for name in ("requests", "python-dateutil")]
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         "--no-compile", "--target", str(site), *wanted],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False,
+    )  # pip also warns that the venv's ibmcloudant wants newer ones: that is the point
+    assert done.returncode == 0, done.stdout + done.stderr
+    return site
+
+
+@pytest.fixture(scope="session")
+def unpacked(zips: dict[str, BuiltZip], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Each zip unpacked as the runtime's `compile` leaves it (__main__.py -> main__.py)."""
+    root = tmp_path_factory.mktemp("actions")
+    for name, item in zips.items():
+        target = root / name
+        with zipfile.ZipFile(item.path) as archive:
+            archive.extractall(target)
+        (target / "__main__.py").rename(target / "main__.py")
+    return root
+
+
+@dataclass
+class Runner:
+    python: str
+    runtime_site: Path
+    actions: Path
+    work: Path
+    count: int = 0
+
+    def __call__(self, action: str, request: Mapping[str, Any], *,
+                 action_dir: Path | None = None) -> dict[str, Any]:
+        self.count += 1
+        folder = action_dir or self.actions / action
+        request_file = self.work / f"request-{self.count}.json"
+        report_file = self.work / f"report-{self.count}.json"
+        request_file.write_text(json.dumps(request))
+        launcher = folder / "exec__.py"  # where the runtime's `compile` puts its launcher
+        launcher.write_text(LAUNCHER)
+        done = subprocess.run(
+            [self.python, "-I", "-S", "exec__.py", str(folder), str(self.runtime_site),
+             str(request_file), str(report_file)],
+            cwd=folder, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{action} failed:\n{done.stderr[-3000:]}")
+        report: dict[str, Any] = json.loads(report_file.read_text())
+        check_origins(report, folder, self.runtime_site)
+        return report
+
+
+@pytest.fixture
+def run(base_python: str, runtime_site: Path, unpacked: Path, tmp_path: Path) -> Runner:
+    return Runner(base_python, runtime_site, unpacked, tmp_path)
+
+
+def check_origins(report: Mapping[str, Any], action_dir: Path, runtime_site: Path) -> None:
+    """Every module came from the zip, the runtime's site-packages or the standard library."""
+    stdlib = Path(report["stdlib"])
+    allowed = (action_dir.resolve(), runtime_site.resolve(), stdlib)
+    for name, origin in report["modules"].items():
+        path = Path(origin)
+        assert any(root in path.parents for root in allowed), f"{name} from {path}"
+        assert stdlib / "site-packages" not in path.parents, f"{name} from {path}"
+
+
+def members(item: BuiltZip) -> list[str]:
+    with zipfile.ZipFile(item.path) as archive:
+        return archive.namelist()
+
+
+def site_names(item: BuiltZip) -> set[str]:
+    """Top-level names in the zip's site-packages."""
+    prefix = SITE_PACKAGES + "/"
+    return {name[len(prefix):].split("/")[0] for name in members(item)
+            if name.startswith(prefix) and len(name) > len(prefix)}
+
+
+def needs(action: str, distribution: str) -> bool:
+    return distribution in ACTION_REQUIREMENTS[action]
+
+
+# The zips ---------------------------------------------------------------------------------
+
+
+def test_every_zip_action_is_built(zips: dict[str, BuiltZip]) -> None:
+    assert sorted(zips) == sorted(ACTIONS)
+    for name, item in zips.items():
+        assert item.path.name == f"{name}.zip"
+        assert item.bytes == item.path.stat().st_size
+        assert item.sha256 == hashlib.sha256(item.path.read_bytes()).hexdigest()
+
+
+def test_builds_are_reproducible(builds: Builds) -> None:
+    for name, item in builds.first.items():
+        again = builds.second[name]
+        assert again.path != item.path
+        assert again.path.read_bytes() == item.path.read_bytes(), name
+
+
+def test_layout(zips: dict[str, BuiltZip]) -> None:
+    for name, item in zips.items():
+        with zipfile.ZipFile(item.path) as archive:
+            names = archive.namelist()
+            assert names == sorted(names)
+            assert archive.read("__main__.py") == (PROJECT / "actions" / f"{name}.py").read_bytes()
+            assert "owdedup/__init__.py" in names
+            assert ACTIVATE_THIS in names
+            assert f"{SITE_PACKAGES}/" in names
+            # identity.py hashes thumbnail.py's bytes, even where Pillow is absent
+            thumbnail = PROJECT / "lib" / "owdedup" / "thumbnail.py"
+            assert archive.read("owdedup/thumbnail.py") == thumbnail.read_bytes()
+            for info in archive.infolist():
+                assert info.date_time == (1980, 1, 1, 0, 0, 0), info.filename
+                mode = info.external_attr >> 16 & 0o777
+                assert mode in (0o644, 0o755), (info.filename, oct(mode))
+                assert "__pycache__" not in info.filename and not info.filename.endswith(".pyc")
+                assert not info.filename.startswith("/") and ".." not in info.filename
+
+
+def test_no_cli_or_tooling_inside(zips: dict[str, BuiltZip]) -> None:
+    tooling = tuple(m.replace(".", "/") for m in TOOLING_MODULES)
+    for name, item in zips.items():
+        shipped = [n for n in members(item) if n.startswith("owdedup/")]
+        leaked = [n for n in shipped if n.removesuffix(".py").startswith(tooling)]
+        assert not leaked, f"{name}: {leaked}"
+        assert not any(n.endswith(("mapper.py", "watch.py", "workers.py")) for n in shipped)
+
+
+def test_pillow_only_in_the_thumbnail_zip(zips: dict[str, BuiltZip]) -> None:
+    for name in HIT_PATH:
+        assert "PIL" not in site_names(zips[name]), name
+    assert {"PIL", "pillow.libs"} <= site_names(zips["thumbnail"])
+
+
+def test_only_what_the_action_needs_and_the_runtime_lacks(zips: dict[str, BuiltZip]) -> None:
+    for name, item in zips.items():
+        top = site_names(item)
+        assert ("minio" in top) == needs(name, "minio"), name
+        assert ("ibmcloudant" in top) == needs(name, "ibmcloudant"), name
+        for shipped_by_runtime in ("requests", "urllib3", "certifi", "idna", "dateutil", "six"):
+            assert shipped_by_runtime not in top, (name, shipped_by_runtime)
+    assert site_names(zips["dispatch"]) == set()
+
+
+def test_pins_equal_the_pillow_in_the_thumbnail_zip(zips: dict[str, BuiltZip]) -> None:
+    (dist_info,) = [n for n in site_names(zips["thumbnail"]) if n.startswith("pillow-")]
+    shipped = dist_info.removeprefix("pillow-").removesuffix(".dist-info")
+    for name, item in zips.items():
+        with zipfile.ZipFile(item.path) as archive:
+            assert json.loads(archive.read(PINS_FILE)) == {"pillow": shipped}, name
+
+
+def test_sizes(zips: dict[str, BuiltZip]) -> None:
+    report = size_report(list(zips.values()))
+    for name, item in zips.items():
+        assert item.bytes < MAX_ZIP_BYTES
+        assert name in report
+    print("\n" + report)
+
+
+def test_plan_builds_nothing(tmp_path: Path) -> None:
+    plan = plan_build(MANIFEST, tmp_path / "out", cache_dir=tmp_path / "cache")
+    assert [a.name for a in plan.actions] == list(ACTIONS)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+    by_name = {a.name: a for a in plan.actions}
+    assert by_name["hash"].source == PROJECT / "actions" / "hash.py"
+    assert by_name["hash"].zip_path == tmp_path / "out" / "hash.zip"
+    assert {p.name for p in by_name["thumbnail"].packages} >= {"minio", "pillow"}
+    assert {p.name for p in by_name["lookup"].packages} >= {"minio", "ibmcloudant"}
+    assert by_name["dispatch"].packages == ()
+    assert "requests" in by_name["lookup"].from_runtime
+    assert "owdedup/thumbnail.py" in by_name["dispatch"].modules
+    assert plan.pins == {"pillow": build.installed_version("pillow")}
+    json.dumps(plan.to_dict())  # the plan is plain data
+    plan_only = plan_build(MANIFEST, only=["hash"])
+    assert [a.name for a in plan_only.actions] == ["hash"]
+    with pytest.raises(BuildError, match="no zip action named nope"):
+        plan_build(MANIFEST, only=["nope"])
+
+
+def test_dry_run_prints_the_plan(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert build.main([str(MANIFEST), "--dry-run", "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "thumbnail" in out and "pillow==" in out and not (tmp_path / "out").exists()
+
+
+def test_an_action_importing_tooling_is_refused(tmp_path: Path) -> None:
+    action = tmp_path / "bad.py"
+    action.write_text("def main(params):\n    from owdedup.cli import app\n    return {}\n")
+    package_dir = PROJECT / "lib" / "owdedup"
+    with pytest.raises(BuildError, match=r"owdedup\.cli, which is CLI/tooling"):
+        build.runtime_modules(action, package_dir)
+
+
+def test_registry_strings_pull_in_backends() -> None:
+    modules = build.runtime_modules(PROJECT / "actions" / "lookup.py", PROJECT / "lib" / "owdedup")
+    assert {"owdedup/records/couchdb.py", "owdedup/stores/s3.py"} <= set(modules)
+
+
+def test_runtime_version_conflicts_are_reported() -> None:
+    pins, provided, conflicts = build.resolve_packages(
+        ["ibmcloudant"], {**RUNTIME_PACKAGES, "requests": "2.0.0"}
+    )
+    assert "requests" in provided and "requests" not in {p.name for p in pins}
+    assert any("requests" in c and "2.0.0" in c for c in conflicts)
+
+
+def test_activate_this_template_placeholders() -> None:
+    rendered = build.render_activate_this('BIN = "__BIN_NAME__"\nLIBS = "__LIB_FOLDERS__"\n')
+    assert rendered == 'BIN = "bin"\nLIBS = "../lib/python3.11/site-packages"\n'
+    with pytest.raises(BuildError, match="unknown placeholders"):
+        build.render_activate_this('X = "__SOMETHING_NEW__"\n')
+    with pytest.raises(BuildError, match="absolute path"):
+        build.render_activate_this('X = "__VIRTUAL_ENV__"\n')
+
+
+# Each zip alone, as the runtime runs it ---------------------------------------------------
+
+
+def _owdedup_modules(item: BuiltZip) -> list[str]:
+    return [n.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+            for n in members(item) if n.startswith("owdedup/") and n.endswith(".py")]
+
+
+def test_every_module_of_every_zip_imports(run: Runner, zips: dict[str, BuiltZip]) -> None:
+    """Everything imports but what needs a package the action does not ship and never uses
+    (thumbnail.py travels for its source bytes only; dispatch never opens a store)."""
+    for name, item in zips.items():
+        report = run(name, {"try_import": _owdedup_modules(item)})
+        expected = {}
+        if not needs(name, "pillow"):
+            expected["owdedup.thumbnail"] = "PIL"
+        if not needs(name, "minio"):
+            expected["owdedup.stores.s3"] = "minio"
+        assert report["failed"] == expected, name
+
+
+@pytest.fixture
+def photo_store(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    store = tmp_path / "store"
+    (store / "b").mkdir(parents=True)
+    (store / "b" / "k").write_bytes(jpeg(64, 48))
+    yield {"store": f"file://{store}", "records": f"sqlite://{tmp_path / 'r.sqlite'}",
+           "dest_bucket": "out"}
+    shutil.rmtree(store)
+
+
+def _forced(action: str) -> dict[str, list[str]]:
+    """Force the lazy imports of the clients the action ships (no service is contacted)."""
+    request: dict[str, list[str]] = {"import": [], "call": []}
+    if needs(action, "minio"):
+        request["import"] += ["minio", "owdedup.stores.s3"]
+    if needs(action, "ibmcloudant"):
+        request["import"] += ["ibmcloudant.cloudant_v1"]
+        request["call"] += ["owdedup.records.couchdb:_sdk"]
+    return request
+
+
+def test_the_sequence_runs_on_the_zips_alone(
+    run: Runner, photo_store: dict[str, Any]
+) -> None:
+    """hash -> lookup -> thumbnail -> record, each in its own fresh process, twice: the second
+    time lookup (which has no Pillow) finds what thumbnail recorded, so both computed the same
+    function identity."""
+    bound = photo_store  # each action's bound (package) parameters; the payload wins
+    expected_ids = [v.function_id for v in get_function("thumbnail").variants(
+        get_function("thumbnail").normalise({"sizes": [32]}))]
+    for attempt, status in enumerate(("computed", "deduplicated")):
+        payload: dict[str, Any] = {"bucket": "b", "key": "k", "sizes": [32]}
+        reports: dict[str, dict[str, Any]] = {}
+        for action in ("hash", "lookup", "thumbnail", "record"):
+            request = {**_forced(action), "identity": {"sizes": [32]},
+                       "params": {**bound, **payload}}
+            reports[action] = report = run(action, request)
+            payload = report["result"]
+            assert "error" not in payload, (action, payload)
+            assert report["identity"] == expected_ids, action
+        assert payload["status"] == status
+        assert not any(m == "PIL" or m.startswith("PIL.") for m in reports["hash"]["modules"])
+        assert "PIL" not in reports["lookup"]["modules"]
+        thumbnail_modules = reports["thumbnail"]["modules"]
+        if attempt == 0:
+            assert "/virtualenv/lib/python3.11/site-packages/PIL/" in thumbnail_modules["PIL"]
+        else:
+            assert "PIL" not in thumbnail_modules  # all hits: Pillow is never imported
+        for action in ("lookup", "record"):
+            origin = reports[action]["modules"]["ibmcloudant"]
+            assert "/virtualenv/lib/python3.11/site-packages/ibmcloudant/" in origin
+            assert "/runtime-site" in reports[action]["modules"]["requests"]
+    (output,) = payload["outputs"]
+    stored = Path(bound["store"].removeprefix("file://")) / "out" / output["key"]
+    assert stored.stat().st_size == output["bytes"] > 0
+
+
+def test_dispatch_reaches_the_api_through_the_runtime_requests(run: Runner) -> None:
+    with socket.socket() as sock:  # a local port with nothing listening
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    report = run("dispatch", {
+        "env": {"__OW_API_HOST": f"http://127.0.0.1:{port}", "__OW_API_KEY": "user:pass",
+                "__OW_NAMESPACE": "_"},
+        "params": {**minio_event("a.jpg", bucket="photos"), "dest_bucket": "out"},
+    })
+    result = report["result"]
+    assert "could not start owdedup/dedup-thumbnail" in result["error"]
+    assert "/runtime-site" in report["modules"]["requests"]
+    assert not any(m.startswith(("PIL", "minio", "ibmcloudant")) for m in report["modules"])
+
+
+def test_a_zip_missing_a_package_fails_here(
+    run: Runner, unpacked: Path, tmp_path: Path, photo_store: dict[str, Any]
+) -> None:
+    """The harness sees nothing of the development environment: without its minio, the
+    lookup zip cannot even start."""
+    broken = tmp_path / "broken-lookup"
+    shutil.copytree(unpacked / "lookup", broken)
+    shutil.rmtree(broken / SITE_PACKAGES / "minio")
+    with pytest.raises(RuntimeError, match="No module named 'minio'"):
+        run("lookup", {**_forced("lookup"), "params": photo_store}, action_dir=broken)

@@ -1,0 +1,43 @@
+"""The wskdeploy installer: the build module it generates, and the installed binary."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from owdedup.services.config import ServicesConfig
+from owdedup.services.install import (
+    _pseudo_version_stamp,
+    is_wskdeploy_installed,
+    wskdeploy_build_module,
+    wskdeploy_path,
+)
+from owdedup.services.versions import WSKDEPLOY_BINARY, WSKDEPLOY_MODULE, WSKDEPLOY_VERSION
+
+
+def test_pinned_by_pseudo_version() -> None:
+    assert WSKDEPLOY_MODULE == "github.com/apache/openwhisk-wskdeploy"
+    assert WSKDEPLOY_VERSION.startswith("v0.0.0-")
+    assert _pseudo_version_stamp(WSKDEPLOY_VERSION) == ("0e9b45ff5ff3", "2022-12-21T21:59:44Z")
+
+
+def test_build_module_requires_exactly_the_pin() -> None:
+    text = wskdeploy_build_module()
+    assert f"require {WSKDEPLOY_MODULE} {WSKDEPLOY_VERSION}\n" in text
+    assert text.count("require") == 1
+
+
+def test_binary_lives_in_the_cache_bin() -> None:
+    config = ServicesConfig.from_env({"OWDEDUP_SERVICES_HOME": "/x"})
+    assert str(wskdeploy_path(config)) == f"/x/bin/{WSKDEPLOY_BINARY}"
+    assert not is_wskdeploy_installed(config)
+
+
+def test_installed_binary_runs() -> None:
+    config = ServicesConfig.from_env()
+    if not is_wskdeploy_installed(config):
+        pytest.skip("wskdeploy is not installed (owdedup.services.install.install_wskdeploy)")
+    done = subprocess.run([wskdeploy_path(config), "version"], capture_output=True, text=True,
+                          check=True)
+    assert f"wskdeploy version: {WSKDEPLOY_VERSION}" in done.stdout

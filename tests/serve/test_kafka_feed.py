@@ -1,0 +1,248 @@
+"""The Kafka feed provider against a fake consumer: lifecycle, payloads, commits, retries."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from owdedup.errors import NotFoundError
+from owdedup.serve.kafka_feed import (
+    FeedConfig,
+    FeedError,
+    KafkaFeeds,
+    batches,
+    message_entry,
+    parse_brokers,
+    parse_config,
+)
+from tests.serve.conftest import AUTH, wait_for
+
+
+@dataclass
+class FakeMessage:
+    _topic: str
+    _partition: int
+    _offset: int
+    _key: bytes | None
+    _value: bytes | None
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def error(self) -> None:
+        return None
+
+
+@dataclass
+class FakeBroker:
+    """One topic with one partition; what consumers were given and what they committed."""
+
+    topic: str = "uploads"
+    log: list[FakeMessage] = field(default_factory=list)
+    commits: list[tuple[str, int, int, str]] = field(default_factory=list)  # t, p, offset, group
+    groups: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def produce(self, value: bytes, key: bytes | None = None) -> None:
+        with self.lock:
+            self.log.append(FakeMessage(self.topic, 0, len(self.log), key, value))
+
+    def committed(self, group: str) -> int:
+        with self.lock:
+            offsets = [o for _t, _p, o, g in self.commits if g == group]
+        return offsets[-1] if offsets else 0
+
+    def factory(self, conf: dict[str, Any]) -> FakeConsumer:
+        return FakeConsumer(self, conf)
+
+
+class FakeConsumer:
+    def __init__(self, broker: FakeBroker, conf: dict[str, Any]) -> None:
+        self.broker, self.group = broker, str(conf["group.id"])
+        self.position: int | None = None
+        broker.groups.append(self.group)
+
+    def list_topics(self, topic: str, timeout: float) -> Any:
+        meta = type("Topic", (), {"partitions": {0: None}, "error": None})()
+        return type("Metadata", (), {"topics": {self.broker.topic: meta}})()
+
+    def get_watermark_offsets(self, partition: Any, timeout: float) -> tuple[int, int]:
+        return 0, len(self.broker.log)
+
+    def commit(self, offsets: list[Any], asynchronous: bool) -> None:
+        with self.broker.lock:
+            for tp in offsets:
+                self.broker.commits.append((tp.topic, tp.partition, tp.offset, self.group))
+
+    def subscribe(self, topics: list[str]) -> None:
+        assert topics == [self.broker.topic]
+
+    def consume(self, num_messages: int, timeout: float) -> list[FakeMessage]:
+        if self.position is None:
+            self.position = self.broker.committed(self.group)
+        with self.broker.lock:
+            messages = self.broker.log[self.position:self.position + num_messages]
+        if not messages:
+            time.sleep(min(timeout, 0.05))
+            return []
+        self.position += len(messages)
+        return messages
+
+    def close(self) -> None:
+        pass
+
+
+class Fires:
+    def __init__(self, failures: int = 0, gone: bool = False) -> None:
+        self.payloads: list[dict[str, Any]] = []
+        self.failures, self.gone = failures, gone
+
+    def __call__(self, trigger: str, payload: dict[str, Any]) -> None:
+        if self.gone:
+            raise NotFoundError(f"no trigger {trigger!r}")
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("controller busy")
+        self.payloads.append(payload)
+
+
+def feeds_for(broker: FakeBroker, fire: Fires, state: Path | None = None) -> KafkaFeeds:
+    return KafkaFeeds(fire, namespace="guest", auth_key=AUTH, state_file=state,
+                      consumer_factory=broker.factory)
+
+
+def create(feeds: KafkaFeeds, **extra: Any) -> dict[str, Any]:
+    return feeds.lifecycle({"lifecycleEvent": "CREATE", "authKey": AUTH,
+                            "triggerName": "/guest/uploaded", "brokers": "127.0.0.1:9092",
+                            "topic": "uploads", "isJSONData": True, **extra})
+
+
+def test_only_messages_after_create_are_fired_then_committed() -> None:
+    broker, fire = FakeBroker(), Fires()
+    broker.produce(b'{"old": true}')
+    feeds = feeds_for(broker, fire)
+    try:
+        assert create(feeds) == {"status": "success", "triggerName": "/guest/uploaded"}
+        group = broker.groups[0]
+        assert broker.committed(group) == 1  # the topic's end at CREATE
+        broker.produce(b'{"Key": "bucket/a.jpg"}', key=b"bucket/a.jpg")
+        payloads = wait_for(lambda: fire.payloads, what="a fire")
+        assert payloads[0] == {"messages": [{"topic": "uploads", "partition": 0, "offset": 1,
+                                             "key": "bucket/a.jpg",
+                                             "value": {"Key": "bucket/a.jpg"}}]}
+        wait_for(lambda: broker.committed(group) == 2, what="the commit after the fire")
+        assert feeds.running() == ["uploaded"]
+    finally:
+        feeds.close()
+
+
+def test_a_failed_fire_is_retried_and_committed_only_after_success() -> None:
+    broker, fire = FakeBroker(), Fires(failures=2)
+    feeds = feeds_for(broker, fire)
+    try:
+        create(feeds)
+        group = broker.groups[0]
+        broker.produce(b"plain text")
+        wait_for(lambda: fire.payloads, timeout=10, what="a fire after retries")
+        assert fire.payloads[0]["messages"][0]["value"] == "plain text"  # not JSON: a string
+        wait_for(lambda: broker.committed(group) == 1, what="the commit")
+    finally:
+        feeds.close()
+
+
+def test_a_deleted_trigger_ends_its_feed() -> None:
+    broker, fire = FakeBroker(), Fires(gone=True)
+    feeds = feeds_for(broker, fire)
+    try:
+        create(feeds)
+        broker.produce(b"{}")
+        wait_for(lambda: not feeds.running(), what="the feed to stop")
+        assert feeds.read("uploaded")["status"]["active"] is False
+    finally:
+        feeds.close()
+
+
+def test_lifecycle_read_pause_unpause_delete() -> None:
+    broker, fire = FakeBroker(), Fires()
+    feeds = feeds_for(broker, fire)
+    try:
+        create(feeds, brokers=["h1:9092", "h2:9092"], isBinaryKey="true")
+        read = feeds.lifecycle({"lifecycleEvent": "READ", "authKey": AUTH,
+                                "triggerName": "/_/uploaded"})
+        assert read["config"] == {"triggerName": "/guest/uploaded", "topic": "uploads",
+                                  "isJSONData": True, "isBinaryKey": True,
+                                  "isBinaryValue": False, "brokers": ["h1:9092", "h2:9092"]}
+        assert read["status"]["active"] is True
+        base = {"authKey": AUTH, "triggerName": "/guest/uploaded"}
+        assert feeds.lifecycle({**base, "lifecycleEvent": "PAUSE"}) == {"status": "success"}
+        assert feeds.running() == []
+        feeds.lifecycle({**base, "lifecycleEvent": "UNPAUSE"})
+        assert feeds.running() == ["uploaded"]
+        assert "error" not in feeds.lifecycle({**base, "lifecycleEvent": "DELETE"})
+        assert feeds.running() == []
+        assert "error" in feeds.lifecycle({**base, "lifecycleEvent": "READ"})
+        wrong = feeds.lifecycle({**base, "lifecycleEvent": "CREATE", "authKey": "u:other"})
+        assert "not authorized" in wrong["error"]
+        assert "error" in feeds.lifecycle({**base, "lifecycleEvent": "EXPLODE"})
+        assert "topic" in create(feeds, topic="")["error"]
+    finally:
+        feeds.close()
+
+
+def test_registrations_persist_and_resume(tmp_path: Path) -> None:
+    broker, fire = FakeBroker(), Fires()
+    state = tmp_path / "feeds.json"
+    feeds = feeds_for(broker, fire, state)
+    create(feeds)
+    feeds.close()
+    assert feeds.running() == []
+    again = feeds_for(broker, fire, state)
+    try:
+        again.resume()
+        assert again.running() == ["uploaded"]
+        broker.produce(b'{"n": 1}')
+        wait_for(lambda: fire.payloads, what="a fire after resuming")
+    finally:
+        again.close()
+
+
+def test_message_shapes_and_batches() -> None:
+    config = FeedConfig("t", ["b:1"], "topic", is_json=True)
+    assert message_entry(config, "topic", 2, 7, None, b'{"a": 1}')["value"] == {"a": 1}
+    assert message_entry(config, "topic", 2, 7, b"k", b"not json")["value"] == "not json"
+    binary = FeedConfig("t", ["b:1"], "topic", binary_key=True, binary_value=True)
+    entry = message_entry(binary, "topic", 0, 0, b"\x00\x01", b"\xff")
+    assert entry["key"] == "AAE=" and entry["value"] == "/w=="
+    entries = [{"value": "x" * 400} for _ in range(5)]
+    grouped = batches(entries, limit=1000)
+    assert [len(g) for g in grouped] == [2, 2, 1]
+    assert batches([], limit=10) == []
+
+
+def test_broker_and_config_parsing() -> None:
+    assert parse_brokers("a:1, b:2") == ["a:1", "b:2"]
+    assert parse_brokers('["a:1","b:2"]') == ["a:1", "b:2"]
+    assert parse_brokers(["a:1"]) == ["a:1"]
+    with pytest.raises(FeedError):
+        parse_brokers("")
+    with pytest.raises(FeedError):
+        parse_brokers(None)
+    config = parse_config("t", {"brokers": "a:1", "topic": "x", "isJSONData": "false"})
+    assert config.is_json is False and config.topic == "x"
