@@ -1,39 +1,27 @@
 """Record stores: input digest + function identity -> stored output, behind one interface.
 
     records = open_records("sqlite:///var/lib/owdedup/records.sqlite")
+    records = open_records("http://127.0.0.1:5984/owdedup", {"username": ..., "password": ...})
 
-Backends are registered by URL scheme in ``_BACKENDS`` and imported only when used.
+Backend modules are imported only when a URL asks for them.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from owdedup.errors import ConfigError
 from owdedup.records.base import FunctionStats, OutputRef, Record, RecordStore
-from owdedup.stores import redact_url
+from owdedup.registry import Registry
 
-__all__ = ["FunctionStats", "OutputRef", "Record", "RecordStore", "open_records"]
+__all__ = ["FunctionStats", "OutputRef", "Record", "RecordStore", "open_records", "registry"]
 
-_BACKENDS: dict[str, str] = {
+registry: Registry[RecordStore] = Registry("record store", RecordStore, {
     "sqlite": "owdedup.records.sqlite:SqliteRecordStore",
-    "http": "owdedup.records.couchdb:CouchRecordStore",
-    "https": "owdedup.records.couchdb:CouchRecordStore",
-    "couchdb": "owdedup.records.couchdb:CouchRecordStore",
-    "cloudant": "owdedup.records.couchdb:CouchRecordStore",
-}
-
-
-def available_schemes() -> list[str]:
-    return sorted(_BACKENDS)
-
-
-def register_backend(scheme: str, target: str) -> None:
-    if ":" not in target:
-        raise ConfigError(f"backend target must look like 'module:Class', got {target!r}")
-    _BACKENDS[scheme] = target
+    **dict.fromkeys(("http", "https", "couchdb", "cloudant"),
+                    "owdedup.records.couchdb:CouchRecordStore"),
+})
 
 
 def open_records(url: str, options: Mapping[str, str] | None = None) -> RecordStore:
@@ -42,13 +30,4 @@ def open_records(url: str, options: Mapping[str, str] | None = None) -> RecordSt
         raise ConfigError(
             f"record store URL {url!r} needs a scheme, e.g. sqlite:///path/records.sqlite"
         )
-    scheme = urlsplit(url).scheme
-    target = _BACKENDS.get(scheme)
-    if target is None:
-        raise ConfigError(
-            f"unknown record store scheme {scheme!r} in {redact_url(url)}; "
-            f"choose one of: {', '.join(available_schemes())}"
-        )
-    module_name, class_name = target.split(":")
-    backend: type[RecordStore] = getattr(importlib.import_module(module_name), class_name)
-    return backend.from_url(url, dict(options or {}))
+    return registry.resolve(url, urlsplit(url).scheme).from_url(url, dict(options or {}))

@@ -50,7 +50,7 @@ from urllib.parse import unquote, urlsplit
 
 from owdedup.errors import ConfigError, StoreError
 from owdedup.records.base import FunctionStats, Record, RecordStore, record_id
-from owdedup.stores import redact_url
+from owdedup.registry import redact_url
 
 DEFAULT_DATABASE = "owdedup"
 RECORD_PREFIX = "rec:"

@@ -2,38 +2,27 @@
 
     store = open_store("file:///data")          # local folder, one sub-folder per bucket
     store = open_store("/data")                 # same: a bare path means a local folder
+    store = open_store("http://127.0.0.1:9000", {"access_key": ..., "secret_key": ...})
 
-Backends register their URL schemes in ``_BACKENDS``; modules are imported only when a URL
-asks for them, so the hit-path actions never import a client they do not use.
+Backend modules are imported only when a URL asks for them, so the hit-path actions never
+import a client they do not use.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from owdedup.errors import ConfigError
+from owdedup.registry import Registry, redact_url
 from owdedup.stores.base import ObjectInfo, ObjectStore
 
-__all__ = ["ObjectInfo", "ObjectStore", "available_schemes", "open_store"]
+__all__ = ["ObjectInfo", "ObjectStore", "open_store", "redact_url", "registry"]
 
-# scheme -> "module:Class". Explicit, so an unknown scheme fails with the list of choices.
-_BACKENDS: dict[str, str] = {
+registry: Registry[ObjectStore] = Registry("object store", ObjectStore, {
     "file": "owdedup.stores.folder:FolderStore",
     **dict.fromkeys(("http", "https", "s3"), "owdedup.stores.s3:S3Store"),
-}
-
-
-def available_schemes() -> list[str]:
-    return sorted(_BACKENDS)
-
-
-def register_backend(scheme: str, target: str) -> None:
-    """Register ``module:Class`` for *scheme* (for third-party backends)."""
-    if ":" not in target:
-        raise ConfigError(f"backend target must look like 'module:Class', got {target!r}")
-    _BACKENDS[scheme] = target
+})
 
 
 def open_store(url: str, options: Mapping[str, str] | None = None) -> ObjectStore:
@@ -41,24 +30,4 @@ def open_store(url: str, options: Mapping[str, str] | None = None) -> ObjectStor
     if not url:
         raise ConfigError("object store URL is empty")
     scheme = urlsplit(url).scheme if "://" in url else "file"
-    target = _BACKENDS.get(scheme)
-    if target is None:
-        raise ConfigError(
-            f"unknown object store scheme {scheme!r} in {redact_url(url)}; "
-            f"choose one of: {', '.join(available_schemes())}"
-        )
-    module_name, class_name = target.split(":")
-    backend: type[ObjectStore] = getattr(importlib.import_module(module_name), class_name)
-    return backend.from_url(url, dict(options or {}))
-
-
-def redact_url(url: str) -> str:
-    """Drop any ``user:password@`` from *url* so it can be shown in messages and logs."""
-    if "://" not in url:
-        return url
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
-    return parts._replace(netloc=netloc).geturl()
+    return registry.resolve(url, scheme).from_url(url, dict(options or {}))

@@ -48,7 +48,7 @@ from urllib3.response import BaseHTTPResponse
 
 from owdedup.digest import is_sha256_hex
 from owdedup.errors import ConfigError, NotFoundError, OwdedupError, StoreError
-from owdedup.stores import redact_url
+from owdedup.registry import redact_url
 from owdedup.stores.base import ObjectInfo, ObjectStore
 
 SCHEMES = ("http", "https", "s3")

@@ -1,0 +1,59 @@
+"""A small explicit registry of backends by URL scheme (as joblib registers store backends).
+
+Backends are named as ``"module:Class"`` strings and imported only when a URL selects them,
+so an action never imports a client it does not use. An unknown scheme fails with the list
+of the choices.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import Generic, TypeVar, cast
+from urllib.parse import urlsplit
+
+from owdedup.errors import ConfigError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str, base: type, backends: Mapping[str, str]) -> None:
+        # `base` is the abstract interface (mypy will not take an abstract class as type[T]).
+        self.kind = kind
+        self.base = base
+        self._backends = dict(backends)
+
+    def schemes(self) -> list[str]:
+        return sorted(self._backends)
+
+    def register(self, scheme: str, target: str) -> None:
+        """Register ``module:Class`` for *scheme* (for third-party backends)."""
+        if ":" not in target:
+            raise ConfigError(f"backend target must look like 'module:Class', got {target!r}")
+        self._backends[scheme] = target
+
+    def resolve(self, url: str, scheme: str) -> type[T]:
+        target = self._backends.get(scheme)
+        if target is None:
+            raise ConfigError(
+                f"unknown {self.kind} scheme {scheme!r} in {redact_url(url)}; "
+                f"choose one of: {', '.join(self.schemes())}"
+            )
+        module_name, class_name = target.split(":")
+        backend = getattr(importlib.import_module(module_name), class_name)
+        if not (isinstance(backend, type) and issubclass(backend, self.base)):
+            raise ConfigError(f"{target} is not a {self.base.__name__}")
+        return cast("type[T]", backend)
+
+
+def redact_url(url: str) -> str:
+    """Drop any ``user:password@`` from *url* so it can be shown in messages and logs."""
+    if "://" not in url:
+        return url
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc).geturl()
