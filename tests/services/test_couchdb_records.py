@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 
 from owdedup.errors import StoreError
-from owdedup.records import OutputRef, Record, open_records
+from owdedup.records import Record, open_records
 from owdedup.records import couchdb as couch
 from owdedup.records.couchdb import CouchRecordStore, doc_id
+from tests.record_store_contract import RecordStoreContract, make_record
 from tests.services.conftest import Services
 
 pytestmark = pytest.mark.services
@@ -57,15 +58,6 @@ def records(couch_url: str) -> Iterator[CouchRecordStore]:
     _drop(store)
 
 
-def make_record(fid: str = "f" * 64, digest: str = "d" * 64, key: str = "out/1.jpg",
-                function: str = "thumbnail", size: int = 123) -> Record:
-    return Record(
-        function=function, function_id=fid, input_digest=digest,
-        output=OutputRef("thumbs", key, size, 64, 48), params={"size": 64},
-        compute_ms=12.5, input_bytes=4096, created="2026-01-01T00:00:00+00:00",
-    )
-
-
 def raw_doc(store: CouchRecordStore, key: str) -> dict[str, Any]:
     _, doc = store._request("raw read", lambda c: c.get_document(store.database, key))
     assert isinstance(doc, dict)
@@ -90,48 +82,15 @@ def test_reads_of_a_missing_database_find_nothing_and_a_write_creates_it(
     assert [s.hits for s in records.stats()] == [1]
 
 
-def test_put_then_get_round_trips(records: CouchRecordStore) -> None:
-    record = make_record()
-    stored, created = records.put(record)
-    assert created and stored == record
-    assert records.get(record.function_id, record.input_digest) == record
-    assert records.get(record.function_id, "e" * 64) is None
-    doc = raw_doc(records, doc_id(record.function_id, record.input_digest))
-    assert doc["_id"] == "rec:" + record.record_id and doc["type"] == "record"
+class TestCouchContract(RecordStoreContract):
+    pass
 
 
-def test_second_writer_gets_the_first_record(records: CouchRecordStore) -> None:
-    first = make_record(key="out/first.jpg")
-    records.put(first)
-    stored, created = records.put(make_record(key="out/second.jpg"))
-    assert not created
-    assert stored.output.key == "out/first.jpg"
-
-
-def test_get_many_returns_only_matching_pairs(records: CouchRecordStore) -> None:
-    records.put(make_record("a" * 64, "1" * 64))
-    records.put(make_record("b" * 64, "1" * 64))
-    records.put(make_record("a" * 64, "2" * 64))
-    records.put(make_record("c" * 64, "3" * 64))
-    records.delete("c" * 64, "3" * 64)  # a deleted document comes back as a null doc
-    found = records.get_many([
-        ("a" * 64, "1" * 64), ("b" * 64, "2" * 64), ("a" * 64, "2" * 64), ("c" * 64, "3" * 64),
-        ("a" * 64, "1" * 64),
-    ])
-    assert set(found) == {("a" * 64, "1" * 64), ("a" * 64, "2" * 64)}
-    assert found[("a" * 64, "2" * 64)].input_digest == "2" * 64
-    assert set(records.get_many([("b" * 64, "1" * 64)])) == {("b" * 64, "1" * 64)}
-    assert records.get_many([]) == {}
-
-
-def test_delete(records: CouchRecordStore) -> None:
+def test_records_are_documents_with_deterministic_ids(records: CouchRecordStore) -> None:
     record = make_record()
     records.put(record)
-    records.delete(record.function_id, record.input_digest)
-    assert records.get(record.function_id, record.input_digest) is None
-    records.delete(record.function_id, record.input_digest)  # already gone: fine
-    stored, created = records.put(make_record(key="out/again.jpg"))  # over the tombstone
-    assert created and stored.output.key == "out/again.jpg"
+    doc = raw_doc(records, doc_id(record.function_id, record.input_digest))
+    assert doc["_id"] == "rec:" + record.record_id and doc["type"] == "record"
 
 
 def test_counting_hits_never_rewrites_records(records: CouchRecordStore) -> None:

@@ -6,16 +6,13 @@ from pathlib import Path
 import pytest
 
 from owdedup.errors import ConfigError
-from owdedup.records import OutputRef, Record, open_records
+from owdedup.records import open_records
 from owdedup.records.sqlite import SqliteRecordStore
+from tests.record_store_contract import RecordStoreContract, make_record
 
 
-def make_record(fid: str = "f" * 64, digest: str = "d" * 64, key: str = "out/1.jpg") -> Record:
-    return Record(
-        function="thumbnail", function_id=fid, input_digest=digest,
-        output=OutputRef("thumbs", key, 123, 64, 48), params={"size": 64},
-        compute_ms=12.5, input_bytes=4096, created="2026-01-01T00:00:00+00:00",
-    )
+class TestSqliteContract(RecordStoreContract):
+    pass
 
 
 @pytest.fixture
@@ -23,37 +20,6 @@ def records(tmp_path: Path) -> SqliteRecordStore:
     store = open_records(f"sqlite://{tmp_path / 'r.sqlite'}")
     assert isinstance(store, SqliteRecordStore)
     return store
-
-
-def test_put_then_get_round_trips(records: SqliteRecordStore) -> None:
-    record = make_record()
-    stored, created = records.put(record)
-    assert created and stored == record
-    assert records.get(record.function_id, record.input_digest) == record
-    assert records.get(record.function_id, "e" * 64) is None
-
-
-def test_second_writer_gets_the_first_record(records: SqliteRecordStore) -> None:
-    first = make_record(key="out/first.jpg")
-    records.put(first)
-    stored, created = records.put(make_record(key="out/second.jpg"))
-    assert not created
-    assert stored.output.key == "out/first.jpg"
-
-
-def test_get_many_returns_only_matching_pairs(records: SqliteRecordStore) -> None:
-    records.put(make_record("a" * 64, "1" * 64))
-    records.put(make_record("b" * 64, "1" * 64))
-    records.put(make_record("a" * 64, "2" * 64))
-    found = records.get_many([("a" * 64, "1" * 64), ("b" * 64, "2" * 64), ("a" * 64, "2" * 64)])
-    assert set(found) == {("a" * 64, "1" * 64), ("a" * 64, "2" * 64)}
-
-
-def test_delete(records: SqliteRecordStore) -> None:
-    record = make_record()
-    records.put(record)
-    records.delete(record.function_id, record.input_digest)
-    assert records.get(record.function_id, record.input_digest) is None
 
 
 def test_counting_hits_never_rewrites_records(records: SqliteRecordStore, tmp_path: Path) -> None:

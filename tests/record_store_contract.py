@@ -1,0 +1,72 @@
+"""The behaviour every record store must have, run against each backend.
+
+A backend's test module subclasses :class:`RecordStoreContract` and provides a ``records``
+fixture (a fresh, empty store); every backend then answers to the same tests.
+"""
+
+from __future__ import annotations
+
+from owdedup.records import OutputRef, Record, RecordStore
+
+
+def make_record(fid: str = "f" * 64, digest: str = "d" * 64, key: str = "out/1.jpg",
+                function: str = "thumbnail", size: int = 123) -> Record:
+    return Record(
+        function=function, function_id=fid, input_digest=digest,
+        output=OutputRef("thumbs", key, size, 64, 48), params={"size": 64},
+        compute_ms=12.5, input_bytes=4096, created="2026-01-01T00:00:00+00:00",
+    )
+
+
+class RecordStoreContract:
+    def test_put_then_get_round_trips(self, records: RecordStore) -> None:
+        record = make_record()
+        stored, created = records.put(record)
+        assert created and stored == record
+        assert records.get(record.function_id, record.input_digest) == record
+        assert records.get(record.function_id, "e" * 64) is None
+
+    def test_second_writer_gets_the_first_record(self, records: RecordStore) -> None:
+        records.put(make_record(key="out/first.jpg"))
+        stored, created = records.put(make_record(key="out/second.jpg"))
+        assert not created
+        assert stored.output.key == "out/first.jpg"
+
+    def test_get_many_returns_only_matching_pairs(self, records: RecordStore) -> None:
+        records.put(make_record("a" * 64, "1" * 64))
+        records.put(make_record("b" * 64, "1" * 64))
+        records.put(make_record("a" * 64, "2" * 64))
+        records.put(make_record("c" * 64, "3" * 64))
+        records.delete("c" * 64, "3" * 64)
+        found = records.get_many([
+            ("a" * 64, "1" * 64), ("b" * 64, "2" * 64), ("a" * 64, "2" * 64),
+            ("c" * 64, "3" * 64), ("a" * 64, "1" * 64),
+        ])
+        assert set(found) == {("a" * 64, "1" * 64), ("a" * 64, "2" * 64)}
+        assert found[("a" * 64, "2" * 64)].input_digest == "2" * 64
+        assert set(records.get_many([("b" * 64, "1" * 64)])) == {("b" * 64, "1" * 64)}
+        assert records.get_many([]) == {}
+
+    def test_delete_then_write_again(self, records: RecordStore) -> None:
+        record = make_record()
+        records.put(record)
+        records.delete(record.function_id, record.input_digest)
+        assert records.get(record.function_id, record.input_digest) is None
+        records.delete(record.function_id, record.input_digest)  # already gone: fine
+        stored, created = records.put(make_record(key="out/again.jpg"))
+        assert created and stored.output.key == "out/again.jpg"
+
+    def test_counters_and_stats(self, records: RecordStore) -> None:
+        records.put(make_record(size=100))
+        records.put(make_record(digest="e" * 64, size=50))
+        records.put(make_record(digest="e" * 64, function="other", fid="0" * 64, size=7))
+        records.add_counts("thumbnail", hits=2, saved_ms=10.0, saved_bytes=300)
+        records.add_counts("thumbnail", misses=1)
+        records.add_counts("unseen", hits=1)
+        stats = {s.function: s for s in records.stats()}
+        assert set(stats) == {"thumbnail", "other", "unseen"}
+        thumb = stats["thumbnail"]
+        assert (thumb.records, thumb.hits, thumb.misses) == (2, 2, 1)
+        assert thumb.saved_ms == 10.0 and thumb.saved_bytes == 300
+        assert thumb.output_bytes == 150
+        assert (stats["unseen"].records, stats["unseen"].hits) == (0, 1)
