@@ -15,7 +15,7 @@ import pytest
 from owdedup.engine.manifest import ActionDef
 from owdedup.serve.api import Request, Response, RestApi
 from owdedup.serve.catalog import ServeCatalog, parse_name
-from owdedup.serve.controller import ActivationIds, Controller, SystemRunner
+from owdedup.serve.controller import Controller, SystemRunner
 from owdedup.serve.errors import BadRequest
 from tests.serve.conftest import AUTH, params
 
@@ -25,12 +25,12 @@ BASIC = "Basic " + base64.b64encode(AUTH.encode()).decode()
 class EchoRunner:
     """Returns what it was given; an ``error`` parameter becomes an application error."""
 
-    def __init__(self, ids: ActivationIds) -> None:
-        self.ids = ids
+    def __init__(self) -> None:
         self.seen_ids: list[str] = []
 
-    def run(self, action: ActionDef, params: dict[str, Any]) -> tuple[Any, list[str], bool]:
-        self.seen_ids.append(self.ids.for_run())
+    def run(self, action: ActionDef, params: dict[str, Any],
+            activation_id: str) -> tuple[Any, list[str], bool]:
+        self.seen_ids.append(activation_id)
         if "error" in params:
             return {"error": params["error"]}, ["failing"], False
         return {"action": action.fqn, "params": params}, [f"ran {action.name}"], False
@@ -39,12 +39,11 @@ class EchoRunner:
 class Api:
     def __init__(self) -> None:
         self.catalog = ServeCatalog()
-        ids = ActivationIds()
-        self.runner = EchoRunner(ids)
-        system = SystemRunner(self.runner, ids.for_run)
+        self.runner = EchoRunner()
+        system = SystemRunner(self.runner)
         system.register("/whisk.system/messaging/kafkaFeed", lambda p: {"feed": p})
         self.catalog.add_system_action("messaging/kafkaFeed")
-        self.controller = Controller(self.catalog, system, ids=ids)
+        self.controller = Controller(self.catalog, system)
         self.api = RestApi(self.catalog, self.controller, auth=AUTH, blocking_wait_s=10)
 
     def __call__(self, method: str, target: str, body: Any = None, *, raw: bytes | None = None,

@@ -121,6 +121,14 @@ def test_logs_ids_and_timing(engine: Engine) -> None:
     assert len(seq["logs"]) == 3  # a sequence's logs list its components' activation ids
 
 
+def test_front_end_can_choose_the_activation_id(engine: Engine) -> None:
+    # The REST server announces an id before the run ends; the record must carry that id.
+    assert engine.invoke("p/echo", {}, activation_id="a" * 32).activation_id == "a" * 32
+    sequence = engine.invoke("p/chain", {}, activation_id="b" * 32)
+    assert sequence.activation_id == "b" * 32
+    assert "b" * 32 not in {c.activation_id for c in sequence.components}
+
+
 def test_unknown_entity(engine: Engine) -> None:
     with pytest.raises(NotFoundError, match="known: p/add"):
         engine.invoke("p/nope", {})

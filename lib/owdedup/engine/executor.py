@@ -34,7 +34,9 @@ from owdedup.platform import Invocation, local_invoker
 
 
 class Runner(Protocol):
-    def run(self, action: ActionDef, params: dict[str, Any]) -> tuple[Any, list[str], bool]: ...
+    def run(
+        self, action: ActionDef, params: dict[str, Any], activation_id: str
+    ) -> tuple[Any, list[str], bool]: ...
 
 
 class Catalog(Protocol):
@@ -90,13 +92,18 @@ class Engine:
             raise NotFoundError(f"no action or sequence {name!r} (known: {known})")
         return entity
 
-    def invoke(self, name: str, payload: Mapping[str, Any]) -> Activation:
+    def invoke(
+        self, name: str, payload: Mapping[str, Any], *, activation_id: str | None = None
+    ) -> Activation:
+        """Run *name*; *activation_id* lets a front end announce the id before the run ends."""
         entity = self.resolve(name)
         if isinstance(entity, SequenceDef):
-            return self._sequence(entity, dict(payload))
-        return self._action(entity, dict(payload))
+            return self._sequence(entity, dict(payload), activation_id or new_activation_id())
+        return self._action(entity, dict(payload), activation_id or new_activation_id())
 
-    def fire(self, trigger: str, payload: Mapping[str, Any]) -> Activation:
+    def fire(
+        self, trigger: str, payload: Mapping[str, Any], *, activation_id: str | None = None
+    ) -> Activation:
         """Fire *trigger*: every rule on it invokes its action with the trigger's payload
         (the trigger's own parameters overlaid by the fired payload)."""
         definition = self.catalog.trigger(trigger)
@@ -106,8 +113,8 @@ class Engine:
         start = self.clock_ms()
         fired = [self.invoke(rule.action, params) for rule in self.catalog.rules_for(trigger)]
         return self._record(Activation(
-            new_activation_id(), self.namespace, definition.name, start, self.clock_ms(),
-            params, SUCCESS, kind="trigger", components=fired,
+            activation_id or new_activation_id(), self.namespace, definition.name, start,
+            self.clock_ms(), params, SUCCESS, kind="trigger", components=fired,
         ))
 
     def _invoke_from_action(
@@ -118,21 +125,25 @@ class Engine:
         activation = self.invoke(name, params)
         return Invocation(activation.activation_id, activation.success, activation.result)
 
-    def _action(self, action: ActionDef, payload: dict[str, Any]) -> Activation:
+    def _action(
+        self, action: ActionDef, payload: dict[str, Any], activation_id: str
+    ) -> Activation:
         params = merge_params(self.catalog.package_inputs(action.package), action.inputs, payload)
         start = self.clock_ms()
         with local_invoker(self._invoke_from_action):
-            raw, logs, crashed = self.runner.run(action, params)
+            raw, logs, crashed = self.runner.run(action, params, activation_id)
         result, status = classify(raw, crashed)
         return self._record(Activation(
-            new_activation_id(), self.namespace, action.fqn, start, self.clock_ms(),
+            activation_id, self.namespace, action.fqn, start, self.clock_ms(),
             result, status, logs, kind=action.runtime or "python:3.11",
             annotations={"limits": {"timeout": action.limits.timeout_ms,
                                     "memory": action.limits.memory_mb,
                                     "logs": action.limits.log_mb}},
         ))
 
-    def _sequence(self, sequence: SequenceDef, payload: dict[str, Any]) -> Activation:
+    def _sequence(
+        self, sequence: SequenceDef, payload: dict[str, Any], activation_id: str
+    ) -> Activation:
         start = self.clock_ms()
         components: list[Activation] = []
         result: dict[str, Any] = payload
@@ -140,16 +151,16 @@ class Engine:
         for name in sequence.components:
             entity = self.resolve(name)
             if isinstance(entity, SequenceDef):
-                step = self._sequence(entity, result)
+                step = self._sequence(entity, result, new_activation_id())
             else:
-                step = self._action(entity, result)
+                step = self._action(entity, result, new_activation_id())
             components.append(step)
             result = step.result
             if not step.success:
                 status = step.status
                 break
         return self._record(Activation(
-            new_activation_id(), self.namespace, sequence.fqn, start, self.clock_ms(),
+            activation_id, self.namespace, sequence.fqn, start, self.clock_ms(),
             result, status, kind="sequence", components=components,
         ))
 

@@ -52,7 +52,9 @@ class InProcessRunner:
                                                         action)
         return main
 
-    def run(self, action: ActionDef, params: dict[str, Any]) -> tuple[Any, list[str], bool]:
+    def run(
+        self, action: ActionDef, params: dict[str, Any], activation_id: str = ""
+    ) -> tuple[Any, list[str], bool]:
         """Returns (result, log lines, crashed). An exception is answered as the Python
         runtime answers it, ``{"error": str(exc)}``: an application error, not a crash."""
         main = self.load(action)

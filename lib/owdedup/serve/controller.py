@@ -2,11 +2,8 @@
 
 OpenWhisk answers a non-blocking invoke, a fire, or a blocking invoke that outlives its wait,
 with an activation id before the activation ends, and ``__OW_ACTIVATION_ID`` inside the action
-is the id of the activation record. The engine creates records (and their ids) when a run
-ends, so :class:`ActivationIds` hands ids between the three parties: the controller reserves
-the id it announced, the runner takes it (or a fresh one) for the process's environment, and
-the engine's ``on_activation`` hook stamps it onto the record. Everything runs on the
-activation's own thread, so a thread-local is enough.
+is the id of the activation record: the controller picks the id, announces it and hands it to
+the engine, which gives it to the runner and to the record.
 """
 
 from __future__ import annotations
@@ -34,33 +31,6 @@ log = logging.getLogger("owdedup.serve")
 Builtin = Callable[[dict[str, Any]], dict[str, Any]]
 
 
-class ActivationIds:
-    """Per thread: the id reserved for the next run, and the id the last run used."""
-
-    def __init__(self) -> None:
-        self._local = threading.local()
-
-    def reserve(self, activation_id: str | None) -> None:
-        self._local.reserved = activation_id
-        self._local.last = None
-
-    def for_run(self) -> str:
-        """The runner's id for the activation it is about to run."""
-        activation_id = getattr(self._local, "reserved", None) or new_activation_id()
-        self._local.reserved = None
-        self._local.last = activation_id
-        return activation_id
-
-    def adopt(self, activation: Activation) -> None:
-        """Give an action's record the id its process saw (the engine's ``on_activation``)."""
-        if activation.kind in ("sequence", "trigger"):
-            return
-        last = getattr(self._local, "last", None)
-        if last:
-            activation.activation_id = last
-            self._local.last = None
-
-
 class ActivationStore:
     """The most recent activations, by id (bounded, thread-safe)."""
 
@@ -75,12 +45,6 @@ class ActivationStore:
             self._items.move_to_end(activation.activation_id)
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)
-
-    def rekey(self, activation: Activation, activation_id: str) -> None:
-        with self._lock:
-            self._items.pop(activation.activation_id, None)
-            activation.activation_id = activation_id
-            self._items[activation_id] = activation
 
     def get(self, activation_id: str) -> Activation | None:
         with self._lock:
@@ -125,18 +89,18 @@ class SystemRunner:
     """Runs the built-in ``/whisk.system`` actions in this process, everything else in
     *fallback* (the process runner)."""
 
-    def __init__(self, fallback: Runner, next_activation_id: Callable[[], str]) -> None:
+    def __init__(self, fallback: Runner) -> None:
         self.fallback = fallback
-        self.next_activation_id = next_activation_id
         self.handlers: dict[str, Builtin] = {}
 
     def register(self, fqn: str, handler: Builtin) -> None:
         self.handlers[fqn] = handler
 
-    def run(self, action: ActionDef, params: dict[str, Any]) -> tuple[Any, list[str], bool]:
+    def run(
+        self, action: ActionDef, params: dict[str, Any], activation_id: str
+    ) -> tuple[Any, list[str], bool]:
         if action.runtime != BUILTIN_KIND:
-            return self.fallback.run(action, params)
-        self.next_activation_id()
+            return self.fallback.run(action, params, activation_id)
         handler = self.handlers.get(action.fqn)
         if handler is None:
             return {"error": f"no built-in action {action.fqn}"}, [], True
@@ -155,23 +119,22 @@ class Controller:
         catalog: ServeCatalog,
         runner: Runner,
         *,
-        ids: ActivationIds | None = None,
         store: ActivationStore | None = None,
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         self.catalog = catalog
-        self.ids = ids or ActivationIds()
         self.store = store or ActivationStore()
         self.clock_ms = clock_ms
         self.namespace = catalog.namespace
         self.engine = Engine(catalog, runner, namespace=catalog.namespace, clock_ms=clock_ms,
-                             on_activation=self._record)
+                             on_activation=self.store.put)
 
     def invoke(self, name: str, payload: dict[str, Any]) -> Pending:
         """Start action or sequence *name*; raises NotFoundError for an unknown name."""
-        entity = self.engine.resolve(name)
-        return self._start(name, lambda: self.engine.invoke(name, payload),
-                           reserve=isinstance(entity, ActionDef))
+        self.engine.resolve(name)
+        return self._start(
+            name, lambda activation_id: self.engine.invoke(name, payload,
+                                                           activation_id=activation_id))
 
     def fire(self, trigger: str, payload: dict[str, Any]) -> Pending | None:
         """Fire *trigger*; None when it has no active rule (nothing runs, nothing is
@@ -183,8 +146,8 @@ class Controller:
         if not rules:
             return None
 
-        def run() -> Activation:
-            activation = self.engine.fire(trigger, payload)
+        def run(activation_id: str) -> Activation:
+            activation = self.engine.fire(trigger, payload, activation_id=activation_id)
             activation.logs = [json.dumps({
                 "statusCode": 0, "success": True, "activationId": step.activation_id,
                 "rule": f"{self.namespace}/{rule.name}", "action": rule.action.strip("/"),
@@ -194,9 +157,9 @@ class Controller:
         placeholder = Activation("", self.namespace, definition.name, self.clock_ms(),
                                  self.clock_ms(), merge_params(definition.inputs, payload),
                                  SUCCESS, kind="trigger")
-        return self._start(definition.name, run, reserve=False, placeholder=placeholder)
+        return self._start(definition.name, run, placeholder=placeholder)
 
-    def _start(self, name: str, work: Callable[[], Activation], *, reserve: bool,
+    def _start(self, name: str, work: Callable[[str], Activation], *,
                placeholder: Activation | None = None) -> Pending:
         activation_id = new_activation_id()
         future: Future[Activation] = Future()
@@ -205,26 +168,16 @@ class Controller:
             self.store.put(placeholder)
 
         def target() -> None:
-            self.ids.reserve(activation_id if reserve else None)
             start = self.clock_ms()
             try:
-                activation = work()
+                activation = work(activation_id)
             except Exception as exc:  # recorded as a whisk internal error
                 log.exception("activation %s of %s failed", activation_id, name)
                 activation = Activation(activation_id, self.namespace, name, start,
                                         self.clock_ms(), {"error": f"{exc}"}, INTERNAL_ERROR)
                 self.store.put(activation)
-            else:
-                if activation.activation_id != activation_id:
-                    self.store.rekey(activation, activation_id)
-            finally:
-                self.ids.reserve(None)
             future.set_result(activation)
 
         threading.Thread(target=target, name=f"activation-{activation_id[:8]}",
                          daemon=True).start()
         return Pending(activation_id, future)
-
-    def _record(self, activation: Activation) -> None:
-        self.ids.adopt(activation)
-        self.store.put(activation)

@@ -37,7 +37,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from owdedup.engine.activation import new_activation_id
 from owdedup.engine.manifest import ActionDef
 
 LAUNCHER = Path(__file__).with_name("_launcher.py")
@@ -335,7 +334,6 @@ class ProcessRunner:
         interpreters: Mapping[str, str] | None = None,
         warm_per_action: int = 2,
         action_version: Callable[[ActionDef], str] | None = None,
-        next_activation_id: Callable[[], str] = new_activation_id,
         env: Mapping[str, str] | None = None,
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
@@ -346,7 +344,6 @@ class ProcessRunner:
         base = str(getattr(sys, "_base_executable", "") or sys.executable)
         self.interpreters = dict(interpreters or dict.fromkeys(PYTHON_KINDS, base))
         self.action_version = action_version or (lambda _action: "0.0.1")
-        self.next_activation_id = next_activation_id
         self.clock_ms = clock_ms
         self._cache = CodeCache(cache_dir)
         self._pool = _Pool(warm_per_action)
@@ -354,10 +351,9 @@ class ProcessRunner:
                      "LC_ALL": "C.UTF-8", "HOME": os.environ.get("HOME", "/tmp"),
                      **(env or {})}
 
-    def run(self, action: ActionDef, params: dict[str, Any]) -> RunOutcome:
+    def run(self, action: ActionDef, params: dict[str, Any], activation_id: str) -> RunOutcome:
         """(result, log lines, crashed) as the engine expects; never raises for the action's
-        own failures."""
-        activation_id = self.next_activation_id()
+        own failures. *activation_id* becomes the action's ``__OW_ACTIVATION_ID``."""
         interpreter = self.interpreters.get(action.runtime)
         if interpreter is None:
             kinds = ", ".join(sorted(self.interpreters))

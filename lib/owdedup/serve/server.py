@@ -26,7 +26,7 @@ import typer
 
 from owdedup.serve.api import CONTENT_TYPE, ENTITY_LIMIT, Request, Response, RestApi
 from owdedup.serve.catalog import DEFAULT_NAMESPACE, SYSTEM_NAMESPACE, ServeCatalog
-from owdedup.serve.controller import ActivationIds, Controller, SystemRunner
+from owdedup.serve.controller import Controller, SystemRunner
 from owdedup.serve.kafka_feed import FEED_ACTION, KafkaFeeds
 from owdedup.serve.process_runner import ProcessRunner
 
@@ -127,15 +127,14 @@ class DevServer:
         else:
             cache = config.state_dir / "cache"
         self.catalog = ServeCatalog(config.namespace, config.state_dir)
-        self.ids = ActivationIds()
         self.process_runner = ProcessRunner(
             cache, namespace=config.namespace, api_key=config.auth,
             runtime_site=config.runtime_site, warm_per_action=config.warm_per_action,
-            action_version=self.catalog.action_version, next_activation_id=self.ids.for_run,
+            action_version=self.catalog.action_version,
             env=config.action_env,
         )
-        self.runner = SystemRunner(self.process_runner, self.ids.for_run)
-        self.controller = Controller(self.catalog, self.runner, ids=self.ids)
+        self.runner = SystemRunner(self.process_runner)
+        self.controller = Controller(self.catalog, self.runner)
         self.feeds = KafkaFeeds(
             self._fire_from_feed, namespace=config.namespace, auth_key=config.auth,
             state_file=None if config.state_dir is None else config.state_dir / "feeds.json",
