@@ -51,46 +51,42 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import multiprocessing
 import os
-import platform
 import random
 import statistics
-import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.table import Table
 
 from owdedup import action as owdedup_action
 from owdedup.config import ENV_OUT_BUCKET, ENV_RECORDS, ENV_STORE, Settings
 from owdedup.context import Context
 from owdedup.engine.executor import Engine
 from owdedup.engine.local import local_executor
-from owdedup.functions import get_function
-from owdedup.mapper import COMPUTED, DEDUPLICATED, MapRequest, MapSummary, run_map
+from owdedup.mapper import COMPUTED, DEDUPLICATED
 from owdedup.records import OutputRef, Record, RecordStore, open_records
 from owdedup.records.couchdb import CouchRecordStore, parse_url
 from owdedup.stores import ObjectStore, open_store
 
-SIZE = 256
+if TYPE_CHECKING or __package__:  # python -m benchmarks.bench_services, and mypy
+    from benchmarks import common
+else:  # python benchmarks/bench_services.py: benchmarks/ is sys.path[0]
+    import common
+
 SEQUENCE = "owdedup/dedup-thumbnail"
 SECTIONS = ("path", "map", "records")
 MAP_WORKERS = (1, 2, 4)
-WARMUP_PHOTOS = 4
+CPU_SCALING_LOOPS = 2_000_000
 SIZES_PER_DIGEST = 6
 FLAT_TARGET = 1.5
-ROOT = Path(__file__).resolve().parents[1]
 STORE_OPTION_PREFIX = "OWDEDUP_STORE_"
 RECORDS_OPTION_PREFIX = "OWDEDUP_RECORDS_"
 
@@ -99,42 +95,13 @@ RECORDS_OPTION_PREFIX = "OWDEDUP_RECORDS_"
 
 
 @dataclass
-class Check:
-    """One measurement, compared against its target when it has one."""
+class Report(common.BaseReport):
+    """The results; raw timings: the milliseconds of every sample of sections 1 and 3."""
 
-    id: str
-    name: str
-    measured: str  # human-readable value(s)
-    ratio: float | None = None
-    op: str = ""  # ">=" or "<="
-    target: float | None = None
+    timings_key = "samples_ms"
 
-    @property
-    def passed(self) -> bool | None:
-        if self.ratio is None or self.target is None:
-            return None
-        return self.ratio >= self.target if self.op == ">=" else self.ratio <= self.target
-
-
-@dataclass
-class MapRun:
-    label: str  # "cold" or "warm"
-    workers: int
-    objects: int
-    wall_s: float
-    per_object_ms: list[float]
-    computed: int
-    deduplicated: int
-
-
-@dataclass
-class Report:
-    environment: dict[str, Any]
     # series name -> milliseconds of every sample (section 1 and 3)
     samples: dict[str, list[float]] = field(default_factory=dict)
-    maps: list[MapRun] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
-    checks: list[Check] = field(default_factory=list)
 
     def add(self, series: str, ms: float) -> None:
         self.samples.setdefault(series, []).append(ms)
@@ -143,77 +110,36 @@ class Report:
         return statistics.median(self.samples[series])
 
     def p95(self, series: str) -> float:
-        return percentile(self.samples[series], 95)
+        return common.percentile(self.samples[series], 95)
 
-    def map_runs(self, label: str, workers: int) -> list[MapRun]:
+    def map_runs(self, label: str, workers: int) -> list[common.MapRun]:
         return [r for r in self.maps if r.label == label and r.workers == workers]
 
-    def to_json(self) -> dict[str, Any]:
+    def timings_json(self) -> dict[str, Any]:
         return {
-            "environment": self.environment,
-            "samples_ms": {
-                name: {"median": self.med(name), "p95": self.p95(name), "n": len(values),
-                       "values": values}
-                for name, values in self.samples.items()
-            },
-            "maps": [asdict(run) for run in self.maps],
-            "extra": self.extra,
-            "checks": [{**asdict(c), "passed": c.passed} for c in self.checks],
+            name: {"median": self.med(name), "p95": self.p95(name), "n": len(values),
+                   "values": values}
+            for name, values in self.samples.items()
         }
 
 
 # -- helpers -----------------------------------------------------------------------------------
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
 def med_p95(values: Sequence[float]) -> str:
-    return f"{statistics.median(values):.2f} / {percentile(values, 95):.2f} ms"
+    return f"{statistics.median(values):.2f} / {common.percentile(values, 95):.2f} ms"
 
 
 def elapsed_ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def environment(photos: Sequence[Path], store_url: str, records_url: str) -> dict[str, Any]:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-            check=False, cwd=ROOT,
-        ).stdout.strip()
-    except OSError:
-        commit = ""
-    return {
-        "time": datetime.now(UTC).isoformat(timespec="seconds"),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "cpu_model": _cpu_model(),
-        "load_average_start": list(os.getloadavg()),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "git_commit": commit,
+    return common.environment(photos, setup={
         "store": store_url,
         "records": records_url,
         "couchdb_server": _server_banner(records_url),
-        "photos": len(photos),
-        "photo_bytes": sum(p.stat().st_size for p in photos),
-    }
+    })
 
 
 def load_note(load: float, cpus: int) -> str:
@@ -366,8 +292,8 @@ def run_env(base: Mapping[str, str], records_url: str, dest_bucket: str) -> dict
 
 def bench_path(report: Report, resources: Resources, base_env: Mapping[str, str],
                src: str, keys: list[str], rounds: int, hit_repeats: int) -> None:
-    manifest = ROOT / "manifest.yaml"
-    payload: dict[str, Any] = {"bucket": src, "sizes": [SIZE]}
+    manifest = common.ROOT / "manifest.yaml"
+    payload: dict[str, Any] = {"bucket": src, "sizes": [common.SIZE]}
 
     def invoke(executor: Engine, key: str, expect: str) -> tuple[float, dict[str, Any]]:
         started = time.perf_counter()
@@ -384,7 +310,7 @@ def bench_path(report: Report, resources: Resources, base_env: Mapping[str, str]
     dest = resources.bucket("warm")
     name, url = resources.database("warm")
     executor = local_executor(manifest, run_env(base_env, url, dest))
-    for key in keys[:WARMUP_PHOTOS]:
+    for key in keys[:common.WARMUP_PHOTOS]:
         invoke(executor, key, COMPUTED)
         invoke(executor, key, DEDUPLICATED)
     resources.drop_database(name)
@@ -425,26 +351,24 @@ def bench_path(report: Report, resources: Resources, base_env: Mapping[str, str]
         resources.drop_database(name)
         resources.drop_bucket(dest)
 
-    parts = ("hit_head_checksum", "hit_records_get_many_1", "hit_output_exists")
+    parts = {  # series -> check id, what the hit path does there
+        "hit_head_checksum": ("1c", "store.head() of the input, with checksum"),
+        "hit_records_get_many_1": ("1d", "records.get_many() of 1 id (one GET)"),
+        "hit_output_exists": ("1e", "store.exists() of the recorded output (HEAD)"),
+    }
     rest = report.med("hit") - sum(report.med(p) for p in parts)
     report.extra["hit_rest_ms"] = rest
     miss_med, hit_med = report.med("miss"), report.med("hit")
     report.checks += [
-        Check("1a", "HIT path per object (sequence, in-process)",
-              f"{med_p95(report.samples['hit'])} (med/p95)"),
-        Check("1b", "MISS path per object (sequence, in-process); ratio hit/miss",
-              f"{med_p95(report.samples['miss'])} (med/p95)", hit_med / miss_med),
-        Check("1c", "  hit part: store.head() of the input, with checksum",
-              med_p95(report.samples["hit_head_checksum"]),
-              report.med("hit_head_checksum") / hit_med),
-        Check("1d", "  hit part: records.get_many() of 1 id (one GET)",
-              med_p95(report.samples["hit_records_get_many_1"]),
-              report.med("hit_records_get_many_1") / hit_med),
-        Check("1e", "  hit part: store.exists() of the recorded output (HEAD)",
-              med_p95(report.samples["hit_output_exists"]),
-              report.med("hit_output_exists") / hit_med),
-        Check("1f", "  hit rest: engine + 4 actions (hit median - parts)",
-              f"{rest:.2f} ms", rest / hit_med),
+        common.Check("1a", "HIT path per object (sequence, in-process)",
+                     f"{med_p95(report.samples['hit'])} (med/p95)"),
+        common.Check("1b", "MISS path per object (sequence, in-process); ratio hit/miss",
+                     f"{med_p95(report.samples['miss'])} (med/p95)", hit_med / miss_med),
+        *(common.Check(tag, f"  hit part: {what}", med_p95(report.samples[series]),
+                       report.med(series) / hit_med)
+          for series, (tag, what) in parts.items()),
+        common.Check("1f", "  hit rest: engine + 4 actions (hit median - parts)",
+                     f"{rest:.2f} ms", rest / hit_med),
     ]
 
 
@@ -452,22 +376,9 @@ def bench_path(report: Report, resources: Resources, base_env: Mapping[str, str]
 
 
 def map_once(env: Mapping[str, str], src: str, dest: str, keys: list[str], workers: int,
-             label: str) -> MapRun:
-    """What ``owdedup map thumbnail SRC DEST --size 256 --workers N`` runs."""
-    spec = get_function("thumbnail")
-    params: dict[str, Any] = {"sizes": str(SIZE), "format": "jpeg", "quality": 85,
-                              "materialize": False}
-    spec.normalise(params)
-    request = MapRequest(
-        function=spec.name, sequence=f"owdedup/{spec.sequence}", hash_action="owdedup/hash",
-        src_bucket=src, dest_bucket=dest, params=params, manifest=ROOT / "manifest.yaml",
-        env=dict(env),
-    )
-    summary: MapSummary = run_map(request, keys, workers=workers)
-    if summary.failed:
-        raise RuntimeError(f"{label}: {len(summary.failed)} failed: {summary.failed[0].error}")
-    run = MapRun(label, workers, len(keys), summary.wall_s, [r.ms for r in summary.results],
-                 summary.count(COMPUTED), summary.count(DEDUPLICATED))
+             label: str) -> common.MapRun:
+    """``common.thumbnail_map`` with the manifest; checks that *label* (cold or warm) held."""
+    run = common.thumbnail_map(env, src, dest, keys, workers, label, common.ROOT / "manifest.yaml")
     expected = run.computed if label == "cold" else run.deduplicated
     if expected != len(keys):
         raise RuntimeError(f"map {label} {workers}w: {run.computed} computed, "
@@ -475,38 +386,18 @@ def map_once(env: Mapping[str, str], src: str, dest: str, keys: list[str], worke
     return run
 
 
-def _spin(loops: int) -> int:
-    total = 0
-    for i in range(loops):
-        total += i
-    return total
-
-
-def cpu_scaling(workers: int, loops: int = 2_000_000) -> float:
-    """How much faster *workers* processes run *workers* loops than 1 process: the ceiling
-    for a parallel map at this moment (other processes take their share of the CPUs)."""
-    seconds: dict[int, float] = {}
-    context = multiprocessing.get_context("spawn")
-    for n in (1, workers):
-        with ProcessPoolExecutor(max_workers=n, mp_context=context) as pool:
-            list(pool.map(_spin, [1] * n))  # start the workers first
-            started = time.perf_counter()
-            list(pool.map(_spin, [loops] * workers))
-            seconds[n] = time.perf_counter() - started
-    return seconds[1] / seconds[workers]
-
-
 def bench_map(report: Report, resources: Resources, base_env: Mapping[str, str], src: str,
               keys: list[str], repeats: int) -> None:
     dest = resources.bucket("warm")
     name, url = resources.database("warm")
-    map_once(run_env(base_env, url, dest), src, dest, keys[:WARMUP_PHOTOS], 2, "cold")
+    map_once(run_env(base_env, url, dest), src, dest, keys[:common.WARMUP_PHOTOS], 2, "cold")
     resources.drop_database(name)
     resources.drop_bucket(dest)
     ceilings: dict[str, list[float]] = report.extra.setdefault("cpu_scaling", {})
     for _ in range(repeats):
         for workers in MAP_WORKERS[1:]:
-            ceilings.setdefault(f"{workers}_vs_1", []).append(cpu_scaling(workers))
+            ceilings.setdefault(f"{workers}_vs_1", []).append(
+                common.cpu_scaling(workers, CPU_SCALING_LOOPS))
         for workers in MAP_WORKERS:
             dest = resources.bucket("out")
             name, url = resources.database("map")
@@ -521,12 +412,12 @@ def bench_map(report: Report, resources: Resources, base_env: Mapping[str, str],
             for label in ("cold", "warm") for w in MAP_WORKERS}
     for label, tag in (("cold", "2a"), ("warm", "2b")):
         for w in MAP_WORKERS:
-            per_object = [ms for r in report.map_runs(label, w) for ms in r.per_object_ms]
+            per_object = common.pooled_ms(report.map_runs(label, w))
             ceiling = ""
             if w > 1:
                 ceiling = f"; CPU ceiling {statistics.median(ceilings[f'{w}_vs_1']):.2f}x"
             what = "all misses" if label == "cold" else "all hits"
-            report.checks.append(Check(
+            report.checks.append(common.Check(
                 f"{tag}{w}", f"map {label} ({what}), {w} worker(s); ratio vs 1 worker",
                 f"{best[label, w]:.2f} s, {n / best[label, w]:.1f} photos/s, per object "
                 f"{med_p95(per_object)}{ceiling}",
@@ -619,7 +510,7 @@ def bench_records(report: Report, resources: Resources, small: int, large: int,
     for op, tag, what in (("get", "3a", "get of an existing id"),
                           ("get_many6", "3b", "get_many of 6 ids")):
         s, big = f"{op}_small", f"{op}_large"
-        report.checks.append(Check(
+        report.checks.append(common.Check(
             tag, f"records {what}: {names['large']} vs {names['small']} records (median)",
             f"{names['small']} {med_p95(report.samples[s])}, "
             f"{names['large']} {med_p95(report.samples[big])}",
@@ -633,18 +524,8 @@ def bench_records(report: Report, resources: Resources, small: int, large: int,
 
 
 def print_table(report: Report, console: Console) -> None:
-    table = Table(title="owdedup services benchmark (MinIO + CouchDB API)")
-    for column in ("", "measurement", "value", "ratio", "target", "result"):
-        table.add_column(column, justify="right" if column in ("ratio", "target") else "left")
-    for check in report.checks:
-        passed = check.passed
-        verdict = "-" if passed is None else "[green]PASS[/]" if passed else "[red]FAIL[/]"
-        table.add_row(
-            check.id, check.name, check.measured,
-            "" if check.ratio is None else f"{check.ratio:.3f}",
-            "" if check.target is None else f"{check.op} {check.target:g}", verdict,
-        )
-    console.print(table)
+    common.print_checks(console, "owdedup services benchmark (MinIO + CouchDB API)",
+                        report.checks)
     env = report.environment
     cpus = int(env["cpu_count"] or 1)
     console.print(
@@ -666,13 +547,7 @@ def print_table(report: Report, console: Console) -> None:
 
 
 def save_chart(report: Report, path: Path) -> None:
-    # Imported here, not at the top: spawned map workers re-import this module as
-    # __mp_main__, and ~0.5 s of matplotlib per worker start would inflate (2).
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = common.pyplot()  # not imported at the top: see common.pyplot
     panels = []
     if "hit" in report.samples:
         panels.append("path")
@@ -733,20 +608,15 @@ def save_chart(report: Report, path: Path) -> None:
             ax.set_ylabel("ms (bar: median, dash: p95)")
             ax.set_title("3. record lookups vs database size")
             ax.legend(fontsize=8)
-    fig.suptitle(f"owdedup services benchmark ({report.environment['cpu_count']} CPUs, "
-                 f"{report.environment['couchdb_server']})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    common.save_figure(fig, f"owdedup services benchmark ({report.environment['cpu_count']} "
+                       f"CPUs, {report.environment['couchdb_server']})", path)
 
 
 # -- main --------------------------------------------------------------------------------------
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--photos", type=Path, required=True, help="folder of JPEG photos")
-    parser.add_argument("--out", type=Path, required=True, help="folder for JSON and PNG")
+    parser = common.argument_parser(__doc__.split("\n", 1)[0])
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds of (1), each on a fresh database: misses per photo")
     parser.add_argument("--hit-repeats", type=int, default=5,
@@ -757,8 +627,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="records in the large db (3)")
     parser.add_argument("--lookups", type=int, default=500,
                         help="lookups of each kind per database (3)")
-    parser.add_argument("--only", default=",".join(SECTIONS),
-                        help=f"comma-separated subset of {', '.join(SECTIONS)}")
+    common.add_only(parser, SECTIONS)
     return parser.parse_args(argv)
 
 
@@ -793,13 +662,10 @@ def services(console: Console) -> Iterator[tuple[Resources, dict[str, str]]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    sections = {s.strip() for s in args.only.split(",") if s.strip()}
-    if unknown := sections - set(SECTIONS):
-        sys.exit(f"unknown section(s): {', '.join(sorted(unknown))}")
-    photos = sorted(p for p in args.photos.iterdir()
-                    if p.suffix.lower() in (".jpg", ".jpeg") and p.is_file())
-    if len(photos) < WARMUP_PHOTOS:
-        sys.exit(f"need at least {WARMUP_PHOTOS} JPEG photos in {args.photos}")
+    sections = common.parse_sections(args.only, SECTIONS)
+    photos = common.jpeg_photos(args.photos)
+    if len(photos) < common.WARMUP_PHOTOS:
+        sys.exit(f"need at least {common.WARMUP_PHOTOS} JPEG photos in {args.photos}")
     console = Console(width=None if sys.stdout.isatty() else 160)
     start_load = os.getloadavg()[0]
     cpus = os.cpu_count() or 1
@@ -829,13 +695,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.extra["created"] = resources.history
     report.environment["load_average_end"] = list(os.getloadavg())
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
-    save_chart(report, args.out / "chart.png")
-    print_table(report, console)
-    console.print(f"raw numbers: {args.out / 'results.json'}, chart: {args.out / 'chart.png'}",
-                  highlight=False)
-    return 0 if all(c.passed is not False for c in report.checks) else 1
+    return common.write_outputs(report, args.out, console,
+                                lambda path: save_chart(report, path),
+                                lambda: print_table(report, console))
 
 
 if __name__ == "__main__":
