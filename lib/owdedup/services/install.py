@@ -30,6 +30,7 @@ from owdedup.services.versions import (
     MC_VERSION,
     MINIO_MODULE,
     MINIO_VERSION,
+    OPENWHISK_JS_VERSION,
     POUCHDB_ALLOW_SCRIPTS,
     POUCHDB_SERVER_VERSION,
     WSKDEPLOY_BINARY,
@@ -288,6 +289,35 @@ def install_pouchdb(config: ServicesConfig) -> bool:
     )
     marker.write_text(POUCHDB_SERVER_VERSION + "\n")
     say(f"couchdb: pouchdb-server installed in {_elapsed(start)}")
+    return True
+
+
+def openwhisk_js_dir(config: ServicesConfig) -> Path:
+    """Where :func:`install_openwhisk_js` puts Apache's ``openwhisk`` npm client."""
+    return config.home / "openwhisk-js" / OPENWHISK_JS_VERSION
+
+
+def install_openwhisk_js(config: ServicesConfig) -> bool:
+    """npm-install the ``openwhisk`` JavaScript client (the ``wsk`` CLI does not build from
+    its Go module: its generated i18n file is missing); False when already there."""
+    folder = openwhisk_js_dir(config)
+    marker = folder / ".installed"
+    package = folder / "node_modules" / "openwhisk" / "package.json"
+    if _marker_ok(marker, OPENWHISK_JS_VERSION, package):
+        return False
+    npm = require("npm", "install the openwhisk JavaScript client")
+    folder.mkdir(parents=True, exist_ok=True)
+    say(f"client: npm install openwhisk@{OPENWHISK_JS_VERSION} -> {folder} ...")
+    run_tool(
+        f"npm install openwhisk@{OPENWHISK_JS_VERSION}",
+        [npm, "install", "--prefix", folder, "--no-audit", "--no-fund", "--no-save",
+         f"openwhisk@{OPENWHISK_JS_VERSION}"],
+        cwd=folder,
+        log=config.home / "logs" / "install-openwhisk-js.log",
+    )
+    if not package.exists():
+        raise ServiceError(f"npm install did not produce {package}")
+    marker.write_text(OPENWHISK_JS_VERSION + "\n")
     return True
 
 

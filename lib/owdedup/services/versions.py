@@ -50,3 +50,6 @@ POUCHDB_ALLOW_SCRIPTS: Final[dict[str, bool]] = {"leveldown": True, "sqlite3": F
 WSKDEPLOY_MODULE: Final = "github.com/apache/openwhisk-wskdeploy"
 WSKDEPLOY_VERSION: Final = "v0.0.0-20221221215944-0e9b45ff5ff3"
 WSKDEPLOY_BINARY: Final = "openwhisk-wskdeploy"
+
+#: Apache's official JavaScript client for OpenWhisk (npm), used to invoke deployed actions.
+OPENWHISK_JS_VERSION: Final = "3.21.9"
