@@ -198,7 +198,7 @@ class ActionPlan:
     packages: tuple[Pin, ...]
     #: Dependencies left to the runtime because it ships them.
     from_runtime: tuple[str, ...]
-    #: Requirements the runtime's version of a package does not satisfy (warnings).
+    #: Runtime packages too old for a requirement: the zip ships its own copy of them.
     conflicts: tuple[str, ...]
 
     def to_dict(self) -> dict[str, Any]:
@@ -440,8 +440,9 @@ def resolve_packages(
     """(pins, left to the runtime, conflicts) for *requires* and their dependencies.
 
     Versions are the ones installed here, so the zips run what the tests ran. Dependencies
-    the runtime ships are not followed further; a requirement that the runtime's version does
-    not satisfy is returned as a conflict (the runtime's copy is what will be imported).
+    the runtime ships are left to it and not followed further, unless the runtime's version
+    does not satisfy the requirement: then the zip ships its own copy (the virtualenv comes
+    first on ``sys.path``), and the third list says why.
     """
     pins: dict[str, Pin] = {}
     provided: set[str] = set()
@@ -451,17 +452,16 @@ def resolve_packages(
     while queue:
         requirement, parent = queue.pop(0)
         name = canonicalize_name(requirement.name)
-        if name in runtime:
-            provided.add(name)
+        if name in runtime and name not in pins:
             shipped = runtime[name]
-            if shipped is not None and not requirement.specifier.contains(
-                shipped, prereleases=True
-            ):
-                conflicts.append(
-                    f"{parent} requires {requirement.name}{requirement.specifier}, "
-                    f"the runtime ships {shipped}"
-                )
-            continue
+            if shipped is None or requirement.specifier.contains(shipped, prereleases=True):
+                provided.add(name)
+                continue
+            conflicts.append(
+                f"{parent} requires {requirement.name}{requirement.specifier}, the runtime "
+                f"ships {shipped}: the zip carries its own {requirement.name}"
+            )
+            provided.discard(name)
         version = installed_version(name)
         if not requirement.specifier.contains(version, prereleases=True):
             raise BuildError(
@@ -656,7 +656,7 @@ def execute_plan(plan: BuildPlan, log: Log = _stderr) -> list[BuiltZip]:
     built: list[BuiltZip] = []
     for action in plan.actions:
         for conflict in action.conflicts:
-            log(f"warning: {action.name}: {conflict}")
+            log(f"note: {action.name}: {conflict}")
         started = time.monotonic()
         site = install_site_packages(action.packages, plan.cache_dir, log)
         # site-packages/ even when empty (dispatch): every zip has the same layout
@@ -725,7 +725,7 @@ def describe_plan(plan: BuildPlan) -> str:
         if action.from_runtime:
             out.write(f"  from the runtime: {', '.join(action.from_runtime)}\n")
         for conflict in action.conflicts:
-            out.write(f"  warning: {conflict}\n")
+            out.write(f"  note: {conflict}\n")
     return out.getvalue()
 
 

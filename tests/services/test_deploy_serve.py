@@ -1,0 +1,268 @@
+"""``deploy.sh`` onto ``owdedup serve`` wired to the real MinIO, Kafka and CouchDB-API server.
+
+The server runs as ``owdedup serve`` in a subprocess (key from the environment, not its
+command line), with a stand-in for the runtime image's site-packages; ``deploy.sh`` deploys
+the manifest with the real wskdeploy, Kafka feed trigger included, using the services'
+variables. Then:
+
+- the deployed sequence, invoked through the REST API, computes, then deduplicates, and
+  refuses a bad object with a 502 naming it, exactly as the local executor does for the same
+  objects (same status, output keys, digest), in both orders;
+- an upload to MinIO alone ends as a thumbnail and a record: MinIO -> Kafka -> feed ->
+  trigger -> rule -> dispatch -> sequence, with no command in between.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from owdedup.config import Settings
+from owdedup.context import Context
+from owdedup.errors import OwdedupError
+from owdedup.functions import get_function
+from owdedup.services.config import ServicesConfig
+from owdedup.services.install import is_wskdeploy_installed, wskdeploy_path
+from tests.deploy.test_deploy_sh import install_runtime_site
+from tests.imagegen import jpeg, not_an_image
+from tests.serve.conftest import AUTH, Client
+from tests.services.conftest import PROJECT, Services
+
+pytestmark = pytest.mark.services
+
+SIZE = 64
+PACKAGE, SEQUENCE = "owdedup", "dedup-thumbnail"
+ACTIONS = ("hash", "lookup", "thumbnail", "record", "dispatch")
+REST_BUCKET = "owdedup-rest-inputs"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Deployed:
+    client: Client
+    env: dict[str, str]
+    project: Path
+    server: subprocess.Popen[str]
+    deploy_output: str
+
+
+def _deploy_sh(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(["bash", str(project / "deploy.sh"), *args], cwd=project, env=env,
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                          timeout=900, check=False)
+    output = done.stdout + done.stderr
+    for name in ("OWDEDUP_STORE_ACCESS_KEY", "OWDEDUP_STORE_SECRET_KEY",
+                 "OWDEDUP_RECORDS_PASSWORD", "OW_AUTH"):
+        if env.get(name):
+            assert env[name] not in output, f"{name}'s value in deploy.sh's output"
+    return done
+
+
+def _entities(client: Client) -> dict[str, set[str]]:
+    found = {}
+    for collection in ("packages", "actions", "triggers", "rules"):
+        reply = client.request("GET", f"{collection}?limit=200")
+        assert reply.status == 200, reply.raw
+        found[collection] = {f"{e['namespace'].partition('/')[2]}/{e['name']}".lstrip("/")
+                             for e in reply.json}
+    return found
+
+
+@pytest.fixture(scope="module")
+def deployed(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
+    config = ServicesConfig.from_env()
+    if not is_wskdeploy_installed(config) and shutil.which("go") is None:
+        pytest.skip("wskdeploy is not installed and Go is missing to build it")
+    root = tmp_path_factory.mktemp("deploy-serve")
+    site = install_runtime_site(root / "runtime-site")
+    port = _free_port()
+    log = (root / "serve.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "owdedup", "serve", "--port", str(port), "--state",
+         str(root / "state"), "--runtime-site", str(site)],
+        env={**os.environ, "OWDEDUP_SERVE_AUTH": AUTH}, stdout=log, stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL, text=True,
+    )
+    client = Client(f"http://127.0.0.1:{port}")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if client.request("GET", client.url + "/", absolute=True).status == 200:
+                break
+        except OSError:
+            pass
+        assert server.poll() is None and time.monotonic() < deadline, "serve did not start"
+        time.sleep(0.2)
+    project = root / "project"
+    project.mkdir()
+    for name in ("deploy.sh", "manifest.yaml"):
+        shutil.copy2(PROJECT / name, project / name)
+    shutil.copytree(PROJECT / "actions", project / "actions",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = {**os.environ, **services.env, "OW_APIHOST": client.url, "OW_AUTH": AUTH,
+           "OWDEDUP_SIZES": str(SIZE), "OWDEDUP_PYTHON": sys.executable,
+           "WSKDEPLOY": str(wskdeploy_path(config))}
+    for name in ("OW_NAMESPACE", "WSK_CONFIG_FILE", "OWDEDUP_FORMAT", "OWDEDUP_QUALITY"):
+        env.pop(name, None)
+    try:
+        start = time.monotonic()
+        done = _deploy_sh(project, env)
+        took = time.monotonic() - start
+        assert done.returncode == 0, done.stdout + done.stderr + (root / "serve.log").read_text()
+        print(f"\ndeploy.sh: {took:.1f} s")
+        yield Deployed(client, env, project, server, done.stdout + done.stderr)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+
+
+@pytest.fixture
+def context(services: Services) -> Iterator[Context]:
+    ctx = Context(Settings.resolve({}, services.env))
+    yield ctx
+    ctx.close()
+
+
+def rest_invoke(deployed: Deployed, bucket: str, key: str) -> tuple[int, dict[str, Any]]:
+    reply = deployed.client.invoke(f"{PACKAGE}/{SEQUENCE}", {"bucket": bucket, "key": key},
+                                   blocking=True, result=True)
+    return reply.status, reply.json
+
+
+def local_invoke(deployed: Deployed, bucket: str, key: str,
+                 tmp: Path) -> tuple[int, dict[str, Any]]:
+    """The same sequence through the local executor (``owdedup invoke``)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "owdedup", "invoke", "thumbnail", f"{bucket}/{key}",
+         deployed.env["OWDEDUP_OUT_BUCKET"], "--size", str(SIZE), "--manifest",
+         str(PROJECT / "manifest.yaml")],
+        cwd=tmp, env=deployed.env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert deployed.env["OWDEDUP_STORE_SECRET_KEY"] not in done.stdout + done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+def summary(result: dict[str, Any]) -> dict[str, Any]:
+    """What must agree between OpenWhisk and the local executor."""
+    return {"status": result.get("status"), "digest": result.get("digest"),
+            "outputs": sorted((o["bucket"], o["key"], o["size"])
+                              for o in result.get("outputs", []))}
+
+
+def expected_key(data: bytes) -> tuple[str, str]:
+    spec = get_function("thumbnail")
+    (variant,) = spec.variants(spec.normalise({"sizes": str(SIZE)}))
+    return variant.function_id, variant.output_key(spec.name, hashlib.sha256(data).hexdigest())
+
+
+def test_deploy_creates_exactly_the_manifest(deployed: Deployed) -> None:
+    assert "Deployment completed successfully" in deployed.deploy_output
+    assert _entities(deployed.client) == {
+        "packages": {PACKAGE},
+        "actions": {f"{PACKAGE}/{a}" for a in (*ACTIONS, SEQUENCE)},
+        "triggers": {"image-uploaded", "image-uploaded-webhook"},
+        "rules": {"on-image-uploaded", "on-image-uploaded-webhook"},
+    }
+    trigger = deployed.client.request("GET", "triggers/image-uploaded").json
+    annotations = {a["key"]: a["value"] for a in trigger["annotations"]}
+    assert annotations["feed"] == "/whisk.system/messaging/kafkaFeed"
+
+
+def test_rest_invocations_match_the_local_executor(
+    deployed: Deployed, context: Context, tmp_path: Path
+) -> None:
+    # A bucket that sends no events: the feed must not race these invocations.
+    inb, outb = REST_BUCKET, deployed.env["OWDEDUP_OUT_BUCKET"]
+    context.store.ensure_bucket(inb)
+    run = uuid.uuid4().hex[:8]
+    first = jpeg(257, 190)
+    context.store.put(inb, f"rest-{run}/a.jpg", first)
+    _, out_key = expected_key(first)
+
+    status, computed = rest_invoke(deployed, inb, f"rest-{run}/a.jpg")
+    assert status == 200, computed
+    assert computed["status"] == "computed" and computed["recorded"] is True
+    assert [o["key"] for o in computed["outputs"]] == [out_key]
+    assert context.store.exists(outb, out_key)
+    assert not any(k.startswith(("store", "records")) for k in computed)  # no config echoed
+    status, again = rest_invoke(deployed, inb, f"rest-{run}/a.jpg")
+    assert status == 200 and again["status"] == "deduplicated"
+    code, local = local_invoke(deployed, inb, f"rest-{run}/a.jpg", tmp_path)
+    assert code == 0 and summary(local) == summary(again)
+    assert summary(again)["outputs"] == summary(computed)["outputs"]
+
+    # the other way round: computed locally, deduplicated on OpenWhisk
+    second = jpeg(258, 191)
+    context.store.put(inb, f"rest-{run}/b.jpg", second)
+    code, local = local_invoke(deployed, inb, f"rest-{run}/b.jpg", tmp_path)
+    assert code == 0 and local["status"] == "computed"
+    status, remote = rest_invoke(deployed, inb, f"rest-{run}/b.jpg")
+    assert status == 200 and remote["status"] == "deduplicated"
+    assert summary(remote)["outputs"] == summary(local)["outputs"]
+
+    # a bad object: an application error naming the key, a 502, like the local error
+    context.store.put(inb, f"rest-{run}/notes.jpg", not_an_image())
+    status, bad = rest_invoke(deployed, inb, f"rest-{run}/notes.jpg")
+    assert status == 502, bad
+    assert f"rest-{run}/notes.jpg" in bad["error"] and "not an image" in bad["error"]
+    code, local = local_invoke(deployed, inb, f"rest-{run}/notes.jpg", tmp_path)
+    assert code == 1
+    assert (bad["error"], bad["error_kind"]) == (local["error"], local["error_kind"])
+
+
+def test_an_upload_alone_ends_as_a_thumbnail_and_a_record(
+    deployed: Deployed, context: Context
+) -> None:
+    inb, outb = deployed.env["OWDEDUP_IN_BUCKET"], deployed.env["OWDEDUP_OUT_BUCKET"]
+    data = jpeg(301, 222)
+    function_id, out_key = expected_key(data)
+    digest = hashlib.sha256(data).hexdigest()
+    start = time.monotonic()
+    context.store.put(inb, f"feed-{uuid.uuid4().hex[:8]}/upload me.jpg", data)
+    deadline = start + 120
+    while True:
+        try:
+            record = context.records.get(function_id, digest)
+            if record is not None and context.store.exists(outb, out_key):
+                break
+        except OwdedupError:
+            pass
+        assert time.monotonic() < deadline, "no thumbnail and record within 120 s"
+        time.sleep(0.5)
+    print(f"\nupload -> thumbnail + record: {time.monotonic() - start:.1f} s")
+    assert record.output.key == out_key
+    runs = deployed.client.request("GET", "activations?name=dispatch&docs=true").json
+    invoked = [entry for run in runs for entry in run["response"]["result"].get("invoked", [])]
+    assert any(entry["key"].endswith("/upload me.jpg") for entry in invoked)
+
+
+def test_undeploy_removes_everything(deployed: Deployed) -> None:
+    env = {k: v for k, v in deployed.env.items()
+           if not k.startswith("OWDEDUP_") or k == "OWDEDUP_PYTHON"}
+    done = _deploy_sh(deployed.project, env, "undeploy")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _entities(deployed.client) == {"packages": set(), "actions": set(),
+                                          "triggers": set(), "rules": set()}
