@@ -66,6 +66,9 @@ class _HttpServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: _HttpServer
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: with Nagle on, a keep-alive client's delayed ACK
+    # held every response back by ~40 ms (measured: a no-op invoke 47.8 ms -> 1.0 ms).
+    disable_nagle_algorithm = True
 
     def _handle(self) -> None:
         body = self._body()
