@@ -35,7 +35,12 @@ from owdedup.context import Context
 from owdedup.errors import OwdedupError
 from owdedup.functions import get_function
 from owdedup.services.config import ServicesConfig
-from owdedup.services.install import is_wskdeploy_installed, wskdeploy_path
+from owdedup.services.install import (
+    install_openwhisk_js,
+    is_wskdeploy_installed,
+    openwhisk_js_dir,
+    wskdeploy_path,
+)
 from tests.deploy.test_deploy_sh import install_runtime_site
 from tests.imagegen import jpeg, not_an_image
 from tests.serve.conftest import AUTH, Client
@@ -231,6 +236,43 @@ def test_rest_invocations_match_the_local_executor(
     code, local = local_invoke(deployed, inb, f"rest-{run}/notes.jpg", tmp_path)
     assert code == 1
     assert (bad["error"], bad["error_kind"]) == (local["error"], local["error_kind"])
+
+
+def js_invoke(deployed: Deployed, bucket: str, key: str) -> dict[str, Any]:
+    """The sequence invoked through Apache's JavaScript client (``openwhisk`` on npm)."""
+    config = ServicesConfig.from_env()
+    install_openwhisk_js(config)
+    done = subprocess.run(
+        ["node", str(PROJECT / "lib" / "owdedup" / "deploy" / "ow_invoke.js"),
+         f"{PACKAGE}/{SEQUENCE}", json.dumps({"bucket": bucket, "key": key})],
+        env={**os.environ, "NODE_PATH": str(openwhisk_js_dir(config) / "node_modules"),
+             "__OW_API_HOST": deployed.client.url, "__OW_API_KEY": AUTH},
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    reply: dict[str, Any] = json.loads(done.stdout)
+    return reply
+
+
+def test_the_javascript_client_gets_what_the_local_executor_gets(
+    deployed: Deployed, context: Context, tmp_path: Path
+) -> None:
+    inb = REST_BUCKET
+    context.store.ensure_bucket(inb)
+    run = uuid.uuid4().hex[:8]
+    context.store.put(inb, f"js-{run}/a.jpg", jpeg(259, 192))
+    first = js_invoke(deployed, inb, f"js-{run}/a.jpg")
+    assert first["ok"] and first["result"]["status"] == "computed"
+    again = js_invoke(deployed, inb, f"js-{run}/a.jpg")
+    assert again["ok"] and again["result"]["status"] == "deduplicated"
+    code, local = local_invoke(deployed, inb, f"js-{run}/a.jpg", tmp_path)
+    assert code == 0 and summary(local) == summary(again["result"])
+    context.store.put(inb, f"js-{run}/notes.jpg", not_an_image())
+    bad = js_invoke(deployed, inb, f"js-{run}/notes.jpg")
+    assert not bad["ok"] and bad["status"] == 502
+    code, local = local_invoke(deployed, inb, f"js-{run}/notes.jpg", tmp_path)
+    assert code == 1 and bad["error"]["error"] == local["error"]
+    assert f"js-{run}/notes.jpg" in bad["error"]["error"]
 
 
 def test_an_upload_alone_ends_as_a_thumbnail_and_a_record(
