@@ -94,12 +94,17 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import PIL
 from PIL import Image, ImageMath
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING or __package__:  # python -m benchmarks.bench_actions, and mypy
+    from benchmarks import common
+else:  # python benchmarks/bench_actions.py: benchmarks/ is sys.path[0]
+    import common
 
 from owdedup.deploy.build import (
     MAX_ZIP_BYTES,
@@ -324,7 +329,7 @@ class Report:
             "imports_top": self.imports,
             "imports_total_ms": self.import_totals,
             "memory": self.memory,
-            "warm_ms": {name: {"median": statistics.median(ms), "p95": percentile(ms, 95),
+            "warm_ms": {name: {"median": statistics.median(ms), "p95": common.percentile(ms, 95),
                                "min": min(ms), "runs": ms}
                         for name, ms in self.warm.items()},
             "sizes": self.sizes,
@@ -333,14 +338,6 @@ class Report:
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def median(values: Sequence[float]) -> float:
@@ -354,7 +351,7 @@ def cold_summary(runs: Sequence[ProcRun]) -> dict[str, float]:
     summary["activate_import"] = median([r.times["activate"] + r.times["import"] for r in runs])
     summary["cold"] = median([r.cold_ms for r in runs])
     summary["cold_clients"] = median([r.cold_clients_ms for r in runs])
-    summary["cold_clients_p95"] = percentile([r.cold_clients_ms for r in runs], 95)
+    summary["cold_clients_p95"] = common.percentile([r.cold_clients_ms for r in runs], 95)
     summary["total"] = median([r.times["interpreter"] + r.cold_clients_ms for r in runs])
     summary["compute"] = median([float(r.result.get("compute_ms") or 0.0) for r in runs])
     summary["rss_mib"] = median([r.rss["clients"]["VmRSS"] for r in runs])
@@ -1046,7 +1043,7 @@ def bench_warm(report: Report, zips: Mapping[str, Path], runtime_site: Path, roo
     for name, ms in times.items():
         report.checks.append(Check(
             f"w.{name}", f"warm blocking invoke {name.replace('/', ' ')}",
-            f"median {median(ms):.1f} ms, p95 {percentile(ms, 95):.1f} ms",
+            f"median {median(ms):.1f} ms, p95 {common.percentile(ms, 95):.1f} ms",
             median(ms), unit="ms"))
 
 
@@ -1203,7 +1200,7 @@ def save_chart(report: Report, path: Path) -> None:
     if report.warm:
         names = list(report.warm)
         medians = [median(v) for v in report.warm.values()]
-        p95 = [percentile(v, 95) - median(v) for v in report.warm.values()]
+        p95 = [common.percentile(v, 95) - median(v) for v in report.warm.values()]
         colors = ["seagreen" if n.endswith("hit") else "darkorange" if n.endswith("miss")
                   else "gray" for n in names]
         bars = ax.barh(names, medians, xerr=[[0] * len(names), p95], color=colors)
