@@ -198,8 +198,9 @@ def jpeg(
     quality: int = 90,
     icc: bool = False,
     extra_metadata: bool = False,
+    progressive: bool = False,
 ) -> bytes:
-    """A JPEG of the card in *mode* ("RGB", "L" or "CMYK").
+    """A JPEG of the card in *mode* ("RGB", "L" or "CMYK"), *progressive* or baseline.
 
     *orientation* (1-8) adds an EXIF Orientation tag; the pixels stay stored as a landscape.
     *exif_gps* adds camera, date and GPS EXIF tags; *icc* an sRGB profile; *extra_metadata* a
@@ -207,7 +208,7 @@ def jpeg(
     """
     if mode not in ("RGB", "L", "CMYK"):
         raise ValueError(f"JPEG cannot hold mode {mode!r}")
-    options: dict[str, object] = {"quality": quality}
+    options: dict[str, object] = {"quality": quality, "progressive": progressive}
     if orientation is not None or exif_gps:
         options["exif"] = exif(orientation, gps=exif_gps)
     if icc:
@@ -342,13 +343,13 @@ def _chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
-def bomb_png(width: int = 20000, height: int = 20000) -> bytes:
-    """A tiny (~70 byte) PNG whose header claims *width* x *height* pixels.
+def bomb_png(width: int = 20000, height: int = 20000, mode: str = "L") -> bytes:
+    """A tiny (~70 byte) PNG whose header claims *width* x *height* pixels of *mode*.
 
     It is a valid 1x1 PNG with its IHDR width and height patched and the chunk CRC recomputed,
     so a reader that trusts the header would try to allocate and decode the claimed size.
     """
-    data = bytearray(_encode(Image.new("L", (1, 1), 128), "PNG"))
+    data = bytearray(_encode(Image.new(mode, (1, 1)), "PNG"))
     # signature (8) + IHDR length (4) + b"IHDR" (4), then width and height (4 bytes each).
     if data[12:16] != b"IHDR":
         raise AssertionError("Pillow wrote an unexpected PNG layout")

@@ -19,6 +19,10 @@ MAX_SIZE = 4096
 DEFAULT_SIZES = (256,)
 DEFAULT_QUALITY = 85
 DEFAULT_MAX_PIXELS = 50_000_000
+# MiB a thumbnail call may add for one image (file bytes + decode), estimated from the header
+# (owdedup.thumbnail.estimate_memory; keep equal to thumbnail.DEFAULT_MAX_MEMORY_MB). 256 MiB
+# action memory - ~45 MiB process with its clients - ~10 MiB slack.
+DEFAULT_MAX_MEMORY_MB = 200
 _FORMAT_ALIASES = {"jpeg": "jpeg", "jpg": "jpeg", "png": "png", "webp": "webp"}
 _EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "webp": ".webp"}
 
@@ -44,6 +48,8 @@ class ThumbnailParams:
     format: str
     quality: int | None
     max_pixels: int
+    # Neither limit changes the pixels of an accepted image: both stay out of the identity.
+    max_memory_mb: int = DEFAULT_MAX_MEMORY_MB
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -51,6 +57,7 @@ class ThumbnailParams:
             "format": self.format,
             "quality": self.quality,
             "max_pixels": self.max_pixels,
+            "max_memory_mb": self.max_memory_mb,
         }
 
 
@@ -73,7 +80,8 @@ class ThumbnailFunction:
         if fmt != "png":  # PNG is lossless: quality would only split identical outputs
             quality = _int_param(params, "quality", DEFAULT_QUALITY, 1, 100)
         max_pixels = _int_param(params, "max_pixels", DEFAULT_MAX_PIXELS, 1, 1 << 40)
-        return ThumbnailParams(sizes, fmt, quality, max_pixels)
+        max_memory_mb = _int_param(params, "max_memory_mb", DEFAULT_MAX_MEMORY_MB, 1, 1 << 20)
+        return ThumbnailParams(sizes, fmt, quality, max_pixels, max_memory_mb)
 
     def variants(self, p: ThumbnailParams) -> list[Variant]:
         result = []

@@ -89,7 +89,7 @@ class Job:
             raise ConfigError("bad parameter 'outputs': not a list", key=key)
         function_params = {
             name: params[name]
-            for name in ("sizes", "size", "format", "quality", "max_pixels")
+            for name in ("sizes", "size", "format", "quality", "max_pixels", "max_memory_mb")
             if name in params
         }
         return cls(

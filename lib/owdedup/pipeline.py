@@ -99,7 +99,7 @@ def thumbnail_step(job: Job, ctx: Context) -> Job:
     started = time.perf_counter()
     thumbs = make_thumbnails(
         data, params.sizes, fmt=params.format, quality=params.quality,
-        max_pixels=params.max_pixels, name=job.key,
+        max_pixels=params.max_pixels, max_memory_mb=params.max_memory_mb, name=job.key,
     )
     job.compute_ms = (time.perf_counter() - started) * 1000
     by_size = {t.size: t for t in thumbs}

@@ -14,6 +14,7 @@ millions.
 from __future__ import annotations
 
 import io
+import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,6 +50,44 @@ _RESAMPLE = Image.Resampling.LANCZOS
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error,
                   Image.DecompressionBombError)
 
+_MIB = 1 << 20
+DEFAULT_MAX_MEMORY_MB = 200  # functions.DEFAULT_MAX_MEMORY_MB; MiB, see estimate_memory
+# Memory a full-resolution decode costs, in bytes per input pixel, by (format, mode) with
+# "+t" for a transparency key (PNG tRNS, GIF transparency), measured: peak RSS (VmHWM) of a
+# fresh process minus its RSS with the file already read, make_thumbnails(data, [256]),
+# photo-like images of 10 and 20 MP, Pillow 13.0, the slope between the two sizes (the
+# intercept, at most 7.2 MiB, is _FIXED_BYTES):
+#   1 (PNG) 2.00            -> L copy
+#   L (PNG, TIFF, BMP) 0.99-1.01
+#   P (PNG, GIF, BMP) 4.98-5.01       -> RGB copy; the P image dies before the resize
+#   P+t (PNG) 7.99          -> RGBA, then Pillow's premultiplied RGBa copy in resize()
+#   RGB (PNG, TIFF raw/deflate/jpeg, BMP) 3.98-4.01     (Pillow stores RGB as 4 bytes)
+#   CMYK (TIFF) 4.00
+#   LA (PNG) 8.00, RGBA (PNG, TIFF raw/deflate) 7.97-8.00   (+ the La/RGBa copy)
+#   I;16 (PNG, TIFF raw/deflate) 2.09-2.13   (BOX-shrunk while 16-bit, see _resizable)
+#   WebP RGB 16.67, RGBA 16.81   (libwebp's canvas buffers + the frame bytes + the image)
+# Not measured, derived from the copies the code makes: L+t / RGB+t (-> LA / RGBA) and PA
+# as RGBA; I and F (4-byte) as their decode plus the small 8-bit result.
+_FULL_DECODE_COST = {
+    "1": 2.0, "L": 1.0, "P": 5.0, "P+t": 8.0, "L+t": 8.0, "RGB": 4.0, "RGB+t": 8.0,
+    "CMYK": 4.0, "LA": 8.0, "PA": 8.0, "RGBA": 8.0, "I;16": 2.13, "I": 5.0, "F": 5.0,
+}
+_WEBP_COST = 17.0
+_FALLBACK_COST = 8.0  # any other mode is converted to RGB(A): decode + converted copy
+# JPEG is decoded at the draft scale Pillow picks for the largest box (the decoded image and
+# the reduce/resize copies: baseline RGB measured 0.36 B/px of input at scale 1/4, i.e. 1.45x
+# the 4 B/px scaled image; counted as 2x). A progressive JPEG also keeps libjpeg's whole
+# coefficient buffer, 2 bytes per DCT sample at full size, whatever the scale: measured
+# 3.29 B/px (RGB 4:2:0, 1.5 samples/px -> 3), 6.26 (RGB 4:4:4 -> 6), 2.06 (L -> 2),
+# 8.28 (CMYK -> 8). Baseline L / RGB / CMYK at scale 1/4: 0.07 / 0.36 / 0.37 B/px.
+_JPEG_DECODED_COPIES = 2.0
+_COEFFICIENT_BYTES = 2
+# Everything per-call that does not grow with the input (decoder state, the reduced image
+# for a 256 px box, the encoder): the measured intercepts were 0.8-7.2 MiB.
+_FIXED_BYTES = 8 * _MIB
+# The estimate is the measured cost times this (decoders' rounding, allocator slack).
+_SAFETY = 1.1
+
 
 @dataclass(frozen=True)
 class Thumbnail:
@@ -67,12 +106,15 @@ def make_thumbnails(
     fmt: str = "jpeg",
     quality: int | None = 85,
     max_pixels: int = 50_000_000,
+    max_memory_mb: int = DEFAULT_MAX_MEMORY_MB,
     name: str | None = None,
 ) -> list[Thumbnail]:
     """Thumbnails of the image in *data* fitting boxes of *sizes* px, largest first.
 
     Raises ``BadInputError`` (naming *name*) for anything that is not a decodable image of a
-    supported format within *max_pixels*.
+    supported format within *max_pixels*, or whose decode would need more than
+    *max_memory_mb* MiB (``estimate_memory``, the bytes in *data* included). Both are judged
+    from the header, before anything is decoded.
     """
     if not data:
         raise BadInputError("empty object (zero bytes), not an image", key=name)
@@ -81,6 +123,7 @@ def make_thumbnails(
     ordered = sorted(set(sizes), reverse=True)
     try:
         image = _open_checked(data, max_pixels, name)
+        _check_memory(image, len(data), ordered[0], max_memory_mb, name)
         if image.format == "TIFF":
             # Pillow's TIFF reader applies the Orientation tag itself while loading, then drops
             # the tag: load first so it is not applied twice (TIFF has no draft decode to lose).
@@ -121,6 +164,74 @@ def _open_checked(data: bytes, max_pixels: int, name: str | None) -> Image.Image
             key=name,
         )
     return image
+
+
+def estimate_memory(image: Image.Image, data_bytes: int, box: int) -> int:
+    """Bytes that thumbnailing the undecoded *image* to fit *box* px will add, at most.
+
+    From the header only: the file's bytes, the full-resolution decode with the copies the
+    pipeline makes (per format and mode, measured: see ``_FULL_DECODE_COST``), the reduced
+    and output images for *box*, and a fixed allowance; times a safety margin.
+    """
+    width, height = image.size
+    pixels = width * height
+    if image.format in ("JPEG", "MPO"):
+        scale = _jpeg_draft_scale(width, height, box)
+        scaled = math.ceil(width / scale) * math.ceil(height / scale)
+        full = scaled * (1 if image.mode == "L" else 4) * _JPEG_DECODED_COPIES
+        if image.info.get("progressive") or image.info.get("progression"):
+            full += _jpeg_coefficient_bytes(image)
+        width, height = math.ceil(width / scale), math.ceil(height / scale)
+    elif image.format == "WEBP":
+        full = pixels * _WEBP_COST
+    else:
+        mode = image.mode
+        if mode.startswith("I;16"):
+            mode = "I;16"
+        elif "transparency" in image.info and mode in ("L", "RGB", "P"):
+            mode += "+t"
+        full = pixels * _FULL_DECODE_COST.get(mode, _FALLBACK_COST)
+    # Reduced intermediate (reduce() by the integer factor thumbnail's reducing gap allows)
+    # and the largest thumbnail with its copies (orientation, output mode, encoder).
+    factor = int(max(width, height) / box / _REDUCING_GAP)
+    reduced = math.ceil(width / factor) * math.ceil(height / factor) * 4 if factor > 1 else 0
+    ratio = min(1.0, box / width, box / height)
+    fitted = math.ceil(width * ratio) * math.ceil(height * ratio) * 4 * 3
+    total = data_bytes + full + reduced + fitted + _FIXED_BYTES
+    return int(total * _SAFETY)
+
+
+def _jpeg_draft_scale(width: int, height: int, box: int) -> int:
+    """The DCT scale (1, 2, 4 or 8) ``JpegImageFile.draft`` picks inside ``thumbnail``."""
+    request = int(box * _REDUCING_GAP)
+    scale = min(width // request, height // request)
+    return next(s for s in (8, 4, 2, 1) if scale >= s or s == 1)
+
+
+def _jpeg_coefficient_bytes(image: Image.Image) -> int:
+    """libjpeg's whole-image coefficient buffer of a progressive JPEG (2 bytes a sample)."""
+    layers = getattr(image, "layer", None) or [(0, 1, 1, 0)] * len(image.getbands())
+    h_max = max(layer[1] for layer in layers) or 1
+    v_max = max(layer[2] for layer in layers) or 1
+    # Whole MCUs: the buffer covers the image padded to the MCU grid.
+    mcu_w, mcu_h = 8 * h_max, 8 * v_max
+    padded = math.ceil(image.width / mcu_w) * mcu_w * math.ceil(image.height / mcu_h) * mcu_h
+    samples = sum(layer[1] * layer[2] for layer in layers) / (h_max * v_max)
+    return int(padded * samples * _COEFFICIENT_BYTES)
+
+
+def _check_memory(
+    image: Image.Image, data_bytes: int, box: int, max_memory_mb: int, name: str | None
+) -> None:
+    needed = estimate_memory(image, data_bytes, box)
+    if needed > max_memory_mb * _MIB:
+        width, height = image.size
+        raise BadInputError(
+            f"{width}x{height} {image.mode} {image.format} image ({data_bytes / _MIB:.1f} MiB "
+            f"file) would need about {math.ceil(needed / _MIB)} MiB to decode and thumbnail, "
+            f"over the memory budget of {max_memory_mb} MiB (max_memory_mb)",
+            key=name,
+        )
 
 
 def _unsupported_reason(data: bytes) -> str:

@@ -182,6 +182,17 @@ def test_bad_input_leaves_no_output_and_no_record(
     assert sum(s.records for s in open_records(settings.records_url).stats()) == 0
 
 
+def test_memory_budget_reaches_the_thumbnail_step(
+    engine: Engine, photo: bytes, store_root: Path
+) -> None:
+    activation = engine.invoke(SEQUENCE, job(max_memory_mb=1))
+    assert not activation.success
+    assert "memory budget" in activation.result["error"]
+    assert activation.result["error"].startswith("a.jpg:")
+    assert list((store_root / "thumbs").rglob("*.jpg")) == []
+    assert engine.invoke(SEQUENCE, job()).result["status"] == "computed"
+
+
 def test_object_replaced_after_hashing_is_not_recorded_under_the_old_digest(
     engine: Engine, photo: bytes, store_root: Path
 ) -> None:

@@ -40,6 +40,11 @@ def test_max_pixels_is_not_part_of_the_identity() -> None:
     assert ids(size=64, max_pixels=1000) == ids(size=64, max_pixels=2000)
 
 
+def test_max_memory_mb_is_not_part_of_the_identity() -> None:
+    # A resource limit: it decides whether an image is accepted, never its output pixels.
+    assert ids(size=64, max_memory_mb=16) == ids(size=64, max_memory_mb=4096) == ids(size=64)
+
+
 def test_size_identity_depends_on_its_derivation_chain() -> None:
     alone = dict(zip([64], ids(size=64), strict=True))
     with_larger = dict(zip([128, 64], ids(sizes=[64, 128]), strict=True))
@@ -93,7 +98,8 @@ def test_bad_sizes_are_refused(value: object) -> None:
 
 
 @pytest.mark.parametrize(
-    "params", [{"format": "gif"}, {"quality": 0}, {"quality": "high"}, {"max_pixels": -5}]
+    "params", [{"format": "gif"}, {"quality": 0}, {"quality": "high"}, {"max_pixels": -5},
+               {"max_memory_mb": 0}, {"max_memory_mb": "lots"}]
 )
 def test_bad_parameters_are_refused(params: dict[str, object]) -> None:
     with pytest.raises(ConfigError):

@@ -6,15 +6,26 @@ All images are generated in memory by ``tests.imagegen``.
 from __future__ import annotations
 
 import io
+import json
 import math
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Callable
 
 import pytest
 from PIL import Image, ImageChops
 
+from owdedup import functions
 from owdedup.errors import BadInputError
-from owdedup.thumbnail import INPUT_FORMATS, OUTPUT_FORMATS, Thumbnail, make_thumbnails
+from owdedup.thumbnail import (
+    DEFAULT_MAX_MEMORY_MB,
+    INPUT_FORMATS,
+    OUTPUT_FORMATS,
+    Thumbnail,
+    make_thumbnails,
+)
 from tests import imagegen
 
 NAME = "photos/x.jpg"
@@ -501,6 +512,87 @@ def test_pixel_limit_is_inclusive_for_real_images() -> None:
     message = str(refused(data, max_pixels=2_999_999))
     assert "2000x1500" in message
     assert "2999999" in message
+
+
+def test_memory_budget_refuses_from_the_header_before_decoding() -> None:
+    data = imagegen.bomb_png(7000, 7000, mode="RGBA")  # 49 MP: within max_pixels
+    assert len(data) < 100
+    started = time.perf_counter()
+    message = str(refused(data))  # default budget
+    assert time.perf_counter() - started < 1.0
+    assert "7000x7000 RGBA PNG" in message
+    assert f"over the memory budget of {DEFAULT_MAX_MEMORY_MB} MiB" in message
+    needed = int(message.split("would need about ")[1].split(" MiB")[0])
+    assert 49e6 * 8 / (1 << 20) < needed < 49e6 * 10 / (1 << 20)  # RGBA costs ~8 B/px
+
+
+def test_memory_budget_depends_on_the_mode_not_just_the_pixel_count() -> None:
+    # The same 4 MP: a JPEG decodes at a reduced DCT scale, an RGBA PNG in full plus
+    # Pillow's premultiplied copy while resizing.
+    jpeg = imagegen.jpeg(2400, 1600)
+    rgba = imagegen.png(2400, 1600, mode="RGBA")
+    [thumb] = make_thumbnails(jpeg, [64], max_memory_mb=24, name=NAME)
+    assert (thumb.width, thumb.height) == (64, 43)
+    message = str(refused(rgba, max_memory_mb=24))
+    assert "2400x1600 RGBA PNG" in message
+    assert "over the memory budget of 24 MiB" in message
+    assert make_thumbnails(rgba, [64], max_memory_mb=64, name=NAME)
+
+
+def test_memory_budget_and_pixel_limit_are_separate_checks() -> None:
+    data = imagegen.bomb_png(8000, 8000, mode="RGBA")
+    assert "over the limit of 50000000" in str(refused(data, max_memory_mb=1 << 20))
+    assert "memory budget" in str(refused(data, max_pixels=10**9))
+
+
+def test_default_memory_budget_matches_the_function_parameters() -> None:
+    assert functions.DEFAULT_MAX_MEMORY_MB == DEFAULT_MAX_MEMORY_MB
+    params = functions.get_function("thumbnail").normalise({"max_memory_mb": "64"})
+    assert params.max_memory_mb == 64
+    assert functions.get_function("thumbnail").normalise({}).max_memory_mb == 200
+
+
+_MEASURE = textwrap.dedent("""
+    import io, json, sys
+    from PIL import Image
+    from owdedup.thumbnail import estimate_memory, make_thumbnails
+    data = sys.stdin.buffer.read()
+    estimate = estimate_memory(Image.open(io.BytesIO(data)), len(data), 64)
+    def rss(field):
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+        raise AssertionError(field)
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")  # reset VmHWM: the peak of the call alone
+    before = rss("VmRSS") - len(data)  # the estimate counts the file's bytes
+    make_thumbnails(data, [64], max_memory_mb=estimate // (1 << 20) + 1)
+    print(json.dumps({"estimate": estimate, "used": rss("VmHWM") - before}))
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: imagegen.png(2000, 1500, mode="RGBA"),
+        lambda: imagegen.png(2000, 1500, mode="I;16"),
+        lambda: imagegen.jpeg(3000, 2000, progressive=True),
+    ],
+    ids=["png-rgba", "png-16", "jpeg-progressive"],
+)
+def test_accepted_image_stays_within_its_memory_estimate(make: Callable[[], bytes]) -> None:
+    data = make()
+    out = subprocess.run(
+        [sys.executable, "-c", _MEASURE], input=data, capture_output=True, check=True
+    )
+    result = json.loads(out.stdout)
+    # The estimate carries a 10% margin plus 8 MiB of fixed allowance; allocator noise of a
+    # couple of MiB must not make it an underestimate.
+    assert result["used"] <= result["estimate"] + (2 << 20), result
+    # ... and is not wildly pessimistic either.
+    assert result["estimate"] < 3 * result["used"] + (12 << 20), result
 
 
 @pytest.mark.parametrize("fmt", ["PPM", "ICO", "TGA", "EPS"])
