@@ -10,6 +10,7 @@ installed for development fails there.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import shutil
 import socket
@@ -28,12 +29,14 @@ from owdedup.deploy.build import (
     ACTION_REQUIREMENTS,
     ACTIVATE_THIS,
     MAX_ZIP_BYTES,
+    PACKAGE_TRIMS,
     PINS_FILE,
     RUNTIME_PACKAGES,
     SITE_PACKAGES,
     TOOLING_MODULES,
     BuildError,
     BuiltZip,
+    Pin,
     plan_build,
     size_report,
 )
@@ -257,8 +260,47 @@ def test_layout(zips: dict[str, BuiltZip]) -> None:
                 assert info.date_time == (1980, 1, 1, 0, 0, 0), info.filename
                 mode = info.external_attr >> 16 & 0o777
                 assert mode in (0o644, 0o755), (info.filename, oct(mode))
-                assert "__pycache__" not in info.filename and not info.filename.endswith(".pyc")
                 assert not info.filename.startswith("/") and ".." not in info.filename
+            # bytecode: exactly one pyc per .py but __main__.py, and nothing else cached
+            sources = {n for n in names if n.endswith(".py") and n != "__main__.py"}
+            cached = {n for n in names if "__pycache__" in n.split("/") or n.endswith(".pyc")}
+            assert {n for n in cached if not n.endswith("/")} == {
+                build.pyc_name(n) for n in sources}, name
+
+
+def test_the_bytecode_is_checked_hash_based_on_the_shipped_sources(
+    zips: dict[str, BuiltZip]
+) -> None:
+    for item in zips.values():
+        with zipfile.ZipFile(item.path) as archive:
+            for source in archive.namelist():
+                if not source.endswith(".py") or source == "__main__.py":
+                    continue
+                pyc = archive.read(build.pyc_name(source))
+                assert pyc[:4] == importlib.util.MAGIC_NUMBER, source
+                assert int.from_bytes(pyc[4:8], "little") == 0b11, source  # hash, checked
+                assert pyc[8:16] == importlib.util.source_hash(archive.read(source)), source
+
+
+def test_bytecode_is_reproducible_and_per_file(tmp_path: Path) -> None:
+    """Each file's bytecode depends on its source and name only, not on what else the
+    compiler process compiled (nor on hash randomisation: frozenset constants)."""
+    root = PROJECT / "lib"
+    files = {p.relative_to(root).as_posix(): p.read_bytes()
+             for p in sorted((root / "owdedup").rglob("*.py"))}
+    files["x/sets.py"] = b"def f(x):\n    return x in {'a', 'b', 'c', 'd', 'e', 'f'}\n"
+    every = build.compile_bytecode(files)
+    some = build.compile_bytecode({n: c for n, c in list(files.items())[::-3]})
+    assert some and all(every[name] == pyc for name, pyc in some.items())
+    assert "x/__pycache__/sets.cpython-311.pyc" in every
+
+
+def test_bytecode_needs_cpython_3_11(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "version_info", (3, 12, 1, "final", 0))
+    with pytest.raises(BuildError, match=r"build them with CPython 3\.11"):
+        build.check_build_python()
+    with pytest.raises(BuildError, match=r"CPython 3\.11"):
+        build.compile_bytecode({"a.py": b""})
 
 
 def test_no_cli_or_tooling_inside(zips: dict[str, BuiltZip]) -> None:
@@ -287,7 +329,49 @@ def test_only_what_the_action_needs_and_the_runtime_lacks(zips: dict[str, BuiltZ
         # the zips that need it carry their own.
         assert ("requests" in top) == needs(name, "ibmcloudant"), name
         assert ("dateutil" in top) == needs(name, "ibmcloudant"), name
+        # left out by PACKAGE_TRIMS["minio"]: only minio's admin client needs them
+        assert not top & {"Crypto", "argon2", "_argon2_cffi_bindings", "cffi", "pycparser"}
+        assert not any(n.startswith("_cffi_backend") for n in top), name
     assert site_names(zips["dispatch"]) == set()
+
+
+def test_minio_ships_without_its_admin_client(zips: dict[str, BuiltZip]) -> None:
+    with zipfile.ZipFile(zips["hash"].path) as archive:
+        init = archive.read(f"{SITE_PACKAGES}/minio/__init__.py").decode()
+        names = set(archive.namelist())
+    assert "minioadmin" not in init.replace("owdedup: MinioAdmin left out", "")
+    assert "from .api import Minio as Minio" in init
+    for removed in PACKAGE_TRIMS["minio"].remove:
+        assert f"{SITE_PACKAGES}/{removed}" not in names
+    plan = plan_build(MANIFEST, only=["hash"])
+    (action,) = plan.actions
+    assert set(action.trimmed) == {"argon2-cffi", "argon2-cffi-bindings", "cffi", "pycparser",
+                                   "pycryptodome"}
+    assert "minio" in {pin.name for pin in action.packages}
+
+
+def test_a_trim_that_no_longer_fits_fails_the_build() -> None:
+    minio = Pin("minio", "9.9.9")
+    init = f"{SITE_PACKAGES}/minio/__init__.py"
+    removed = {f"{SITE_PACKAGES}/{r}": b"" for r in PACKAGE_TRIMS["minio"].remove}
+    with pytest.raises(BuildError, match=r"minio==9\.9\.9.*does not hold"):
+        build.apply_trims({init: b"from .api import Minio\n", **removed}, [minio])
+    with pytest.raises(BuildError, match=r"no minio/crypto\.py"):
+        build.apply_trims({init: b"", f"{SITE_PACKAGES}/minio/minioadmin.py": b""}, [minio])
+    files = {init: b"from .minioadmin import MinioAdmin as MinioAdmin\n", **removed}
+    build.apply_trims(files, [minio])
+    assert list(files) == [init] and b"import" not in files[init]
+    untouched = {"x": b"y"}
+    build.apply_trims(untouched, [Pin("pillow", "1")])
+    assert untouched == {"x": b"y"}
+
+
+def test_shipped_code_importing_a_trimmed_package_fails_the_build() -> None:
+    ok = {f"{SITE_PACKAGES}/a.py": b"import json\nfrom .cffi import x\n"}
+    build.check_trimmed_imports(ok, ["cffi", "pycryptodome"])
+    for source in (b"def f():\n    from Crypto.Cipher import AES\n", b"import _cffi_backend\n"):
+        with pytest.raises(BuildError, match="imports what PACKAGE_TRIMS left out"):
+            build.check_trimmed_imports({"b.py": source}, ["cffi", "pycryptodome"])
 
 
 def test_pins_equal_the_pillow_in_the_thumbnail_zip(zips: dict[str, BuiltZip]) -> None:
@@ -352,6 +436,10 @@ def test_a_runtime_package_too_old_for_a_requirement_is_shipped() -> None:
     )
     assert "requests" not in provided and "requests" in {p.name for p in pins}
     assert any("requests" in c and "2.0.0" in c for c in conflicts)
+    trimmed = {p.name for p in build.resolve_packages(["minio"])[0]}
+    untrimmed = {p.name for p in build.resolve_packages(["minio"], trims={})[0]}
+    assert untrimmed - trimmed == {"argon2-cffi", "argon2-cffi-bindings", "cffi", "pycparser",
+                                   "pycryptodome"}
     pins, provided, _ = build.resolve_packages(
         ["ibmcloudant"], {**RUNTIME_PACKAGES, "requests": "2.99.0",
                           "python-dateutil": "2.99.0"})
@@ -471,3 +559,38 @@ def test_a_zip_missing_a_package_fails_here(
     shutil.rmtree(broken / SITE_PACKAGES / "minio")
     with pytest.raises(RuntimeError, match="No module named 'minio'"):
         run("lookup", {**_forced("lookup"), "params": photo_store}, action_dir=broken)
+
+
+def _tree(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_fresh_unpack_runs_on_the_shipped_bytecode(
+    run: Runner, zips: dict[str, BuiltZip], tmp_path: Path, photo_store: dict[str, Any]
+) -> None:
+    """Unzipped afresh (no timestamps kept), the action imports everything it needs from the
+    shipped pycs: Python writes none and rewrites none (it would, were one stale or not
+    taken), but main__'s (the runtime renames __main__.py, so the zip cannot carry it). The
+    same run without the shipped pycs writes them: the check can fail."""
+    request = {**_forced("lookup"), "params": {**photo_store, "bucket": "b", "key": "k"}}
+    for ship_bytecode in (True, False):
+        folder = tmp_path / f"lookup-{ship_bytecode}"
+        with zipfile.ZipFile(zips["lookup"].path) as archive:
+            archive.extractall(folder)
+        (folder / "__main__.py").rename(folder / "main__.py")
+        (folder / "exec__.py").write_text("")  # the runner writes it
+        if not ship_bytecode:
+            for cache in list(folder.rglob("__pycache__")):
+                shutil.rmtree(cache)
+        before = _tree(folder)
+        report = run("lookup", request, action_dir=folder)
+        assert "minio" in report["modules"] and "ibmcloudant" in report["modules"]
+        after = _tree(folder)
+        changed = {n for n in after if before.get(n) != after[n]} - {"exec__.py"}
+        if ship_bytecode:
+            assert changed == {"__pycache__/main__.cpython-311.pyc"}
+            assert set(before) - set(after) == set()
+        else:
+            assert f"{SITE_PACKAGES}/minio/__pycache__/api.cpython-311.pyc" in changed
+            assert "owdedup/__pycache__/pipeline.cpython-311.pyc" in changed
