@@ -29,10 +29,10 @@ c. Cold start of each action in a fresh process, median of ``--runs`` processes 
    (a miss: Pillow is imported and the photo decoded; its compute time is shown), record
    inserts into a fresh copy of the record store, dispatch starts the sequence for one
    upload event through a stub OpenWhisk API (so its first call imports requests).
-   Two variants: (c) the bytecode of the unpacked folder is already cached (the second
-   process in a container, or a zip that ships ``.pyc`` files); (cf) every process runs in a
-   folder unpacked afresh, with no ``__pycache__``: what a new OpenWhisk container pays today,
-   since the zips carry no bytecode and the runtime compiles none before the first import.
+   Two variants: (c) the unpacked folder has already been run once (the second process in
+   a container); (cf) every process runs in a folder unpacked afresh: what a new OpenWhisk
+   container pays. The zips ship hash-based ``.pyc`` files, so (cf) compiles only
+   ``main__.py``; without them it would compile every module on first import.
 i. One extra process per action with ``-X importtime`` (which inflates times, so it is used to
    attribute, not to total): self time summed per top-level package after the launcher's own
    imports, the 10 biggest, the phase that imported each (import of main__ / first call /
@@ -647,7 +647,7 @@ def bench_cold(report: Report, harness: Harness, zips: Mapping[str, Path], scene
         console.print(f"  round {round_ + 1}", end="\r", highlight=False)
     report.cold = {"cached": cached, "fresh": fresh}
     for variant, label, tag in (("cached", "bytecode cached", "c"),
-                                ("fresh", "fresh unpack, no bytecode", "cf")):
+                                ("fresh", "fresh unpack", "cf")):
         for action, target in TARGET_MS.items():
             s = cold_summary(report.cold[variant][action])
             compute = (f", of which thumbnail compute {s['compute']:.0f}"
