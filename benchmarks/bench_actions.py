@@ -21,7 +21,8 @@ c. Cold start of each action in a fresh process, median of ``--runs`` processes 
    everything it imports), the first ``main()`` call, and the network clients the deployed
    action imports on its first call but the local backends do not: ``owdedup.stores.s3``
    (minio, urllib3) for hash, lookup and thumbnail; ``owdedup.records.couchdb._sdk()``
-   (ibmcloudant, ibm_cloud_sdk_core, requests) for lookup and record; ``requests`` for
+   (the urllib3 transport; ibmcloudant is loaded only for IAM ``apikey`` auth) for lookup and
+   record; ``requests`` for
    dispatch. Measured: "cold" = activate + import + first call; "cold + clients" = that plus
    the client imports. Targets (cold + clients): hash, lookup, record < 150 ms; thumbnail
    < 300 ms. First calls: hash streams a corpus photo (its cached digest removed first),

@@ -5,9 +5,16 @@ No request is made here; tests/services/test_couchdb_records.py runs against a r
 
 from __future__ import annotations
 
+import base64
+import json
+import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
 
@@ -17,18 +24,26 @@ from owdedup.records.couchdb import (
     COUNTS_PREFIX,
     DEFAULT_DATABASE,
     RECORD_PREFIX,
+    CloudantTransport,
     CouchAuth,
     CouchRecordStore,
-    _sdk,
+    TransportError,
+    Urllib3Transport,
+    _cloudant,
+    basic_authorization,
     build_authenticator,
     counts_doc,
     counts_id,
     doc_id,
+    doc_path,
     parse_url,
     record_doc,
     record_from_doc,
+    redact_headers,
     scrub,
     select_auth,
+    session_cookie,
+    with_query,
 )
 
 SECRET = "hunter2-s3cret"
@@ -198,29 +213,308 @@ def test_scrub() -> None:
     assert scrub(f"user admin pass {SECRET}!", ["admin", SECRET, ""]) == "user *** pass ***!"
 
 
-class _FakeClient:
-    """Stands in for CloudantV1: every call fails the way the test says."""
-
-    def __init__(self, error: Exception) -> None:
-        self.error = error
-
-    def get_document(self, *args: Any, **kwargs: Any) -> Any:
-        raise self.error
+# -- the transports' pure parts ------------------------------------------------------------
 
 
-def _store_failing_with(error: Exception) -> CouchRecordStore:
+def test_paths_quote_segments_but_keep_colons() -> None:
+    key = doc_id("a1-b", "c2")
+    assert doc_path("owdedup", key) == "/owdedup/rec:a1-b-c2"
+    assert doc_path("a/b", "_all_docs") == "/a%2Fb/_all_docs"
+    assert doc_path("x", "counts:thumb nail:0f") == "/x/counts:thumb%20nail:0f"
+    assert doc_path("x", "odd/id?#%") == "/x/odd%2Fid%3F%23%25"
+    assert doc_path("x") == "/x"
+    assert with_query("/x/rec:a-b", {"rev": "1-abc"}) == "/x/rec:a-b?rev=1-abc"
+    assert with_query("/x/rec:a-b", None) == "/x/rec:a-b"
+    store = CouchRecordStore("http://127.0.0.1:5984", "a/b")
+    assert store.path(key) == "/a%2Fb/rec:a1-b-c2"
+
+
+def test_basic_authorization_header() -> None:
+    assert basic_authorization("u", "p") == "Basic dTpw"
+    header = basic_authorization("admin", "pässwörd:1")
+    assert base64.b64decode(header.removeprefix("Basic ")).decode() == "admin:pässwörd:1"
+
+
+@pytest.mark.parametrize(
+    ("set_cookie", "cookie"),
+    [
+        ("AuthSession=YWRtaW46NjY; Version=1; Path=/; HttpOnly", "AuthSession=YWRtaW46NjY"),
+        ("other=1, AuthSession=abc-_=; Path=/", "AuthSession=abc-_="),
+        ("AuthSession=; Path=/", None),
+        ("other=1; Path=/", None),
+        (None, None),
+    ],
+)
+def test_session_cookie(set_cookie: str | None, cookie: str | None) -> None:
+    assert session_cookie(set_cookie) == cookie
+
+
+def test_redact_headers() -> None:
+    headers = {"Authorization": basic_authorization("u", SECRET), "cookie": "AuthSession=x",
+               "Accept": "application/json"}
+    assert redact_headers(headers) == {
+        "Authorization": "***", "cookie": "***", "Accept": "application/json"
+    }
+
+
+@pytest.mark.parametrize(
+    ("options", "transport"),
+    [
+        ({}, "urllib3"),
+        ({"username": "u", "password": "p"}, "urllib3"),
+        ({"username": "u", "password": "p", "auth": "session"}, "urllib3"),
+        ({"apikey": "k"}, "ibmcloudant"),
+        ({"username": "u", "password": "p", "transport": "ibmcloudant"}, "ibmcloudant"),
+        ({"transport": " URLLIB3 "}, "urllib3"),
+    ],
+)
+def test_transport_selection(options: dict[str, str], transport: str) -> None:
+    store = open_records("http://127.0.0.1:5984/x", options)
+    assert isinstance(store, CouchRecordStore) and store.transport == transport
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"transport": "curl"}, "unknown CouchDB transport"),
+        ({"apikey": "k", "transport": "urllib3"}, "needs the ibmcloudant transport"),
+    ],
+)
+def test_transport_selection_rejects(options: dict[str, str], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        open_records("http://127.0.0.1:5984/x", options)
+
+
+def test_transport_repr_hides_secrets() -> None:
+    auth = select_auth({"username": "admin", "password": SECRET})
+    transport = Urllib3Transport("http://127.0.0.1:5984", auth, 1.0)
+    assert SECRET not in repr(transport) and "basic" in repr(transport)
+
+
+# -- error mapping, over a fake transport ---------------------------------------------------
+
+
+class _FakeTransport:
+    """Answers every request with *reply*, or raises it."""
+
+    discard_after_failure = False
+
+    def __init__(self, reply: tuple[int, Any] | Exception) -> None:
+        self.reply = reply
+
+    def request(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        if isinstance(self.reply, Exception):
+            raise self.reply
+        return self.reply
+
+    def close(self) -> None:
+        pass
+
+
+def _store_answering(reply: tuple[int, Any] | Exception) -> CouchRecordStore:
     store = CouchRecordStore(
         "http://127.0.0.1:5984", "x", select_auth({"username": "admin", "password": SECRET})
     )
-    store._client_here()  # a real client first, so the fake is the one kept for this pid
-    store._client = _FakeClient(error)
+    store._transport_here()  # a real transport first, so the fake is the one kept for this pid
+    store._transport = _FakeTransport(reply)
     return store
 
 
 def test_http_errors_name_the_endpoint_not_the_credentials() -> None:
-    api_exception: Any = _sdk().ApiException
-    error = api_exception(500, message=f"internal error for admin:{SECRET}")
-    store = _store_failing_with(error)
+    store = _store_answering((500, {"error": "x", "reason": f"internal error admin:{SECRET}"}))
+    with pytest.raises(StoreError) as info:
+        store.get("f" * 64, "d" * 64)
+    message = str(info.value)
+    assert "http://127.0.0.1:5984/x" in message and "HTTP 500" in message
+    assert SECRET not in message
+    assert info.value.__cause__ is None and info.value.__context__ is None
+
+
+def test_refused_credentials_are_reported_as_such() -> None:
+    store = _store_answering((401, {"error": "unauthorized", "reason": "Name or password"}))
+    with pytest.raises(StoreError, match="refused the basic credentials"):
+        store.get("f" * 64, "d" * 64)
+
+
+def test_transport_errors_name_the_endpoint_not_the_credentials() -> None:
+    store = _store_answering(TransportError(f"[Errno 111] Connection refused {SECRET}"))
+    with pytest.raises(StoreError) as info:
+        store.get("f" * 64, "d" * 64)
+    assert str(info.value) == (
+        "cannot reach CouchDB at http://127.0.0.1:5984/x (lookup): [Errno 111] Connection "
+        "refused ***"
+    )
+    assert info.value.__cause__ is None and info.value.__context__ is None
+
+
+def test_expected_statuses_come_back_without_a_body() -> None:
+    store = _store_answering((404, {"error": "not_found", "reason": "missing"}))
+    assert store.get("f" * 64, "d" * 64) is None
+    assert store._request("x", "GET", "/x/y", expect=(404,)) == (404, None)
+
+
+def _unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def test_urllib3_connection_errors_are_short_and_unchained() -> None:
+    port = _unused_port()
+    store = open_records(
+        f"http://127.0.0.1:{port}/x", {"username": "admin", "password": SECRET, "timeout": "2"}
+    )
+    with pytest.raises(StoreError) as info:
+        store.get("f" * 64, "d" * 64)
+    assert str(info.value) == (
+        f"cannot reach CouchDB at http://127.0.0.1:{port}/x (lookup): "
+        "[Errno 111] Connection refused"
+    )
+    assert info.value.__cause__ is None and info.value.__context__ is None
+
+
+# -- the urllib3 transport against a tiny in-process server ---------------------------------
+
+
+class _Couch(BaseHTTPRequestHandler):
+    """Just enough CouchDB: a session login (``name`` / ``password`` form fields), Basic auth,
+    and ``GET /x/<id>`` answering with the request it saw."""
+
+    protocol_version = "HTTP/1.1"
+    server: _CouchServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _reply(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        for name, value in {"Content-Type": "application/json", **(headers or {})}.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _authorized(self) -> bool:
+        cookie = self.headers.get("Cookie")
+        if cookie is not None:
+            return cookie == f"AuthSession={self.server.session}"
+        authorization = self.headers.get("Authorization")
+        if authorization is not None:
+            return authorization == basic_authorization("admin", "right")
+        return True
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+        self.server.seen.append(("POST", self.path, body))
+        form = parse_qs(body)
+        if self.path == "/_session" and form == {"name": ["admin"], "password": ["right"]}:
+            self.server.session = f"s{len(self.server.seen)}"
+            cookie = f"AuthSession={self.server.session}; Version=1; Path=/; HttpOnly"
+            self._reply(200, {"ok": True}, {"Set-Cookie": cookie})
+        else:
+            self._reply(401, {"error": "unauthorized", "reason": "Name or password is incorrect."})
+
+    def do_GET(self) -> None:
+        self.server.seen.append(("GET", self.path, self.headers.get("Cookie") or ""))
+        if not self._authorized():
+            self._reply(401, {"error": "unauthorized", "reason": "You are not authorized."})
+        else:
+            self._reply(200, {"path": self.path, "accept": self.headers.get("Accept")})
+
+
+class _CouchServer(ThreadingHTTPServer):
+    session = ""
+    seen: list[tuple[str, str, str]]
+
+
+@pytest.fixture
+def fake_couch() -> Iterator[_CouchServer]:
+    server = _CouchServer(("127.0.0.1", 0), _Couch)
+    server.seen = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def _transport(server: _CouchServer, **options: str) -> Urllib3Transport:
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    return Urllib3Transport(url, select_auth(options), 5.0)
+
+
+def test_urllib3_basic_auth(fake_couch: _CouchServer) -> None:
+    right = _transport(fake_couch, username="admin", password="right")
+    path = doc_path("x", "rec:a-b")
+    assert right.request("GET", path) == (200, {"path": "/x/rec:a-b", "accept": "application/json"})
+    wrong = _transport(fake_couch, username="admin", password=SECRET)
+    status, body = wrong.request("GET", path)
+    assert status == 401 and SECRET not in json.dumps(body)
+
+
+def test_urllib3_session_logs_in_once_and_reuses_the_cookie(fake_couch: _CouchServer) -> None:
+    transport = _transport(fake_couch, username="admin", password="right", auth="session")
+    for _ in range(3):
+        assert transport.request("GET", "/x/rec:a-b")[0] == 200
+    assert [(m, p) for m, p, _ in fake_couch.seen] == [("POST", "/_session")] + [
+        ("GET", "/x/rec:a-b")
+    ] * 3
+    assert fake_couch.seen[0][2] == "name=admin&password=right"
+    assert {cookie for m, _, cookie in fake_couch.seen if m == "GET"} == {"AuthSession=s1"}
+
+
+def test_urllib3_session_logs_in_again_once_on_401(fake_couch: _CouchServer) -> None:
+    transport = _transport(fake_couch, username="admin", password="right", auth="session")
+    assert transport.request("GET", "/x/a")[0] == 200
+    fake_couch.session = "expired"  # the server forgot the session
+    assert transport.request("GET", "/x/a")[0] == 200
+    assert [m for m, _, _ in fake_couch.seen] == ["POST", "GET", "GET", "POST", "GET"]
+
+
+def test_urllib3_refused_session_login(fake_couch: _CouchServer) -> None:
+    url = f"http://127.0.0.1:{fake_couch.server_address[1]}/x"
+    store = open_records(url, {"username": "admin", "password": SECRET, "auth": "session"})
+    for _ in range(2):  # no cookie kept, no waiting: every request tries to log in again
+        with pytest.raises(StoreError, match="refused the session credentials") as info:
+            store.get("f" * 64, "d" * 64)
+        assert SECRET not in str(info.value)
+        assert info.value.__cause__ is None and info.value.__context__ is None
+    assert [m for m, _, _ in fake_couch.seen] == ["POST", "POST"]
+
+
+# -- the ibmcloudant transport's error mapping -----------------------------------------------
+
+
+class _FailingSdkClient:
+    """Stands in for CloudantV1 in CloudantTransport: every request fails as the test says."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def prepare_request(self, *args: Any, **kwargs: Any) -> Any:
+        return {}
+
+    def send(self, request: Any) -> Any:
+        raise self.error
+
+
+def _sdk_store_failing_with(error: Exception) -> CouchRecordStore:
+    store = open_records(
+        "http://127.0.0.1:5984/x",
+        {"username": "admin", "password": SECRET, "transport": "ibmcloudant"},
+    )
+    assert isinstance(store, CouchRecordStore)
+    transport = store._transport_here()
+    assert isinstance(transport, CloudantTransport)
+    transport._client = _FailingSdkClient(error)
+    return store
+
+
+def test_sdk_http_errors_name_the_endpoint_not_the_credentials() -> None:
+    api_exception: Any = _cloudant().ApiException
+    store = _sdk_store_failing_with(api_exception(500, message=f"internal error admin:{SECRET}"))
     with pytest.raises(StoreError) as info:
         store.get("f" * 64, "d" * 64)
     message = str(info.value)
@@ -230,14 +524,14 @@ def test_http_errors_name_the_endpoint_not_the_credentials() -> None:
     assert info.value.__cause__ is None and info.value.__context__ is None
 
 
-def test_refused_credentials_are_reported_as_such() -> None:
-    api_exception: Any = _sdk().ApiException
-    store = _store_failing_with(api_exception(401, message="Name or password is incorrect."))
+def test_sdk_refused_credentials_are_reported_as_such() -> None:
+    api_exception: Any = _cloudant().ApiException
+    store = _sdk_store_failing_with(api_exception(401, message="Name or password is incorrect."))
     with pytest.raises(StoreError, match="refused the basic credentials"):
         store.get("f" * 64, "d" * 64)
 
 
-def test_connection_errors_name_the_endpoint_not_the_credentials() -> None:
+def test_sdk_connection_errors_name_the_endpoint_not_the_credentials() -> None:
     from requests import ConnectionError as RequestsConnectionError
 
     error = RequestsConnectionError(
@@ -245,7 +539,7 @@ def test_connection_errors_name_the_endpoint_not_the_credentials() -> None:
         f"/x/rec:1?pw={SECRET} (Caused by NewConnectionError('<conn>: Failed to establish a "
         f"new connection: [Errno 111] Connection refused'))"
     )
-    store = _store_failing_with(error)
+    store = _sdk_store_failing_with(error)
     with pytest.raises(StoreError) as info:
         store.get("f" * 64, "d" * 64)
     message = str(info.value)
@@ -253,6 +547,28 @@ def test_connection_errors_name_the_endpoint_not_the_credentials() -> None:
         "cannot reach CouchDB at http://127.0.0.1:5984/x (lookup): [Errno 111] Connection refused"
     )
     assert info.value.__cause__ is None and info.value.__context__ is None
+    assert store._transport is None  # a new SDK client (and token manager) next time
+
+
+def test_first_request_over_urllib3_imports_no_sdk() -> None:
+    code = (
+        "import socket, sys\n"
+        "from owdedup.errors import StoreError\n"
+        "from owdedup.records import open_records\n"
+        "sock = socket.socket(); sock.bind(('127.0.0.1', 0)); port = sock.getsockname()[1]\n"
+        "sock.close()\n"
+        "store = open_records(f'http://127.0.0.1:{port}/x', {'username': 'u', 'password': 'p'})\n"
+        "try:\n"
+        "    store.get('f', 'd')\n"
+        "except StoreError:\n"
+        "    pass\n"
+        "heavy = ('ibmcloudant', 'ibm_cloud_sdk_core', 'requests')\n"
+        "print(','.join(m for m in heavy if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == ""
 
 
 def test_importing_the_backend_does_not_import_the_client() -> None:

@@ -24,29 +24,40 @@ Why this shape:
   extra request on start-up that every cold action would pay for; a concurrent creator's
   412 is fine. Reads of a missing database simply find nothing.
 
-Import cost: ``ibmcloudant`` and the ``requests`` stack under it take 100-150 ms to import
-(and building the client loads the CA bundle, ~20 ms), so that happens on the first request,
-not with this module: an action that never reaches the record store does not pay for it.
+Transport: the store speaks to the server through ``request(method, path, *, params, json)
+-> (status, body)``, one implementation of the logic above over either transport:
+
+* ``Urllib3Transport`` (the default): a ``urllib3.PoolManager`` (keep-alive, timeouts,
+  retries of connection failures only) with no auth, HTTP Basic, or a CouchDB cookie session
+  (``POST /_session`` with the form fields ``name`` and ``password``, the cookie reused, one
+  new login on a 401). urllib3 is already loaded by the S3 client in every action that uses
+  the record store, so the first request costs little more than the connection.
+* ``CloudantTransport``: IBM's ``ibmcloudant`` SDK, for IAM ``apikey`` auth (Cloudant), whose
+  token manager earns its cost: it and the ``requests`` stack under it take ~75-150 ms to
+  import, so they are imported only when a store with IAM auth (or ``transport=ibmcloudant``)
+  makes its first request.
 
 Credentials come only from options: ``username`` and ``password`` (HTTP Basic, or a cookie
-session with ``auth=session``; pouchdb-server refuses the SDK's session login, CouchDB 3
-accepts it), ``apikey`` (IBM Cloud IAM, for Cloudant), or none. A URL
-with ``user:password@`` is refused. The client's exceptions carry the HTTP request, with its
-Authorization header, so they are never chained onto ours: errors name the endpoint, the
-operation and the HTTP status only.
+session with ``auth=session``), ``apikey`` (IBM Cloud IAM, for Cloudant), or none; the option
+``transport`` (``auto``, ``urllib3`` or ``ibmcloudant``) overrides the choice above. A URL
+with ``user:password@`` is refused. Errors name the endpoint, the operation and the HTTP
+status only: never a header, cookie or password, and no client exception (which may hold the
+request and its Authorization header) is chained onto them.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
+import json as json_module
 import os
 import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import unquote, urlsplit
+from typing import Any, Protocol
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from owdedup.errors import ConfigError, StoreError
 from owdedup.records.base import FunctionStats, Record, RecordStore, record_id
@@ -203,8 +214,8 @@ class _Sdk:
 
 
 @functools.cache
-def _sdk() -> _Sdk:
-    """Import the client on first use (about 100 ms: requests, urllib3, the IBM SDK core)."""
+def _cloudant() -> _Sdk:
+    """Import IBM's client on first use (75-150 ms: requests, ibm_cloud_sdk_core, jwt, ...)."""
     from ibm_cloud_sdk_core import ApiException  # type: ignore[import-untyped]
     from ibm_cloud_sdk_core.authenticators import (  # type: ignore[import-untyped]
         BasicAuthenticator,
@@ -223,9 +234,19 @@ def _sdk() -> _Sdk:
     )
 
 
+@functools.cache
+def _sdk() -> Any:
+    """The HTTP client the default transport imports on a store's first request: urllib3
+    (already loaded wherever the S3 client is). benchmarks/bench_actions.py calls this as
+    the record store's client import."""
+    import urllib3
+
+    return urllib3
+
+
 def build_authenticator(auth: CouchAuth) -> Any:
     """The ibm_cloud_sdk_core authenticator for *auth* (no request is made)."""
-    sdk = _sdk()
+    sdk = _cloudant()
     try:
         if auth.kind == "basic":
             return sdk.BasicAuthenticator(auth.username, auth.password)
@@ -243,18 +264,267 @@ def build_authenticator(auth: CouchAuth) -> Any:
 Reply = tuple[int, Any]
 
 
+class TransportError(Exception):
+    """A request that got no HTTP reply (or an unreadable one). The message is safe to show:
+    a short reason, credentials scrubbed, and nothing chained."""
+
+
+class Transport(Protocol):
+    """How the store reaches the server: one HTTP request, its status and parsed JSON body
+    (None when empty; for an error status, whatever the server said). Raises TransportError
+    only when there is no usable reply."""
+
+    #: Drop this transport (and make a new one) after a request fails.
+    discard_after_failure: bool
+
+    def request(
+        self, method: str, path: str, *, params: Mapping[str, str] | None = None,
+        json: Any = None,
+    ) -> Reply: ...
+
+    def close(self) -> None: ...
+
+
+def doc_path(database: str, *parts: str) -> str:
+    """``/db/part/...`` with every segment percent-encoded (a ``/`` in a database name or id
+    too); ``:`` is left as it is, being legal in a path segment (``/owdedup/rec:f-d``)."""
+    return "/" + "/".join(quote(segment, safe=":") for segment in (database, *parts))
+
+
+def with_query(path: str, params: Mapping[str, str] | None) -> str:
+    return f"{path}?{urlencode(params)}" if params else path
+
+
+def basic_authorization(username: str, password: str) -> str:
+    """The ``Authorization`` value of HTTP Basic (UTF-8, as CouchDB and the SDK expect)."""
+    token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+    return f"Basic {token}"
+
+
+def session_cookie(set_cookie: str | None) -> str | None:
+    """``AuthSession=...`` out of a ``Set-Cookie`` value, or None."""
+    for part in (set_cookie or "").replace(",", ";").split(";"):
+        name, sep, value = part.strip().partition("=")
+        if sep and name == "AuthSession" and value:
+            return f"AuthSession={value}"
+    return None
+
+
+#: Request headers whose values are secret: never logged, shown or put in a message.
+SECRET_HEADERS = frozenset({"authorization", "cookie", "set-cookie", "proxy-authorization"})
+
+
+def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """*headers* fit to show: the secret ones' values replaced by ``***``."""
+    return {k: "***" if k.lower() in SECRET_HEADERS else v for k, v in headers.items()}
+
+
+def _decode(data: bytes) -> Any:
+    """A reply body: parsed JSON, None when empty, else its (short) text."""
+    if not data:
+        return None
+    try:
+        return json_module.loads(data)
+    except ValueError:
+        return data[:200].decode("utf-8", "replace")
+
+
+class Urllib3Transport:
+    """The default transport: urllib3 with no auth, HTTP Basic or a cookie session."""
+
+    discard_after_failure = False
+    #: Connection attempts retried (the request never left); a read is never retried, since a
+    #: PUT might have been applied.
+    CONNECT_RETRIES = 2
+
+    def __init__(self, service_url: str, auth: CouchAuth, timeout_s: float) -> None:
+        if auth.kind not in ("none", "basic", "session"):
+            raise ConfigError(f"the urllib3 CouchDB transport does not do {auth.kind} auth")
+        self.service_url = service_url.rstrip("/")
+        self.auth = auth
+        urllib3 = _sdk()
+        self._errors: tuple[type[BaseException], ...] = (urllib3.exceptions.HTTPError, OSError)
+        self._http = urllib3.PoolManager(
+            num_pools=2, maxsize=10,
+            timeout=urllib3.Timeout(connect=min(5.0, timeout_s), read=timeout_s),
+            retries=urllib3.Retry(
+                total=self.CONNECT_RETRIES, connect=self.CONNECT_RETRIES, read=0, redirect=0,
+                status=0, other=0, backoff_factor=0.05, raise_on_redirect=False,
+                raise_on_status=False,
+            ),
+        )
+        self._headers = {"Accept": "application/json", "User-Agent": "owdedup"}
+        if auth.kind == "basic":
+            self._headers["Authorization"] = basic_authorization(auth.username, auth.password)
+        self._cookie: str | None = None
+        self._login_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Urllib3Transport({self.service_url!r}, auth={self.auth.kind!r})"
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return (*self.auth.secrets, *((self._cookie,) if self._cookie else ()))
+
+    def request(
+        self, method: str, path: str, *, params: Mapping[str, str] | None = None,
+        json: Any = None,
+    ) -> Reply:
+        body = None if json is None else json_module.dumps(json, separators=(",", ":")).encode()
+        url = with_query(path, params)
+        if self.auth.kind != "session":
+            return self._send(method, url, body, self._headers)
+        cookie = self._cookie or self._login(None)
+        if cookie is None:
+            return 401, {"error": "unauthorized", "reason": "session login refused"}
+        status, reply = self._send(method, url, body, {**self._headers, "Cookie": cookie})
+        if status == 401:  # the session expired (or the server restarted): log in once more
+            cookie = self._login(cookie)
+            if cookie is None:
+                return 401, {"error": "unauthorized", "reason": "session login refused"}
+            status, reply = self._send(method, url, body, {**self._headers, "Cookie": cookie})
+        return status, reply
+
+    def _login(self, stale: str | None) -> str | None:
+        """A session cookie: the current one if another thread renewed *stale* meanwhile, else
+        a new one from ``POST /_session``; None if refused."""
+        with self._login_lock:
+            if self._cookie is not None and self._cookie != stale:
+                return self._cookie
+            self._cookie = None
+            form = urlencode({"name": self.auth.username, "password": self.auth.password})
+            status, _, set_cookie = self._send_raw(
+                "POST", "/_session", form.encode(),
+                {**self._headers, "Content-Type": "application/x-www-form-urlencoded"},
+            )
+            cookie = session_cookie(set_cookie) if 200 <= status < 300 else None
+            self._cookie = cookie
+            return cookie
+
+    def _send(
+        self, method: str, url: str, body: bytes | None, headers: Mapping[str, str]
+    ) -> Reply:
+        if body is not None:
+            headers = {**headers, "Content-Type": "application/json"}
+        status, data, set_cookie = self._send_raw(method, url, body, headers)
+        if set_cookie and self._cookie:  # CouchDB renews a session that is close to expiry
+            self._cookie = session_cookie(set_cookie) or self._cookie
+        reply = _decode(data)
+        if 200 <= status < 300 and isinstance(reply, str):
+            raise TransportError(f"reply to {method} is not JSON")
+        return status, reply
+
+    def _send_raw(
+        self, method: str, url: str, body: bytes | None, headers: Mapping[str, str]
+    ) -> tuple[int, bytes, str | None]:
+        try:
+            response = self._http.request(
+                method, self.service_url + url, body=body, headers=dict(headers),
+                redirect=False,
+            )
+        except self._errors as exc:
+            reason = scrub(_short_reason(exc), self.secrets)
+        else:
+            return response.status, response.data, response.headers.get("Set-Cookie")
+        # Raised outside the handler: urllib3's exception must not ride along as __context__.
+        raise TransportError(reason)
+
+    def close(self) -> None:
+        self._http.clear()
+
+
+class CloudantTransport:
+    """IBM's ``ibmcloudant`` SDK as a transport: for IAM (its token manager renews tokens)."""
+
+    # A token request that failed leaves the SDK's token manager waiting up to 60 s before
+    # it tries again: a new client (and token manager) next time instead.
+    discard_after_failure = True
+
+    def __init__(self, service_url: str, auth: CouchAuth, timeout_s: float) -> None:
+        self.auth = auth
+        self._sdk = _cloudant()
+        self._client = self._sdk.CloudantV1(authenticator=build_authenticator(auth))
+        self._client.set_service_url(service_url.rstrip("/"))
+        self._client.set_http_config({"timeout": (min(5.0, timeout_s), timeout_s)})
+
+    def __repr__(self) -> str:
+        return f"CloudantTransport(auth={self.auth.kind!r})"
+
+    def request(
+        self, method: str, path: str, *, params: Mapping[str, str] | None = None,
+        json: Any = None,
+    ) -> Reply:
+        sdk = self._sdk
+        headers = {"Accept": "application/json"}
+        data = None
+        if json is not None:
+            data = json_module.dumps(json, separators=(",", ":"))
+            headers["Content-Type"] = "application/json"
+        try:
+            request = self._client.prepare_request(
+                method, path, headers=headers, params=dict(params or {}), data=data
+            )
+            response = self._client.send(request)
+        except sdk.ApiException as exc:
+            status = int(getattr(exc, "status_code", 0) or 0)
+            reason = scrub(str(getattr(exc, "message", "") or "")[:200], self.auth.secrets)
+            return status, {"reason": reason}
+        except sdk.RequestException as exc:
+            failure = TransportError(scrub(_short_reason(exc), self.auth.secrets))
+        except StopIteration:
+            # ibmcloudant 0.11's session token manager does not check the status of its POST
+            # /_session: a refused login surfaces as StopIteration (no AuthSession cookie).
+            return 401, {"reason": "no session cookie from POST /_session"}
+        except ValueError as exc:  # a body that is not JSON, an argument the SDK refuses
+            failure = TransportError(scrub(str(exc)[:200], self.auth.secrets))
+        else:
+            return int(response.get_status_code()), response.get_result()
+        # Raised outside the handlers: the SDK's exception holds the request (and its
+        # Authorization header), and must not ride along as __context__.
+        raise failure
+
+    def close(self) -> None:
+        self._client.get_http_client().close()
+
+
+TRANSPORTS: dict[str, Callable[[str, CouchAuth, float], Transport]] = {
+    "urllib3": Urllib3Transport, "ibmcloudant": CloudantTransport,
+}
+
+
+def select_transport(name: str, auth: CouchAuth) -> str:
+    """``auto``: the SDK for IAM, urllib3 for everything else."""
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        return "ibmcloudant" if auth.kind == "iam" else "urllib3"
+    if name not in TRANSPORTS:
+        raise ConfigError(
+            f"unknown CouchDB transport {name!r}; choose one of: auto, {', '.join(TRANSPORTS)}"
+        )
+    if name == "urllib3" and auth.kind == "iam":
+        raise ConfigError("CouchDB IAM auth needs the ibmcloudant transport")
+    return name
+
+
+def _reason(body: Any) -> str:
+    if isinstance(body, dict):
+        return str(body.get("reason") or body.get("error") or "")
+    return str(body or "")
+
+
 class CouchRecordStore(RecordStore):
     scheme = "couchdb"
 
     def __init__(
         self, service_url: str, database: str = DEFAULT_DATABASE, auth: CouchAuth | None = None,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
+        timeout_s: float = DEFAULT_TIMEOUT_S, transport: str = "auto",
     ) -> None:
         self.service_url = service_url.rstrip("/")
         self.database = database
         self.auth = auth or CouchAuth()
         self.timeout_s = timeout_s
-        self._client: Any = None
+        self.transport = select_transport(transport, self.auth)
+        self._transport: Transport | None = None
         self._pid = 0
         self._lock = threading.Lock()
 
@@ -267,7 +537,10 @@ class CouchRecordStore(RecordStore):
             raise ConfigError(
                 f"records_timeout must be seconds, not {options.get('timeout')!r}"
             ) from None
-        return cls(service_url, database, select_auth(options), timeout_s=timeout_s)
+        return cls(
+            service_url, database, select_auth(options), timeout_s=timeout_s,
+            transport=options.get("transport", "auto"),
+        )
 
     def describe(self) -> str:
         return f"{self.service_url}/{self.database}"
@@ -275,58 +548,49 @@ class CouchRecordStore(RecordStore):
     def __repr__(self) -> str:
         return f"CouchRecordStore({self.describe()!r}, auth={self.auth.kind!r})"
 
-    # -- client and error handling ------------------------------------------------------
+    # -- transport and error handling ---------------------------------------------------
 
-    def _client_here(self) -> Any:
-        """One client (one connection pool) per process: sockets must not cross a fork."""
+    def _transport_here(self) -> Transport:
+        """One transport (one connection pool) per process: sockets must not cross a fork."""
         pid = os.getpid()
-        if self._client is None or self._pid != pid:
+        transport = self._transport
+        if transport is None or self._pid != pid:
             with self._lock:
-                if self._client is None or self._pid != pid:
-                    client = _sdk().CloudantV1(authenticator=build_authenticator(self.auth))
-                    client.set_service_url(self.service_url)
-                    client.set_http_config(
-                        {"timeout": (min(5.0, self.timeout_s), self.timeout_s)}
+                transport = self._transport
+                if transport is None or self._pid != pid:
+                    transport = TRANSPORTS[self.transport](
+                        self.service_url, self.auth, self.timeout_s
                     )
-                    self._client, self._pid = client, pid
-        return self._client
+                    self._transport, self._pid = transport, pid
+        return transport
+
+    def path(self, *parts: str) -> str:
+        """``/<database>/<part>/...``, percent-encoded."""
+        return doc_path(self.database, *parts)
 
     def _request(
-        self, action: str, call: Callable[[Any], Any], expect: tuple[int, ...] = ()
+        self, action: str, method: str, path: str, *, params: Mapping[str, str] | None = None,
+        json: Any = None, expect: tuple[int, ...] = (),
     ) -> Reply:
         """(status, parsed body) of one request; an error status in *expect* is returned with
         a None body, any other failure is a StoreError naming no credentials."""
-        sdk = _sdk()
-        client = self._client_here()
+        transport = self._transport_here()
         try:
-            response = call(client)
-        except sdk.ApiException as exc:
-            status = int(getattr(exc, "status_code", 0) or 0)
-            if status in expect:
-                return status, None
-            failure = self._http_error(action, status, str(getattr(exc, "message", "") or ""))
-        except sdk.RequestException as exc:
+            status, body = transport.request(method, path, params=params, json=json)
+        except TransportError as exc:
             failure = StoreError(
                 f"cannot reach CouchDB at {self.describe()} ({action}): "
-                + scrub(_short_reason(exc), self.auth.secrets)
-            )
-        except StopIteration:
-            # ibmcloudant 0.11's session token manager does not check the status of its POST
-            # /_session: a refused login surfaces as StopIteration (no AuthSession cookie).
-            failure = self._http_error(action, 401, "no session cookie from POST /_session")
-        except ValueError as exc:  # a body that is not JSON, an argument the SDK refuses
-            failure = StoreError(
-                f"CouchDB {action} failed at {self.describe()}: "
-                + scrub(str(exc)[:200], self.auth.secrets)
+                + scrub(str(exc), self.auth.secrets)
             )
         else:
-            return int(response.get_status_code()), response.get_result()
-        if self.auth.kind in ("session", "iam"):
-            # A token request that failed leaves the SDK's token manager waiting up to 60 s
-            # before it tries again; a new client (and token manager) next time instead.
-            self._client = None
-        # Raised outside the handlers: the client's exception holds the request (and its
-        # Authorization header), and must not ride along as __context__.
+            if 200 <= status < 300:
+                return status, body
+            if status in expect:
+                return status, None
+            failure = self._http_error(action, status, _reason(body))
+        if transport.discard_after_failure:
+            self._transport = None
+        # Raised outside the handler: nothing of the transport's rides along as __context__.
         raise failure
 
     def _http_error(self, action: str, status: int, reason: str) -> StoreError:
@@ -339,26 +603,22 @@ class CouchRecordStore(RecordStore):
         return StoreError(f"CouchDB {action} failed at {self.describe()}: HTTP {status} {reason}")
 
     def _create_database(self) -> None:
-        self._request("create database", lambda c: c.put_database(self.database), expect=(412,))
+        self._request("create database", "PUT", self.path(), expect=(412,))
 
     def _insert(self, action: str, key: str, doc: Mapping[str, Any]) -> bool:
         """PUT a new document; False if the id exists (409). Creates a missing database."""
-        def put(client: Any) -> Any:
-            return client.put_document(self.database, key, dict(doc))
-
-        status, _ = self._request(action, put, expect=(404, 409))
+        path, body = self.path(key), dict(doc)
+        status, _ = self._request(action, "PUT", path, json=body, expect=(404, 409))
         if status == 404:  # only the database can be missing for a PUT by id
             self._create_database()
-            status, _ = self._request(action, put, expect=(409,))
+            status, _ = self._request(action, "PUT", path, json=body, expect=(409,))
         return status != 409
 
     # -- RecordStore --------------------------------------------------------------------
 
     def get(self, function_id: str, input_digest: str) -> Record | None:
         key = doc_id(function_id, input_digest)
-        status, doc = self._request(
-            "lookup", lambda c: c.get_document(self.database, key), expect=(404,)
-        )
+        status, doc = self._request("lookup", "GET", self.path(key), expect=(404,))
         return None if status == 404 or not doc else record_from_doc(doc)
 
     def get_many(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Record]:
@@ -367,9 +627,8 @@ class CouchRecordStore(RecordStore):
             return super().get_many(pairs)  # one GET by id is the cheapest single read
         by_id = {doc_id(*pair): pair for pair in pairs}
         status, result = self._request(
-            "lookup",
-            lambda c: c.post_all_docs(self.database, keys=list(by_id), include_docs=True),
-            expect=(404,),
+            "lookup", "POST", self.path("_all_docs"),
+            json={"keys": list(by_id), "include_docs": True}, expect=(404,),
         )
         found: dict[tuple[str, str], Record] = {}
         if status == 404 or not result:
@@ -396,17 +655,13 @@ class CouchRecordStore(RecordStore):
         )
 
     def delete(self, function_id: str, input_digest: str) -> None:
-        key = doc_id(function_id, input_digest)
-        status, doc = self._request(
-            "record delete", lambda c: c.get_document(self.database, key), expect=(404,)
-        )
+        path = self.path(doc_id(function_id, input_digest))
+        status, doc = self._request("record delete", "GET", path, expect=(404,))
         if status == 404 or not doc:
             return
-        rev = str(doc["_rev"])
         # 409: rewritten since we read it (deleted and recomputed): that one is left alone.
         self._request(
-            "record delete",
-            lambda c: c.delete_document(self.database, key, rev=rev),
+            "record delete", "DELETE", path, params={"rev": str(doc["_rev"])},
             expect=(404, 409),
         )
 
@@ -428,15 +683,11 @@ class CouchRecordStore(RecordStore):
         batch: list[dict[str, Any]] = []
 
         def flush() -> int:
-            body = {"docs": batch}
-            status, rows = self._request(
-                "bulk load", lambda c: c.post_bulk_docs(self.database, body), expect=(404,)
-            )
+            path, body = self.path("_bulk_docs"), {"docs": batch}
+            status, rows = self._request("bulk load", "POST", path, json=body, expect=(404,))
             if status == 404:
                 self._create_database()
-                _, rows = self._request(
-                    "bulk load", lambda c: c.post_bulk_docs(self.database, body)
-                )
+                _, rows = self._request("bulk load", "POST", path, json=body)
             return sum(1 for row in rows or [] if row.get("ok"))
 
         for record in records:
@@ -481,12 +732,9 @@ class CouchRecordStore(RecordStore):
             start = str(rows[page_size]["id"]) if len(rows) > page_size else None
 
     def _page(self, start: str, end: str, limit: int) -> list[dict[str, Any]]:
+        body = {"start_key": start, "end_key": end, "include_docs": True, "limit": limit}
         status, result = self._request(
-            "stats",
-            lambda c: c.post_all_docs(
-                self.database, start_key=start, end_key=end, include_docs=True, limit=limit
-            ),
-            expect=(404,),
+            "stats", "POST", self.path("_all_docs"), json=body, expect=(404,)
         )
         if status == 404 or not result:
             return []
@@ -494,6 +742,6 @@ class CouchRecordStore(RecordStore):
         return rows
 
     def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None and self._pid == os.getpid():
-            client.get_http_client().close()
+        transport, self._transport = self._transport, None
+        if transport is not None and self._pid == os.getpid():
+            transport.close()
