@@ -33,8 +33,7 @@ from owdedup.deploy.build import RUNTIME_PACKAGES
 from owdedup.functions import get_function
 from owdedup.records import open_records
 from owdedup.serve.server import DevServer, ServeConfig
-from owdedup.services.config import ServicesConfig
-from owdedup.services.install import install_wskdeploy, is_wskdeploy_installed, wskdeploy_path
+from tests import tooling
 from tests.conftest import PROJECT
 from tests.imagegen import jpeg
 from tests.serve.conftest import AUTH, Client, wait_for
@@ -66,12 +65,7 @@ os.execv(os.environ["REAL_WSKDEPLOY"], [os.environ["REAL_WSKDEPLOY"], *sys.argv[
 
 @pytest.fixture(scope="session")
 def real_wskdeploy() -> Path:
-    config = ServicesConfig.from_env()
-    if not is_wskdeploy_installed(config):
-        if shutil.which("go") is None:
-            pytest.skip("wskdeploy is not installed and Go is missing to build it")
-        install_wskdeploy(config)
-    return wskdeploy_path(config)
+    return tooling.real_wskdeploy()
 
 
 def install_runtime_site(target: Path) -> Path:

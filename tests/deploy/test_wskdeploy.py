@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import subprocess
 
-import pytest
-
 from owdedup.services.config import ServicesConfig
 from owdedup.services.install import (
     _pseudo_version_stamp,
@@ -14,6 +12,7 @@ from owdedup.services.install import (
     wskdeploy_path,
 )
 from owdedup.services.versions import WSKDEPLOY_BINARY, WSKDEPLOY_MODULE, WSKDEPLOY_VERSION
+from tests.tooling import real_wskdeploy
 
 
 def test_pinned_by_pseudo_version() -> None:
@@ -35,9 +34,6 @@ def test_binary_lives_in_the_cache_bin() -> None:
 
 
 def test_installed_binary_runs() -> None:
-    config = ServicesConfig.from_env()
-    if not is_wskdeploy_installed(config):
-        pytest.skip("wskdeploy is not installed (owdedup.services.install.install_wskdeploy)")
-    done = subprocess.run([wskdeploy_path(config), "version"], capture_output=True, text=True,
+    done = subprocess.run([real_wskdeploy(), "version"], capture_output=True, text=True,
                           check=True)
     assert f"wskdeploy version: {WSKDEPLOY_VERSION}" in done.stdout

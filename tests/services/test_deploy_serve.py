@@ -37,14 +37,13 @@ from owdedup.functions import get_function
 from owdedup.services.config import ServicesConfig
 from owdedup.services.install import (
     install_openwhisk_js,
-    is_wskdeploy_installed,
     openwhisk_js_dir,
-    wskdeploy_path,
 )
 from tests.deploy.test_deploy_sh import install_runtime_site
 from tests.imagegen import jpeg, not_an_image
 from tests.serve.conftest import AUTH, Client
 from tests.services.conftest import PROJECT, Services
+from tests.tooling import real_wskdeploy
 
 pytestmark = pytest.mark.services
 
@@ -93,9 +92,7 @@ def _entities(client: Client) -> dict[str, set[str]]:
 
 @pytest.fixture(scope="module")
 def deployed(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
-    config = ServicesConfig.from_env()
-    if not is_wskdeploy_installed(config) and shutil.which("go") is None:
-        pytest.skip("wskdeploy is not installed and Go is missing to build it")
+    wskdeploy = real_wskdeploy()
     root = tmp_path_factory.mktemp("deploy-serve")
     site = install_runtime_site(root / "runtime-site")
     port = _free_port()
@@ -124,7 +121,7 @@ def deployed(services: Services, tmp_path_factory: pytest.TempPathFactory) -> It
                     ignore=shutil.ignore_patterns("__pycache__"))
     env = {**os.environ, **services.env, "OW_APIHOST": client.url, "OW_AUTH": AUTH,
            "OWDEDUP_SIZES": str(SIZE), "OWDEDUP_PYTHON": sys.executable,
-           "WSKDEPLOY": str(wskdeploy_path(config))}
+           "WSKDEPLOY": str(wskdeploy)}
     for name in ("OW_NAMESPACE", "WSK_CONFIG_FILE", "OWDEDUP_FORMAT", "OWDEDUP_QUALITY"):
         env.pop(name, None)
     try:

@@ -28,6 +28,7 @@ from owdedup.stores.s3 import S3Store
 from tests.conftest import PROJECT
 from tests.imagegen import jpeg
 from tests.services.conftest import Services
+from tests.tooling import missing
 
 pytestmark = pytest.mark.services
 
@@ -70,7 +71,7 @@ def buckets(store: S3Store) -> Iterator[list[str]]:
 def _mc(s3_env: dict[str, str], tmp_path: Path, *args: str) -> None:
     mc = shutil.which("mc") or str(ServicesConfig.from_env().bin_dir / "mc")
     if not Path(mc).exists():
-        pytest.skip("the mc client is not installed")
+        missing("the mc client is not installed")
     parts = urlsplit(s3_env["OWDEDUP_STORE"])
     env = {
         **os.environ,

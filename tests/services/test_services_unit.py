@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import shlex
-import shutil
 import socket
 import stat
 import struct
@@ -20,6 +19,7 @@ from owdedup.services import ServiceError, ServicesConfig, env_exports, is_insta
 from owdedup.services import processes as proc
 from owdedup.services.install import check_names, kafka_pom, pouchdb_package_json
 from owdedup.services.versions import KAFKA_ARTIFACTS
+from tests.tooling import need_command
 
 
 @pytest.fixture
@@ -157,13 +157,18 @@ def test_status_of_stopped_services(config: ServicesConfig) -> None:
     assert proc.stop(config, "kafka") is False
 
 
+@pytest.fixture
+def node() -> str:
+    return need_command("node")
+
+
 def _fake_pouchdb(config: ServicesConfig, script: str) -> None:
     config.pouchdb_bin.parent.mkdir(parents=True)
     config.pouchdb_bin.write_text("#!/bin/sh\n" + script)
     config.pouchdb_bin.chmod(0o755)
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="node not on PATH")
+@pytest.mark.usefixtures("node")
 def test_failed_start_names_the_service_and_shows_its_log(config: ServicesConfig) -> None:
     _fake_pouchdb(config, "echo 'cannot open the database folder'\nexit 3\n")
     with socket.socket() as probe:
@@ -179,7 +184,7 @@ def test_failed_start_names_the_service_and_shows_its_log(config: ServicesConfig
     assert not cfg.pid_file("couchdb").exists()
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="node not on PATH")
+@pytest.mark.usefixtures("node")
 def test_busy_port_is_reported(config: ServicesConfig) -> None:
     _fake_pouchdb(config, "exit 0\n")
     with socket.socket() as busy:
@@ -192,7 +197,7 @@ def test_busy_port_is_reported(config: ServicesConfig) -> None:
             proc.start_couchdb(cfg)
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="node not on PATH")
+@pytest.mark.usefixtures("node")
 def test_start_status_stop_of_a_process(config: ServicesConfig) -> None:
     """The bookkeeping with a stand-in server: python's http.server under the pouchdb name."""
     import sys
