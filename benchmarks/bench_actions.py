@@ -73,7 +73,6 @@ import http.client
 import json
 import math
 import os
-import platform
 import re
 import secrets
 import shutil
@@ -93,7 +92,6 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -358,27 +356,6 @@ def cold_summary(runs: Sequence[ProcRun]) -> dict[str, float]:
     summary["compute"] = median([float(r.result.get("compute_ms") or 0.0) for r in runs])
     summary["rss_mib"] = median([r.rss["clients"]["VmRSS"] for r in runs])
     return summary
-
-
-def environment() -> dict[str, Any]:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, check=False, cwd=PROJECT).stdout.strip()
-    model = platform.processor()
-    with suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "time": datetime.now(UTC).isoformat(timespec="seconds"),
-        "cpu_count": os.cpu_count(),
-        "cpu_model": model,
-        "load_average_start": list(os.getloadavg()),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "pillow": PIL.__version__,
-        "git_commit": commit,
-    }
 
 
 def base_python() -> str:
@@ -1190,11 +1167,7 @@ def print_tables(report: Report, console: Console) -> None:
 
 
 def save_chart(report: Report, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = common.pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(15, 10))
     ax = axes[0][0]
     if report.cold:
@@ -1265,11 +1238,9 @@ def save_chart(report: Report, path: Path) -> None:
         ax.set_title("zip sizes")
         ax.legend(fontsize=8)
     env = report.environment
-    fig.suptitle(f"owdedup action zips ({env['cpu_count']} CPUs, Python {env['python']}, "
-                 f"Pillow {env['pillow']}, commit {env['git_commit']})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    common.save_figure(fig, f"owdedup action zips ({env['cpu_count']} CPUs, Python "
+                       f"{env['python']}, Pillow {env['pillow']}, commit {env['git_commit']})",
+                       path)
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -1293,16 +1264,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--big-mib", type=int, default=1024, help="size of the big hash object")
     parser.add_argument("--invokes", type=int, default=30, help="warm invokes per config")
     parser.add_argument("--warmup", type=int, default=3, help="unmeasured invokes per config")
-    parser.add_argument("--only", default=",".join(SECTIONS),
-                        help=f"comma-separated subset of {', '.join(SECTIONS)}")
+    common.add_only(parser, SECTIONS)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     return parser.parse_args(argv)
 
 
 def pick_photo(folder: Path) -> Path:
-    photos = sorted((p for p in folder.iterdir()
-                     if p.suffix.lower() in (".jpg", ".jpeg") and p.is_file()),
-                    key=lambda p: (p.stat().st_size, p.name))
+    photos = sorted(common.jpeg_photos(folder), key=lambda p: (p.stat().st_size, p.name))
     if not photos:
         sys.exit(f"no JPEG photos in {folder}")
     return photos[len(photos) // 2]
@@ -1310,14 +1278,13 @@ def pick_photo(folder: Path) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    sections = {s.strip() for s in args.only.split(",") if s.strip()}
-    if unknown := sections - set(SECTIONS):
-        sys.exit(f"unknown section(s): {', '.join(sorted(unknown))}")
+    sections = common.parse_sections(args.only, SECTIONS)
     console = Console(width=None if sys.stdout.isatty() else 180)
     python = base_python()
     photo = pick_photo(args.photos)
-    report = Report({**environment(), "base_python": python, "photo": photo.name,
-                     "photo_bytes": photo.stat().st_size})
+    # common.environment adds photo_bytes (and photos: 1) for the one photo
+    report = Report(common.environment([photo], {"pillow": PIL.__version__},
+                                       {"base_python": python, "photo": photo.name}))
     work = Path(tempfile.mkdtemp(prefix="owdedup-bench-actions-"))
     try:
         if args.zips:

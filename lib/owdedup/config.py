@@ -53,8 +53,3 @@ def _options(
         if name.startswith(prefix + "_") and value not in (None, ""):
             found[name[len(prefix) + 1:]] = str(value)
     return tuple(sorted(found.items()))
-
-
-def is_config_param(name: str) -> bool:
-    """Parameters that configure stores (and may hold secrets): never echoed in results."""
-    return name in ("store", "records") or name.startswith(("store_", "records_"))

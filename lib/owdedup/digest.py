@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
 from typing import Any, BinaryIO
 
 CHUNK_BYTES = 1 << 20  # 1 MiB reads: large enough to amortise syscalls, small enough for 64 MB RAM
@@ -28,16 +27,6 @@ def sha256_stream(stream: BinaryIO, chunk_bytes: int = CHUNK_BYTES) -> tuple[str
     hasher = hashlib.sha256()
     total = 0
     while chunk := stream.read(chunk_bytes):
-        hasher.update(chunk)
-        total += len(chunk)
-    return hasher.hexdigest(), total
-
-
-def sha256_chunks(chunks: Iterable[bytes]) -> tuple[str, int]:
-    """Return (hex digest, byte count) of an iterable of byte chunks."""
-    hasher = hashlib.sha256()
-    total = 0
-    for chunk in chunks:
         hasher.update(chunk)
         total += len(chunk)
     return hasher.hexdigest(), total

@@ -84,6 +84,10 @@ class Job:
         digest = params.get("digest")
         if digest is not None and not is_sha256_hex(digest):
             raise ConfigError(f"bad digest {digest!r}: not a SHA-256 hex digest", key=key)
+        try:
+            input_bytes = int(params.get("input_bytes") or 0)
+        except (TypeError, ValueError):
+            raise ConfigError("bad parameter 'input_bytes': not an integer", key=key) from None
         outputs = params.get("outputs") or []
         if not isinstance(outputs, list):
             raise ConfigError("bad parameter 'outputs': not a list", key=key)
@@ -100,7 +104,7 @@ class Job:
             params=function_params,
             materialize=_flag(params.get("materialize", False)),
             digest=digest,
-            input_bytes=int(params.get("input_bytes") or 0),
+            input_bytes=input_bytes,
             digest_source=params.get("digest_source"),
             outputs=[Output.from_dict(o) for o in outputs],
             compute_ms=float(params.get("compute_ms") or 0.0),

@@ -65,7 +65,10 @@ def lookup_step(job: Job, ctx: Context) -> Job:
         if not ctx.store.exists(record.output.bucket, record.output.key):
             log.warning("output %s/%s of a record has vanished; recomputing",
                         record.output.bucket, record.output.key)
-            ctx.records.delete(output.function_id, digest)
+            try:
+                ctx.records.delete(output.function_id, digest)
+            except OwdedupError as exc:  # the recomputation will write the same names again
+                log.warning("could not delete the stale record: %s", exc)
             continue
         _fill_from_record(output, record)
         saved_ms += record.compute_ms
@@ -104,34 +107,31 @@ def thumbnail_step(job: Job, ctx: Context) -> Job:
     job.compute_ms = (time.perf_counter() - started) * 1000
     by_size = {t.size: t for t in thumbs}
     share_ms = job.compute_ms / len(thumbs)
-    written: list[Output] = []
-    try:
-        ctx.store.ensure_bucket(job.dest_bucket)
-        for output in job.outputs:
-            if output.hit:
-                continue
-            thumb = by_size[output.size]
-            ctx.store.put(
-                output.bucket, output.key, thumb.data,
-                content_type=thumb.content_type, sha256=hashlib.sha256(thumb.data).hexdigest(),
-            )
-            written.append(output)
-            output.bytes, output.width, output.height = len(thumb.data), thumb.width, thumb.height
-            output.compute_ms = share_ms
-    except OwdedupError:
-        for output in written:  # leave no partial set of outputs behind
-            ctx.store.delete(output.bucket, output.key)
-        raise
+    # A write that fails part-way leaves no record, so nothing refers to what was written;
+    # the names are fixed by (identity, digest), so the retry rewrites the same objects. They
+    # are not deleted: a concurrent activation of the same content may already have recorded
+    # those very objects.
+    ctx.store.ensure_bucket(job.dest_bucket)
+    for output in job.outputs:
+        if output.hit:
+            continue
+        thumb = by_size[output.size]
+        ctx.store.put(
+            output.bucket, output.key, thumb.data,
+            content_type=thumb.content_type, sha256=hashlib.sha256(thumb.data).hexdigest(),
+        )
+        output.bytes, output.width, output.height = len(thumb.data), thumb.width, thumb.height
+        output.compute_ms = share_ms
     return job
 
 
 def record_step(job: Job, ctx: Context) -> Job:
     """Store input -> output for every computed variant; report what the caller gets."""
     digest = _require_digest(job)
-    spec = get_function(job.function)
     if job.all_hit:
         job.status, job.recorded = "deduplicated", True
     else:
+        spec = get_function(job.function)
         missing = [o for o in job.outputs if not o.hit and o.bytes == 0]
         if missing:
             raise ConfigError("outputs were not computed: run 'thumbnail' first", key=job.key)

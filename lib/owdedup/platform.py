@@ -70,7 +70,13 @@ def _invoke_rest(
     except requests.RequestException as exc:
         raise StoreError(f"invoking {name} failed: {type(exc).__name__}") from exc
     if response.status_code in (200, 202, 502):
-        body = response.json()
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise StoreError(f"invoking {name} failed: HTTP {response.status_code} without "
+                             "an activation in the reply")
         activation_id = str(body.get("activationId", ""))
         if response.status_code == 202:
             return Invocation(activation_id, None)

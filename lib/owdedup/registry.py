@@ -8,7 +8,7 @@ of the choices.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Generic, TypeVar, cast
 from urllib.parse import urlsplit
 
@@ -47,13 +47,28 @@ class Registry(Generic[T]):
         return cast("type[T]", backend)
 
 
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """Replace every occurrence of a credential in *text* with ``***``.
+
+    Longest first, so that a secret containing another (a password that starts with the
+    user name) is hidden whole; values shorter than 3 characters are left alone, as hiding
+    them would mangle the message without protecting anything.
+    """
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= 3:
+            text = text.replace(secret, "***")
+    return text
+
+
 def redact_url(url: str) -> str:
-    """Drop any ``user:password@`` from *url* so it can be shown in messages and logs."""
+    """Drop any ``user:password@`` and query string from *url* so it can be shown in messages
+    and logs (a query may carry ``?apikey=...``)."""
     if "://" not in url:
         return url
     parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
-    return parts._replace(netloc=netloc).geturl()
+    if parts.query:
+        parts = parts._replace(query="***")
+    if parts.username is not None or parts.password is not None:
+        host = parts.hostname or ""
+        parts = parts._replace(netloc=f"***@{host}" + (f":{parts.port}" if parts.port else ""))
+    return parts.geturl()

@@ -231,15 +231,6 @@ def test_restarting_each_service_loses_no_event_and_no_output(
         thread.join(timeout=300)
     assert len(uploads) >= 6
 
-    def all_processed() -> bool:
-        for data in uploads.values():
-            fid, out_key = expected_output(data, outb)
-            if not context.store.exists(outb, out_key):
-                return False
-            if context.records.get(fid, hashlib.sha256(data).hexdigest()) is None:
-                return False
-        return True
-
     def missing() -> list[str]:
         gone = []
         for key, data in uploads.items():
@@ -250,7 +241,7 @@ def test_restarting_each_service_loses_no_event_and_no_output(
         return gone
 
     try:
-        wait_until(all_processed, timeout=300, what="every upload's output and record")
+        wait_until(lambda: not missing(), timeout=300, what="every upload's output and record")
     except AssertionError:
         raise AssertionError(f"not processed: {missing()}\nwatch output:\n" +
                              "\n".join(watch.lines[-60:])) from None

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from owdedup.digest import CHUNK_BYTES, sha256_stream
+from owdedup.engine.executor import Engine
 from owdedup.errors import ConfigError, NotFoundError, StoreError
 from owdedup.services import ServicesConfig
 from owdedup.stores import open_store
@@ -227,25 +228,28 @@ def test_bad_credentials_and_dead_endpoint_never_show_the_secret(
         dead.head("bucket", "a.jpg")
 
 
+def _local_engine(s3_env: dict[str, str], out: str, tmp_path: Path,
+                  monkeypatch: pytest.MonkeyPatch, *, with_keys: bool) -> Engine:
+    """The local executor on MinIO with a fresh SQLite record store; the store's settings in
+    the process environment, the keys in the actions' own settings only *with_keys*."""
+    from owdedup.engine.local import local_executor
+
+    names = ("OWDEDUP_STORE", "OWDEDUP_STORE_ACCESS_KEY", "OWDEDUP_STORE_SECRET_KEY")
+    for name in names:
+        monkeypatch.setenv(name, s3_env[name])
+    env = {name: s3_env[name] for name in (names if with_keys else names[:1])}
+    env |= {"OWDEDUP_RECORDS": f"sqlite:///{tmp_path}/r.sqlite", "OWDEDUP_OUT_BUCKET": out}
+    return local_executor(PROJECT / "manifest.yaml", env)
+
+
 def test_pipeline_on_minio(
     s3_env: dict[str, str], store: S3Store, buckets: list[str], tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from owdedup.engine.local import local_executor
-
     src, out = buckets
-    for name in ("OWDEDUP_STORE", "OWDEDUP_STORE_ACCESS_KEY", "OWDEDUP_STORE_SECRET_KEY"):
-        monkeypatch.setenv(name, s3_env[name])
-    env = {
-        "OWDEDUP_STORE": s3_env["OWDEDUP_STORE"],
-        "OWDEDUP_STORE_ACCESS_KEY": s3_env["OWDEDUP_STORE_ACCESS_KEY"],
-        "OWDEDUP_STORE_SECRET_KEY": s3_env["OWDEDUP_STORE_SECRET_KEY"],
-        "OWDEDUP_RECORDS": f"sqlite:///{tmp_path}/r.sqlite",
-        "OWDEDUP_OUT_BUCKET": out,
-    }
     image = jpeg(320, 240)
     store.put(src, "a.jpg", image, content_type="image/jpeg")
-    engine = local_executor(PROJECT / "manifest.yaml", env)
+    engine = _local_engine(s3_env, out, tmp_path, monkeypatch, with_keys=True)
     payload = {"bucket": src, "key": "a.jpg", "sizes": [64]}
 
     first = engine.invoke("owdedup/dedup-thumbnail", payload)
@@ -270,17 +274,11 @@ def test_pipeline_computes_the_digest_without_a_checksum(
     s3_env: dict[str, str], store: S3Store, buckets: list[str], tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from owdedup.engine.local import local_executor
-
     src, out = buckets
-    for name in ("OWDEDUP_STORE", "OWDEDUP_STORE_ACCESS_KEY", "OWDEDUP_STORE_SECRET_KEY"):
-        monkeypatch.setenv(name, s3_env[name])
-    env = {"OWDEDUP_STORE": s3_env["OWDEDUP_STORE"],
-           "OWDEDUP_RECORDS": f"sqlite:///{tmp_path}/r.sqlite", "OWDEDUP_OUT_BUCKET": out}
     file = tmp_path / "a.jpg"
     file.write_bytes(jpeg(320, 240))
     _mc(s3_env, tmp_path, "cp", str(file), f"s3test/{src}/a.jpg")
-    engine = local_executor(PROJECT / "manifest.yaml", env)
+    engine = _local_engine(s3_env, out, tmp_path, monkeypatch, with_keys=False)
     result = engine.invoke("owdedup/dedup-thumbnail", {"bucket": src, "key": "a.jpg",
                                                        "sizes": [64]})
     assert result.success, result.result

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
@@ -320,22 +320,6 @@ def _store_answering(reply: tuple[int, Any] | Exception) -> CouchRecordStore:
     return store
 
 
-def test_http_errors_name_the_endpoint_not_the_credentials() -> None:
-    store = _store_answering((500, {"error": "x", "reason": f"internal error admin:{SECRET}"}))
-    with pytest.raises(StoreError) as info:
-        store.get("f" * 64, "d" * 64)
-    message = str(info.value)
-    assert "http://127.0.0.1:5984/x" in message and "HTTP 500" in message
-    assert SECRET not in message
-    assert info.value.__cause__ is None and info.value.__context__ is None
-
-
-def test_refused_credentials_are_reported_as_such() -> None:
-    store = _store_answering((401, {"error": "unauthorized", "reason": "Name or password"}))
-    with pytest.raises(StoreError, match="refused the basic credentials"):
-        store.get("f" * 64, "d" * 64)
-
-
 def test_transport_errors_name_the_endpoint_not_the_credentials() -> None:
     store = _store_answering(TransportError(f"[Errno 111] Connection refused {SECRET}"))
     with pytest.raises(StoreError) as info:
@@ -512,9 +496,26 @@ def _sdk_store_failing_with(error: Exception) -> CouchRecordStore:
     return store
 
 
-def test_sdk_http_errors_name_the_endpoint_not_the_credentials() -> None:
+def _urllib3_store_answering(status: int, error: str, reason: str) -> CouchRecordStore:
+    return _store_answering((status, {"error": error, "reason": reason}))
+
+
+def _sdk_store_answering(status: int, error: str, reason: str) -> CouchRecordStore:
     api_exception: Any = _cloudant().ApiException
-    store = _sdk_store_failing_with(api_exception(500, message=f"internal error admin:{SECRET}"))
+    return _sdk_store_failing_with(api_exception(status, message=reason))
+
+
+#: An HTTP error status as each transport meets it: a (status, body) reply, an ApiException.
+ANSWERING_WITH = pytest.mark.parametrize(
+    "answering", [_urllib3_store_answering, _sdk_store_answering], ids=["urllib3", "ibmcloudant"]
+)
+
+
+@ANSWERING_WITH
+def test_http_errors_name_the_endpoint_not_the_credentials(
+    answering: Callable[[int, str, str], CouchRecordStore],
+) -> None:
+    store = answering(500, "x", f"internal error admin:{SECRET}")
     with pytest.raises(StoreError) as info:
         store.get("f" * 64, "d" * 64)
     message = str(info.value)
@@ -524,9 +525,11 @@ def test_sdk_http_errors_name_the_endpoint_not_the_credentials() -> None:
     assert info.value.__cause__ is None and info.value.__context__ is None
 
 
-def test_sdk_refused_credentials_are_reported_as_such() -> None:
-    api_exception: Any = _cloudant().ApiException
-    store = _sdk_store_failing_with(api_exception(401, message="Name or password is incorrect."))
+@ANSWERING_WITH
+def test_refused_credentials_are_reported_as_such(
+    answering: Callable[[int, str, str], CouchRecordStore],
+) -> None:
+    store = answering(401, "unauthorized", "Name or password is incorrect.")
     with pytest.raises(StoreError, match="refused the basic credentials"):
         store.get("f" * 64, "d" * 64)
 

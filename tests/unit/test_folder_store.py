@@ -106,12 +106,18 @@ def test_checksum_is_kept_and_invalidated_when_file_changes(
         pytest.skip("filesystem without user extended attributes")
     data = b"some image bytes"
     digest = hashlib.sha256(data).hexdigest()
-    info = store.put("photos", "a.jpg", data)
-    assert store.head("photos", "a.jpg").sha256 is None  # no checksum given at upload
+    store.put("photos", "a.jpg", data)
+    info = store.head("photos", "a.jpg")
+    assert info.sha256 is None  # no checksum given at upload
     store.remember_sha256(info, digest)
     assert store.head("photos", "a.jpg").sha256 == digest
     path = store_root / "photos" / "a.jpg"
     path.write_bytes(b"rewritten in place with other bytes")
     assert store.head("photos", "a.jpg").sha256 is None  # stale checksum never trusted
+    # A digest taken before a same-size rewrite is not remembered for the new content.
+    before = store.head("photos", "a.jpg")
+    os.utime(path, ns=(before_ns := path.stat().st_mtime_ns, before_ns + 1_000_000))
+    store.remember_sha256(before, "0" * 64)
+    assert store.head("photos", "a.jpg").sha256 is None
     store.put("photos", "b.jpg", data, sha256=digest)
     assert store.head("photos", "b.jpg").sha256 == digest  # uploads carry their checksum

@@ -11,7 +11,6 @@ import math
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Callable
 
 import pytest
@@ -482,9 +481,7 @@ def test_truncated_message_says_truncated(data: bytes) -> None:
 def test_bomb_header_over_max_pixels_refused_before_decoding() -> None:
     data = imagegen.bomb_png(8000, 8000)
     assert len(data) < 100
-    started = time.perf_counter()
     message = str(refused(data))  # default limit: 50 million pixels
-    assert time.perf_counter() - started < 1.0
     assert "over the limit" in message
     assert "8000x8000" in message
     assert "64000000" in message
@@ -498,9 +495,7 @@ def test_bomb_header_over_custom_limit_refused() -> None:
 
 
 def test_huge_bomb_header_refused() -> None:
-    started = time.perf_counter()
     message = str(refused(imagegen.bomb_png(20000, 20000)))
-    assert time.perf_counter() - started < 1.0
     assert "400000000" in message  # Pillow refuses this one itself, in the same words
     assert "over the limit" in message
 
@@ -517,9 +512,7 @@ def test_pixel_limit_is_inclusive_for_real_images() -> None:
 def test_memory_budget_refuses_from_the_header_before_decoding() -> None:
     data = imagegen.bomb_png(7000, 7000, mode="RGBA")  # 49 MP: within max_pixels
     assert len(data) < 100
-    started = time.perf_counter()
     message = str(refused(data))  # default budget
-    assert time.perf_counter() - started < 1.0
     assert "7000x7000 RGBA PNG" in message
     assert f"over the memory budget of {DEFAULT_MAX_MEMORY_MB} MiB" in message
     needed = int(message.split("would need about ")[1].split(" MiB")[0])

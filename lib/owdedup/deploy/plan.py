@@ -174,9 +174,6 @@ RECORDS: Final = Variable("OWDEDUP_RECORDS", "record-store URL, e.g. http://couc
 OUT_BUCKET: Final = Variable("OWDEDUP_OUT_BUCKET", "bucket that receives the thumbnails")
 KAFKA: Final = Variable("OWDEDUP_KAFKA", "Kafka brokers for the feed, host:port[,host:port]")
 KAFKA_TOPIC: Final = Variable("OWDEDUP_KAFKA_TOPIC", "topic of MinIO's upload events")
-#: Bound when set, "" (the default) otherwise.
-OPTIONAL: Final = ("OWDEDUP_RECORDS_USERNAME", "OWDEDUP_RECORDS_PASSWORD", "OWDEDUP_SIZES",
-                   "OWDEDUP_FORMAT", "OWDEDUP_QUALITY")
 #: The manifest inputs holding credentials: masked in a ``--preview``.
 SECRET_VARIABLES: Final = ("OWDEDUP_STORE_ACCESS_KEY", "OWDEDUP_STORE_SECRET_KEY",
                            "OWDEDUP_RECORDS_USERNAME", "OWDEDUP_RECORDS_PASSWORD")

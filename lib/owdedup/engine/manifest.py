@@ -123,9 +123,10 @@ class Manifest:
 
     def trigger(self, name: str) -> TriggerDef | None:
         # Triggers and rules live in the namespace, not in a package (as wskdeploy creates them).
+        short = name.strip("/").rpartition("/")[2]
         for pkg in self.packages.values():
-            if name.strip("/").rpartition("/")[2] in pkg.triggers:
-                return pkg.triggers[name.strip("/").rpartition("/")[2]]
+            if short in pkg.triggers:
+                return pkg.triggers[short]
         return None
 
     def rules_for(self, trigger: str) -> list[RuleDef]:
@@ -206,7 +207,9 @@ def _package(name: str, body: dict[str, Any], env: Mapping[str, str]) -> Package
                                    _qualify(name, str(spec["action"])))
     for seq in sequences.values():
         for component in seq.components:
-            if component.rpartition("/")[2] not in actions and component.startswith(name + "/"):
+            short = component.rpartition("/")[2]
+            local = component.startswith(name + "/")
+            if local and short not in actions and short not in sequences:
                 raise ConfigError(f"sequence {seq.name}: unknown action {component}")
     return PackageDef(
         name=name,

@@ -63,7 +63,6 @@ class InProcessRunner:
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         root = logging.getLogger()
         root.addHandler(handler)
-        crashed = False
         try:
             with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
                 try:
@@ -73,7 +72,10 @@ class InProcessRunner:
                     result = {"error": str(exc) or type(exc).__name__}
         finally:
             root.removeHandler(handler)
-        return result, sorted(stdout.lines + stderr.lines), crashed
+            stdout.flush()
+            stderr.flush()
+        # In process, nothing can crash the runtime: every failure is an application error.
+        return result, sorted(stdout.lines + stderr.lines), False
 
 
 class _Stream(io.TextIOBase):
@@ -90,6 +92,11 @@ class _Stream(io.TextIOBase):
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         self.lines += [f"{now} {self.name_}: {line}" for line in complete]
         return len(text)
+
+    def flush(self) -> None:
+        """Keep a last line that ended without a newline."""
+        if self._partial:
+            self.write("\n")
 
 
 def _load_main(source: Path, action: ActionDef) -> Main:

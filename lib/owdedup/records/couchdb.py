@@ -62,6 +62,7 @@ from urllib.parse import quote, unquote, urlencode, urlsplit
 from owdedup.errors import ConfigError, StoreError
 from owdedup.records.base import FunctionStats, Record, RecordStore, record_id
 from owdedup.registry import redact_url
+from owdedup.registry import scrub as scrub  # re-exported: one scrubber for every backend
 
 DEFAULT_DATABASE = "owdedup"
 RECORD_PREFIX = "rec:"
@@ -181,14 +182,6 @@ def counts_doc(
 
 def counts_id(function: str) -> str:
     return f"{COUNTS_PREFIX}{function}:{os.urandom(16).hex()}"
-
-
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """*text* with every secret replaced by ``***`` (defence in depth: none should be there)."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
 
 
 def _short_reason(exc: BaseException) -> str:

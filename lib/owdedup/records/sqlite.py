@@ -50,7 +50,11 @@ class SqliteRecordStore(RecordStore):
         raw = unquote(parts.netloc + parts.path)
         if not raw:
             raise ConfigError("sqlite URL needs a path, e.g. sqlite:///var/lib/owdedup.sqlite")
-        return cls(Path(raw), timeout_s=float(options.get("timeout", 30.0)))
+        try:
+            timeout_s = float(options.get("timeout", 30.0))
+        except ValueError:
+            raise ConfigError(f"bad sqlite timeout {options.get('timeout')!r}") from None
+        return cls(Path(raw), timeout_s=timeout_s)
 
     def describe(self) -> str:
         return f"sqlite://{self.path}"

@@ -78,7 +78,7 @@ class Response:
         return json.dumps(self.body).encode("utf-8")
 
 
-def runtimes_info(description: str = "owdedup serve (development server)") -> dict[str, Any]:
+def runtimes_info() -> dict[str, Any]:
     """``GET /``: the runtime kinds and limits, in OpenWhisk's shape."""
     runtimes: dict[str, list[dict[str, Any]]] = {}
     for family, kinds in RUNTIME_KINDS.items():
@@ -91,7 +91,7 @@ def runtimes_info(description: str = "owdedup serve (development server)") -> di
             "requireMain": False,
         } for kind in kinds]
     return {
-        "description": description,
+        "description": "owdedup serve (development server)",
         "api_paths": ["/api/v1"],
         "support": {"github": "https://github.com/apache/openwhisk/issues",
                     "slack": "http://slack.openwhisk.org"},
@@ -239,9 +239,8 @@ class RestApi:
             return Response(200, self.catalog.put_action(path, body, _overwrite(route)))
         if route.method == "DELETE":
             return Response(200, self.catalog.delete_action(path.relative))
-        if route.method == "POST":
-            return self._invoke(route, path.relative)
-        raise MethodNotAllowed(f"HTTP method {route.method} is not allowed on this resource.")
+        self._only(route.method, "POST")
+        return self._invoke(route, path.relative)
 
     def _invoke(self, route: _Route, name: str) -> Response:
         payload = self._json_object(route.request, PAYLOAD_LIMIT)

@@ -73,11 +73,6 @@ class EntityPath:
     def qualified(self) -> str:
         return f"/{self.namespace}/{self.relative}"
 
-    @property
-    def path(self) -> str:
-        """OpenWhisk's ``path`` of the entity: its namespace, plus its package if any."""
-        return f"{self.namespace}/{self.package}" if self.package else self.namespace
-
 
 def parse_name(text: str, namespace: str) -> EntityPath:
     """Any accepted name form -> its path; ``_`` stands for *namespace*."""
@@ -446,10 +441,6 @@ class ServeCatalog:
             if collection == "actions" and package is not None:
                 docs = [(k, d) for k, d in docs if d["package"] == package]
             return [self._summary(collection, doc) for _, doc in docs]
-
-    def count(self, collection: str) -> int:
-        with self._lock:
-            return len(self._docs[collection])
 
     # -- internals -----------------------------------------------------------------------
 

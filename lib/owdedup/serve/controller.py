@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from owdedup.engine.activation import INTERNAL_ERROR, SUCCESS, Activation, new_a
 from owdedup.engine.executor import Engine, Runner, merge_params
 from owdedup.engine.manifest import ActionDef
 from owdedup.errors import NotFoundError
-from owdedup.serve.catalog import BUILTIN_KIND, ServeCatalog
+from owdedup.serve.catalog import BUILTIN_KIND, ServeCatalog, now_ms
 
 log = logging.getLogger("owdedup.serve")
 
@@ -120,7 +119,7 @@ class Controller:
         runner: Runner,
         *,
         store: ActivationStore | None = None,
-        clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        clock_ms: Callable[[], int] = now_ms,
     ) -> None:
         self.catalog = catalog
         self.store = store or ActivationStore()

@@ -42,6 +42,3 @@ class Conflict(ApiError):
 class TooLarge(ApiError):
     status = 413
 
-
-class ServerError(ApiError):
-    status = 500

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from owdedup.errors import NotFoundError
+from owdedup.serve.catalog import now_ms
 
 log = logging.getLogger("owdedup.serve.feed")
 
@@ -61,7 +62,7 @@ class FeedConfig:
     binary_value: bool = False
     group: str = ""
     active: bool = True
-    changed_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    changed_ms: int = field(default_factory=now_ms)
     reason: str = ""
 
     def read(self, namespace: str) -> dict[str, Any]:
@@ -299,7 +300,7 @@ class KafkaFeeds:
             self.create(parse_config(trigger, params))
             return {"status": "success", "triggerName": f"/{self.namespace}/{trigger}"}
         if event == "READ":
-            return self._config(trigger).read(self.namespace)
+            return self.read(trigger)
         if event == "DELETE":
             self.delete(trigger)
             return {"status": "success", "message": "deleted trigger"}
@@ -351,7 +352,7 @@ class KafkaFeeds:
             config = self._config(trigger)
             if config.active == active:
                 return
-            config.active, config.changed_ms = active, int(time.time() * 1000)
+            config.active, config.changed_ms = active, now_ms()
             config.reason = "" if active else "paused"
             if active:
                 self._start(config)
@@ -411,7 +412,7 @@ class KafkaFeeds:
             config = self._configs.get(trigger)
             if config is not None:
                 config.active, config.reason = False, "trigger not found"
-                config.changed_ms = int(time.time() * 1000)
+                config.changed_ms = now_ms()
                 self._save()
 
     def _commit_start(self, config: FeedConfig) -> None:

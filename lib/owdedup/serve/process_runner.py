@@ -38,12 +38,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from owdedup.engine.manifest import ActionDef
+from owdedup.serve._launcher import END_MARKER
+from owdedup.serve.catalog import MB, RUNTIME_KINDS, now_ms
 
 LAUNCHER = Path(__file__).with_name("_launcher.py")
-END_MARKER = "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX"
-MB = 1024 * 1024
 RESULT_LIMIT = 1 * MB
-PYTHON_KINDS = ("python:3.9", "python:3.10", "python:3.11", "python:3.12")
+PYTHON_KINDS = RUNTIME_KINDS["python"]
 
 RunOutcome = tuple[Any, list[str], bool]
 
@@ -92,6 +92,8 @@ class CodeCache:
                 temp.rename(target)
             except OSError:  # another thread unpacked the same code first
                 shutil.rmtree(temp, ignore_errors=True)
+                if not target.is_dir():  # ... or the rename really failed
+                    raise
         except (OSError, zipfile.BadZipFile) as exc:
             shutil.rmtree(temp, ignore_errors=True)
             raise ActionCodeError(f"cannot unpack the action's code: {exc}") from exc
@@ -315,10 +317,6 @@ class _Pool:
         for worker in workers:
             worker.kill()
 
-    def pids(self) -> list[int]:
-        with self._lock:
-            return [w.proc.pid for idle in self._idle.values() for w in idle]
-
 
 class ProcessRunner:
     """The engine's ``Runner`` for ``owdedup serve``: see the module docstring."""
@@ -335,7 +333,7 @@ class ProcessRunner:
         warm_per_action: int = 2,
         action_version: Callable[[ActionDef], str] | None = None,
         env: Mapping[str, str] | None = None,
-        clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        clock_ms: Callable[[], int] = now_ms,
     ) -> None:
         self.api_host = api_host
         self.namespace = namespace
@@ -404,10 +402,6 @@ class ProcessRunner:
             return ({"error": "The action produced a response that exceeded the allowed "
                               f"length: {reply.size} > {RESULT_LIMIT} bytes."}, logs, True)
         return reply.body.get("result"), logs, bool(reply.body.get("crashed"))
-
-    def warm_pids(self) -> list[int]:
-        """Process ids of the idle warm processes (for tests and diagnostics)."""
-        return self._pool.pids()
 
     def close(self) -> None:
         self._pool.close()

@@ -37,7 +37,7 @@ DEFAULT_PORT = 3233  # OpenWhisk standalone's port
 
 @dataclass(frozen=True)
 class ServeConfig:
-    auth: str  # "uuid:key"
+    auth: str = field(repr=False)  # "uuid:key"
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     namespace: str = DEFAULT_NAMESPACE

@@ -43,9 +43,8 @@ STOP_TIMEOUT = 45.0
 KAFKA_CLASS = "kafka.Kafka"
 TOPIC_TOOL = "org.apache.kafka.tools.TopicCommand"
 STORAGE_TOOL = "kafka.tools.StorageTool"
-#: Kafka 4.x moved the console consumer/producer into kafka-tools.
+#: Kafka 4.x moved the console consumer into kafka-tools.
 CONSOLE_CONSUMER = "org.apache.kafka.tools.consumer.ConsoleConsumer"
-CONSOLE_PRODUCER = "org.apache.kafka.tools.ConsoleProducer"
 
 
 # Process bookkeeping ----------------------------------------------------------------------
@@ -246,8 +245,8 @@ def logs(config: ServicesConfig, name: str, lines: int = 50) -> str:
 
 
 def start_couchdb(config: ServicesConfig) -> int:
-    if find_couchdb():
-        say(f"couchdb: note: {find_couchdb()} is on PATH but not managed here; "
+    if found := find_couchdb():
+        say(f"couchdb: note: {found} is on PATH but not managed here; "
             "starting pouchdb-server")
     require("node", "run pouchdb-server")
     workdir = config.data_dir / "pouchdb-server"

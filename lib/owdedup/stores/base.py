@@ -7,7 +7,6 @@ reader never sees a partial object.
 
 from __future__ import annotations
 
-import io
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
@@ -25,6 +24,9 @@ class ObjectInfo:
     size: int
     sha256: str | None = None
     content_type: str | None = None
+    #: What identifies this version of the object to its store (the folder store: size and
+    #: mtime), so a digest taken from it is never remembered for content written after.
+    version: str | None = None
 
 
 class ObjectStore(ABC):
@@ -106,7 +108,3 @@ class ObjectStore(ABC):
 
     def close(self) -> None:  # noqa: B027 - most backends hold nothing to release
         """Release connections."""
-
-
-def as_stream(data: bytes) -> BinaryIO:
-    return io.BytesIO(data)

@@ -96,7 +96,8 @@ class FolderStore(ObjectStore):
             raise StoreError(f"cannot stat {bucket}/{key}: {exc.strerror}") from exc
         if not path.is_file():
             raise NotFoundError(f"object {bucket}/{key} does not exist (not a file)")
-        return ObjectInfo(bucket, key, st.st_size, sha256=_cached_digest(path, st))
+        return ObjectInfo(bucket, key, st.st_size, sha256=_cached_digest(path, st),
+                          version=_version(st))
 
     def open(self, bucket: str, key: str) -> AbstractContextManager[BinaryIO]:
         path = self._object_path(bucket, key)
@@ -151,7 +152,8 @@ class FolderStore(ObjectStore):
             tmp.write_bytes(data)
 
         st = self._publish(path, write, f"{bucket}/{key}", sha256)
-        return ObjectInfo(bucket, key, st.st_size, sha256=sha256, content_type=content_type)
+        return ObjectInfo(bucket, key, st.st_size, sha256=sha256, content_type=content_type,
+                          version=_version(st))
 
     def copy(self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str) -> ObjectInfo:
         src = self._object_path(src_bucket, src_key)
@@ -178,7 +180,8 @@ class FolderStore(ObjectStore):
         path = self._object_path(info.bucket, info.key)
         try:
             st = path.stat()
-            if st.st_size == info.size:
+            # Only if the file is still the one that was hashed (it may be rewritten in place).
+            if info.version is not None and _version(st) == info.version:
                 _set_digest_xattr(path, sha256, st)
         except OSError:
             return  # a cache that cannot be written is only a slower cache
@@ -209,6 +212,10 @@ def _remove_quietly(path: Path) -> None:
         path.unlink()
     except OSError:
         return  # never created, or its folder is gone: nothing to clean
+
+
+def _version(st: os.stat_result) -> str:
+    return f"{st.st_size} {st.st_mtime_ns}"
 
 
 def _set_digest_xattr(path: Path, sha256: str, st: os.stat_result) -> None:

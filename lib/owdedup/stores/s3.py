@@ -49,6 +49,7 @@ from urllib3.response import BaseHTTPResponse
 from owdedup.digest import is_sha256_hex
 from owdedup.errors import ConfigError, NotFoundError, OwdedupError, StoreError
 from owdedup.registry import redact_url
+from owdedup.registry import scrub as scrub  # re-exported: one scrubber for every backend
 from owdedup.stores.base import ObjectInfo, ObjectStore
 
 SCHEMES = ("http", "https", "s3")
@@ -214,14 +215,6 @@ def checksum_from_headers(headers: Mapping[str, str]) -> str | None:
 
 
 # -- errors ------------------------------------------------------------------------------------
-
-
-def scrub(text: str, secrets: tuple[str, ...]) -> str:
-    """Replace every occurrence of a credential in *text* with ``***``."""
-    for secret in sorted(secrets, key=len, reverse=True):
-        if len(secret) >= 3:
-            text = text.replace(secret, "***")
-    return text
 
 
 def _transport_reason(exc: BaseException) -> str:
