@@ -8,7 +8,9 @@ tool fails instead: CI must prove everything, not quietly skip it.
 from __future__ import annotations
 
 import os
+import random
 import shutil
+import socket
 from pathlib import Path
 from typing import NoReturn
 
@@ -38,3 +40,33 @@ def real_wskdeploy() -> Path:
         need_command("go")
         install_wskdeploy(config)
     return wskdeploy_path(config)
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral (outgoing connection) range."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def listen_ports(count: int) -> list[int]:
+    """``count`` distinct free ports for servers the tests start, stop and start again.
+
+    They lie below the ephemeral range on purpose: while a server is stopped, a client's
+    outgoing connection may take its (ephemeral) port as its own source port, and the
+    restart then finds the port in use. ``bind(("", 0))`` would hand out exactly such ports.
+    """
+    low, high = 20000, max(20000 + 1000, _ephemeral_low())
+    chosen: list[int] = []
+    while len(chosen) < count:
+        port = random.randrange(low, high)
+        if port in chosen:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        chosen.append(port)
+    return chosen

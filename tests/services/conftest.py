@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from owdedup.services import ServiceError, ServicesConfig, down, env_vars, start, stop, up
+from tests.tooling import listen_ports
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -55,17 +56,6 @@ class Services:
 _COMPOSE_NAMES = {"minio": "minio", "kafka": "kafka", "couchdb": "couchdb"}
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 def _docker_answers() -> bool:
     docker = shutil.which("docker")
     if docker is None:
@@ -94,7 +84,7 @@ def _wait_ready(env: dict[str, str], name: str, timeout: float = 120) -> None:
 
 
 def _local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
-    ports = _free_ports(5)
+    ports = listen_ports(5)
     config = replace(
         ServicesConfig.from_env(),
         state=tmp_path_factory.mktemp("services-state"),

@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -43,7 +42,7 @@ from tests.deploy.test_deploy_sh import install_runtime_site
 from tests.imagegen import jpeg, not_an_image
 from tests.serve.conftest import AUTH, Client
 from tests.services.conftest import PROJECT, Services
-from tests.tooling import real_wskdeploy
+from tests.tooling import listen_ports, real_wskdeploy
 
 pytestmark = pytest.mark.services
 
@@ -51,12 +50,6 @@ SIZE = 64
 PACKAGE, SEQUENCE = "owdedup", "dedup-thumbnail"
 ACTIONS = ("hash", "lookup", "thumbnail", "record", "dispatch")
 REST_BUCKET = "owdedup-rest-inputs"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -95,7 +88,7 @@ def deployed(services: Services, tmp_path_factory: pytest.TempPathFactory) -> It
     wskdeploy = real_wskdeploy()
     root = tmp_path_factory.mktemp("deploy-serve")
     site = install_runtime_site(root / "runtime-site")
-    port = _free_port()
+    port = listen_ports(1)[0]
     log = (root / "serve.log").open("w")
     server = subprocess.Popen(
         [sys.executable, "-m", "owdedup", "serve", "--port", str(port), "--state",

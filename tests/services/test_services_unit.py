@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import shlex
 import socket
 import stat
 import struct
+import subprocess
+import sys
 import threading
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -19,7 +23,7 @@ from owdedup.services import ServiceError, ServicesConfig, env_exports, is_insta
 from owdedup.services import processes as proc
 from owdedup.services.install import check_names, kafka_pom, pouchdb_package_json
 from owdedup.services.versions import KAFKA_ARTIFACTS
-from tests.tooling import need_command
+from tests.tooling import listen_ports, need_command
 
 
 @pytest.fixture
@@ -185,11 +189,12 @@ def test_failed_start_names_the_service_and_shows_its_log(config: ServicesConfig
 
 
 @pytest.mark.usefixtures("node")
-def test_busy_port_is_reported(config: ServicesConfig) -> None:
+def test_busy_port_is_reported(config: ServicesConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(proc, "PORT_FREE_TIMEOUT", 0.5)
     _fake_pouchdb(config, "exit 0\n")
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
-        busy.listen(1)
+        busy.listen(64)  # never accepts: room for every probe of the wait
         cfg = ServicesConfig(
             home=config.home, state=config.state, couchdb_port=busy.getsockname()[1]
         )
@@ -200,8 +205,6 @@ def test_busy_port_is_reported(config: ServicesConfig) -> None:
 @pytest.mark.usefixtures("node")
 def test_start_status_stop_of_a_process(config: ServicesConfig) -> None:
     """The bookkeeping with a stand-in server: python's http.server under the pouchdb name."""
-    import sys
-
     _fake_pouchdb(
         config,
         f'{shlex.quote(sys.executable)} -m http.server --bind "$2" "$4"\n',
@@ -219,3 +222,76 @@ def test_start_status_stop_of_a_process(config: ServicesConfig) -> None:
         assert proc.stop(cfg, "couchdb") is True
     assert proc.status(cfg, "couchdb").state == "stopped"
     assert not cfg.pid_file("couchdb").exists()
+
+
+#: A stand-in server that, on SIGTERM, turns into another program (so its command line no
+#: longer names the service) while still holding its listening socket for LINGER seconds:
+#: what a real server looks like while it exits (memory released, files not yet closed).
+LINGERING_SERVER = """\
+import os, signal, sys
+from http.server import HTTPServer, SimpleHTTPRequestHandler
+
+server = HTTPServer((sys.argv[1], int(sys.argv[2])), SimpleHTTPRequestHandler)
+
+
+def linger(*_args: object) -> None:
+    os.set_inheritable(server.socket.fileno(), True)
+    os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(LINGER)"])
+
+
+signal.signal(signal.SIGTERM, linger)
+server.serve_forever()
+"""
+
+
+@pytest.mark.usefixtures("node")
+def test_stop_returns_only_once_the_ports_are_closed(config: ServicesConfig) -> None:
+    """Regression: stop used to return as soon as the command line stopped matching, and
+    an immediate start then found the port still held by the exiting process."""
+    script = config.home / "pouchdb-server-standin.py"
+    script.parent.mkdir(parents=True)
+    script.write_text(LINGERING_SERVER.replace("LINGER", "1.5"))
+    config.pouchdb_bin.parent.mkdir(parents=True)
+    config.pouchdb_bin.write_text(
+        f'#!/bin/sh\nexec {shlex.quote(sys.executable)} {shlex.quote(str(script))} "$2" "$4"\n'
+    )
+    config.pouchdb_bin.chmod(0o755)
+    port = listen_ports(1)[0]
+    cfg = ServicesConfig(home=config.home, state=config.state, couchdb_port=port)
+    for _ in range(2):  # start, stop, and start again at once on the same port
+        proc.start_couchdb(cfg)
+        assert proc.stop(cfg, "couchdb") is True
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def _wait_listening(port: int) -> None:
+    for _ in range(100):
+        with contextlib.suppress(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+@pytest.mark.usefixtures("node")
+def test_start_waits_for_a_port_that_is_being_released(config: ServicesConfig) -> None:
+    _fake_pouchdb(config, f'{shlex.quote(sys.executable)} -m http.server --bind "$2" "$4"\n')
+    port = listen_ports(1)[0]
+    cfg = ServicesConfig(home=config.home, state=config.state, couchdb_port=port)
+    # Another server, exiting a moment after the start begins, holds the port until then.
+    holder = subprocess.Popen(
+        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    release = threading.Timer(1.0, holder.terminate)
+    try:
+        _wait_listening(port)
+        release.start()
+        assert proc.start_couchdb(cfg) > 0
+        assert proc.status(cfg, "couchdb").ready
+    finally:
+        release.cancel()
+        holder.kill()
+        holder.wait()
+        proc.stop(cfg, "couchdb", quiet=True)

@@ -40,6 +40,8 @@ from owdedup.services.versions import KAFKA_VERSION, MINIO_VERSION, POUCHDB_SERV
 
 START_TIMEOUT = {"couchdb": 60.0, "kafka": 120.0, "minio": 60.0}
 STOP_TIMEOUT = 45.0
+#: How long a start waits for a port that a just-stopped process may still hold.
+PORT_FREE_TIMEOUT = 10.0
 KAFKA_CLASS = "kafka.Kafka"
 TOPIC_TOOL = "org.apache.kafka.tools.TopicCommand"
 STORAGE_TOOL = "kafka.tools.StorageTool"
@@ -72,30 +74,64 @@ def _marker(name: str) -> str:
     return {"couchdb": "pouchdb-server", "kafka": KAFKA_CLASS, "minio": "minio"}[name]
 
 
+def service_ports(config: ServicesConfig, name: str) -> tuple[int, ...]:
+    """The TCP ports service ``name`` listens on."""
+    return {
+        "couchdb": (config.couchdb_port,),
+        "kafka": (config.kafka_port, config.kafka_controller_port),
+        "minio": (config.minio_port, config.minio_console_port),
+    }[name]
+
+
+def _proc_exists(pid: int) -> bool:
+    """Whether ``pid`` still exists and is not a zombie, whatever its command line.
+
+    A process that is exiting has already released its memory (its command line reads
+    empty) while it still holds its files and sockets, so a stop must wait on this,
+    not on :func:`_proc_alive`, before its ports are free."""
+    stat = Path(f"/proc/{pid}/stat")
+    if not Path("/proc/self").exists():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    try:
+        state = stat.read_text().rsplit(")", 1)[-1].split()[0]
+    except (OSError, IndexError):
+        return False
+    if state in ("Z", "X"):
+        _reap(pid)
+        return False
+    return True
+
+
+def _wait_ports_closed(host: str, ports: Iterable[int], timeout: float) -> list[int]:
+    """Wait until nothing listens on ``ports``; returns those still open at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        busy = [port for port in ports if _port_open(host, port)]
+        if not busy or time.monotonic() >= deadline:
+            return busy
+        time.sleep(0.2)
+
+
 def _proc_alive(pid: int, marker: str, *, starting: bool = False) -> bool:
     """Whether ``pid`` is a live (non-zombie) process whose command line holds ``marker``
     (guards against a reused pid). ``starting``: just launched by us, so an empty command
     line (it reads so for a moment while exec loads a large binary) counts as alive."""
-    proc = Path(f"/proc/{pid}")
-    if proc.parent.is_dir() and Path("/proc/self").exists():
-        try:
-            stat = (proc / "stat").read_text()
-            raw = (proc / "cmdline").read_bytes()
-            cmdline = raw.replace(b"\0", b" ").decode("utf-8", "replace")
-        except OSError:
-            return False
-        state = stat.rsplit(")", 1)[-1].split()[0]
-        if state in ("Z", "X"):
-            _reap(pid)
-            return False
-        return marker in cmdline or (starting and not cmdline.strip())
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not _proc_exists(pid):
         return False
-    except PermissionError:
-        return True
-    return True
+    if not Path("/proc/self").exists():
+        return True  # no procfs: existence is all that can be checked
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    cmdline = raw.replace(b"\0", b" ").decode("utf-8", "replace")
+    return marker in cmdline or (starting and not cmdline.strip())
 
 
 #: Services started by this Python process, so that it collects them when they exit.
@@ -128,8 +164,10 @@ def read_pid(config: ServicesConfig, name: str) -> int | None:
 
 def _port_open(host: str, port: int, timeout: float = 0.5) -> bool:
     try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            # A connect to a free port in the ephemeral range can, rarely, pick that very
+            # port as its source and connect to itself; nothing listens then.
+            return bool(sock.getsockname() != sock.getpeername())
     except OSError:
         return False
 
@@ -156,7 +194,7 @@ def _launch(
     """Start ``argv`` in the background unless already running; wait until ``ready()``."""
     pid = read_pid(config, name)
     if pid is None:
-        busy = [port for port in ports if _port_open(config.host, port)]
+        busy = _wait_ports_closed(config.host, ports, PORT_FREE_TIMEOUT)
         if busy:
             raise ServiceError(
                 f"{name}: port {', '.join(map(str, busy))} on {config.host} is already in use "
@@ -221,15 +259,21 @@ def stop(config: ServicesConfig, name: str, *, quiet: bool = False) -> bool:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT
-    while _proc_alive(pid, _marker(name)) and time.monotonic() < deadline:
+    # The pid was checked to be this service's above; from here on only its existence
+    # matters (see _proc_exists), so a pid reused in these few seconds is the only risk.
+    while _proc_exists(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    if _proc_alive(pid, _marker(name)):
+    if _proc_exists(pid):
         say(f"{name}: still running after {STOP_TIMEOUT:.0f}s, killing pid {pid}")
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
-        time.sleep(0.5)
-        _reap(pid)
+        kill_deadline = time.monotonic() + 10.0
+        while _proc_exists(pid) and time.monotonic() < kill_deadline:
+            time.sleep(0.1)
     config.pid_file(name).unlink(missing_ok=True)
+    busy = _wait_ports_closed(config.host, service_ports(config, name), PORT_FREE_TIMEOUT)
+    if busy and not quiet:
+        say(f"{name}: warning: port {', '.join(map(str, busy))} still answers after the stop")
     if not quiet:
         say(f"{name}: stopped")
     return True
@@ -261,7 +305,7 @@ def start_couchdb(config: ServicesConfig) -> int:
     ]
     return _launch(
         config, "couchdb", argv, env=dict(os.environ), cwd=workdir,
-        ports=[config.couchdb_port], ready=lambda: _http_ok(config.records_url + "/"),
+        ports=service_ports(config, "couchdb"), ready=lambda: _http_ok(config.records_url + "/"),
     )
 
 
@@ -477,7 +521,7 @@ def start_kafka(config: ServicesConfig) -> int:
     argv = kafka_java(config, KAFKA_CLASS, properties, tools=False, heap="1g")
     pid = _launch(
         config, "kafka", argv, env=dict(os.environ), cwd=kafka_dir(config),
-        ports=[config.kafka_port, config.kafka_controller_port],
+        ports=service_ports(config, "kafka"),
         ready=lambda: kafka_ready(config),
     )
     ensure_topic(config, config.topic)
@@ -600,7 +644,7 @@ def start_minio(config: ServicesConfig) -> int:
     ]
     pid = _launch(
         config, "minio", argv, env=minio_env(config), cwd=config.data_dir,
-        ports=[config.minio_port, config.minio_console_port],
+        ports=service_ports(config, "minio"),
         ready=lambda: _http_ok(config.store_url + "/minio/health/live"),
     )
     setup_buckets(config)
