@@ -6,7 +6,11 @@ fixture (a fresh, empty store); every backend then answers to the same tests.
 
 from __future__ import annotations
 
-from owdedup.records import OutputRef, Record, RecordStore
+import multiprocessing
+import multiprocessing.synchronize
+from collections.abc import Mapping
+
+from owdedup.records import OutputRef, Record, RecordStore, open_records
 
 
 def make_record(fid: str = "f" * 64, digest: str = "d" * 64, key: str = "out/1.jpg",
@@ -16,6 +20,37 @@ def make_record(fid: str = "f" * 64, digest: str = "d" * 64, key: str = "out/1.j
         output=OutputRef("thumbs", key, size, 64, 48), params={"size": 64},
         compute_ms=12.5, input_bytes=4096, created="2026-01-01T00:00:00+00:00",
     )
+
+
+def _racer(url: str, options: dict[str, str], index: int,
+           barrier: multiprocessing.synchronize.Barrier,
+           results: multiprocessing.Queue[tuple[int, bool, str]]) -> None:
+    store = open_records(url, options)
+    store.get("f" * 64, "0" * 64)  # connect (and import the client) before the start line
+    barrier.wait()
+    stored, created = store.put(make_record(key=f"out/{index}.jpg"))
+    results.put((index, created, stored.output.key))
+
+
+def race_to_put(url: str, options: Mapping[str, str], writers: int = 8) -> str:
+    """``writers`` processes put the same record (each naming its own output) at the same
+    moment through stores opened on ``url``. Asserts exactly one created it and every other
+    got that winner's record back; returns the winner's output key."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(writers)
+    results: multiprocessing.Queue[tuple[int, bool, str]] = ctx.Queue()
+    procs = [ctx.Process(target=_racer, args=(url, dict(options), i, barrier, results))
+             for i in range(writers)]
+    for proc in procs:
+        proc.start()
+    outcomes = [results.get(timeout=60) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=60)
+        assert proc.exitcode == 0
+    winners = [outcome for outcome in outcomes if outcome[1]]
+    assert len(winners) == 1
+    assert {key for _, _, key in outcomes} == {winners[0][2]}  # everyone sees the winner's
+    return winners[0][2]
 
 
 class RecordStoreContract:

@@ -59,6 +59,8 @@ class FakeBroker:
     commits: list[tuple[str, int, int, str]] = field(default_factory=list)  # t, p, offset, group
     groups: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: How many consume() calls fail, as a consumer does when its broker breaks for good.
+    broken_consumes: int = 0
 
     def produce(self, value: bytes, key: bytes | None = None) -> None:
         with self.lock:
@@ -95,6 +97,10 @@ class FakeConsumer:
         assert topics == [self.broker.topic]
 
     def consume(self, num_messages: int, timeout: float) -> list[FakeMessage]:
+        with self.broker.lock:
+            if self.broker.broken_consumes:
+                self.broker.broken_consumes -= 1
+                raise RuntimeError("KafkaError{code=_FATAL}")
         if self.position is None:
             self.position = self.broker.committed(self.group)
         with self.broker.lock:
@@ -163,6 +169,26 @@ def test_a_failed_fire_is_retried_and_committed_only_after_success() -> None:
         wait_for(lambda: fire.payloads, timeout=10, what="a fire after retries")
         assert fire.payloads[0]["messages"][0]["value"] == "plain text"  # not JSON: a string
         wait_for(lambda: broker.committed(group) == 1, what="the commit")
+    finally:
+        feeds.close()
+
+
+def test_a_failed_consumer_is_replaced_and_nothing_is_lost() -> None:
+    broker, fire = FakeBroker(), Fires()
+    feeds = feeds_for(broker, fire)
+    try:
+        create(feeds)
+        broker.produce(b'{"n": 1}')
+        wait_for(lambda: fire.payloads, what="the first fire")
+        consumers = len(broker.groups)
+        with broker.lock:
+            broker.broken_consumes = 2
+        broker.produce(b'{"n": 2}')
+        wait_for(lambda: len(fire.payloads) == 2, timeout=10, what="a fire after the failures")
+        assert fire.payloads[1]["messages"][0]["value"] == {"n": 2}
+        assert len(broker.groups) == consumers + 2  # one new consumer per failure
+        assert broker.committed(broker.groups[0]) == 2
+        assert feeds.running() == ["uploaded"]
     finally:
         feeds.close()
 

@@ -6,7 +6,6 @@ Timing is not asserted here (see benchmarks); only behaviour.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import random
 import socket
@@ -22,7 +21,7 @@ from owdedup.errors import StoreError
 from owdedup.records import Record, open_records
 from owdedup.records import couchdb as couch
 from owdedup.records.couchdb import CouchRecordStore, doc_id
-from tests.record_store_contract import RecordStoreContract, make_record
+from tests.record_store_contract import RecordStoreContract, make_record, race_to_put
 from tests.services.conftest import Services
 
 pytestmark = pytest.mark.services
@@ -36,12 +35,16 @@ def couch_url(services: Services) -> str:
     return services.env["OWDEDUP_RECORDS"].rstrip("/")
 
 
-def _open(url: str, database: str, **options: str) -> CouchRecordStore:
+def _with_admin(options: dict[str, str]) -> dict[str, str]:
     # A real CouchDB (the Docker tier) has an admin; pouchdb-server runs as an admin party.
     if os.environ.get("OWDEDUP_COUCHDB_PASSWORD") and "username" not in options:
-        options = {"username": os.environ.get("OWDEDUP_COUCHDB_USER", "owdedup"),
-                   "password": os.environ["OWDEDUP_COUCHDB_PASSWORD"], **options}
-    store = open_records(f"{url}/{database}", options)
+        return {"username": os.environ.get("OWDEDUP_COUCHDB_USER", "owdedup"),
+                "password": os.environ["OWDEDUP_COUCHDB_PASSWORD"], **options}
+    return options
+
+
+def _open(url: str, database: str, **options: str) -> CouchRecordStore:
+    store = open_records(f"{url}/{database}", _with_admin(options))
     assert isinstance(store, CouchRecordStore)
     return store
 
@@ -233,37 +236,13 @@ def test_bulk_load_skips_existing_records(records: CouchRecordStore) -> None:
     assert kept is not None and kept.output.key == "out/kept.jpg"
 
 
-def _racer(url: str, database: str, index: int, barrier: multiprocessing.synchronize.Barrier,
-           results: multiprocessing.Queue[tuple[int, bool, str]]) -> None:
-    store = _open(url, database)
-    store.get("f" * 64, "0" * 64)  # connect (and import the client) before the start line
-    barrier.wait()
-    stored, created = store.put(make_record(key=f"out/{index}.jpg"))
-    results.put((index, created, stored.output.key))
-
-
 def test_concurrent_writers_in_processes_store_one_record(
     records: CouchRecordStore, couch_url: str
 ) -> None:
     records.add_counts("setup", misses=1)  # create the database first
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(8)
-    results: multiprocessing.Queue[tuple[int, bool, str]] = ctx.Queue()
-    procs = [
-        ctx.Process(target=_racer, args=(couch_url, records.database, i, barrier, results))
-        for i in range(8)
-    ]
-    for p in procs:
-        p.start()
-    outcomes = [results.get(timeout=60) for _ in procs]
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
-    winners = [o for o in outcomes if o[1]]
-    assert len(winners) == 1
-    assert {key for _, _, key in outcomes} == {winners[0][2]}  # everyone sees the winner's record
+    winner = race_to_put(f"{couch_url}/{records.database}", _with_admin({}))
     stored = records.get("f" * 64, "d" * 64)
-    assert stored is not None and stored.output.key == winners[0][2]
+    assert stored is not None and stored.output.key == winner
 
 
 def test_concurrent_first_writes_both_create_the_database(couch_url: str) -> None:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import multiprocessing
 from pathlib import Path
 
 import pytest
@@ -8,7 +7,7 @@ import pytest
 from owdedup.errors import ConfigError
 from owdedup.records import open_records
 from owdedup.records.sqlite import SqliteRecordStore
-from tests.record_store_contract import RecordStoreContract, make_record
+from tests.record_store_contract import RecordStoreContract, make_record, race_to_put
 
 
 class TestSqliteContract(RecordStoreContract):
@@ -40,30 +39,12 @@ def test_counting_hits_never_rewrites_records(records: SqliteRecordStore, tmp_pa
     assert stats.output_bytes == 123
 
 
-def _racer(path: str, index: int, barrier: multiprocessing.synchronize.Barrier,
-           results: multiprocessing.Queue[tuple[int, bool, str]]) -> None:
-    store = SqliteRecordStore(Path(path))
-    barrier.wait()
-    stored, created = store.put(make_record(key=f"out/{index}.jpg"))
-    results.put((index, created, stored.output.key))
-
-
 def test_concurrent_writers_in_processes_store_one_record(tmp_path: Path) -> None:
-    path = str(tmp_path / "race.sqlite")
-    SqliteRecordStore(Path(path)).stats()  # create the schema first
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(8)
-    results: multiprocessing.Queue[tuple[int, bool, str]] = ctx.Queue()
-    procs = [ctx.Process(target=_racer, args=(path, i, barrier, results)) for i in range(8)]
-    for p in procs:
-        p.start()
-    outcomes = [results.get(timeout=60) for _ in procs]
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
-    winners = [o for o in outcomes if o[1]]
-    assert len(winners) == 1
-    assert {key for _, _, key in outcomes} == {winners[0][2]}  # everyone sees the winner's record
+    path = tmp_path / "race.sqlite"
+    SqliteRecordStore(path).stats()  # create the schema first
+    winner = race_to_put(f"sqlite://{path}", {})
+    stored = SqliteRecordStore(path).get("f" * 64, "d" * 64)
+    assert stored is not None and stored.output.key == winner
 
 
 def test_unknown_scheme_names_the_choices() -> None:

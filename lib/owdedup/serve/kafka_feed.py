@@ -42,6 +42,9 @@ log = logging.getLogger("owdedup.serve.feed")
 
 FEED_ACTION = "messaging/kafkaFeed"  # in /whisk.system
 BATCH_BYTES = 900_000
+#: Pause before a failed consumer is replaced, doubling up to the maximum.
+RESTART_BACKOFF_S = 0.5
+MAX_RESTART_BACKOFF_S = 30.0
 
 #: Fires a trigger with a payload; raises NotFoundError when the trigger no longer exists.
 Fire = Callable[[str, dict[str, Any]], None]
@@ -185,11 +188,25 @@ class FeedConsumer:
             self._thread.join(timeout_s)
 
     def _run(self) -> None:
-        try:
-            consumer = self._factory(consumer_conf(self.config))
-        except Exception:  # a bad configuration ends this feed, not the server
-            log.exception("feed %s: cannot create a consumer", self.config.trigger)
-            return
+        """Consume until stopped. A consumer that fails is closed and made again (after a
+        growing pause): the feed never dies silently while its trigger is active, and as
+        offsets are committed only after a fire, the new consumer resumes where the last
+        accepted batch ended."""
+        backoff = RESTART_BACKOFF_S
+        while not self._stop.is_set():
+            try:
+                if self._consume() == "ended":
+                    return
+                backoff = RESTART_BACKOFF_S  # it ran until stopped
+            except Exception:  # whatever broke, the feed must go on
+                log.exception("feed %s: the consumer failed; a new one in %.1f s",
+                              self.config.trigger, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, MAX_RESTART_BACKOFF_S)
+
+    def _consume(self) -> str:
+        """One consumer's life: "stopped" on request, "ended" when the trigger is gone."""
+        consumer = self._factory(consumer_conf(self.config))
         try:
             consumer.subscribe([self.config.topic])
             while not self._stop.is_set():
@@ -204,7 +221,8 @@ class FeedConsumer:
                         _as_bytes(message.key()), _as_bytes(message.value())))
                 for batch in batches(entries):
                     if not self._deliver(consumer, batch):
-                        return
+                        return "stopped" if self._stop.is_set() else "ended"
+            return "stopped"
         finally:
             consumer.close()
 
