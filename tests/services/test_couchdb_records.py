@@ -202,22 +202,57 @@ def test_counting_hits_never_rewrites_records(records: CouchRecordStore) -> None
     assert stats.saved_ms == pytest.approx(50.0)
     assert stats.saved_bytes == 500
     assert stats.output_bytes == 123
-    _, result = records._request(
-        "count docs", "POST", records.path("_all_docs"),
-        json={"start_key": "counts:", "end_key": "counts:\ufff0"},
+    (counter,) = counter_docs(records)  # one document for this process, rewritten
+    assert counter["_rev"].startswith("6-") and counter["hits"] == 5
+
+
+def counter_docs(store: CouchRecordStore) -> list[dict[str, Any]]:
+    _, result = store._request(
+        "count docs", "POST", store.path("_all_docs"),
+        json={"start_key": "counts:", "end_key": "counts:\ufff0", "include_docs": True},
     )
-    assert len(result["rows"]) == 6  # one small document per add_counts call
+    return [row["doc"] for row in result["rows"]]
+
+
+def test_each_process_keeps_its_own_counter_document_and_nothing_counts_twice(
+    records: CouchRecordStore, couch_url: str
+) -> None:
+    records.add_counts("thumbnail", hits=2, saved_bytes=10)
+    other = _open(couch_url, records.database)  # another process (container)
+    other.add_counts("thumbnail", hits=1)
+    other.add_counts("thumbnail", misses=1)
+    assert len(counter_docs(records)) == 2
+
+    # A write whose reply was lost: the server has it, this process still holds the old rev.
+    (tally,) = records._tallies.values()
+    records.add_counts("thumbnail", hits=3)
+    records._tallies["thumbnail"] = tally  # as if that reply was lost: old totals, old rev
+    # The count buffer kept the 3 and adds them again with 4 new ones: a 409 on the stale
+    # rev, the rev re-read, the totals (2 + 3 + 4) written: the 3 count once.
+    records.add_counts("thumbnail", hits=3 + 4)
+    # Someone deleted the counter document: the next flush writes the totals anew.
+    (mine,) = [doc for doc in counter_docs(records) if doc["_id"] == tally.doc_id]
+    records._request("delete counter", "DELETE", records.path(mine["_id"]),
+                     params={"rev": mine["_rev"]})
+    records.add_counts("thumbnail", hits=1)
+
+    (stats,) = records.stats()
+    assert (stats.hits, stats.misses, stats.saved_bytes) == (2 + 3 + 4 + 1 + 1, 1, 10)
+    assert len(counter_docs(records)) == 2
+    other.close()
 
 
 def test_stats_pages_through_records_and_counters(
-    records: CouchRecordStore, monkeypatch: pytest.MonkeyPatch
+    records: CouchRecordStore, couch_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(couch, "PAGE_SIZE", 4)  # many pages, and a last page that is full
     made = [make_record("a" * 64, f"{i:064x}", function="thumbnail", size=10) for i in range(12)]
     made += [make_record("b" * 64, f"{i:064x}", function="resize", size=7) for i in range(5)]
     assert records.bulk_load(made) == 17
-    for _ in range(9):
-        records.add_counts("thumbnail", hits=1, saved_ms=1.5, saved_bytes=3)
+    for _ in range(9):  # nine processes: nine counter documents, over several pages
+        writer = _open(couch_url, records.database)
+        writer.add_counts("thumbnail", hits=1, saved_ms=1.5, saved_bytes=3)
+        writer.close()
     records.add_counts("other", misses=1)
     stats = {s.function: s for s in records.stats()}
     assert sorted(stats) == ["other", "resize", "thumbnail"]

@@ -3,7 +3,7 @@
 Layout of the database (``owdedup`` unless the URL names another)::
 
     rec:<function_id>-<input_digest>   one record: Record.to_dict() plus "type": "record"
-    counts:<function>:<random hex>     one lookup's counters: hits, misses, saved_ms, ...
+    counts:<function>:<random hex>     one process's counters: hits, misses, saved_ms, ...
 
 Why this shape:
 
@@ -16,10 +16,16 @@ Why this shape:
   returns the winner's record. (On a clustered CouchDB or Cloudant, writers that reach
   different nodes can both be accepted, leaving one conflicted document; every reader still
   sees the same winning revision, and both named the same deterministic output.)
-* Counting a lookup writes a new small document instead of updating a counter: no 409s, no
-  read-modify-write, and a hot record's revision never changes. ``stats()`` adds the
-  counters and records up with ``_all_docs`` range scans over the two id prefixes, a page of
-  ``PAGE_SIZE`` documents at a time, so it never holds more than one page.
+* Counters never touch a record (a hot record's revision never changes) and never share a
+  document between writers: each process keeps its running totals in a document of its own
+  (a random id), rewritten with the ``_rev`` it got back from its last write, so a flush is
+  one ``PUT`` with no read and no 409 from others. The document holds totals, not deltas, so
+  a write whose reply was lost is simply superseded by the next one (on its 409 the current
+  ``_rev`` is read and the totals written again): nothing is counted twice. The number of
+  counter documents grows with the number of processes (warm containers), not of lookups.
+* ``stats()`` adds the counters and records up with ``_all_docs`` range scans over the two
+  id prefixes, a page of ``PAGE_SIZE`` documents at a time, so it never holds more than one
+  page.
 * The database is created by the first write that finds it missing (404), instead of by an
   extra request on start-up that every cold action would pay for; a concurrent creator's
   412 is fine. Reads of a missing database simply find nothing.
@@ -178,6 +184,22 @@ def counts_doc(
         "saved_ms": saved_ms, "saved_bytes": saved_bytes,
         "at": round(time.time() if at is None else at, 3),
     }
+
+
+@dataclass(frozen=True)
+class _Tally:
+    """This process's running totals for one function and where they are stored."""
+
+    doc_id: str
+    rev: str | None = None
+    hits: int = 0
+    misses: int = 0
+    saved_ms: float = 0.0
+    saved_bytes: int = 0
+
+    def plus(self, *, hits: int, misses: int, saved_ms: float, saved_bytes: int) -> _Tally:
+        return _Tally(self.doc_id, self.rev, self.hits + hits, self.misses + misses,
+                      self.saved_ms + saved_ms, self.saved_bytes + saved_bytes)
 
 
 def counts_id(function: str) -> str:
@@ -520,6 +542,11 @@ class CouchRecordStore(RecordStore):
         self._transport: Transport | None = None
         self._pid = 0
         self._lock = threading.Lock()
+        # This process's counter documents (see the module docstring); a forked child
+        # starts its own, since two writers of one document would meet as 409s.
+        self._tallies: dict[str, _Tally] = {}
+        self._tallies_pid = 0
+        self._tally_lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str, options: Mapping[str, str]) -> CouchRecordStore:
@@ -664,10 +691,38 @@ class CouchRecordStore(RecordStore):
     ) -> None:
         if not (hits or misses or saved_ms or saved_bytes):
             return
-        doc = counts_doc(
-            function, hits=hits, misses=misses, saved_ms=saved_ms, saved_bytes=saved_bytes
-        )
-        self._insert("counter update", counts_id(function), doc)
+        with self._tally_lock:
+            if self._tallies_pid != os.getpid():
+                self._tallies, self._tallies_pid = {}, os.getpid()
+            tally = self._tallies.get(function) or _Tally(counts_id(function))
+            updated = tally.plus(hits=hits, misses=misses, saved_ms=saved_ms,
+                                 saved_bytes=saved_bytes)
+            # Kept only once written: on a failure the caller keeps its counts and adds
+            # them again later, and the totals here must not have grown by them.
+            self._tallies[function] = self._write_tally(function, updated)
+
+    def _write_tally(self, function: str, tally: _Tally) -> _Tally:
+        """PUT the totals over the last revision; returns the tally with its new ``_rev``."""
+        doc = counts_doc(function, hits=tally.hits, misses=tally.misses,
+                         saved_ms=tally.saved_ms, saved_bytes=tally.saved_bytes)
+        path, rev = self.path(tally.doc_id), tally.rev
+        for _attempt in range(3):
+            body = {**doc, "_rev": rev} if rev else doc
+            status, reply = self._request("counter update", "PUT", path, json=body,
+                                          expect=(404, 409))
+            if status == 404:  # the database is missing (deleted, or never made)
+                self._create_database()
+                rev = None
+            elif status == 409:  # a write whose reply was lost, or the document was deleted
+                _, current = self._request("counter update", "GET", path, expect=(404,))
+                rev = str(current["_rev"]) if isinstance(current, dict) else None
+            else:
+                # Without a rev in the reply the next write meets a 409 and reads it.
+                new_rev = str(reply["rev"]) if isinstance(reply, dict) and "rev" in reply else rev
+                return _Tally(tally.doc_id, new_rev, tally.hits, tally.misses,
+                              tally.saved_ms, tally.saved_bytes)
+        raise StoreError(f"CouchDB counter update failed at {self.describe()}: "
+                         "the document kept changing under this process")
 
     def bulk_load(self, records: Iterable[Record], batch_size: int = 2000) -> int:
         """Insert many records with ``_bulk_docs`` (imports, benchmarks); ids that exist are
