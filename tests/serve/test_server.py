@@ -370,6 +370,27 @@ def test_timeout_kills_the_process_and_the_next_invoke_works(client: Client) -> 
     assert after.status == 200 and result_of(after) == {"slept": 0}
 
 
+HOG = """\
+def main(params):
+    hog = b"x" * (params["mb"] << 20)  # written, so resident
+    return {"held_mb": len(hog) >> 20}
+"""
+
+
+def test_memory_limit_kills_the_process_and_the_next_invoke_works(client: Client) -> None:
+    client.action("hog", HOG, limits={"memory": 128})
+    within = client.invoke("hog", {"mb": 16})
+    assert within.status == 200 and result_of(within) == {"held_mb": 16}
+    over = client.invoke("hog", {"mb": 200})
+    assert over.status == 502
+    assert over.json["response"]["status"] == "action developer error"
+    assert result_of(over) == {"error": "The action exhausted its memory and was aborted."}
+    after = client.invoke("hog", {"mb": 16})  # a new process: the old one was killed
+    assert after.status == 200 and result_of(after) == {"held_mb": 16}
+    client.action("hog", HOG, limits={"memory": 512})
+    assert result_of(client.invoke("hog", {"mb": 200})) == {"held_mb": 200}
+
+
 def test_result_over_one_megabyte_is_an_error(client: Client) -> None:
     client.action("big", "def main(p):\n    return {'x': 'y' * (1024 * 1024 + 1)}\n")
     reply = client.invoke("big")

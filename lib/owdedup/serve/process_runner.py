@@ -14,7 +14,12 @@
   (and ``__OW_API_KEY`` only with the annotation ``provide-api-key: true``).
 - Limits: the time limit kills the process (its process group) and the activation says so
   with OpenWhisk's message; a result over 1 MB is an error; logs beyond the log limit are cut.
-  The memory limit is not enforced.
+- The memory limit stands in for the container's memory cgroup: while an activation runs
+  (and once it has replied) the process's peak resident size (``VmHWM``, so a spike between
+  two looks is still seen) is compared with the action's ``memorySize``; above it the
+  process is killed and the activation is a developer error with OpenWhisk's "exhausted its
+  memory" message. It counts the action's process, not children it starts, and needs Linux's
+  ``/proc`` (elsewhere it is not enforced).
 """
 
 from __future__ import annotations
@@ -54,6 +59,21 @@ def timed_out(timeout_ms: int, init: bool = False) -> str:
 
 
 EXITED = "The action did not produce a valid response and exited unexpectedly."
+OUT_OF_MEMORY = "The action exhausted its memory and was aborted."
+#: How often a running activation's memory is looked at.
+MEMORY_POLL_S = 0.02
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """The peak resident size of ``pid`` so far, in MiB (None where /proc cannot tell)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return None
 
 
 class ActionCodeError(Exception):
@@ -119,9 +139,10 @@ class CodeCache:
 
 @dataclass
 class _Reply:
-    body: dict[str, Any] | None  # None: timed out
+    body: dict[str, Any] | None  # None: timed out, or out of memory
     size: int = 0
     exited: bool = False
+    out_of_memory: bool = False
 
 
 class _Worker:
@@ -189,11 +210,27 @@ class _Worker:
         self._log_bytes += size
         self._lines.append((now, name, text))
 
-    def reply(self, deadline: float) -> _Reply:
-        try:
-            raw = self._replies.get(timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Empty:
-            return _Reply(None)
+    def over_memory(self, memory_mb: int) -> bool:
+        peak = peak_rss_mb(self.proc.pid)
+        return peak is not None and peak > memory_mb
+
+    def reply(self, deadline: float, memory_mb: int | None = None) -> _Reply:
+        """The next reply; None as its body when the deadline passes or the process goes
+        over ``memory_mb`` first."""
+        while True:
+            remaining = max(0.0, deadline - time.monotonic())
+            try:
+                raw = self._replies.get(
+                    timeout=remaining if memory_mb is None else min(remaining, MEMORY_POLL_S))
+                break
+            except queue.Empty:
+                if memory_mb is not None and self.over_memory(memory_mb):
+                    return _Reply(None, out_of_memory=True)
+                if time.monotonic() >= deadline:
+                    return _Reply(None)
+        # A process that went over and replied in between: the cgroup would have killed it.
+        if memory_mb is not None and raw is not None and self.over_memory(memory_mb):
+            return _Reply(None, out_of_memory=True)
         if raw is None:
             return _Reply({}, exited=True)
         try:
@@ -202,7 +239,8 @@ class _Worker:
             return _Reply({}, exited=True)
         return _Reply(body if isinstance(body, dict) else {}, size=len(raw))
 
-    def call(self, request: dict[str, Any], deadline: float, log_limit: int) -> _Reply:
+    def call(self, request: dict[str, Any], deadline: float, log_limit: int,
+             memory_mb: int | None = None) -> _Reply:
         with self._cond:
             self._log_limit = log_limit
         assert self.proc.stdin is not None
@@ -211,7 +249,7 @@ class _Worker:
             self.proc.stdin.flush()
         except OSError:
             return _Reply({}, exited=True)
-        reply = self.reply(deadline)
+        reply = self.reply(deadline, memory_mb)
         if reply.body is not None and not reply.exited:
             self.calls += 1
         return reply
@@ -375,25 +413,31 @@ class ProcessRunner:
             self._pool.busy(worker)
         except OSError as exc:
             return {"error": f"Cannot start action: {exc}"}, [], True
+        memory_mb = action.limits.memory_mb
         if fresh:
-            ready = worker.reply(deadline)
+            ready = worker.reply(deadline, memory_mb)
             if ready.body is None or "ok" not in ready.body:
                 worker.kill()
                 lines, truncated = worker.take_logs(until_eof=True)
                 self._pool.release(action.fqn, key, worker, reusable=False)
-                if ready.body is None:
+                if ready.out_of_memory:
+                    message = OUT_OF_MEMORY
+                elif ready.body is None:
                     message = timed_out(timeout_ms, init=True)
                 else:
                     detail = ready.body.get("init_error") or "the process exited"
                     message = f"Cannot start action: {detail}. Check logs for details."
                 return {"error": message}, _format(lines, truncated, log_limit), True
         reply = worker.call(self._request(action, params, activation_id, version, timeout_ms),
-                            deadline, log_limit)
+                            deadline, log_limit, memory_mb)
         if reply.body is None or reply.exited:
             worker.kill()
             lines, truncated = worker.take_logs(until_eof=True)
             self._pool.release(action.fqn, key, worker, reusable=False)
-            message = timed_out(timeout_ms) if reply.body is None else EXITED
+            if reply.out_of_memory:
+                message = OUT_OF_MEMORY
+            else:
+                message = timed_out(timeout_ms) if reply.body is None else EXITED
             return {"error": message}, _format(lines, truncated, log_limit), True
         lines, truncated = worker.take_logs()
         self._pool.release(action.fqn, key, worker, reusable=True)
