@@ -11,6 +11,8 @@ import os
 import random
 import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import NoReturn
 
@@ -40,6 +42,19 @@ def real_wskdeploy() -> Path:
         need_command("go")
         install_wskdeploy(config)
     return wskdeploy_path(config)
+
+
+def need_base_python() -> str:
+    """The CPython 3.11 the project venv was made from: the actions' runtime stand-in, with
+    none of the project's packages on its path."""
+    base = Path(getattr(sys, "_base_executable", sys.executable)).resolve()
+    if Path(sys.prefix).resolve() in base.parents:
+        missing("cannot find the base interpreter outside the venv")
+    version = subprocess.run([base, "-I", "-S", "-c", "import sys; print(sys.version_info[:2])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    if version != "(3, 11)":
+        missing(f"the runtime is CPython 3.11; {base} is {version}")
+    return str(base)
 
 
 def _ephemeral_low() -> int:

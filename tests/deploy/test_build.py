@@ -43,7 +43,7 @@ from owdedup.deploy.build import (
 from owdedup.functions import get_function
 from tests.conftest import PROJECT
 from tests.imagegen import jpeg
-from tests.tooling import missing
+from tests.tooling import need_base_python
 from tests.unit.test_events import minio_event
 
 MANIFEST = PROJECT / "manifest.yaml"
@@ -130,14 +130,7 @@ def zips(builds: Builds) -> dict[str, BuiltZip]:
 @pytest.fixture(scope="session")
 def base_python() -> str:
     """The interpreter the project venv was made from: no project packages on its path."""
-    base = Path(getattr(sys, "_base_executable", sys.executable)).resolve()
-    if Path(sys.prefix).resolve() in base.parents:
-        missing("cannot find the base interpreter outside the venv")
-    version = subprocess.run([base, "-I", "-S", "-c", "import sys; print(sys.version_info[:2])"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-    if version != "(3, 11)":
-        missing(f"the runtime is CPython 3.11; {base} is {version}")
-    return str(base)
+    return need_base_python()
 
 
 @pytest.fixture(scope="session")

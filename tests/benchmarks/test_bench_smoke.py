@@ -1,0 +1,38 @@
+"""The local and action benchmarks run end to end on tiny inputs (see bench_run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.benchmarks.bench_run import assert_complete, make_photos, run_benchmark
+from tests.tooling import need_base_python
+
+
+def test_local_benchmark_measures_every_target(tmp_path: Path) -> None:
+    photos = make_photos(tmp_path / "photos")
+    run = run_benchmark("bench_local.py", ["--photos", str(photos), "--repeats", "1",
+                                           "--map-repeats", "1"], tmp_path / "out")
+    assert_complete(run, ["a", "b", "c1", "c2", "d", "e", "f"])
+    maps = {m["label"]: m for m in run.results["maps"]}
+    assert maps, "the map runs are recorded"
+    assert all(m["objects"] > 0 for m in maps.values())
+
+
+def test_action_benchmark_measures_every_action(tmp_path: Path) -> None:
+    need_base_python()  # the actions run on the base interpreter, as in the runtime
+    photos = make_photos(tmp_path / "photos", count=1)
+    run = run_benchmark(
+        "bench_actions.py",
+        ["--photos", str(photos), "--runtime-site", str(tmp_path / "runtime-site"),
+         "--runs", "1", "--fresh-runs", "1", "--mem-runs", "1", "--big-mib", "8",
+         "--invokes", "2", "--warmup", "1"],
+        tmp_path / "out",
+    )
+    actions = ("hash", "lookup", "record", "thumbnail")
+    warm = [f"w.{name}/{path}" for name in (*actions[:2], "thumbnail", "record", "sequence")
+            for path in ("hit", "miss")]
+    assert_complete(run, [
+        *(f"c.{name}" for name in actions), *(f"cf.{name}" for name in actions),
+        "m.jpeg", "m.png_rgba", "m.png_grey16", "m.hash", "m.hash-growth",
+        *warm, "w.noop/new-conn", "w.noop/keep-alive", "s.zip", "s.base64",
+    ])
