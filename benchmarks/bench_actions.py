@@ -106,13 +106,12 @@ if TYPE_CHECKING or __package__:  # python -m benchmarks.bench_actions, and mypy
 else:  # python benchmarks/bench_actions.py: benchmarks/ is sys.path[0]
     import common
 
-from owdedup.deploy.build import (
+from owdedup.deploy.build import build_actions, request_bytes
+from owdedup.deploy.runtime import (
     MAX_ZIP_BYTES,
     REQUEST_LIMIT_BYTES,
     RUNTIME_PACKAGES,
     SITE_PACKAGES,
-    build_actions,
-    request_bytes,
 )
 from owdedup.records import Record, RecordStore, open_records
 

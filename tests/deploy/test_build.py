@@ -24,21 +24,24 @@ from typing import Any
 
 import pytest
 
-from owdedup.deploy import build
-from owdedup.deploy.build import (
+from owdedup.deploy import build, install, zipper
+from owdedup.deploy.build import BuiltZip, plan_build, size_report
+from owdedup.deploy.needs import (
     ACTION_REQUIREMENTS,
+    TOOLING_MODULES,
+    Pin,
+    installed_version,
+    resolve_packages,
+    runtime_modules,
+)
+from owdedup.deploy.runtime import (
     ACTIVATE_THIS,
     MAX_ZIP_BYTES,
     PACKAGE_TRIMS,
     PINS_FILE,
     RUNTIME_PACKAGES,
     SITE_PACKAGES,
-    TOOLING_MODULES,
     BuildError,
-    BuiltZip,
-    Pin,
-    plan_build,
-    size_report,
 )
 from owdedup.functions import get_function
 from tests.conftest import PROJECT
@@ -259,7 +262,7 @@ def test_layout(zips: dict[str, BuiltZip]) -> None:
             sources = {n for n in names if n.endswith(".py") and n != "__main__.py"}
             cached = {n for n in names if "__pycache__" in n.split("/") or n.endswith(".pyc")}
             assert {n for n in cached if not n.endswith("/")} == {
-                build.pyc_name(n) for n in sources}, name
+                zipper.pyc_name(n) for n in sources}, name
 
 
 def test_the_bytecode_is_checked_hash_based_on_the_shipped_sources(
@@ -270,7 +273,7 @@ def test_the_bytecode_is_checked_hash_based_on_the_shipped_sources(
             for source in archive.namelist():
                 if not source.endswith(".py") or source == "__main__.py":
                     continue
-                pyc = archive.read(build.pyc_name(source))
+                pyc = archive.read(zipper.pyc_name(source))
                 assert pyc[:4] == importlib.util.MAGIC_NUMBER, source
                 assert int.from_bytes(pyc[4:8], "little") == 0b11, source  # hash, checked
                 assert pyc[8:16] == importlib.util.source_hash(archive.read(source)), source
@@ -283,8 +286,8 @@ def test_bytecode_is_reproducible_and_per_file(tmp_path: Path) -> None:
     files = {p.relative_to(root).as_posix(): p.read_bytes()
              for p in sorted((root / "owdedup").rglob("*.py"))}
     files["x/sets.py"] = b"def f(x):\n    return x in {'a', 'b', 'c', 'd', 'e', 'f'}\n"
-    every = build.compile_bytecode(files)
-    some = build.compile_bytecode({n: c for n, c in list(files.items())[::-3]})
+    every = zipper.compile_bytecode(files)
+    some = zipper.compile_bytecode({n: c for n, c in list(files.items())[::-3]})
     assert some and all(every[name] == pyc for name, pyc in some.items())
     assert "x/__pycache__/sets.cpython-311.pyc" in every
 
@@ -292,9 +295,9 @@ def test_bytecode_is_reproducible_and_per_file(tmp_path: Path) -> None:
 def test_bytecode_needs_cpython_3_11(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "version_info", (3, 12, 1, "final", 0))
     with pytest.raises(BuildError, match=r"build them with CPython 3\.11"):
-        build.check_build_python()
+        zipper.check_build_python()
     with pytest.raises(BuildError, match=r"CPython 3\.11"):
-        build.compile_bytecode({"a.py": b""})
+        zipper.compile_bytecode({"a.py": b""})
 
 
 def test_no_cli_or_tooling_inside(zips: dict[str, BuiltZip]) -> None:
@@ -349,23 +352,23 @@ def test_a_trim_that_no_longer_fits_fails_the_build() -> None:
     init = f"{SITE_PACKAGES}/minio/__init__.py"
     removed = {f"{SITE_PACKAGES}/{r}": b"" for r in PACKAGE_TRIMS["minio"].remove}
     with pytest.raises(BuildError, match=r"minio==9\.9\.9.*does not hold"):
-        build.apply_trims({init: b"from .api import Minio\n", **removed}, [minio])
+        install.apply_trims({init: b"from .api import Minio\n", **removed}, [minio])
     with pytest.raises(BuildError, match=r"no minio/crypto\.py"):
-        build.apply_trims({init: b"", f"{SITE_PACKAGES}/minio/minioadmin.py": b""}, [minio])
+        install.apply_trims({init: b"", f"{SITE_PACKAGES}/minio/minioadmin.py": b""}, [minio])
     files = {init: b"from .minioadmin import MinioAdmin as MinioAdmin\n", **removed}
-    build.apply_trims(files, [minio])
+    install.apply_trims(files, [minio])
     assert list(files) == [init] and b"import" not in files[init]
     untouched = {"x": b"y"}
-    build.apply_trims(untouched, [Pin("pillow", "1")])
+    install.apply_trims(untouched, [Pin("pillow", "1")])
     assert untouched == {"x": b"y"}
 
 
 def test_shipped_code_importing_a_trimmed_package_fails_the_build() -> None:
     ok = {f"{SITE_PACKAGES}/a.py": b"import json\nfrom .cffi import x\n"}
-    build.check_trimmed_imports(ok, ["cffi", "pycryptodome"])
+    install.check_trimmed_imports(ok, ["cffi", "pycryptodome"])
     for source in (b"def f():\n    from Crypto.Cipher import AES\n", b"import _cffi_backend\n"):
         with pytest.raises(BuildError, match="imports what PACKAGE_TRIMS left out"):
-            build.check_trimmed_imports({"b.py": source}, ["cffi", "pycryptodome"])
+            install.check_trimmed_imports({"b.py": source}, ["cffi", "pycryptodome"])
 
 
 def test_pins_equal_the_pillow_in_the_thumbnail_zip(zips: dict[str, BuiltZip]) -> None:
@@ -397,7 +400,7 @@ def test_plan_builds_nothing(tmp_path: Path) -> None:
     assert "requests" in {p.name for p in by_name["lookup"].packages}
     assert any("requests" in note for note in by_name["lookup"].conflicts)
     assert "owdedup/thumbnail.py" in by_name["dispatch"].modules
-    assert plan.pins == {"pillow": build.installed_version("pillow")}
+    assert plan.pins == {"pillow": installed_version("pillow")}
     json.dumps(plan.to_dict())  # the plan is plain data
     plan_only = plan_build(MANIFEST, only=["hash"])
     assert [a.name for a in plan_only.actions] == ["hash"]
@@ -416,37 +419,37 @@ def test_an_action_importing_tooling_is_refused(tmp_path: Path) -> None:
     action.write_text("def main(params):\n    from owdedup.cli import app\n    return {}\n")
     package_dir = PROJECT / "lib" / "owdedup"
     with pytest.raises(BuildError, match=r"owdedup\.cli, which is CLI/tooling"):
-        build.runtime_modules(action, package_dir)
+        runtime_modules(action, package_dir)
 
 
 def test_registry_strings_pull_in_backends() -> None:
-    modules = build.runtime_modules(PROJECT / "actions" / "lookup.py", PROJECT / "lib" / "owdedup")
+    modules = runtime_modules(PROJECT / "actions" / "lookup.py", PROJECT / "lib" / "owdedup")
     assert {"owdedup/records/couchdb.py", "owdedup/stores/s3.py"} <= set(modules)
 
 
 def test_a_runtime_package_too_old_for_a_requirement_is_shipped() -> None:
-    pins, provided, conflicts = build.resolve_packages(
+    pins, provided, conflicts = resolve_packages(
         ["ibmcloudant"], {**RUNTIME_PACKAGES, "requests": "2.0.0"}
     )
     assert "requests" not in provided and "requests" in {p.name for p in pins}
     assert any("requests" in c and "2.0.0" in c for c in conflicts)
-    trimmed = {p.name for p in build.resolve_packages(["minio"])[0]}
-    untrimmed = {p.name for p in build.resolve_packages(["minio"], trims={})[0]}
+    trimmed = {p.name for p in resolve_packages(["minio"])[0]}
+    untrimmed = {p.name for p in resolve_packages(["minio"], trims={})[0]}
     assert untrimmed - trimmed == {"argon2-cffi", "argon2-cffi-bindings", "cffi", "pycparser",
                                    "pycryptodome"}
-    pins, provided, _ = build.resolve_packages(
+    pins, provided, _ = resolve_packages(
         ["ibmcloudant"], {**RUNTIME_PACKAGES, "requests": "2.99.0",
                           "python-dateutil": "2.99.0"})
     assert "requests" in provided and "requests" not in {p.name for p in pins}
 
 
 def test_activate_this_template_placeholders() -> None:
-    rendered = build.render_activate_this('BIN = "__BIN_NAME__"\nLIBS = "__LIB_FOLDERS__"\n')
+    rendered = install.render_activate_this('BIN = "__BIN_NAME__"\nLIBS = "__LIB_FOLDERS__"\n')
     assert rendered == 'BIN = "bin"\nLIBS = "../lib/python3.11/site-packages"\n'
     with pytest.raises(BuildError, match="unknown placeholders"):
-        build.render_activate_this('X = "__SOMETHING_NEW__"\n')
+        install.render_activate_this('X = "__SOMETHING_NEW__"\n')
     with pytest.raises(BuildError, match="absolute path"):
-        build.render_activate_this('X = "__VIRTUAL_ENV__"\n')
+        install.render_activate_this('X = "__VIRTUAL_ENV__"\n')
 
 
 # Each zip alone, as the runtime runs it ---------------------------------------------------

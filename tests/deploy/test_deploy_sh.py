@@ -29,7 +29,7 @@ import pytest
 import yaml
 
 from owdedup.deploy import build, plan
-from owdedup.deploy.build import RUNTIME_PACKAGES
+from owdedup.deploy.runtime import RUNTIME_PACKAGES
 from owdedup.functions import get_function
 from owdedup.records import open_records
 from owdedup.serve.server import DevServer, ServeConfig

@@ -20,6 +20,7 @@ import pytest
 from owdedup.errors import StoreError
 from owdedup.records import Record, open_records
 from owdedup.records import couchdb as couch
+from owdedup.records.couch_transport import Urllib3Transport
 from owdedup.records.couchdb import CouchRecordStore, doc_id
 from tests.record_store_contract import RecordStoreContract, make_record, race_to_put
 from tests.services.conftest import Services
@@ -168,7 +169,7 @@ def test_session_cookie_is_reused(
     try:
         store.put(make_record())
         transport = store._transport_here()
-        assert isinstance(transport, couch.Urllib3Transport)
+        assert isinstance(transport, Urllib3Transport)
         cookie = transport._cookie
         assert cookie is not None and cookie.startswith("AuthSession=")
         assert store.get("f" * 64, "d" * 64) is not None

@@ -19,8 +19,7 @@ from typing import Any
 
 import pytest
 
-from owdedup.services import ServicesConfig, env_vars, start, status_all, stop
-from owdedup.services import processes as proc
+from owdedup.services import ServicesConfig, env_vars, kafka, minio, start, status_all, stop
 from tests.services.conftest import Services
 
 pytestmark = pytest.mark.services
@@ -48,13 +47,13 @@ def _http(method: str, url: str, body: dict[str, Any] | None = None) -> tuple[in
 def _upload(config: ServicesConfig, tmp_path: Path, key: str) -> None:
     source = tmp_path / "upload.txt"
     source.write_text(f"content of {key}\n")
-    proc.mc(config, "cp", str(source), f"{config.mc_alias}/{config.in_bucket}/{key}")
+    minio.mc(config, "cp", str(source), f"{config.mc_alias}/{config.in_bucket}/{key}")
 
 
 def _events(config: ServicesConfig, idle_ms: int = 8000) -> list[dict[str, Any]]:
     """Every MinIO event on the topic so far (the console consumer, from the beginning)."""
-    argv = proc.kafka_java(
-        config, proc.CONSOLE_CONSUMER, "--bootstrap-server", config.kafka_bootstrap,
+    argv = kafka.kafka_java(
+        config, kafka.CONSOLE_CONSUMER, "--bootstrap-server", config.kafka_bootstrap,
         "--topic", config.topic, "--from-beginning", "--timeout-ms", str(idle_ms),
     )
     out = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
@@ -80,8 +79,8 @@ def test_all_services_ready_and_env(services: ServicesConfig) -> None:
     env = env_vars(services)
     assert env["OWDEDUP_STORE"] == f"http://127.0.0.1:{services.minio_port}"
     assert env["OWDEDUP_KAFKA"] == f"127.0.0.1:{services.kafka_port}"
-    assert services.topic in proc.kafka_metadata(services.host, services.kafka_port).topics
-    buckets = proc.mc(services, "--json", "ls", services.mc_alias)
+    assert services.topic in kafka.kafka_metadata(services.host, services.kafka_port).topics
+    buckets = minio.mc(services, "--json", "ls", services.mc_alias)
     assert services.in_bucket in buckets and services.out_bucket in buckets
 
 
@@ -123,7 +122,9 @@ def test_restart_keeps_data_and_queues_events(
         assert start(services, name) > 0
 
     assert _http("GET", f"{db}/kept")[1]["value"] == "kept"
-    stat = proc.mc(services, "--json", "stat", f"{services.mc_alias}/{services.in_bucket}/{before}")
+    stat = minio.mc(
+        services, "--json", "stat", f"{services.mc_alias}/{services.in_bucket}/{before}"
+    )
     assert json.loads(stat.splitlines()[0])["status"] == "success"
     assert any(event["Key"].endswith(before) for event in _events(services))
 

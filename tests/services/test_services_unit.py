@@ -19,7 +19,17 @@ from pathlib import Path
 import pytest
 
 from owdedup.errors import ConfigError
-from owdedup.services import ServiceError, ServicesConfig, env_exports, is_installed, logs
+from owdedup.services import (
+    ServiceError,
+    ServicesConfig,
+    couchdb,
+    env_exports,
+    is_installed,
+    kafka,
+    launcher,
+    logs,
+    minio,
+)
 from owdedup.services import processes as proc
 from owdedup.services.install import check_names, kafka_pom, pouchdb_package_json
 from owdedup.services.versions import KAFKA_ARTIFACTS
@@ -62,8 +72,8 @@ def test_config_rejects_bad_values(env: dict[str, str], tmp_path: Path) -> None:
 def test_credentials_file_is_private_and_env_exports_evaluate(config: ServicesConfig) -> None:
     with pytest.raises(ServiceError, match="services up"):
         env_exports(config)
-    access, secret = proc.minio_credentials(config, create=True)
-    assert proc.minio_credentials(config, create=True) == (access, secret)  # generated once
+    access, secret = minio.minio_credentials(config, create=True)
+    assert minio.minio_credentials(config, create=True) == (access, secret)  # generated once
     assert stat.S_IMODE(config.credentials_file.stat().st_mode) == 0o600
     assert len(secret) >= 32
     lines = env_exports(config)
@@ -78,10 +88,10 @@ def test_credentials_file_is_private_and_env_exports_evaluate(config: ServicesCo
         "OWDEDUP_OUT_BUCKET": "outbucket",
         "OWDEDUP_KAFKA_TOPIC": "owdedup-uploads",
     }
-    env = proc.minio_env(config)
+    env = minio.minio_env(config)
     assert env["MINIO_NOTIFY_KAFKA_TOPIC_OWDEDUP"] == "owdedup-uploads"
     assert env["MINIO_NOTIFY_KAFKA_QUEUE_DIR_OWDEDUP"].startswith(str(config.state))
-    assert secret not in json.dumps(proc.mc_env(config)["MC_CONFIG_DIR"])
+    assert secret not in json.dumps(minio.mc_env(config)["MC_CONFIG_DIR"])
 
 
 def test_generated_install_files() -> None:
@@ -99,11 +109,11 @@ def test_generated_install_files() -> None:
 
 
 def test_kafka_properties_and_cluster_id(config: ServicesConfig) -> None:
-    props = proc.kafka_properties(config)
+    props = kafka.kafka_properties(config)
     assert "process.roles=broker,controller" in props
     assert "listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093" in props
     assert f"log.dirs={config.data_dir / 'kafka'}" in props
-    cluster = proc.random_cluster_id()
+    cluster = kafka.random_cluster_id()
     assert len(cluster) == 22 and not cluster.startswith("-")
     assert len(base64.urlsafe_b64decode(cluster + "==")) == 16
 
@@ -138,7 +148,7 @@ def test_kafka_metadata_parses_a_v4_response() -> None:
 
         thread = threading.Thread(target=answer)
         thread.start()
-        meta = proc.kafka_metadata("127.0.0.1", port)
+        meta = kafka.kafka_metadata("127.0.0.1", port)
         thread.join(5)
     assert struct.unpack(">hh", requests[0][:4]) == (3, 4)  # Metadata v4
     assert meta.brokers == ((1, "127.0.0.1", 9092),)
@@ -158,7 +168,7 @@ def test_status_of_stopped_services(config: ServicesConfig) -> None:
     assert [(s.name, s.state, s.pid) for s in statuses] == [
         ("couchdb", "stopped", None), ("kafka", "stopped", None), ("minio", "stopped", None)
     ]
-    assert proc.stop(config, "kafka") is False
+    assert launcher.stop(config, "kafka") is False
 
 
 @pytest.fixture
@@ -180,7 +190,7 @@ def test_failed_start_names_the_service_and_shows_its_log(config: ServicesConfig
         port = probe.getsockname()[1]
     cfg = ServicesConfig(home=config.home, state=config.state, couchdb_port=port)
     with pytest.raises(ServiceError) as error:
-        proc.start_couchdb(cfg)
+        couchdb.start_couchdb(cfg)
     message = str(error.value)
     assert message.startswith("couchdb exited with exit code 3")
     assert "cannot open the database folder" in message
@@ -190,7 +200,7 @@ def test_failed_start_names_the_service_and_shows_its_log(config: ServicesConfig
 
 @pytest.mark.usefixtures("node")
 def test_busy_port_is_reported(config: ServicesConfig, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(proc, "PORT_FREE_TIMEOUT", 0.5)
+    monkeypatch.setattr(launcher, "PORT_FREE_TIMEOUT", 0.5)
     _fake_pouchdb(config, "exit 0\n")
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -199,7 +209,7 @@ def test_busy_port_is_reported(config: ServicesConfig, monkeypatch: pytest.Monke
             home=config.home, state=config.state, couchdb_port=busy.getsockname()[1]
         )
         with pytest.raises(ServiceError, match=r"couchdb: port \d+ on 127.0.0.1 is already in use"):
-            proc.start_couchdb(cfg)
+            couchdb.start_couchdb(cfg)
 
 
 @pytest.mark.usefixtures("node")
@@ -213,13 +223,13 @@ def test_start_status_stop_of_a_process(config: ServicesConfig) -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     cfg = ServicesConfig(home=config.home, state=config.state, couchdb_port=port)
-    pid = proc.start_couchdb(cfg)
+    pid = couchdb.start_couchdb(cfg)
     try:
-        assert proc.read_pid(cfg, "couchdb") == pid
-        assert proc.start_couchdb(cfg) == pid  # idempotent
+        assert launcher.read_pid(cfg, "couchdb") == pid
+        assert couchdb.start_couchdb(cfg) == pid  # idempotent
         assert proc.status(cfg, "couchdb").ready
     finally:
-        assert proc.stop(cfg, "couchdb") is True
+        assert launcher.stop(cfg, "couchdb") is True
     assert proc.status(cfg, "couchdb").state == "stopped"
     assert not cfg.pid_file("couchdb").exists()
 
@@ -259,8 +269,8 @@ def test_stop_returns_only_once_the_ports_are_closed(config: ServicesConfig) -> 
     port = listen_ports(1)[0]
     cfg = ServicesConfig(home=config.home, state=config.state, couchdb_port=port)
     for _ in range(2):  # start, stop, and start again at once on the same port
-        proc.start_couchdb(cfg)
-        assert proc.stop(cfg, "couchdb") is True
+        couchdb.start_couchdb(cfg)
+        assert launcher.stop(cfg, "couchdb") is True
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
 
@@ -288,10 +298,10 @@ def test_start_waits_for_a_port_that_is_being_released(config: ServicesConfig) -
     try:
         _wait_listening(port)
         release.start()
-        assert proc.start_couchdb(cfg) > 0
+        assert couchdb.start_couchdb(cfg) > 0
         assert proc.status(cfg, "couchdb").ready
     finally:
         release.cancel()
         holder.kill()
         holder.wait()
-        proc.stop(cfg, "couchdb", quiet=True)
+        launcher.stop(cfg, "couchdb", quiet=True)

@@ -20,30 +20,32 @@ import pytest
 
 from owdedup.errors import ConfigError, StoreError
 from owdedup.records import OutputRef, Record, open_records
-from owdedup.records.couchdb import (
-    COUNTS_PREFIX,
-    DEFAULT_DATABASE,
-    RECORD_PREFIX,
+from owdedup.records.couch_transport import (
     CloudantTransport,
     CouchAuth,
-    CouchRecordStore,
     TransportError,
     Urllib3Transport,
     _cloudant,
     basic_authorization,
     build_authenticator,
-    counts_doc,
-    counts_id,
-    doc_id,
     doc_path,
-    parse_url,
-    record_doc,
-    record_from_doc,
     redact_headers,
-    scrub,
     select_auth,
     session_cookie,
     with_query,
+)
+from owdedup.records.couchdb import (
+    COUNTS_PREFIX,
+    DEFAULT_DATABASE,
+    RECORD_PREFIX,
+    CouchRecordStore,
+    counts_doc,
+    counts_id,
+    doc_id,
+    parse_url,
+    record_doc,
+    record_from_doc,
+    scrub,
 )
 
 SECRET = "hunter2-s3cret"

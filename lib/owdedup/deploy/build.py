@@ -9,7 +9,7 @@ Every action whose ``function`` is ``build/actions/NAME.zip`` gets a zip built f
                                                   is part of a function identity
     owdedup/_pins.json                            library versions of those identities
     .../__pycache__/NAME.cpython-311.pyc          bytecode of every shipped .py but
-                                                  __main__.py, hash-based (see below)
+                                                  __main__.py, hash-based (see zipper)
     virtualenv/bin/activate_this.py               rendered from pypa virtualenv's template
     virtualenv/lib/python3.11/site-packages/...   the third-party packages the action needs
                                                   and the runtime does not already ship,
@@ -20,20 +20,20 @@ building anything; :func:`execute_plan` builds it; :func:`build_actions` does bo
 inputs give the same bytes: entries are sorted, timestamps fixed at 1980-01-01, permissions
 fixed, fixed compression, and the bytecode hash-based.
 
-Two things make a cold start cheaper than shipping the packages as pip installs them:
+The steps live beside this module, each in its own:
 
-* :data:`PACKAGE_TRIMS`: explicit, checked cuts to a shipped distribution (minio's
-  ``__init__`` imports its admin client, which pulls in pycryptodome, argon2-cffi and cffi;
-  owdedup never uses it). A trim whose text is missing fails the build, and no shipped file
-  may import a distribution a trim left out.
-* Bytecode: OpenWhisk unpacks the zip into a fresh folder for every new container and the
-  runtime compiles nothing, so without ``.pyc`` files each cold start compiles every module it
-  imports. The zips carry ``__pycache__/*.cpython-311.pyc`` compiled by this (CPython 3.11)
-  interpreter in a clean subprocess, checked-hash based (:data:`PYC_INVALIDATION`): unzipping
-  does not keep timestamps, so timestamp-based ones would be recompiled.
+* :mod:`owdedup.deploy.runtime`: the target, what the ``python:3.11`` runtime is (its
+  interpreter and platform, the packages it ships, the limits, the zip layout), and
+  :data:`~owdedup.deploy.runtime.PACKAGE_TRIMS`, the checked cuts to shipped packages;
+* :mod:`owdedup.deploy.needs`: which ``owdedup`` modules and which third-party packages
+  (pinned) an action needs;
+* :mod:`owdedup.deploy.install`: the zip's ``virtualenv/``: the packages pip-installed for
+  the runtime's platform (cached per pin set under ``OWDEDUP_DEPLOY_CACHE``, default
+  ``~/.cache/owdedup/deploy``, so a rebuild never runs pip), ``activate_this.py``, the trims
+  applied;
+* :mod:`owdedup.deploy.zipper`: the hash-based bytecode and the reproducible zip.
 
-Installed packages are cached per pin set under ``OWDEDUP_DEPLOY_CACHE`` (default
-``~/.cache/owdedup/deploy``), so a rebuild never runs pip.
+This module holds the plan, its execution and the size report.
 
 Run ``python -m owdedup.deploy.build --dry-run`` to see the plan.
 """
@@ -41,206 +41,58 @@ Run ``python -m owdedup.deploy.build --dry-run`` to see the plan.
 from __future__ import annotations
 
 import argparse
-import ast
-import base64
 import hashlib
-import importlib.metadata
 import io
 import json
 import os
-import py_compile
 import re
-import shutil
-import stat
-import subprocess
 import sys
 import time
-import zipfile
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any
 
 import yaml
-from packaging.markers import Marker
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
 
 import owdedup
-from owdedup.errors import OwdedupError
-from owdedup.functions import FUNCTIONS
-
-# The target: what the OpenWhisk python:3.11 runtime is ------------------------------------
-
-#: The only runtime kind these zips are built for (its virtualenv is CPython 3.11 only).
-RUNTIME_KIND: Final = "python:3.11"
-RUNTIME_PYTHON: Final = "3.11"
-#: The runtime image is python:3.11-bookworm (glibc 2.36): wheels tagged manylinux2014 up to
-#: manylinux_2_36 load there. Newest first, the order pip prefers them in.
-RUNTIME_PLATFORMS: Final[tuple[str, ...]] = (
-    *(f"manylinux_2_{minor}_x86_64" for minor in range(36, 16, -1)),
-    "manylinux2014_x86_64",
+from owdedup.deploy.install import (
+    _site_files,
+    activate_this,
+    apply_trims,
+    check_trimmed_imports,
+    install_site_packages,
 )
-#: Environment markers of the runtime, for the requirements of the packages we ship.
-RUNTIME_MARKERS: Final[Mapping[str, str]] = MappingProxyType({
-    "implementation_name": "cpython",
-    "os_name": "posix",
-    "platform_machine": "x86_64",
-    "platform_python_implementation": "CPython",
-    "platform_system": "Linux",
-    "python_full_version": f"{RUNTIME_PYTHON}.0",
-    "python_version": RUNTIME_PYTHON,
-    "sys_platform": "linux",
-})
-
-#: Distributions the runtime image already has (apache/openwhisk-runtime-python,
-#: core/python311Action/requirements.txt, plus pip, six and wheel from its Dockerfile, plus
-#: requests' own dependencies), name -> version; None where the version is whatever pip
-#: chose when the image was built. The zips never ship these.
-RUNTIME_PACKAGES: Final[Mapping[str, str | None]] = MappingProxyType({
-    "beautifulsoup4": "4.11.2",
-    "httplib2": "0.21.0",
-    "kafka-python": "2.0.2",
-    "lxml": "4.9.2",
-    "netifaces": "0.11.0",
-    "python-dateutil": "2.8.2",
-    "requests": "2.31.0",
-    "scrapy": "2.11.2",
-    "setuptools": "67.4.0",
-    "simplejson": "3.18.3",
-    "twisted": "24.7.0",
-    "virtualenv": "20.19.0",
-    "pip": None,
-    "six": None,
-    "wheel": None,
-    # requests' dependencies
-    "certifi": None,
-    "charset-normalizer": None,
-    "idna": None,
-    "urllib3": None,
-})
-
-#: The distributions each action needs beyond the runtime, their dependencies found from the
-#: installed metadata. One place: an action that is not listed here cannot be built.
-ACTION_REQUIREMENTS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType({
-    "hash": ("minio",),
-    "lookup": ("minio", "ibmcloudant"),
-    "thumbnail": ("minio", "pillow"),
-    "record": ("minio", "ibmcloudant"),
-    "dispatch": (),
-})
-
-#: Modules that are CLI or tooling, never part of an action: reaching one from an action's
-#: imports is a build error.
-TOOLING_MODULES: Final[tuple[str, ...]] = (
-    "owdedup.__main__",
-    "owdedup.bundle",
-    "owdedup.cli",
-    "owdedup.deploy",
-    "owdedup.engine",
-    "owdedup.mapper",
-    "owdedup.serve",
-    "owdedup.services",
-    "owdedup.watch",
-    "owdedup.workers",
+from owdedup.deploy.needs import (
+    ACTION_REQUIREMENTS,
+    IDENTITY_LIBRARIES,
+    Pin,
+    installed_version,
+    resolve_packages,
+    runtime_modules,
 )
-
-#: The source of these modules is hashed into function identities (``identity.code_digest``)
-#: even by actions that never import them, so every zip carries them.
-IDENTITY_MODULES: Final[tuple[str, ...]] = tuple(sorted({f.module for f in FUNCTIONS.values()}))
-#: The libraries whose versions are part of function identities, written to ``_pins.json``.
-IDENTITY_LIBRARIES: Final[tuple[str, ...]] = tuple(
-    sorted({canonicalize_name(lib) for f in FUNCTIONS.values() for lib in f.libraries})
+from owdedup.deploy.runtime import (
+    ACTIVATE_THIS,
+    MAX_ZIP_BYTES,
+    PACKAGE,
+    PINS_FILE,
+    REQUEST_LIMIT_BYTES,
+    RUNTIME_KIND,
+    RUNTIME_PACKAGES,
+    RUNTIME_PLATFORMS,
+    SITE_PACKAGES,
+    BuildError,
+    Log,
+    _stderr,
 )
+from owdedup.deploy.zipper import check_build_python, compile_bytecode, write_zip
 
-
-@dataclass(frozen=True)
-class Trim:
-    """A build-time cut to one shipped distribution: code of it that owdedup never runs and
-    that costs cold-start time (and zip bytes) through what it imports.
-
-    *drop_requirements* of the distribution are not installed (nor whatever only they pull
-    in); *edits* are ``(file, exact text, replacement)`` in its files (relative to
-    site-packages), each text required to occur exactly once, so an upgrade that moves it
-    fails the build; *remove* are files left out (that import what was dropped).
-    """
-
-    reason: str
-    drop_requirements: tuple[str, ...] = ()
-    edits: tuple[tuple[str, str, str], ...] = ()
-    remove: tuple[str, ...] = ()
-
-
-#: Every trim, by the distribution it cuts. One place: nothing else in the build edits a
-#: third-party package.
-PACKAGE_TRIMS: Final[Mapping[str, Trim]] = MappingProxyType({
-    "minio": Trim(
-        reason="minio/__init__.py imports MinioAdmin (minio.minioadmin -> minio.crypto -> "
-               "pycryptodome, argon2-cffi -> cffi -> pycparser); owdedup.stores.s3 uses the "
-               "S3 client only (minio.Minio, .error, .commonconfig, .helpers); measured: "
-               "import minio 113 -> 75 ms, 3.2 MiB less per zip",
-        drop_requirements=("argon2-cffi", "pycryptodome"),
-        edits=(("minio/__init__.py",
-                "from .minioadmin import MinioAdmin as MinioAdmin\n",
-                "# owdedup: MinioAdmin left out (owdedup.deploy.build.PACKAGE_TRIMS)\n"),),
-        remove=("minio/minioadmin.py", "minio/crypto.py"),
-    ),
-})
-
-#: The bytecode shipped: checked against a hash of the source (not its timestamp, which the
-#: unpacked zip does not keep). Checking costs a read and a SipHash of each source file per
-#: import; unchecked would skip that but run stale bytecode if a source were ever edited.
-PYC_INVALIDATION: Final = py_compile.PycInvalidationMode.CHECKED_HASH
-PYC_TAG: Final = "cpython-311"
-
-#: OpenWhisk's limit on an action's code. The create request carries the zip base64-encoded
-#: (4/3 larger), and a standalone controller refuses requests over 50 MiB: see size_report.
-MAX_ZIP_BYTES: Final = 48 * 1024 * 1024
-REQUEST_LIMIT_BYTES: Final = 50 * 1024 * 1024
-
-PACKAGE: Final = "owdedup"
-PINS_FILE: Final = f"{PACKAGE}/_pins.json"
-ACTIVATE_THIS: Final = "virtualenv/bin/activate_this.py"
-SITE_PACKAGES: Final = f"virtualenv/lib/python{RUNTIME_PYTHON}/site-packages"
-#: Where virtualenv keeps the template of ``activate_this.py`` inside its wheel.
-ACTIVATE_TEMPLATE: Final = "virtualenv/activation/python/activate_this.py"
-
-ZIP_DATE: Final = (1980, 1, 1, 0, 0, 0)
-ZIP_LEVEL: Final = 6
 _FUNCTION_PATH = re.compile(r"(?:\./)?build/actions/(?P<name>[A-Za-z0-9_-]+)\.zip")
-_BACKEND_TARGET = re.compile(rf"({PACKAGE}(?:\.\w+)+):\w+")
-_PLACEHOLDER = re.compile(r"__[A-Z][A-Z_]*__")
-
-#: Bumped when the layout of a cached site-packages folder changes.
-_CACHE_SCHEMA = 1
 ENV_CACHE = "OWDEDUP_DEPLOY_CACHE"
-
-Log = Callable[[str], None]
-
-
-class BuildError(OwdedupError):
-    """An action zip cannot be planned or built."""
-
-    kind = "build"
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # The plan ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, order=True)
-class Pin:
-    """One distribution at one version, as pip names it (``name==version``)."""
-
-    name: str
-    version: str
-
-    def __str__(self) -> str:
-        return f"{self.name}=={self.version}"
 
 
 @dataclass(frozen=True)
@@ -369,7 +221,7 @@ def plan_build(
         if stem not in ACTION_REQUIREMENTS:
             raise BuildError(
                 f"action {stem}: no entry in ACTION_REQUIREMENTS "
-                f"(owdedup.deploy.build); say which packages it needs, even none"
+                f"(owdedup.deploy.needs); say which packages it needs, even none"
             )
         source = project / "actions" / f"{stem}.py"
         if not source.is_file():
@@ -396,417 +248,7 @@ def plan_build(
                      virtualenv_version, tuple(actions))
 
 
-# Which owdedup modules an action needs ----------------------------------------------------
-
-
-def _is_tooling(module: str) -> bool:
-    return any(module == t or module.startswith(t + ".") for t in TOOLING_MODULES)
-
-
-def _module_path(module: str, package_dir: Path) -> Path | None:
-    parts = module.split(".")[1:]
-    base = package_dir.joinpath(*parts)
-    for candidate in (base / "__init__.py", base.with_suffix(".py")):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _imported_names(path: Path, module: str) -> Iterator[str]:
-    """Every module name *path* may import: import statements anywhere (lazy ones too) and
-    ``"owdedup.x:Class"`` strings (the backend registries import those by name)."""
-    try:
-        tree = ast.parse(path.read_bytes(), filename=str(path))
-    except (OSError, SyntaxError) as exc:
-        raise BuildError(f"cannot parse {path}: {exc}") from exc
-    is_package = path.name == "__init__.py"
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            yield from (alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parent = module.split(".")
-                parent = parent if is_package else parent[:-1]
-                parent = parent[: len(parent) - (node.level - 1)]
-                base = ".".join([*parent, base] if base else parent)
-            yield base
-            yield from (f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-            match = _BACKEND_TARGET.fullmatch(node.value)
-            if match:
-                yield match[1]
-
-
-def runtime_modules(source: Path, package_dir: Path) -> tuple[str, ...]:
-    """The files of ``owdedup`` that *source* can reach through its imports, plus the
-    identity modules and every package ``__init__`` on the way, relative to the package's
-    parent (``owdedup/action.py``)."""
-    seen: dict[str, Path] = {}
-    stack: list[tuple[str, Path, str]] = [("__main__", source, "")]
-    stack += [(m, p, "identity") for m in IDENTITY_MODULES
-              if (p := _module_path(m, package_dir)) is not None]
-    while stack:
-        module, path, via = stack.pop()
-        for name in _imported_names(path, module):
-            if name != PACKAGE and not name.startswith(PACKAGE + "."):
-                continue
-            parts = name.split(".")
-            for depth in range(1, len(parts) + 1):  # the module and its parent packages
-                candidate = ".".join(parts[:depth])
-                if candidate in seen:
-                    continue
-                found = _module_path(candidate, package_dir)
-                if found is None:
-                    continue  # an attribute (a class, a function), not a module
-                if _is_tooling(candidate):
-                    chain = f"{via} -> {module}" if via else module
-                    raise BuildError(
-                        f"{source.name}: {chain} imports {candidate}, which is CLI/tooling "
-                        "and is never shipped in an action zip"
-                    )
-                seen[candidate] = found
-                stack.append((candidate, found, f"{via} -> {module}" if via else module))
-    for module in IDENTITY_MODULES:
-        found = _module_path(module, package_dir)
-        if found is None:
-            raise BuildError(f"identity module {module} has no source file")
-        seen[module] = found
-    root = package_dir.parent
-    return tuple(sorted(path.relative_to(root).as_posix() for path in seen.values()))
-
-
-# Which third-party packages an action needs -----------------------------------------------
-
-
-def installed_version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        raise BuildError(
-            f"{name} is not installed here, so its version cannot be pinned for the zips; "
-            "install the project with its dependencies"
-        ) from None
-
-
-def _applies(requirement: Requirement, extras: Iterable[str]) -> bool:
-    if requirement.marker is None:
-        return True
-    marker: Marker = requirement.marker
-    return any(
-        marker.evaluate({**RUNTIME_MARKERS, "extra": extra}) for extra in ("", *extras)
-    )
-
-
-def resolve_packages(
-    requires: Sequence[str],
-    runtime: Mapping[str, str | None] = RUNTIME_PACKAGES,
-    *,
-    trims: Mapping[str, Trim] = PACKAGE_TRIMS,
-) -> tuple[tuple[Pin, ...], tuple[str, ...], tuple[str, ...]]:
-    """(pins, left to the runtime, conflicts) for *requires* and their dependencies, but the
-    requirements *trims* drop (a distribution another one requires is still shipped).
-
-    Versions are the ones installed here, so the zips run what the tests ran. Dependencies
-    the runtime ships are left to it and not followed further, unless the runtime's version
-    does not satisfy the requirement: then the zip ships its own copy (the virtualenv comes
-    first on ``sys.path``), and the third list says why.
-    """
-    pins: dict[str, Pin] = {}
-    provided: set[str] = set()
-    conflicts: list[str] = []
-    queue: list[tuple[Requirement, str]] = [(Requirement(name), "") for name in requires]
-    done: set[tuple[str, frozenset[str]]] = set()
-    while queue:
-        requirement, parent = queue.pop(0)
-        name = canonicalize_name(requirement.name)
-        if name in runtime and name not in pins:
-            shipped = runtime[name]
-            if shipped is None or requirement.specifier.contains(shipped, prereleases=True):
-                provided.add(name)
-                continue
-            conflicts.append(
-                f"{parent} requires {requirement.name}{requirement.specifier}, the runtime "
-                f"ships {shipped}: the zip carries its own {requirement.name}"
-            )
-            provided.discard(name)
-        version = installed_version(name)
-        if not requirement.specifier.contains(version, prereleases=True):
-            raise BuildError(
-                f"{parent} requires {requirement}, but {name} {version} is installed here"
-            )
-        pins[name] = Pin(name, version)
-        key = (name, frozenset(requirement.extras))
-        if key in done:
-            continue
-        done.add(key)
-        dropped = {canonicalize_name(d) for d in trims[name].drop_requirements} \
-            if name in trims else set()
-        for line in importlib.metadata.requires(name) or ():
-            child = Requirement(line)
-            if canonicalize_name(child.name) in dropped:
-                continue
-            if _applies(child, requirement.extras):
-                queue.append((child, name))
-    return (tuple(sorted(pins.values())), tuple(sorted(provided)), tuple(sorted(conflicts)))
-
-
 # Building ---------------------------------------------------------------------------------
-
-
-def _run(argv: Sequence[str], what: str) -> None:
-    done = subprocess.run(
-        list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, errors="replace", check=False,
-    )
-    if done.returncode != 0:
-        tail = "\n".join(done.stdout.rstrip().splitlines()[-30:])
-        raise BuildError(f"{what} failed (exit {done.returncode}):\n{tail}")
-
-
-def _pip() -> list[str]:
-    return [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
-
-
-def site_packages_key(packages: Sequence[Pin]) -> str:
-    """Names the cached install of *packages* for the runtime's platform."""
-    stamp = json.dumps({
-        "schema": _CACHE_SCHEMA,
-        "python": RUNTIME_PYTHON,
-        "platforms": list(RUNTIME_PLATFORMS),
-        "packages": [str(pin) for pin in sorted(packages)],
-    }, sort_keys=True)
-    return hashlib.sha256(stamp.encode()).hexdigest()[:20]
-
-
-def install_site_packages(packages: Sequence[Pin], cache_dir: Path, log: Log = _stderr) -> Path:
-    """A folder holding exactly *packages* installed for the runtime (cached per pin set)."""
-    target = cache_dir / "site" / site_packages_key(packages)
-    marker = target / ".owdedup-complete"
-    if marker.is_file():
-        return target
-    staging = target.with_name(f"{target.name}.tmp{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    if packages:
-        log(f"pip: installing {', '.join(map(str, packages))} for {RUNTIME_KIND} ...")
-        platform_flags = [flag for tag in RUNTIME_PLATFORMS for flag in ("--platform", tag)]
-        _run([
-            *_pip(), "install", "--quiet", "--target", str(staging), "--no-deps",
-            "--no-compile", "--no-warn-script-location", "--only-binary=:all:",
-            "--implementation", "cp", "--python-version", RUNTIME_PYTHON, *platform_flags,
-            *(str(pin) for pin in packages),
-        ], f"pip install {' '.join(map(str, packages))}")
-    (staging / ".owdedup-complete").write_text("\n".join(map(str, packages)) + "\n")
-    shutil.rmtree(target, ignore_errors=True)  # an unfinished earlier attempt
-    try:
-        staging.rename(target)
-    except OSError:
-        if not marker.is_file():
-            raise
-        shutil.rmtree(staging, ignore_errors=True)  # a concurrent build got there first
-    return target
-
-
-def virtualenv_wheel(version: str, cache_dir: Path, log: Log = _stderr) -> Path:
-    """pypa virtualenv's wheel (for its ``activate_this.py`` template), downloaded once."""
-    wheels = cache_dir / "wheels"
-    pattern = f"virtualenv-{version}-*.whl"
-    found = sorted(wheels.glob(pattern))
-    if not found:
-        log(f"pip: downloading virtualenv {version} (for its activate_this.py template) ...")
-        wheels.mkdir(parents=True, exist_ok=True)
-        _run([*_pip(), "download", "--quiet", "--no-deps", "--only-binary=:all:",
-              "--dest", str(wheels), f"virtualenv=={version}"], "pip download virtualenv")
-        found = sorted(wheels.glob(pattern))
-        if not found:
-            raise BuildError(f"pip download virtualenv=={version} left no wheel in {wheels}")
-    return found[0]
-
-
-def render_activate_this(template: str) -> str:
-    """``bin/activate_this.py`` as virtualenv's PythonActivator writes it for a virtualenv
-    whose site-packages is ``lib/python3.11/site-packages`` (nothing machine-specific)."""
-    if "__VIRTUAL_ENV__" in template:
-        raise BuildError("this virtualenv's activate_this.py template embeds the virtualenv's "
-                         "absolute path; render it for the runtime's path instead")
-    replacements = {
-        "__VIRTUAL_PROMPT__": "",
-        "__VIRTUAL_NAME__": "virtualenv",
-        "__BIN_NAME__": "bin",
-        "__PATH_SEP__": ":",
-        "__LIB_FOLDERS__": f"../lib/python{RUNTIME_PYTHON}/site-packages",
-        "__DECODE_PATH__": "",
-    }
-    text = template
-    for key, value in replacements.items():
-        text = text.replace(key, value)
-    left = sorted(set(_PLACEHOLDER.findall(text)))
-    if left:
-        raise BuildError(f"activate_this.py template has unknown placeholders: {left}")
-    compile(text, ACTIVATE_THIS, "exec")
-    return text
-
-
-def activate_this(version: str, cache_dir: Path, log: Log = _stderr) -> bytes:
-    wheel = virtualenv_wheel(version, cache_dir, log)
-    try:
-        with zipfile.ZipFile(wheel) as archive:
-            template = archive.read(ACTIVATE_TEMPLATE).decode("utf-8")
-    except (OSError, KeyError, zipfile.BadZipFile) as exc:
-        raise BuildError(f"no {ACTIVATE_TEMPLATE} in {wheel}: {exc}") from exc
-    return render_activate_this(template).encode("utf-8")
-
-
-def _skipped(relative: Path) -> bool:
-    return "__pycache__" in relative.parts or relative.suffix == ".pyc"
-
-
-def _mode(arcname: str) -> int:
-    """0o755 for shared libraries (``x.so``, ``libz.so.1``), 0o644 for everything else."""
-    name = arcname.rsplit("/", 1)[-1]
-    return 0o755 if name.endswith(".so") or ".so." in name else 0o644
-
-
-def _site_files(site: Path) -> Iterator[tuple[str, bytes]]:
-    for path in sorted(site.rglob("*")):
-        relative = path.relative_to(site)
-        if relative.parts[0] in ("bin", ".owdedup-complete") or _skipped(relative):
-            continue  # console scripts (with this machine's shebang) and our marker
-        if path.is_symlink():
-            raise BuildError(f"{path}: symlinks cannot be shipped (the runtime drops them)")
-        if path.is_file():
-            yield f"{SITE_PACKAGES}/{relative.as_posix()}", path.read_bytes()
-
-
-def apply_trims(files: dict[str, bytes], packages: Iterable[Pin],
-                trims: Mapping[str, Trim] = PACKAGE_TRIMS) -> None:
-    """Apply the trims of the shipped *packages* to *files* (archive name -> content)."""
-    for pin in packages:
-        trim = trims.get(pin.name)
-        if trim is None:
-            continue
-        where = f"PACKAGE_TRIMS[{pin.name!r}] does not fit {pin}"
-        for relative in trim.remove:
-            if files.pop(f"{SITE_PACKAGES}/{relative}", None) is None:
-                raise BuildError(f"{where}: it has no {relative} to leave out")
-        for relative, old, new in trim.edits:
-            name = f"{SITE_PACKAGES}/{relative}"
-            text = files[name].decode("utf-8") if name in files else ""
-            if text.count(old) != 1:
-                raise BuildError(f"{where}: {relative} does not hold {old.strip()!r} exactly "
-                                 "once; review the trim for this version")
-            files[name] = text.replace(old, new).encode("utf-8")
-
-
-def top_level_modules(distribution: str) -> set[str]:
-    """The importable top-level names of an installed distribution (``Crypto``,
-    ``_cffi_backend``), from its file list."""
-    try:
-        found = importlib.metadata.distribution(distribution).files or ()
-    except importlib.metadata.PackageNotFoundError:
-        raise BuildError(f"{distribution} is not installed here") from None
-    names: set[str] = set()
-    for path in found:
-        top = path.parts[0]
-        if len(path.parts) == 1:
-            if top.endswith((".py", ".so")):
-                names.add(top.split(".", 1)[0])
-        elif not top.endswith((".dist-info", ".libs", ".data")) and top != "__pycache__":
-            names.add(top)
-    return names
-
-
-def _absolute_imports(source: bytes, name: str) -> Iterator[tuple[int, str]]:
-    try:
-        tree = ast.parse(source, filename=name)
-    except SyntaxError as exc:
-        raise BuildError(f"cannot parse {name}: {exc}") from exc
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            yield from ((node.lineno, alias.name) for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
-            yield node.lineno, node.module
-
-
-def check_trimmed_imports(files: Mapping[str, bytes], trimmed: Iterable[str]) -> None:
-    """No shipped ``.py`` imports a module of the *trimmed* distributions (anywhere, lazily
-    or not): a trim must not leave code that fails at run time."""
-    banned = {module: dist for dist in trimmed for module in top_level_modules(dist)}
-    if not banned:
-        return
-    found = [
-        f"{name}:{line} imports {module} ({banned[module.split('.')[0]]})"
-        for name, content in files.items() if name.endswith(".py")
-        for line, module in _absolute_imports(content, name)
-        if module.split(".")[0] in banned
-    ]
-    if found:
-        raise BuildError("shipped code imports what PACKAGE_TRIMS left out:\n  "
-                         + "\n  ".join(found))
-
-
-#: Run by the build interpreter with ``-I -S`` and a fixed hash seed, so the bytecode depends
-#: on the sources only: reads ``[[name, base64 source], ...]`` (JSON) on stdin, writes
-#: ``[base64 pyc, ...]``. A hash-based pyc as importlib writes one: magic, flags (bit 0:
-#: hash-based, bit 1: check the source), SipHash of the source, marshalled code.
-_COMPILER = r"""
-import base64, importlib.util, json, marshal, sys
-flags = int(sys.argv[1])
-out = []
-for name, encoded in json.load(sys.stdin):
-    source = base64.b64decode(encoded)
-    code = compile(source, name, "exec", dont_inherit=True, optimize=0)
-    data = importlib.util.MAGIC_NUMBER + flags.to_bytes(4, "little")
-    data += importlib.util.source_hash(source) + marshal.dumps(code)
-    out.append(base64.b64encode(data).decode("ascii"))
-json.dump([sys.implementation.cache_tag, out], sys.stdout)
-"""
-
-
-def check_build_python() -> None:
-    """The bytecode is this interpreter's: it must be the runtime's CPython minor version."""
-    version = ".".join(map(str, sys.version_info[:2]))
-    if sys.implementation.name != "cpython" or version != RUNTIME_PYTHON:
-        raise BuildError(
-            f"the zips carry bytecode for CPython {RUNTIME_PYTHON} ({RUNTIME_KIND}); build "
-            f"them with CPython {RUNTIME_PYTHON}, not {sys.implementation.name} {version}"
-        )
-
-
-def pyc_name(name: str) -> str:
-    """``pkg/mod.py`` -> ``pkg/__pycache__/mod.cpython-311.pyc``."""
-    folder, _, file = name.rpartition("/")
-    pyc = f"__pycache__/{file.removesuffix('.py')}.{PYC_TAG}.pyc"
-    return f"{folder}/{pyc}" if folder else pyc
-
-
-def compile_bytecode(files: Mapping[str, bytes], *,
-                     mode: py_compile.PycInvalidationMode = PYC_INVALIDATION) -> dict[str, bytes]:
-    """Hash-based bytecode of every ``.py`` in *files* but ``__main__.py`` (which the runtime
-    renames): pyc archive name -> content. Each code object is compiled with its archive name
-    as its file name (importlib replaces it with the real path on import)."""
-    check_build_python()
-    if mode is py_compile.PycInvalidationMode.TIMESTAMP:
-        raise BuildError("timestamp-based bytecode is ignored once the zip is unpacked")
-    flags = 0b01 | (0b10 if mode is py_compile.PycInvalidationMode.CHECKED_HASH else 0)
-    sources = sorted((name, content) for name, content in files.items()
-                     if name.endswith(".py") and name != "__main__.py")
-    request = json.dumps([[name, base64.b64encode(content).decode("ascii")]
-                          for name, content in sources])
-    done = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", _COMPILER, str(flags)],
-        input=request, capture_output=True, text=True, check=False,
-        env={"PYTHONHASHSEED": "0", "PATH": os.environ.get("PATH", "")},
-    )
-    if done.returncode != 0:
-        raise BuildError(f"compiling the bytecode failed:\n{done.stderr[-3000:]}")
-    tag, compiled = json.loads(done.stdout)
-    if tag != PYC_TAG or len(compiled) != len(sources):
-        raise BuildError(f"the compiler answered {tag} with {len(compiled)} of "
-                         f"{len(sources)} files; expected {PYC_TAG}")
-    return {pyc_name(name): base64.b64decode(data)
-            for (name, _), data in zip(sources, compiled, strict=True)}
 
 
 def action_files(
@@ -824,35 +266,6 @@ def action_files(
     check_trimmed_imports(files, action.trimmed)
     files.update(compile_bytecode(files))
     return files
-
-
-def write_zip(path: Path, files: Mapping[str, bytes], folders: Iterable[str] = ()) -> None:
-    """Write *files* (and the empty *folders*) as a reproducible zip: sorted entries with
-    their folders, 1980-01-01 timestamps, 0o644 files (0o755 folders and shared libraries),
-    deflate level 6."""
-    folders = {
-        "/".join(parts[:depth]) + "/"
-        for name in [*files, *(f"{folder.rstrip('/')}/" for folder in folders)]
-        for parts in [name.split("/")[:-1]]
-        for depth in range(1, len(parts) + 1)
-    }
-    entries: list[tuple[str, bytes | None]] = [(d, None) for d in folders]
-    entries += list(files.items())
-    entries.sort(key=lambda entry: entry[0])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with zipfile.ZipFile(staging, "w") as archive:
-        for name, content in entries:
-            info = zipfile.ZipInfo(name, date_time=ZIP_DATE)
-            info.create_system = 3  # Unix: the permission bits below are honoured
-            if content is None:
-                info.external_attr = ((stat.S_IFDIR | 0o755) << 16) | 0x10
-                archive.writestr(info, b"", compress_type=zipfile.ZIP_STORED)
-            else:
-                info.external_attr = (stat.S_IFREG | _mode(name)) << 16
-                archive.writestr(info, content, compress_type=zipfile.ZIP_DEFLATED,
-                                 compresslevel=ZIP_LEVEL)
-    staging.replace(path)
 
 
 def execute_plan(plan: BuildPlan, log: Log = _stderr) -> list[BuiltZip]:

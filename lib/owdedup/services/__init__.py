@@ -10,16 +10,15 @@ from __future__ import annotations
 
 from owdedup.services.config import ServicesConfig
 from owdedup.services.install import install, is_installed
+from owdedup.services.launcher import logs, stop
 from owdedup.services.processes import (
     ServiceStatus,
     down,
     env_exports,
     env_vars,
-    logs,
     start,
     status,
     status_all,
-    stop,
     up,
 )
 from owdedup.services.tools import ServiceError

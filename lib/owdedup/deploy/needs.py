@@ -1,0 +1,242 @@
+"""What an action zip must carry: which ``owdedup`` modules, which third-party packages.
+
+``owdedup/...``: the runtime modules the action can reach through its imports (import
+statements anywhere, lazy ones too, and the ``"owdedup.x:Class"`` strings the backend
+registries import by name), plus every function module whose source is part of a function
+identity (:data:`IDENTITY_MODULES`), even where the action never imports it. Reaching a CLI or
+tooling module (:data:`TOOLING_MODULES`) is a build error.
+
+Third-party: the distributions :data:`ACTION_REQUIREMENTS` lists for the action and their
+dependencies, found from the installed metadata and pinned (:class:`Pin`) at the versions
+installed here, so the zips run what the tests ran; but the ones the runtime already ships
+(:data:`~owdedup.deploy.runtime.RUNTIME_PACKAGES`) and the requirements a trim
+(:data:`~owdedup.deploy.runtime.PACKAGE_TRIMS`) drops.
+
+Nothing here builds or fetches anything: :func:`owdedup.deploy.build.plan_build` uses it.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Final
+
+from packaging.markers import Marker
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from owdedup.deploy.runtime import (
+    PACKAGE,
+    PACKAGE_TRIMS,
+    RUNTIME_MARKERS,
+    RUNTIME_PACKAGES,
+    BuildError,
+    Trim,
+)
+from owdedup.functions import FUNCTIONS
+
+#: The distributions each action needs beyond the runtime, their dependencies found from the
+#: installed metadata. One place: an action that is not listed here cannot be built.
+ACTION_REQUIREMENTS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType({
+    "hash": ("minio",),
+    "lookup": ("minio", "ibmcloudant"),
+    "thumbnail": ("minio", "pillow"),
+    "record": ("minio", "ibmcloudant"),
+    "dispatch": (),
+})
+
+#: Modules that are CLI or tooling, never part of an action: reaching one from an action's
+#: imports is a build error.
+TOOLING_MODULES: Final[tuple[str, ...]] = (
+    "owdedup.__main__",
+    "owdedup.bundle",
+    "owdedup.cli",
+    "owdedup.deploy",
+    "owdedup.engine",
+    "owdedup.mapper",
+    "owdedup.serve",
+    "owdedup.services",
+    "owdedup.watch",
+    "owdedup.workers",
+)
+
+#: The source of these modules is hashed into function identities (``identity.code_digest``)
+#: even by actions that never import them, so every zip carries them.
+IDENTITY_MODULES: Final[tuple[str, ...]] = tuple(sorted({f.module for f in FUNCTIONS.values()}))
+#: The libraries whose versions are part of function identities, written to ``_pins.json``.
+IDENTITY_LIBRARIES: Final[tuple[str, ...]] = tuple(
+    sorted({canonicalize_name(lib) for f in FUNCTIONS.values() for lib in f.libraries})
+)
+
+_BACKEND_TARGET = re.compile(rf"({PACKAGE}(?:\.\w+)+):\w+")
+
+
+@dataclass(frozen=True, order=True)
+class Pin:
+    """One distribution at one version, as pip names it (``name==version``)."""
+
+    name: str
+    version: str
+
+    def __str__(self) -> str:
+        return f"{self.name}=={self.version}"
+
+
+# Which owdedup modules an action needs ----------------------------------------------------
+
+
+def _is_tooling(module: str) -> bool:
+    return any(module == t or module.startswith(t + ".") for t in TOOLING_MODULES)
+
+
+def _module_path(module: str, package_dir: Path) -> Path | None:
+    parts = module.split(".")[1:]
+    base = package_dir.joinpath(*parts)
+    for candidate in (base / "__init__.py", base.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_names(path: Path, module: str) -> Iterator[str]:
+    """Every module name *path* may import: import statements anywhere (lazy ones too) and
+    ``"owdedup.x:Class"`` strings (the backend registries import those by name)."""
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except (OSError, SyntaxError) as exc:
+        raise BuildError(f"cannot parse {path}: {exc}") from exc
+    is_package = path.name == "__init__.py"
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = module.split(".")
+                parent = parent if is_package else parent[:-1]
+                parent = parent[: len(parent) - (node.level - 1)]
+                base = ".".join([*parent, base] if base else parent)
+            yield base
+            yield from (f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            match = _BACKEND_TARGET.fullmatch(node.value)
+            if match:
+                yield match[1]
+
+
+def runtime_modules(source: Path, package_dir: Path) -> tuple[str, ...]:
+    """The files of ``owdedup`` that *source* can reach through its imports, plus the
+    identity modules and every package ``__init__`` on the way, relative to the package's
+    parent (``owdedup/action.py``)."""
+    seen: dict[str, Path] = {}
+    stack: list[tuple[str, Path, str]] = [("__main__", source, "")]
+    stack += [(m, p, "identity") for m in IDENTITY_MODULES
+              if (p := _module_path(m, package_dir)) is not None]
+    while stack:
+        module, path, via = stack.pop()
+        for name in _imported_names(path, module):
+            if name != PACKAGE and not name.startswith(PACKAGE + "."):
+                continue
+            parts = name.split(".")
+            for depth in range(1, len(parts) + 1):  # the module and its parent packages
+                candidate = ".".join(parts[:depth])
+                if candidate in seen:
+                    continue
+                found = _module_path(candidate, package_dir)
+                if found is None:
+                    continue  # an attribute (a class, a function), not a module
+                if _is_tooling(candidate):
+                    chain = f"{via} -> {module}" if via else module
+                    raise BuildError(
+                        f"{source.name}: {chain} imports {candidate}, which is CLI/tooling "
+                        "and is never shipped in an action zip"
+                    )
+                seen[candidate] = found
+                stack.append((candidate, found, f"{via} -> {module}" if via else module))
+    for module in IDENTITY_MODULES:
+        found = _module_path(module, package_dir)
+        if found is None:
+            raise BuildError(f"identity module {module} has no source file")
+        seen[module] = found
+    root = package_dir.parent
+    return tuple(sorted(path.relative_to(root).as_posix() for path in seen.values()))
+
+
+# Which third-party packages an action needs -----------------------------------------------
+
+
+def installed_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        raise BuildError(
+            f"{name} is not installed here, so its version cannot be pinned for the zips; "
+            "install the project with its dependencies"
+        ) from None
+
+
+def _applies(requirement: Requirement, extras: Iterable[str]) -> bool:
+    if requirement.marker is None:
+        return True
+    marker: Marker = requirement.marker
+    return any(
+        marker.evaluate({**RUNTIME_MARKERS, "extra": extra}) for extra in ("", *extras)
+    )
+
+
+def resolve_packages(
+    requires: Sequence[str],
+    runtime: Mapping[str, str | None] = RUNTIME_PACKAGES,
+    *,
+    trims: Mapping[str, Trim] = PACKAGE_TRIMS,
+) -> tuple[tuple[Pin, ...], tuple[str, ...], tuple[str, ...]]:
+    """(pins, left to the runtime, conflicts) for *requires* and their dependencies, but the
+    requirements *trims* drop (a distribution another one requires is still shipped).
+
+    Versions are the ones installed here, so the zips run what the tests ran. Dependencies
+    the runtime ships are left to it and not followed further, unless the runtime's version
+    does not satisfy the requirement: then the zip ships its own copy (the virtualenv comes
+    first on ``sys.path``), and the third list says why.
+    """
+    pins: dict[str, Pin] = {}
+    provided: set[str] = set()
+    conflicts: list[str] = []
+    queue: list[tuple[Requirement, str]] = [(Requirement(name), "") for name in requires]
+    done: set[tuple[str, frozenset[str]]] = set()
+    while queue:
+        requirement, parent = queue.pop(0)
+        name = canonicalize_name(requirement.name)
+        if name in runtime and name not in pins:
+            shipped = runtime[name]
+            if shipped is None or requirement.specifier.contains(shipped, prereleases=True):
+                provided.add(name)
+                continue
+            conflicts.append(
+                f"{parent} requires {requirement.name}{requirement.specifier}, the runtime "
+                f"ships {shipped}: the zip carries its own {requirement.name}"
+            )
+            provided.discard(name)
+        version = installed_version(name)
+        if not requirement.specifier.contains(version, prereleases=True):
+            raise BuildError(
+                f"{parent} requires {requirement}, but {name} {version} is installed here"
+            )
+        pins[name] = Pin(name, version)
+        key = (name, frozenset(requirement.extras))
+        if key in done:
+            continue
+        done.add(key)
+        dropped = {canonicalize_name(d) for d in trims[name].drop_requirements} \
+            if name in trims else set()
+        for line in importlib.metadata.requires(name) or ():
+            child = Requirement(line)
+            if canonicalize_name(child.name) in dropped:
+                continue
+            if _applies(child, requirement.extras):
+                queue.append((child, name))
+    return (tuple(sorted(pins.values())), tuple(sorted(provided)), tuple(sorted(conflicts)))

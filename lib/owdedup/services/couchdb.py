@@ -1,0 +1,38 @@
+"""The CouchDB-API service: pouchdb-server (CouchDB 1.x-style API) with its databases on
+disk, run as a background process on 127.0.0.1 (see :mod:`owdedup.services.launcher`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from owdedup.services.config import ServicesConfig
+from owdedup.services.install import find_couchdb
+from owdedup.services.launcher import http_ok, launch, service_ports
+from owdedup.services.tools import require, say
+
+
+def couchdb_ready(config: ServicesConfig) -> bool:
+    return http_ok(config.records_url + "/")
+
+
+def start_couchdb(config: ServicesConfig) -> int:
+    if found := find_couchdb():
+        say(f"couchdb: note: {found} is on PATH but not managed here; "
+            "starting pouchdb-server")
+    require("node", "run pouchdb-server")
+    workdir = config.data_dir / "pouchdb-server"
+    dbs = config.data_dir / "couchdb"
+    dbs.mkdir(parents=True, exist_ok=True)
+    argv: list[str | Path] = [
+        config.pouchdb_bin,
+        "--host", config.host,
+        "--port", str(config.couchdb_port),
+        "--dir", dbs,
+        "--config", workdir / "config.json",
+    ]
+    return launch(
+        config, "couchdb", argv, env=dict(os.environ), cwd=workdir,
+        ports=service_ports(config, "couchdb"), ready=lambda: couchdb_ready(config),
+    )
