@@ -1,0 +1,156 @@
+"""The package on a real OpenWhisk: ``deploy.sh``, the sequence through the REST API, then
+``deploy.sh undeploy``.
+
+Opt-in (``OWDEDUP_OPENWHISK=1``); without it every test here is skipped, in CI too. It needs:
+
+- the OpenWhisk target, as ``deploy.sh`` takes it: ``OW_APIHOST`` and ``OW_AUTH``, else
+  ``~/.wskprops``;
+- the services in the ``OWDEDUP_*`` variables ``deploy.sh`` binds into the package (``eval
+  "$(owdedup services env)"`` for the local ones), at addresses the action containers can
+  reach: 127.0.0.1 works only when OpenWhisk runs the actions on this host's network;
+- ``OWDEDUP_OPENWHISK_FEED=1`` to also check the upload path (MinIO -> Kafka -> the Kafka feed
+  -> trigger -> rule -> sequence), which needs openwhisk-package-kafka's feed provider
+  (OpenWhisk standalone has none).
+
+It deploys the package ``owdedup`` into the target namespace, replacing one that is there,
+and removes it at the end; its inputs go to the bucket ``owdedup-integration`` (objects under
+a per-run prefix, deleted at the end).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from owdedup.config import Settings
+from owdedup.context import Context
+from owdedup.deploy.plan import resolve_target
+from owdedup.errors import OwdedupError
+from owdedup.functions import get_function
+from tests.imagegen import jpeg, not_an_image
+from tests.serve.conftest import Client
+from tests.services.conftest import PROJECT
+from tests.tooling import real_wskdeploy
+
+pytestmark = pytest.mark.integration
+
+PACKAGE, SEQUENCE = "owdedup", "dedup-thumbnail"
+BUCKET = "owdedup-integration"
+#: What deploy.sh needs besides the target (it names any that is missing, too).
+SERVICE_VARIABLES = ("OWDEDUP_STORE", "OWDEDUP_STORE_ACCESS_KEY", "OWDEDUP_STORE_SECRET_KEY",
+                     "OWDEDUP_RECORDS", "OWDEDUP_IN_BUCKET", "OWDEDUP_OUT_BUCKET",
+                     "OWDEDUP_KAFKA", "OWDEDUP_KAFKA_TOPIC")
+
+
+@dataclass
+class OpenWhisk:
+    client: Client
+    env: dict[str, str]
+    context: Context
+    run: str  # this run's key prefix
+
+
+def _deploy_sh(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(["bash", str(PROJECT / "deploy.sh"), *args], cwd=PROJECT, env=env,
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                          timeout=1800, check=False)
+    output = done.stdout + done.stderr
+    for name in ("OW_AUTH", "OWDEDUP_STORE_SECRET_KEY", "OWDEDUP_RECORDS_PASSWORD"):
+        if env.get(name):
+            assert env[name] not in output, f"{name}'s value in deploy.sh's output"
+    return done
+
+
+@pytest.fixture(scope="module")
+def openwhisk() -> Iterator[OpenWhisk]:
+    if os.environ.get("OWDEDUP_OPENWHISK") != "1":
+        pytest.skip("opt-in: set OWDEDUP_OPENWHISK=1 to deploy to a real OpenWhisk")
+    target, problems = resolve_target(os.environ)
+    unset = [name for name in SERVICE_VARIABLES if not os.environ.get(name, "").strip()]
+    if target is None or unset:
+        pytest.fail("OWDEDUP_OPENWHISK=1, but " + "; ".join(
+            [*problems, *(f"{name} is not set" for name in unset)]), pytrace=False)
+    env = {**os.environ, "WSKDEPLOY": os.environ.get("WSKDEPLOY") or str(real_wskdeploy())}
+    done = _deploy_sh(env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    client = Client(target.apihost.rstrip("/"), auth=target.auth, namespace="_")
+    context = Context(Settings.resolve({}, env))
+    run = f"it-{uuid.uuid4().hex[:8]}"
+    context.store.ensure_bucket(BUCKET)
+    try:
+        yield OpenWhisk(client, env, context, run)
+    finally:
+        for info in list(context.store.list(BUCKET, prefix=run)):
+            context.store.delete(BUCKET, info.key)
+        context.close()
+        undone = _deploy_sh(env, "undeploy")
+        assert undone.returncode == 0, undone.stdout + undone.stderr
+
+
+def invoke(ow: OpenWhisk, key: str) -> tuple[int, dict[str, Any]]:
+    reply = ow.client.request(
+        "POST", f"actions/{PACKAGE}/{SEQUENCE}?blocking=true&result=true",
+        {"bucket": BUCKET, "key": key})
+    return reply.status, reply.json
+
+
+def test_the_deployed_sequence_computes_then_deduplicates(openwhisk: OpenWhisk) -> None:
+    ow = openwhisk
+    data = jpeg(321, 211)
+    ow.context.store.put(BUCKET, f"{ow.run}/a.jpg", data)
+    ow.context.store.put(BUCKET, f"{ow.run}/same bytes.jpg", data)
+    status, first = invoke(ow, f"{ow.run}/a.jpg")
+    assert status == 200, first
+    assert first["status"] == "computed" and first["digest"] == hashlib.sha256(data).hexdigest()
+    outputs = [(o["bucket"], o["key"]) for o in first["outputs"]]
+    assert outputs and all(ow.context.store.exists(b, k) for b, k in outputs)
+    status, again = invoke(ow, f"{ow.run}/same bytes.jpg")
+    assert status == 200 and again["status"] == "deduplicated", again
+    assert [(o["bucket"], o["key"]) for o in again["outputs"]] == outputs
+    assert not any(k.startswith(("store", "records")) for k in again)  # no config echoed
+
+
+def test_bad_input_is_an_application_error_naming_the_object(openwhisk: OpenWhisk) -> None:
+    ow = openwhisk
+    key = f"{ow.run}/notes.jpg"
+    ow.context.store.put(BUCKET, key, not_an_image())
+    status, reply = invoke(ow, key)
+    assert status == 502, reply
+    assert key in reply["error"] and "not an image" in reply["error"]
+
+
+def test_an_upload_alone_ends_as_a_thumbnail_and_a_record(openwhisk: OpenWhisk) -> None:
+    if os.environ.get("OWDEDUP_OPENWHISK_FEED") != "1":
+        pytest.skip("set OWDEDUP_OPENWHISK_FEED=1 where the Kafka feed provider runs")
+    ow = openwhisk
+    spec = get_function("thumbnail")
+    data = jpeg(333, 222)
+    digest = hashlib.sha256(data).hexdigest()
+    # The thumbnail parameters deploy.sh bound into the package (unset: the defaults).
+    bound = {name: ow.env[f"OWDEDUP_{name.upper()}"] for name in ("sizes", "format", "quality")
+             if ow.env.get(f"OWDEDUP_{name.upper()}", "").strip()}
+    variants = spec.variants(spec.normalise(bound))
+    in_bucket = ow.env["OWDEDUP_IN_BUCKET"]
+    ow.context.store.put(in_bucket, f"{ow.run}/uploaded.jpg", data)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                records = [ow.context.records.get(v.function_id, digest) for v in variants]
+                if all(r is not None and ow.context.store.exists(r.output.bucket, r.output.key)
+                       for r in records):
+                    break
+            except OwdedupError:
+                pass
+            assert time.monotonic() < deadline, "no thumbnails and records within 300 s"
+            time.sleep(2)
+    finally:
+        ow.context.store.delete(in_bucket, f"{ow.run}/uploaded.jpg")
