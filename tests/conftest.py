@@ -1,4 +1,5 @@
-"""Shared fixtures: every test gets its own folder store and SQLite record store."""
+"""Shared fixtures: every test gets its own folder store and SQLite record store; the real
+services (one set per session) for the tiers that need them."""
 
 from __future__ import annotations
 
@@ -9,6 +10,14 @@ import pytest
 
 from owdedup.config import Settings
 from owdedup.context import Context
+
+# Registered here, at the root, so that every tier shares one session of the services (a
+# conftest further down would start a second set for its own directory).
+from tests.service_fixtures import (  # noqa: F401
+    docker_compose_file,
+    services,
+    services_env,
+)
 
 PROJECT = Path(__file__).resolve().parents[1]
 

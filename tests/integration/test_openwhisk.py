@@ -1,10 +1,9 @@
-"""The package on a real OpenWhisk: ``deploy.sh``, the sequence through the REST API, then
-``deploy.sh undeploy``.
+"""The package on an OpenWhisk: ``deploy.sh``, the sequence through the REST API, the upload
+path, then ``deploy.sh undeploy``.
 
-Opt-in (``OWDEDUP_OPENWHISK=1``); without it every test here is skipped, in CI too. It needs:
+With ``OWDEDUP_OPENWHISK=1`` it runs against a real OpenWhisk, which needs:
 
-- the OpenWhisk target, as ``deploy.sh`` takes it: ``OW_APIHOST`` and ``OW_AUTH``, else
-  ``~/.wskprops``;
+- the target, as ``deploy.sh`` takes it: ``OW_APIHOST`` and ``OW_AUTH``, else ``~/.wskprops``;
 - the services in the ``OWDEDUP_*`` variables ``deploy.sh`` binds into the package (``eval
   "$(owdedup services env)"`` for the local ones), at addresses the action containers can
   reach: 127.0.0.1 works only when OpenWhisk runs the actions on this host's network;
@@ -15,17 +14,25 @@ Opt-in (``OWDEDUP_OPENWHISK=1``); without it every test here is skipped, in CI t
 It deploys the package ``owdedup`` into the target namespace, replacing one that is there,
 and removes it at the end; its inputs go to the bucket ``owdedup-integration`` (objects under
 a per-run prefix, deleted at the end).
+
+Without it (as in CI, where no OpenWhisk runs) the same tests run against the stand-in:
+``owdedup serve`` in a process of its own with the session's real MinIO, Kafka and
+CouchDB-API server, feed included. So the tier's code is exercised on every run, and what
+it proves there is what ``tests/services/test_deploy_serve.py`` proves in more detail.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,9 +42,11 @@ from owdedup.context import Context
 from owdedup.deploy.plan import resolve_target
 from owdedup.errors import OwdedupError
 from owdedup.functions import get_function
+from tests.deploy.test_deploy_sh import install_runtime_site
 from tests.imagegen import jpeg, not_an_image
-from tests.serve.conftest import Client
-from tests.services.conftest import PROJECT
+from tests.serve.conftest import AUTH, Client
+from tests.serve_process import serve_process
+from tests.service_fixtures import PROJECT, Services
 from tests.tooling import real_wskdeploy
 
 pytestmark = pytest.mark.integration
@@ -56,10 +65,12 @@ class OpenWhisk:
     env: dict[str, str]
     context: Context
     run: str  # this run's key prefix
+    feed: bool  # whether uploads reach the sequence through the Kafka feed
 
 
-def _deploy_sh(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(["bash", str(PROJECT / "deploy.sh"), *args], cwd=PROJECT, env=env,
+def _deploy_sh(project: Path, env: dict[str, str], *args: str
+               ) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(["bash", str(project / "deploy.sh"), *args], cwd=project, env=env,
                           capture_output=True, text=True, stdin=subprocess.DEVNULL,
                           timeout=1800, check=False)
     output = done.stdout + done.stderr
@@ -69,29 +80,56 @@ def _deploy_sh(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[s
     return done
 
 
-@pytest.fixture(scope="module")
-def openwhisk() -> Iterator[OpenWhisk]:
-    if os.environ.get("OWDEDUP_OPENWHISK") != "1":
-        pytest.skip("opt-in: set OWDEDUP_OPENWHISK=1 to deploy to a real OpenWhisk")
+def _real_target() -> tuple[Client, dict[str, str]]:
     target, problems = resolve_target(os.environ)
     unset = [name for name in SERVICE_VARIABLES if not os.environ.get(name, "").strip()]
     if target is None or unset:
         pytest.fail("OWDEDUP_OPENWHISK=1, but " + "; ".join(
             [*problems, *(f"{name} is not set" for name in unset)]), pytrace=False)
-    env = {**os.environ, "WSKDEPLOY": os.environ.get("WSKDEPLOY") or str(real_wskdeploy())}
-    done = _deploy_sh(env)
+    return Client(target.apihost.rstrip("/"), auth=target.auth), dict(os.environ)
+
+
+@pytest.fixture(scope="module")
+def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[tuple[Client, dict[str, str], bool]]:
+    """(client, deploy.sh's environment, whether the upload path can be checked)."""
+    if os.environ.get("OWDEDUP_OPENWHISK") == "1":
+        client, env = _real_target()
+        yield client, env, os.environ.get("OWDEDUP_OPENWHISK_FEED") == "1"
+        return
+    services: Services = request.getfixturevalue("services")
+    root = tmp_path_factory.mktemp("integration-serve")
+    with serve_process(root, AUTH, install_runtime_site(root / "runtime-site")) as client:
+        env = {**os.environ, **services.env, "OW_APIHOST": client.url, "OW_AUTH": AUTH}
+        for name in ("OW_NAMESPACE", "WSK_CONFIG_FILE"):
+            env.pop(name, None)
+        yield client, env, True  # serve runs the Kafka feed
+
+
+@pytest.fixture(scope="module")
+def openwhisk(target: tuple[Client, dict[str, str], bool],
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenWhisk]:
+    client, base_env, feed = target
+    env = {**base_env, "OWDEDUP_PYTHON": base_env.get("OWDEDUP_PYTHON") or sys.executable,
+           "WSKDEPLOY": base_env.get("WSKDEPLOY") or str(real_wskdeploy())}
+    # deploy.sh builds into the folder it runs from: a copy, so the checkout stays clean.
+    project = tmp_path_factory.mktemp("integration-project")
+    for name in ("deploy.sh", "manifest.yaml"):
+        shutil.copy2(PROJECT / name, project / name)
+    shutil.copytree(PROJECT / "actions", project / "actions",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    done = _deploy_sh(project, env)
     assert done.returncode == 0, done.stdout + done.stderr
-    client = Client(target.apihost.rstrip("/"), auth=target.auth, namespace="_")
     context = Context(Settings.resolve({}, env))
     run = f"it-{uuid.uuid4().hex[:8]}"
     context.store.ensure_bucket(BUCKET)
     try:
-        yield OpenWhisk(client, env, context, run)
+        yield OpenWhisk(client, env, context, run, feed)
     finally:
         for info in list(context.store.list(BUCKET, prefix=run)):
             context.store.delete(BUCKET, info.key)
         context.close()
-        undone = _deploy_sh(env, "undeploy")
+        undone = _deploy_sh(project, env, "undeploy")
         assert undone.returncode == 0, undone.stdout + undone.stderr
 
 
@@ -128,9 +166,9 @@ def test_bad_input_is_an_application_error_naming_the_object(openwhisk: OpenWhis
 
 
 def test_an_upload_alone_ends_as_a_thumbnail_and_a_record(openwhisk: OpenWhisk) -> None:
-    if os.environ.get("OWDEDUP_OPENWHISK_FEED") != "1":
-        pytest.skip("set OWDEDUP_OPENWHISK_FEED=1 where the Kafka feed provider runs")
     ow = openwhisk
+    if not ow.feed:
+        pytest.skip("set OWDEDUP_OPENWHISK_FEED=1 where the Kafka feed provider runs")
     spec = get_function("thumbnail")
     data = jpeg(333, 222)
     digest = hashlib.sha256(data).hexdigest()

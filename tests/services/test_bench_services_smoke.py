@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.benchmarks.bench_run import assert_complete, make_photos, run_benchmark
-from tests.services.conftest import Services
+from tests.service_fixtures import Services
 
 pytestmark = pytest.mark.services
 

@@ -23,7 +23,7 @@ from owdedup.records import couchdb as couch
 from owdedup.records.couch_transport import Urllib3Transport
 from owdedup.records.couchdb import CouchRecordStore, doc_id
 from tests.record_store_contract import RecordStoreContract, make_record, race_to_put
-from tests.services.conftest import Services
+from tests.service_fixtures import Services
 
 pytestmark = pytest.mark.services
 

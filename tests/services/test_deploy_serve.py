@@ -41,8 +41,9 @@ from owdedup.services.install import (
 from tests.deploy.test_deploy_sh import install_runtime_site
 from tests.imagegen import jpeg, not_an_image
 from tests.serve.conftest import AUTH, Client
-from tests.services.conftest import PROJECT, Services
-from tests.tooling import listen_ports, real_wskdeploy
+from tests.serve_process import serve_process
+from tests.service_fixtures import PROJECT, Services
+from tests.tooling import real_wskdeploy
 
 pytestmark = pytest.mark.services
 
@@ -57,7 +58,6 @@ class Deployed:
     client: Client
     env: dict[str, str]
     project: Path
-    server: subprocess.Popen[str]
     deploy_output: str
 
 
@@ -88,50 +88,24 @@ def deployed(services: Services, tmp_path_factory: pytest.TempPathFactory) -> It
     wskdeploy = real_wskdeploy()
     root = tmp_path_factory.mktemp("deploy-serve")
     site = install_runtime_site(root / "runtime-site")
-    port = listen_ports(1)[0]
-    log = (root / "serve.log").open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "owdedup", "serve", "--port", str(port), "--state",
-         str(root / "state"), "--runtime-site", str(site)],
-        env={**os.environ, "OWDEDUP_SERVE_AUTH": AUTH}, stdout=log, stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL, text=True,
-    )
-    client = Client(f"http://127.0.0.1:{port}")
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if client.request("GET", client.url + "/", absolute=True).status == 200:
-                break
-        except OSError:
-            pass
-        assert server.poll() is None and time.monotonic() < deadline, "serve did not start"
-        time.sleep(0.2)
-    project = root / "project"
-    project.mkdir()
-    for name in ("deploy.sh", "manifest.yaml"):
-        shutil.copy2(PROJECT / name, project / name)
-    shutil.copytree(PROJECT / "actions", project / "actions",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    env = {**os.environ, **services.env, "OW_APIHOST": client.url, "OW_AUTH": AUTH,
-           "OWDEDUP_SIZES": str(SIZE), "OWDEDUP_PYTHON": sys.executable,
-           "WSKDEPLOY": str(wskdeploy)}
-    for name in ("OW_NAMESPACE", "WSK_CONFIG_FILE", "OWDEDUP_FORMAT", "OWDEDUP_QUALITY"):
-        env.pop(name, None)
-    try:
+    with serve_process(root, AUTH, site) as client:
+        project = root / "project"
+        project.mkdir()
+        for name in ("deploy.sh", "manifest.yaml"):
+            shutil.copy2(PROJECT / name, project / name)
+        shutil.copytree(PROJECT / "actions", project / "actions",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        env = {**os.environ, **services.env, "OW_APIHOST": client.url, "OW_AUTH": AUTH,
+               "OWDEDUP_SIZES": str(SIZE), "OWDEDUP_PYTHON": sys.executable,
+               "WSKDEPLOY": str(wskdeploy)}
+        for name in ("OW_NAMESPACE", "WSK_CONFIG_FILE", "OWDEDUP_FORMAT", "OWDEDUP_QUALITY"):
+            env.pop(name, None)
         start = time.monotonic()
         done = _deploy_sh(project, env)
         took = time.monotonic() - start
         assert done.returncode == 0, done.stdout + done.stderr + (root / "serve.log").read_text()
         print(f"\ndeploy.sh: {took:.1f} s")
-        yield Deployed(client, env, project, server, done.stdout + done.stderr)
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
+        yield Deployed(client, env, project, done.stdout + done.stderr)
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from owdedup.context import Context
 from owdedup.errors import OwdedupError
 from owdedup.functions import get_function
 from tests.imagegen import jpeg, not_an_image
-from tests.services.conftest import PROJECT, Services
+from tests.service_fixtures import PROJECT, Services
 
 pytestmark = pytest.mark.services
 SIZES = [64]

@@ -28,7 +28,7 @@ from owdedup.stores import open_store
 from owdedup.stores.s3 import S3Store
 from tests.conftest import PROJECT
 from tests.imagegen import jpeg
-from tests.services.conftest import Services
+from tests.service_fixtures import Services
 from tests.tooling import missing
 
 pytestmark = pytest.mark.services

@@ -13,7 +13,7 @@ import pytest
 
 from owdedup.serve.server import DevServer, ServeConfig
 from tests.serve.conftest import AUTH, Client, params, wait_for
-from tests.services.conftest import Services
+from tests.service_fixtures import Services
 
 pytestmark = pytest.mark.services
 

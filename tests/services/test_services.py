@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from owdedup.services import ServicesConfig, env_vars, kafka, minio, start, status_all, stop
-from tests.services.conftest import Services
+from tests.service_fixtures import Services
 
 pytestmark = pytest.mark.services
 

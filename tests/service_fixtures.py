@@ -1,4 +1,6 @@
-"""The real services for the ``services`` tier: MinIO, Kafka and a CouchDB-API server.
+"""The real services for the ``services`` and ``integration`` tiers: MinIO, Kafka and a
+CouchDB-API server, started once per test session (the fixtures are registered by
+``tests/conftest.py``).
 
 Where a Docker engine answers, they come from ``docker-compose.yml`` through pytest-docker;
 otherwise (as on the CI machine) they are local processes installed and started by
@@ -27,7 +29,7 @@ import pytest
 from owdedup.services import ServiceError, ServicesConfig, down, env_vars, start, stop, up
 from tests.tooling import listen_ports
 
-PROJECT = Path(__file__).resolve().parents[2]
+PROJECT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
