@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import secrets
-import shutil
 import stat
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from owdedup.records import open_records
 from owdedup.serve.server import DevServer, ServeConfig
 from tests import tooling
 from tests.conftest import PROJECT
+from tests.deploying import copy_project
 from tests.imagegen import jpeg
 from tests.serve.conftest import AUTH, Client, wait_for
 from tests.unit.test_events import minio_event
@@ -132,12 +132,7 @@ class Project:
 
 @pytest.fixture
 def project(tmp_path: Path, server: DevServer, real_wskdeploy: Path) -> Project:
-    root = tmp_path / "project"
-    root.mkdir()
-    for name in ("deploy.sh", "manifest.yaml"):
-        shutil.copy2(PROJECT / name, root / name)
-    shutil.copytree(PROJECT / "actions", root / "actions",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    root = copy_project(tmp_path / "project")
     recorder = tmp_path / "bin" / "wskdeploy"
     recorder.parent.mkdir()
     recorder.write_text(RECORDER)

@@ -25,14 +25,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,10 +40,10 @@ from owdedup.deploy.plan import resolve_target
 from owdedup.errors import OwdedupError
 from owdedup.functions import get_function
 from tests.deploy.test_deploy_sh import install_runtime_site
+from tests.deploying import copy_project, run_deploy_sh, serve_process
 from tests.imagegen import jpeg, not_an_image
 from tests.serve.conftest import AUTH, Client
-from tests.serve_process import serve_process
-from tests.service_fixtures import PROJECT, Services
+from tests.service_fixtures import Services
 from tests.tooling import real_wskdeploy
 
 pytestmark = pytest.mark.integration
@@ -66,18 +63,6 @@ class OpenWhisk:
     context: Context
     run: str  # this run's key prefix
     feed: bool  # whether uploads reach the sequence through the Kafka feed
-
-
-def _deploy_sh(project: Path, env: dict[str, str], *args: str
-               ) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(["bash", str(project / "deploy.sh"), *args], cwd=project, env=env,
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                          timeout=1800, check=False)
-    output = done.stdout + done.stderr
-    for name in ("OW_AUTH", "OWDEDUP_STORE_SECRET_KEY", "OWDEDUP_RECORDS_PASSWORD"):
-        if env.get(name):
-            assert env[name] not in output, f"{name}'s value in deploy.sh's output"
-    return done
 
 
 def _real_target() -> tuple[Client, dict[str, str]]:
@@ -112,13 +97,8 @@ def openwhisk(target: tuple[Client, dict[str, str], bool],
     client, base_env, feed = target
     env = {**base_env, "OWDEDUP_PYTHON": base_env.get("OWDEDUP_PYTHON") or sys.executable,
            "WSKDEPLOY": base_env.get("WSKDEPLOY") or str(real_wskdeploy())}
-    # deploy.sh builds into the folder it runs from: a copy, so the checkout stays clean.
-    project = tmp_path_factory.mktemp("integration-project")
-    for name in ("deploy.sh", "manifest.yaml"):
-        shutil.copy2(PROJECT / name, project / name)
-    shutil.copytree(PROJECT / "actions", project / "actions",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    done = _deploy_sh(project, env)
+    project = copy_project(tmp_path_factory.mktemp("integration") / "project")
+    done = run_deploy_sh(project, env)
     assert done.returncode == 0, done.stdout + done.stderr
     context = Context(Settings.resolve({}, env))
     run = f"it-{uuid.uuid4().hex[:8]}"
@@ -129,7 +109,7 @@ def openwhisk(target: tuple[Client, dict[str, str], bool],
         for info in list(context.store.list(BUCKET, prefix=run)):
             context.store.delete(BUCKET, info.key)
         context.close()
-        undone = _deploy_sh(project, env, "undeploy")
+        undone = run_deploy_sh(project, env, "undeploy")
         assert undone.returncode == 0, undone.stdout + undone.stderr
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -39,9 +38,9 @@ from owdedup.services.install import (
     openwhisk_js_dir,
 )
 from tests.deploy.test_deploy_sh import install_runtime_site
+from tests.deploying import copy_project, run_deploy_sh, serve_process
 from tests.imagegen import jpeg, not_an_image
 from tests.serve.conftest import AUTH, Client
-from tests.serve_process import serve_process
 from tests.service_fixtures import PROJECT, Services
 from tests.tooling import real_wskdeploy
 
@@ -61,18 +60,6 @@ class Deployed:
     deploy_output: str
 
 
-def _deploy_sh(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(["bash", str(project / "deploy.sh"), *args], cwd=project, env=env,
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                          timeout=900, check=False)
-    output = done.stdout + done.stderr
-    for name in ("OWDEDUP_STORE_ACCESS_KEY", "OWDEDUP_STORE_SECRET_KEY",
-                 "OWDEDUP_RECORDS_PASSWORD", "OW_AUTH"):
-        if env.get(name):
-            assert env[name] not in output, f"{name}'s value in deploy.sh's output"
-    return done
-
-
 def _entities(client: Client) -> dict[str, set[str]]:
     found = {}
     for collection in ("packages", "actions", "triggers", "rules"):
@@ -89,19 +76,14 @@ def deployed(services: Services, tmp_path_factory: pytest.TempPathFactory) -> It
     root = tmp_path_factory.mktemp("deploy-serve")
     site = install_runtime_site(root / "runtime-site")
     with serve_process(root, AUTH, site) as client:
-        project = root / "project"
-        project.mkdir()
-        for name in ("deploy.sh", "manifest.yaml"):
-            shutil.copy2(PROJECT / name, project / name)
-        shutil.copytree(PROJECT / "actions", project / "actions",
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        project = copy_project(root / "project")
         env = {**os.environ, **services.env, "OW_APIHOST": client.url, "OW_AUTH": AUTH,
                "OWDEDUP_SIZES": str(SIZE), "OWDEDUP_PYTHON": sys.executable,
                "WSKDEPLOY": str(wskdeploy)}
         for name in ("OW_NAMESPACE", "WSK_CONFIG_FILE", "OWDEDUP_FORMAT", "OWDEDUP_QUALITY"):
             env.pop(name, None)
         start = time.monotonic()
-        done = _deploy_sh(project, env)
+        done = run_deploy_sh(project, env)
         took = time.monotonic() - start
         assert done.returncode == 0, done.stdout + done.stderr + (root / "serve.log").read_text()
         print(f"\ndeploy.sh: {took:.1f} s")
@@ -268,7 +250,7 @@ def test_an_upload_alone_ends_as_a_thumbnail_and_a_record(
 def test_undeploy_removes_everything(deployed: Deployed) -> None:
     env = {k: v for k, v in deployed.env.items()
            if not k.startswith("OWDEDUP_") or k == "OWDEDUP_PYTHON"}
-    done = _deploy_sh(deployed.project, env, "undeploy")
+    done = run_deploy_sh(deployed.project, env, "undeploy")
     assert done.returncode == 0, done.stdout + done.stderr
     assert _entities(deployed.client) == {"packages": set(), "actions": set(),
                                           "triggers": set(), "rules": set()}

@@ -1,10 +1,12 @@
-"""``owdedup serve`` as a separate process, the way a developer runs it: for the tests that
-deploy onto it with the real ``deploy.sh`` and wskdeploy."""
+"""What the tests that run the real ``deploy.sh`` share: a copy of the project to deploy
+from, ``deploy.sh`` itself (checked never to print a credential), and ``owdedup serve`` as a
+separate process, the way a developer runs it."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -12,7 +14,35 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tests.serve.conftest import Client
+from tests.service_fixtures import PROJECT
 from tests.tooling import listen_ports
+
+#: deploy.sh's inputs that hold credentials: none may appear in its output.
+SECRET_VARIABLES = ("OW_AUTH", "OWDEDUP_STORE_ACCESS_KEY", "OWDEDUP_STORE_SECRET_KEY",
+                    "OWDEDUP_RECORDS_PASSWORD")
+
+
+def copy_project(root: Path) -> Path:
+    """What deploy.sh needs of the project, copied into ``root`` (deploy.sh builds into the
+    folder it runs from: the checkout stays clean)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("deploy.sh", "manifest.yaml"):
+        shutil.copy2(PROJECT / name, root / name)
+    shutil.copytree(PROJECT / "actions", root / "actions",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+def run_deploy_sh(project: Path, env: dict[str, str], *args: str
+                  ) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(["bash", str(project / "deploy.sh"), *args], cwd=project, env=env,
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                          timeout=1800, check=False)
+    output = done.stdout + done.stderr
+    for name in SECRET_VARIABLES:
+        if env.get(name):
+            assert env[name] not in output, f"{name}'s value in deploy.sh's output"
+    return done
 
 
 @contextlib.contextmanager
