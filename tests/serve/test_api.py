@@ -107,6 +107,9 @@ def test_names_with_encoded_slashes_reach_the_system_feed(api: Api) -> None:
     reply = api("POST", target, {"lifecycleEvent": "READ"})
     assert reply.status == 200, reply.body
     assert reply.body["response"]["result"] == {"feed": {"lifecycleEvent": "READ"}}
+    annotations = {a["key"]: a["value"] for a in reply.body["annotations"]}
+    assert annotations["path"] == "whisk.system/messaging/kafkaFeed"
+    assert (reply.body["name"], reply.body.get("package")) == ("kafkaFeed", "messaging")
     got = api("GET", "/api/v1/namespaces/whisk.system/actions/messaging/kafkaFeed")
     assert got.status == 200 and got.body["namespace"] == "whisk.system/messaging"
     assert api("PUT", "/api/v1/namespaces/whisk.system/actions/messaging/x", {}).status == 403

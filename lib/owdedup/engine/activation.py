@@ -41,8 +41,14 @@ class Activation:
         return self.end_ms - self.start_ms
 
     def to_dict(self) -> dict[str, Any]:
-        package, _, action = self.name.rpartition("/")
-        annotations = [{"key": "path", "value": f"{self.namespace}/{self.name}"},
+        # "pkg/a" and "/a" (no package) are in this namespace; "/whisk.system/pkg/a" is not.
+        if self.name.startswith("/") and self.name.count("/") >= 2:
+            path = self.name[1:]
+            package, _, action = path.partition("/")[2].rpartition("/")
+        else:
+            path = f"{self.namespace}/{self.name}"
+            package, _, action = self.name.rpartition("/")
+        annotations = [{"key": "path", "value": path},
                        {"key": "kind", "value": self.kind}]
         annotations += [{"key": k, "value": v} for k, v in self.annotations.items()]
         return {
