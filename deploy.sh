@@ -63,8 +63,10 @@ plan() { "$py" -m owdedup.deploy.plan "$@"; }
 what=()
 ((undeploy)) && what=(--undeploy)
 
-# 1. Every missing setting, before anything is built or created.
+# 1. Every missing setting, and the wskdeploy to run (built with Go when missing, and a
+#    failure reported, here), before any zip is built or anything created.
 plan check "${feed[@]}" "${what[@]}"
+wskdeploy=$(plan wskdeploy)
 
 # 2. The action zips.
 if ((!undeploy)); then
@@ -78,7 +80,6 @@ if ((!undeploy)); then
 fi
 
 # 3. wskdeploy, on a private copy of what it reads (key file, manifest, zips).
-wskdeploy=$(plan wskdeploy)
 stage=$(mktemp -d "${TMPDIR:-/tmp}/owdedup-deploy.XXXXXX")  # mode 0700
 trap 'rm -rf "$stage"' EXIT
 trap 'exit 130' INT  # exit through the EXIT trap: the key file never outlives the run

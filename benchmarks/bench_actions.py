@@ -1246,10 +1246,8 @@ def save_chart(report: Report, path: Path) -> None:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
-    parser.add_argument("--out", type=Path, required=True, help="folder for JSON and PNG")
-    parser.add_argument("--photos", type=Path, default=Path("/work/shared/corpus/photos"),
-                        help="folder of JPEG photos (the median-sized one is used)")
+    # --photos (the median-sized one is used) and --out
+    parser = common.argument_parser((__doc__ or "").split("\n", 1)[0])
     parser.add_argument("--zips", type=Path,
                         help="use these built zips (default: build them into a temp folder)")
     parser.add_argument("--runtime-site", type=Path,

@@ -10,14 +10,15 @@ import pytest
 
 from owdedup.config import Settings
 from owdedup.context import Context
-
-# Registered here, at the root, so that every tier shares one session of the services (a
-# conftest further down would start a second set for its own directory).
 from tests.service_fixtures import (  # noqa: F401
     docker_compose_file,
     services,
     services_env,
 )
+
+# Registered here, at the root, so that every tier shares one session of the services (a
+# conftest further down would start a second set for its own directory).
+from tests.tooling import install_runtime_site
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -53,3 +54,10 @@ def env(settings: Settings) -> dict[str, str]:
         "OWDEDUP_RECORDS": settings.records_url,
         "OWDEDUP_OUT_BUCKET": "thumbs",
     }
+
+
+@pytest.fixture(scope="session")
+def runtime_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The runtime image's packages, installed once per session for every tier that runs
+    actions as the Python runtime does."""
+    return install_runtime_site(tmp_path_factory.mktemp("runtime-site"))

@@ -3,9 +3,10 @@ CouchDB-API server, started once per test session (the fixtures are registered b
 ``tests/conftest.py``).
 
 Where a Docker engine answers, they come from ``docker-compose.yml`` through pytest-docker;
-otherwise (as on the CI machine) they are local processes installed and started by
-``owdedup.services``, with a state folder of their own and free ports, so a developer's
-running ``owdedup services`` is left alone. ``OWDEDUP_SERVICES_MODE=local|docker`` forces one.
+otherwise they are local processes installed and started by ``owdedup.services``, with a
+state folder of their own and free ports, so a developer's running ``owdedup services`` is
+left alone. ``OWDEDUP_SERVICES_MODE=local|docker`` forces one (``.ci/run`` forces ``local``,
+so CI exercises the project's own installs even where a Docker engine answers).
 
 With ``OWDEDUP_REQUIRE_SERVICES=1`` (set by ``.ci/run``) a service that cannot start fails
 the run; without it, the tier is skipped with the reason.
@@ -27,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from owdedup.services import ServiceError, ServicesConfig, down, env_vars, start, stop, up
-from tests.tooling import listen_ports
+from tests.tooling import listen_ports, missing
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -139,9 +140,7 @@ def services(
     try:
         handle = next(chosen)
     except (ServiceError, OSError, subprocess.CalledProcessError) as exc:
-        if os.environ.get("OWDEDUP_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"services ({mode}) could not start: {exc}", pytrace=False)
-        pytest.skip(f"services ({mode}) could not start: {exc}")
+        missing(f"services ({mode}) could not start: {exc}")
     yield handle
     next(chosen, None)
 

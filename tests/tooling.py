@@ -13,13 +13,17 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import pytest
 
 from owdedup.services.config import ServicesConfig
 from owdedup.services.install import install_wskdeploy, is_wskdeploy_installed, wskdeploy_path
+
+T = TypeVar("T")
 
 
 def missing(reason: str) -> NoReturn:
@@ -85,3 +89,40 @@ def listen_ports(count: int) -> list[int]:
                 continue
         chosen.append(port)
     return chosen
+
+
+def wait_until(predicate: Callable[[], T | None], *, timeout: float, what: str,
+               interval: float = 0.5, ignore: tuple[type[BaseException], ...] = ()) -> T:
+    """Call ``predicate`` until it returns something true, and return that.
+
+    It is called at least once, and once more after ``timeout`` seconds have passed; an
+    exception in ``ignore`` (a service restarting, say) counts as "not yet". Past the
+    deadline: an AssertionError naming ``what``.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = predicate()
+        except ignore:
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+def install_runtime_site(target: Path) -> Path:
+    """A stand-in for the runtime image's site-packages: what the actions use of it
+    (requests and python-dateutil at the runtime's versions, with their dependencies), for
+    ``owdedup serve --runtime-site`` and for running the zips as the runtime does."""
+    from owdedup.deploy.runtime import RUNTIME_PACKAGES
+
+    wanted = [f"{name}=={RUNTIME_PACKAGES[name]}" for name in ("requests", "python-dateutil")]
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         "--no-compile", "--target", str(target), *wanted],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False,
+    )  # pip also warns that the venv's ibmcloudant wants newer ones: that is the point
+    assert done.returncode == 0, done.stdout + done.stderr
+    return target

@@ -24,6 +24,8 @@ from owdedup.context import Context
 from owdedup.errors import ConfigError, OwdedupError
 from owdedup.functions import get_function
 from owdedup.mapper import COMPUTED, DEDUPLICATED, FAILED, MapRequest, MapSummary, run_map
+from owdedup.services.cli import console
+from owdedup.services.cli import fail as _fail
 
 app = typer.Typer(
     help="Deduplicate cloud-function executions: run a function once per distinct content.",
@@ -31,7 +33,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
 PACKAGE = "owdedup"
 
 
@@ -72,11 +73,6 @@ def _environment(store: str | None, records: str | None) -> dict[str, str]:
 
 def _function_params(size: str, fmt: str, quality: int) -> dict[str, Any]:
     return {"sizes": size, "format": fmt, "quality": quality}
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
-    return typer.Exit(code)
 
 
 @app.command()

@@ -24,8 +24,9 @@ ENV_OUT_BUCKET = "OWDEDUP_OUT_BUCKET"
 class Settings:
     store_url: str
     records_url: str
-    store_options: tuple[tuple[str, str], ...] = field(default=())
-    records_options: tuple[tuple[str, str], ...] = field(default=())
+    # Credentials live here (access/secret keys, passwords): never in repr(Settings/Context).
+    store_options: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    records_options: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     @classmethod
     def resolve(

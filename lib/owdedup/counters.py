@@ -12,13 +12,18 @@ from __future__ import annotations
 import atexit
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from owdedup.errors import OwdedupError
 from owdedup.records import RecordStore
 
 log = logging.getLogger("owdedup")
+
+
+def hit_saved_bytes(input_bytes: int, output_bytes: Iterable[int]) -> int:
+    """Bytes a hit saves: the input not read again plus the outputs not rewritten."""
+    return input_bytes + sum(output_bytes)
 
 
 @dataclass
@@ -57,7 +62,12 @@ class CountBuffer:
             self.flush()
 
     def flush(self) -> None:
-        """Write what is pending; on failure keep it for the next try (never raises)."""
+        """Write what is pending; on failure keep it for the next try (never raises).
+
+        A failed write restarts the batch (call count and age) so the retry waits for the
+        next ``max_pending`` calls or ``max_age_s`` seconds instead of every later add()
+        paying another round trip to a store that is down.
+        """
         if not self._pending:
             return
         try:
@@ -68,5 +78,6 @@ class CountBuffer:
                 del self._pending[function]
         except OwdedupError as exc:
             log.warning("could not write hit counters (kept for later): %s", exc)
+            self._calls, self._since = 0, self.clock()
             return
         self._calls, self._since = 0, None

@@ -6,7 +6,9 @@ Shapes:
   (an AWS-style ``{"Records": [...]}`` without ``EventName`` is accepted too);
 - the OpenWhisk Kafka feed's trigger payload: ``{"messages": [{"topic", "partition",
   "offset", "key", "value"}, ...]}`` where ``value`` is the parsed JSON with ``isJSONData``,
-  else a JSON string.
+  else a JSON string (:func:`feed_message` makes one message, as openwhisk-package-kafka
+  does: key and value decoded as UTF-8, or base64 with ``isBinaryKey``/``isBinaryValue``; a
+  value that is not JSON stays a string; an absent key or value is ``None``).
 
 Object keys in records are URL-encoded the way Go's QueryEscape does it (a space is ``+``,
 ``/`` is ``%2F``), so they are decoded with ``unquote_plus``. A zero-byte object has no
@@ -17,6 +19,8 @@ cannot be parsed is reported, never raised, so one bad message cannot stop a str
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +28,32 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 CREATED_PREFIXES = ("s3:ObjectCreated:", "ObjectCreated:")
+
+
+def feed_message(topic: str, partition: int, offset: int, key: bytes | None,
+                 value: bytes | None, *, is_json: bool = True, binary_key: bool = False,
+                 binary_value: bool = False) -> dict[str, Any]:
+    """One Kafka message as the OpenWhisk Kafka feed puts it in ``{"messages": [...]}``."""
+    shown_key: str | None = None
+    if key is not None:
+        shown_key = (base64.b64encode(key).decode("ascii") if binary_key
+                     else key.decode("utf-8", errors="replace"))
+    shown_value: Any = None
+    if value is not None:
+        if binary_value:
+            shown_value = base64.b64encode(value).decode("ascii")
+        else:
+            shown_value = value.decode("utf-8", errors="replace")
+            if is_json:
+                with contextlib.suppress(ValueError):  # not JSON: delivered as the string
+                    shown_value = json.loads(shown_value)
+    return {"topic": topic, "partition": partition, "offset": offset, "key": shown_key,
+            "value": shown_value}
+
+
+def as_bytes(value: str | bytes | None) -> bytes | None:
+    """A Kafka client's key or value as bytes (some clients hand back text)."""
+    return value.encode() if isinstance(value, str) else value
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ DEFAULT_SIZES = (256,)
 DEFAULT_QUALITY = 85
 DEFAULT_MAX_PIXELS = 50_000_000
 # MiB a thumbnail call may add for one image (file bytes + decode), estimated from the header
-# (owdedup.thumbnail.estimate_memory; keep equal to thumbnail.DEFAULT_MAX_MEMORY_MB). 256 MiB
-# action memory - ~45 MiB process with its clients - ~10 MiB slack.
+# (owdedup.thumbnail.estimate_memory, whose defaults are these). 256 MiB action memory - ~45 MiB
+# process with its clients - ~10 MiB slack.
 DEFAULT_MAX_MEMORY_MB = 200
 _FORMAT_ALIASES = {"jpeg": "jpeg", "jpg": "jpeg", "png": "png", "webp": "webp"}
 _EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "webp": ".webp"}

@@ -9,7 +9,6 @@ Each worker process holds its own engine (see ``workers``).
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
@@ -19,11 +18,9 @@ from typing import Any
 
 from owdedup.config import Settings
 from owdedup.context import Context
-from owdedup.errors import OwdedupError
+from owdedup.counters import hit_saved_bytes
 from owdedup.workers import invoke
 from owdedup.workers import pool as workers_pool
-
-log = logging.getLogger("owdedup")
 
 COMPUTED, DEDUPLICATED, FAILED = "computed", "deduplicated", "failed"
 
@@ -125,15 +122,13 @@ def _count_in_run_duplicates(
         return
     context = Context(Settings.resolve({}, request.env))
     try:
-        context.records.add_counts(
+        # Buffered as lookup's counts are: written at close, and a failure only warns.
+        context.counts.add(
             request.function, hits=len(duplicates),
             saved_ms=sum(r.saved_ms for r in duplicates),
-            # As lookup counts a hit: the input not read again plus the outputs not rewritten.
-            saved_bytes=sum(r.input_bytes + sum(o.get("bytes", 0) for o in r.outputs)
+            saved_bytes=sum(hit_saved_bytes(r.input_bytes, (o.get("bytes", 0) for o in r.outputs))
                             for r in duplicates),
         )
-    except OwdedupError as exc:
-        log.warning("could not count in-run duplicates: %s", exc)
     finally:
         context.close()
 

@@ -13,6 +13,7 @@ import time
 from datetime import UTC, datetime
 
 from owdedup.context import Context
+from owdedup.counters import hit_saved_bytes
 from owdedup.digest import sha256_stream
 from owdedup.errors import ConfigError, OwdedupError, StoreError
 from owdedup.functions import get_function
@@ -57,7 +58,7 @@ def lookup_step(job: Job, ctx: Context) -> Job:
         # A record store that fails only costs a recomputation (and never the caller's work).
         log.warning("record store unavailable, computing %s: %s", job.name, exc)
         return job
-    saved_ms, saved_bytes = 0.0, 0
+    saved_ms, output_bytes = 0.0, []
     for output in job.outputs:
         record = found.get((output.function_id, digest))
         if record is None:
@@ -72,12 +73,12 @@ def lookup_step(job: Job, ctx: Context) -> Job:
             continue
         _fill_from_record(output, record)
         saved_ms += record.compute_ms
-        saved_bytes += record.output.bytes
+        output_bytes.append(record.output.bytes)
     hit = job.all_hit
     ctx.counts.add(
         spec.name, hits=int(hit), misses=int(not hit),
         saved_ms=saved_ms if hit else 0.0,
-        saved_bytes=(saved_bytes + job.input_bytes) if hit else 0,
+        saved_bytes=hit_saved_bytes(job.input_bytes, output_bytes) if hit else 0,
     )
     return job
 

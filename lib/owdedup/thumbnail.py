@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from PIL import Image, UnidentifiedImageError
 
 from owdedup.errors import BadInputError
+from owdedup.functions import DEFAULT_MAX_MEMORY_MB, DEFAULT_MAX_PIXELS, DEFAULT_QUALITY
 
 # Formats we decode. Anything else is refused before its plugin can run (EPS would start
 # Ghostscript, for instance).
@@ -51,7 +52,6 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error,
                   Image.DecompressionBombError)
 
 _MIB = 1 << 20
-DEFAULT_MAX_MEMORY_MB = 200  # functions.DEFAULT_MAX_MEMORY_MB; MiB, see estimate_memory
 # Memory a full-resolution decode costs, in bytes per input pixel, by (format, mode) with
 # "+t" for a transparency key (PNG tRNS, GIF transparency), measured: peak RSS (VmHWM) of a
 # fresh process minus its RSS with the file already read, make_thumbnails(data, [256]),
@@ -104,8 +104,8 @@ def make_thumbnails(
     sizes: Sequence[int],
     *,
     fmt: str = "jpeg",
-    quality: int | None = 85,
-    max_pixels: int = 50_000_000,
+    quality: int | None = DEFAULT_QUALITY,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
     max_memory_mb: int = DEFAULT_MAX_MEMORY_MB,
     name: str | None = None,
 ) -> list[Thumbnail]:

@@ -16,7 +16,6 @@ for ever.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -28,11 +27,13 @@ from typing import Any
 
 from owdedup import workers
 from owdedup.engine.activation import Activation
+from owdedup.errors import BadInputError, ConfigError, NotFoundError
+from owdedup.events import as_bytes, feed_message
 
 log = logging.getLogger("owdedup")
 
 # Failures that the same input will always give again: report them, never retry.
-PERMANENT_KINDS = frozenset({"bad-input", "not-found", "bad-parameter"})
+PERMANENT_KINDS = frozenset(error.kind for error in (BadInputError, NotFoundError, ConfigError))
 
 
 @dataclass
@@ -102,15 +103,7 @@ def process_message(
 def feed_payload(topic: str, partition: int, offset: int, key: bytes | None,
                  value: bytes | None) -> dict[str, Any]:
     """The Kafka feed's trigger payload for one message (``isJSONData``: value parsed)."""
-    text = (value or b"").decode("utf-8", errors="replace")
-    parsed: Any
-    try:
-        parsed = json.loads(text)
-    except ValueError:
-        parsed = text  # left for the parser to report
-    return {"messages": [{"topic": topic, "partition": partition, "offset": offset,
-                          "key": key.decode("utf-8", errors="replace") if key else None,
-                          "value": parsed}]}
+    return {"messages": [feed_message(topic, partition, offset, key, value)]}
 
 
 @dataclass(frozen=True)
@@ -180,14 +173,10 @@ def run_watch(
                     continue  # not a consumed record
                 tracker.start(partition, offset)
                 payload = feed_payload(config.topic, partition, offset,
-                                       _as_bytes(message.key()), _as_bytes(message.value()))
+                                       as_bytes(message.key()), as_bytes(message.value()))
                 running[pool.submit(process_message, config.trigger, payload,
                                     config.retry_for)] = (partition, offset)
             settle(set(wait(running).done))  # drain: finish what was started
         finally:
             consumer.close()
     return processed
-
-
-def _as_bytes(value: str | bytes | None) -> bytes | None:
-    return value.encode() if isinstance(value, str) else value

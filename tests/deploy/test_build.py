@@ -137,21 +137,6 @@ def base_python() -> str:
 
 
 @pytest.fixture(scope="session")
-def runtime_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A stand-in for the runtime image's site-packages: only what these actions use of it
-    (requests and python-dateutil, at the runtime's versions, with their dependencies)."""
-    site = tmp_path_factory.mktemp("runtime-site")
-    wanted = [f"{name}=={RUNTIME_PACKAGES[name]}" for name in ("requests", "python-dateutil")]
-    done = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         "--no-compile", "--target", str(site), *wanted],
-        capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False,
-    )  # pip also warns that the venv's ibmcloudant wants newer ones: that is the point
-    assert done.returncode == 0, done.stdout + done.stderr
-    return site
-
-
-@pytest.fixture(scope="session")
 def unpacked(zips: dict[str, BuiltZip], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Each zip unpacked as the runtime's `compile` leaves it (__main__.py -> main__.py)."""
     root = tmp_path_factory.mktemp("actions")

@@ -28,15 +28,13 @@ import pytest
 import yaml
 
 from owdedup.deploy import build, plan
-from owdedup.deploy.runtime import RUNTIME_PACKAGES
-from owdedup.functions import get_function
 from owdedup.records import open_records
 from owdedup.serve.server import DevServer, ServeConfig
 from tests import tooling
 from tests.conftest import PROJECT
-from tests.deploying import copy_project
+from tests.deploying import copy_project, entities, run_deploy_sh, thumbnail_output
 from tests.imagegen import jpeg
-from tests.serve.conftest import AUTH, Client, wait_for
+from tests.serve.conftest import AUTH, Client
 from tests.unit.test_events import minio_event
 
 PACKAGE = "owdedup"
@@ -68,27 +66,9 @@ def real_wskdeploy() -> Path:
     return tooling.real_wskdeploy()
 
 
-def install_runtime_site(target: Path) -> Path:
-    """The runtime image's preinstalled packages the actions use (requests, python-dateutil,
-    at the runtime's versions), for ``owdedup serve --runtime-site``."""
-    wanted = [f"{name}=={RUNTIME_PACKAGES[name]}" for name in ("requests", "python-dateutil")]
-    done = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         "--no-compile", "--target", str(target), *wanted],
-        capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return target
-
-
-@pytest.fixture(scope="session")
-def runtime_site_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return install_runtime_site(tmp_path_factory.mktemp("runtime-site"))
-
-
 @pytest.fixture
-def server(runtime_site_dir: Path) -> Iterator[DevServer]:
-    running = DevServer(ServeConfig(auth=AUTH, port=0, runtime_site=runtime_site_dir))
+def server(runtime_site: Path) -> Iterator[DevServer]:
+    running = DevServer(ServeConfig(auth=AUTH, port=0, runtime_site=runtime_site))
     # The real Kafka feed provider, told to give up on an unreachable broker after its first
     # attempt (~10 s) instead of retrying for 30 s.
     running.feeds.start_timeout_s = 1.0
@@ -112,17 +92,9 @@ class Project:
 
     def run(self, *args: str, env: dict[str, str] | None = None,
             timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            ["bash", str(self.root / "deploy.sh"), *args], cwd=self.root,
-            env=self.env if env is None else env, capture_output=True, text=True,
-            stdin=subprocess.DEVNULL, timeout=timeout, check=False,
-        )
-        output = done.stdout + done.stderr
-        for name in (*plan.SECRET_VARIABLES, "OW_AUTH"):
-            value = (self.env if env is None else env).get(name)
-            if value:
-                assert value not in output, f"{name}'s value in deploy.sh's output"
-        return done
+        """deploy.sh in this project, with its environment unless given another."""
+        return run_deploy_sh(self.root, self.env if env is None else env, *args,
+                             timeout=timeout)
 
     def wskdeploy_runs(self) -> list[dict[str, Any]]:
         if not self.record_file.exists():
@@ -164,16 +136,6 @@ def project(tmp_path: Path, server: DevServer, real_wskdeploy: Path) -> Project:
     }
     return Project(root, store, tmp_path / "records.sqlite", env,
                    tmp_path / "wskdeploy-runs.jsonl")
-
-
-def names(client: Client, collection: str) -> set[str]:
-    reply = client.request("GET", f"{collection}?limit=200")
-    assert reply.status == 200, reply.raw
-    return {f"{e['namespace'].partition('/')[2]}/{e['name']}".lstrip("/") for e in reply.json}
-
-
-def entities(client: Client) -> dict[str, set[str]]:
-    return {c: names(client, c) for c in ("packages", "actions", "triggers", "rules")}
 
 
 NOTHING: dict[str, set[str]] = {"packages": set(), "actions": set(), "triggers": set(),
@@ -326,15 +288,15 @@ def test_deploy_without_kafka_feed_creates_the_manifest_and_events_flow(
     fired = client.request("POST", f"triggers/{WEBHOOK_TRIGGER}",
                            minio_event("a.jpg", size=len(data)))
     assert fired.status == 202, fired.raw
-    spec = get_function("thumbnail")
-    (variant,) = spec.variants(spec.normalise({"sizes": str(SIZE)}))
-    out_key = variant.output_key(spec.name, hashlib.sha256(data).hexdigest())
-    wait_for(lambda: (project.store / "outbucket" / out_key).is_file(), timeout=120,
-             what="the thumbnail from trigger -> rule -> dispatch -> sequence")
+    function_id, out_key = thumbnail_output(data, {"sizes": str(SIZE)})
+    tooling.wait_until(lambda: (project.store / "outbucket" / out_key).is_file(), timeout=120,
+                       what="the thumbnail from trigger -> rule -> dispatch -> sequence",
+                       interval=0.05)
 
     records = open_records(f"sqlite://{project.records}")
-    record = wait_for(lambda: records.get(variant.function_id, hashlib.sha256(data).hexdigest()),
-                      timeout=30, what="the record")
+    record = tooling.wait_until(
+        lambda: records.get(function_id, hashlib.sha256(data).hexdigest()),
+        timeout=30, what="the record", interval=0.05)
     assert record.output.key == out_key
     dispatched = client.request("GET", "activations?name=dispatch&docs=true").json
     assert dispatched[0]["response"]["result"]["objects"] == 1

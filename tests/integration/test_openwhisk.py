@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,13 +37,11 @@ from owdedup.config import Settings
 from owdedup.context import Context
 from owdedup.deploy.plan import resolve_target
 from owdedup.errors import OwdedupError
-from owdedup.functions import get_function
-from tests.deploy.test_deploy_sh import install_runtime_site
-from tests.deploying import copy_project, run_deploy_sh, serve_process
+from tests.deploying import copy_project, run_deploy_sh, serve_process, thumbnail_outputs
 from tests.imagegen import jpeg, not_an_image
 from tests.serve.conftest import AUTH, Client
 from tests.service_fixtures import Services
-from tests.tooling import real_wskdeploy
+from tests.tooling import real_wskdeploy, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +81,7 @@ def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         return
     services: Services = request.getfixturevalue("services")
     root = tmp_path_factory.mktemp("integration-serve")
-    with serve_process(root, AUTH, install_runtime_site(root / "runtime-site")) as client:
+    with serve_process(root, AUTH, request.getfixturevalue("runtime_site")) as client:
         env = {**os.environ, **services.env, "OW_APIHOST": client.url, "OW_AUTH": AUTH}
         for name in ("OW_NAMESPACE", "WSK_CONFIG_FILE"):
             env.pop(name, None)
@@ -149,26 +146,22 @@ def test_an_upload_alone_ends_as_a_thumbnail_and_a_record(openwhisk: OpenWhisk) 
     ow = openwhisk
     if not ow.feed:
         pytest.skip("set OWDEDUP_OPENWHISK_FEED=1 where the Kafka feed provider runs")
-    spec = get_function("thumbnail")
     data = jpeg(333, 222)
     digest = hashlib.sha256(data).hexdigest()
     # The thumbnail parameters deploy.sh bound into the package (unset: the defaults).
     bound = {name: ow.env[f"OWDEDUP_{name.upper()}"] for name in ("sizes", "format", "quality")
              if ow.env.get(f"OWDEDUP_{name.upper()}", "").strip()}
-    variants = spec.variants(spec.normalise(bound))
+    function_ids = [function_id for function_id, _ in thumbnail_outputs(data, bound)]
     in_bucket = ow.env["OWDEDUP_IN_BUCKET"]
+
+    def all_done() -> bool:
+        records = [ow.context.records.get(function_id, digest) for function_id in function_ids]
+        return all(r is not None and ow.context.store.exists(r.output.bucket, r.output.key)
+                   for r in records)
+
     ow.context.store.put(in_bucket, f"{ow.run}/uploaded.jpg", data)
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                records = [ow.context.records.get(v.function_id, digest) for v in variants]
-                if all(r is not None and ow.context.store.exists(r.output.bucket, r.output.key)
-                       for r in records):
-                    break
-            except OwdedupError:
-                pass
-            assert time.monotonic() < deadline, "no thumbnails and records within 300 s"
-            time.sleep(2)
+        wait_until(all_done, timeout=300, what="the thumbnails and their records",
+                   interval=2, ignore=(OwdedupError,))
     finally:
         ow.context.store.delete(in_bucket, f"{ow.run}/uploaded.jpg")

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from owdedup.serve.server import DevServer, ServeConfig
+from tests.tooling import wait_until
 
 AUTH = "23bc46b1-71f6-4ed5-8c54-816aa4f8c502:" + "k" * 64
 
@@ -91,14 +92,7 @@ def zip_code(files: dict[str, str]) -> str:
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+    return wait_until(check, timeout=timeout, what=what, interval=0.05)
 
 
 ServerFactory = Callable[..., DevServer]

@@ -149,3 +149,12 @@ def test_parse_name_forms() -> None:
     for bad in ("a/b/c", "/a/b/c/d", "", "p/"):
         with pytest.raises(BadRequest):
             parse_name(bad, "guest")
+
+
+def test_request_repr_leaves_out_the_credentials() -> None:
+    secret = base64.b64encode(AUTH.encode()).decode()
+    request = Request("GET", "/api/v1/namespaces/_/actions",
+                      {"authorization": f"Basic {secret}"})
+    shown = repr(request)
+    assert "authorization" not in shown and secret not in shown
+    assert "/api/v1/namespaces/_/actions" in shown

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,6 +136,17 @@ def feeds_for(broker: FakeBroker, fire: Fires, state: Path | None = None) -> Kaf
                       consumer_factory=broker.factory)
 
 
+@contextmanager
+def running_feeds(broker: FakeBroker, fire: Fires, state: Path | None = None
+                  ) -> Iterator[KafkaFeeds]:
+    """The provider, its consumers stopped at the end whatever happened."""
+    feeds = feeds_for(broker, fire, state)
+    try:
+        yield feeds
+    finally:
+        feeds.close()
+
+
 def create(feeds: KafkaFeeds, **extra: Any) -> dict[str, Any]:
     return feeds.lifecycle({"lifecycleEvent": "CREATE", "authKey": AUTH,
                             "triggerName": "/guest/uploaded", "brokers": "127.0.0.1:9092",
@@ -143,8 +156,7 @@ def create(feeds: KafkaFeeds, **extra: Any) -> dict[str, Any]:
 def test_only_messages_after_create_are_fired_then_committed() -> None:
     broker, fire = FakeBroker(), Fires()
     broker.produce(b'{"old": true}')
-    feeds = feeds_for(broker, fire)
-    try:
+    with running_feeds(broker, fire) as feeds:
         assert create(feeds) == {"status": "success", "triggerName": "/guest/uploaded"}
         group = broker.groups[0]
         assert broker.committed(group) == 1  # the topic's end at CREATE
@@ -155,28 +167,22 @@ def test_only_messages_after_create_are_fired_then_committed() -> None:
                                              "value": {"Key": "bucket/a.jpg"}}]}
         wait_for(lambda: broker.committed(group) == 2, what="the commit after the fire")
         assert feeds.running() == ["uploaded"]
-    finally:
-        feeds.close()
 
 
 def test_a_failed_fire_is_retried_and_committed_only_after_success() -> None:
     broker, fire = FakeBroker(), Fires(failures=2)
-    feeds = feeds_for(broker, fire)
-    try:
+    with running_feeds(broker, fire) as feeds:
         create(feeds)
         group = broker.groups[0]
         broker.produce(b"plain text")
         wait_for(lambda: fire.payloads, timeout=10, what="a fire after retries")
         assert fire.payloads[0]["messages"][0]["value"] == "plain text"  # not JSON: a string
         wait_for(lambda: broker.committed(group) == 1, what="the commit")
-    finally:
-        feeds.close()
 
 
 def test_a_failed_consumer_is_replaced_and_nothing_is_lost() -> None:
     broker, fire = FakeBroker(), Fires()
-    feeds = feeds_for(broker, fire)
-    try:
+    with running_feeds(broker, fire) as feeds:
         create(feeds)
         broker.produce(b'{"n": 1}')
         wait_for(lambda: fire.payloads, what="the first fire")
@@ -189,26 +195,20 @@ def test_a_failed_consumer_is_replaced_and_nothing_is_lost() -> None:
         assert len(broker.groups) == consumers + 2  # one new consumer per failure
         assert broker.committed(broker.groups[0]) == 2
         assert feeds.running() == ["uploaded"]
-    finally:
-        feeds.close()
 
 
 def test_a_deleted_trigger_ends_its_feed() -> None:
     broker, fire = FakeBroker(), Fires(gone=True)
-    feeds = feeds_for(broker, fire)
-    try:
+    with running_feeds(broker, fire) as feeds:
         create(feeds)
         broker.produce(b"{}")
         wait_for(lambda: not feeds.running(), what="the feed to stop")
         assert feeds.read("uploaded")["status"]["active"] is False
-    finally:
-        feeds.close()
 
 
 def test_lifecycle_read_pause_unpause_delete() -> None:
     broker, fire = FakeBroker(), Fires()
-    feeds = feeds_for(broker, fire)
-    try:
+    with running_feeds(broker, fire) as feeds:
         create(feeds, brokers=["h1:9092", "h2:9092"], isBinaryKey="true")
         read = feeds.lifecycle({"lifecycleEvent": "READ", "authKey": AUTH,
                                 "triggerName": "/_/uploaded"})
@@ -228,25 +228,19 @@ def test_lifecycle_read_pause_unpause_delete() -> None:
         assert "not authorized" in wrong["error"]
         assert "error" in feeds.lifecycle({**base, "lifecycleEvent": "EXPLODE"})
         assert "topic" in create(feeds, topic="")["error"]
-    finally:
-        feeds.close()
 
 
 def test_registrations_persist_and_resume(tmp_path: Path) -> None:
     broker, fire = FakeBroker(), Fires()
     state = tmp_path / "feeds.json"
-    feeds = feeds_for(broker, fire, state)
-    create(feeds)
-    feeds.close()
+    with running_feeds(broker, fire, state) as feeds:
+        create(feeds)
     assert feeds.running() == []
-    again = feeds_for(broker, fire, state)
-    try:
+    with running_feeds(broker, fire, state) as again:
         again.resume()
         assert again.running() == ["uploaded"]
         broker.produce(b'{"n": 1}')
         wait_for(lambda: fire.payloads, what="a fire after resuming")
-    finally:
-        again.close()
 
 
 def test_message_shapes_and_batches() -> None:

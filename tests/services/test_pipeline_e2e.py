@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,9 +24,10 @@ import pytest
 from owdedup.config import Settings
 from owdedup.context import Context
 from owdedup.errors import OwdedupError
-from owdedup.functions import get_function
+from tests.deploying import thumbnail_output
 from tests.imagegen import jpeg, not_an_image
 from tests.service_fixtures import PROJECT, Services
+from tests.tooling import wait_until
 
 pytestmark = pytest.mark.services
 SIZES = [64]
@@ -83,24 +84,19 @@ def watch(services_env: dict[str, str]) -> Iterator[Watch]:
     assert any("stopped after" in line for line in running.lines)
 
 
-def expected_output(data: bytes, out_bucket: str) -> tuple[str, str]:
+def expected_output(data: bytes) -> tuple[str, str]:
     """(function identity, output key) the pipeline must produce for *data* at 64 px."""
-    spec = get_function("thumbnail")
-    (variant,) = spec.variants(spec.normalise({"sizes": SIZES}))
-    digest = hashlib.sha256(data).hexdigest()
-    return variant.function_id, variant.output_key(spec.name, digest)
+    return thumbnail_output(data, {"sizes": SIZES})
 
 
-def wait_until(check: Callable[[], bool], timeout: float = 180, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except OwdedupError:
-            pass  # a service may be restarting
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
+def upload(context: Context, watch: Watch, bucket: str, key: str, data: bytes,
+           outcome: str) -> str:
+    """Put *data* at bucket/key through MinIO and return watch's line on it: ``ok ...:
+    computed``, ``ok ...: deduplicated`` or ``failed ...``, as *outcome* says."""
+    context.store.put(bucket, key, data)
+    if outcome == "failed":
+        return watch.wait_for(f"failed {bucket}/{key}")
+    return watch.wait_for(f"ok {bucket}/{key}: {outcome}")
 
 
 def test_upload_computes_and_duplicates_reuse(
@@ -109,17 +105,14 @@ def test_upload_computes_and_duplicates_reuse(
     inb, outb = services_env["OWDEDUP_IN_BUCKET"], services_env["OWDEDUP_OUT_BUCKET"]
     run = uuid.uuid4().hex[:8]
     data = jpeg(321, 203)
-    context.store.put(inb, f"{run}/a.jpg", data)
-    watch.wait_for(f"ok {inb}/{run}/a.jpg: computed")
-    fid, out_key = expected_output(data, outb)
+    upload(context, watch, inb, f"{run}/a.jpg", data, "computed")
+    fid, out_key = expected_output(data)
     assert context.store.exists(outb, out_key)
     record = context.records.get(fid, hashlib.sha256(data).hexdigest())
     assert record is not None and record.output.key == out_key
 
-    context.store.put(inb, f"{run}/b.jpg", data)
-    watch.wait_for(f"ok {inb}/{run}/b.jpg: deduplicated")
-    context.store.put(inb, f"{run}/c.jpg", jpeg(322, 204))
-    watch.wait_for(f"ok {inb}/{run}/c.jpg: computed")
+    upload(context, watch, inb, f"{run}/b.jpg", data, "deduplicated")
+    upload(context, watch, inb, f"{run}/c.jpg", jpeg(322, 204), "computed")
 
 
 def test_eight_simultaneous_identical_uploads_give_one_output_and_one_record(
@@ -128,7 +121,7 @@ def test_eight_simultaneous_identical_uploads_give_one_output_and_one_record(
     inb, outb = services_env["OWDEDUP_IN_BUCKET"], services_env["OWDEDUP_OUT_BUCKET"]
     run = uuid.uuid4().hex[:8]
     data = jpeg(333, 222)
-    fid, out_key = expected_output(data, outb)
+    fid, out_key = expected_output(data)
     digest = hashlib.sha256(data).hexdigest()
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda i: context.store.put(inb, f"{run}/same-{i}.jpg", data), range(8)))
@@ -147,12 +140,10 @@ def test_vanished_output_is_recomputed_on_the_next_hit(
     inb, outb = services_env["OWDEDUP_IN_BUCKET"], services_env["OWDEDUP_OUT_BUCKET"]
     run = uuid.uuid4().hex[:8]
     data = jpeg(300, 301)
-    context.store.put(inb, f"{run}/first.jpg", data)
-    watch.wait_for(f"ok {inb}/{run}/first.jpg: computed")
-    _, out_key = expected_output(data, outb)
+    upload(context, watch, inb, f"{run}/first.jpg", data, "computed")
+    _, out_key = expected_output(data)
     context.store.delete(outb, out_key)
-    context.store.put(inb, f"{run}/again.jpg", data)
-    watch.wait_for(f"ok {inb}/{run}/again.jpg: computed")
+    upload(context, watch, inb, f"{run}/again.jpg", data, "computed")
     assert context.store.exists(outb, out_key)
 
 
@@ -161,12 +152,10 @@ def test_bad_upload_is_reported_and_the_stream_goes_on(
 ) -> None:
     inb = services_env["OWDEDUP_IN_BUCKET"]
     run = uuid.uuid4().hex[:8]
-    context.store.put(inb, f"{run}/notes.jpg", not_an_image())
-    context.store.put(inb, f"{run}/empty.jpg", b"")
-    context.store.put(inb, f"{run}/fine.jpg", jpeg(210, 140))
-    assert "not an image" in watch.wait_for(f"failed {inb}/{run}/notes.jpg")
-    assert "zero bytes" in watch.wait_for(f"failed {inb}/{run}/empty.jpg")
-    watch.wait_for(f"ok {inb}/{run}/fine.jpg: computed")
+    assert "not an image" in upload(context, watch, inb, f"{run}/notes.jpg", not_an_image(),
+                                    "failed")
+    assert "zero bytes" in upload(context, watch, inb, f"{run}/empty.jpg", b"", "failed")
+    upload(context, watch, inb, f"{run}/fine.jpg", jpeg(210, 140), "computed")
 
 
 def test_map_and_invoke_work_unchanged_against_minio_and_couchdb(
@@ -234,14 +223,15 @@ def test_restarting_each_service_loses_no_event_and_no_output(
     def missing() -> list[str]:
         gone = []
         for key, data in uploads.items():
-            fid, out_key = expected_output(data, outb)
+            fid, out_key = expected_output(data)
             if not context.store.exists(outb, out_key) or context.records.get(
                     fid, hashlib.sha256(data).hexdigest()) is None:
                 gone.append(key)
         return gone
 
     try:
-        wait_until(lambda: not missing(), timeout=300, what="every upload's output and record")
+        wait_until(lambda: not missing(), timeout=300, what="every upload's output and record",
+                   ignore=(OwdedupError,))  # a service may be restarting
     except AssertionError:
         raise AssertionError(f"not processed: {missing()}\nwatch output:\n" +
                              "\n".join(watch.lines[-60:])) from None
@@ -249,7 +239,7 @@ def test_restarting_each_service_loses_no_event_and_no_output(
         watch.wait_for(f"{inb}/{key}:", timeout=60)
     # Nothing recorded without its output.
     for data in uploads.values():
-        fid, _ = expected_output(data, outb)
+        fid, _ = expected_output(data)
         record = context.records.get(fid, hashlib.sha256(data).hexdigest())
         assert record is not None and context.store.exists(record.output.bucket,
                                                            record.output.key)

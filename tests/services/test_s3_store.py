@@ -5,13 +5,14 @@ Every test works in buckets of its own (``s3test-<random>``) and removes them af
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import io
+import json
 import os
 import shutil
 import socket
-import subprocess
 import traceback
 import uuid
 from collections.abc import Iterator
@@ -23,7 +24,8 @@ import pytest
 from owdedup.digest import CHUNK_BYTES, sha256_stream
 from owdedup.engine.executor import Engine
 from owdedup.errors import ConfigError, NotFoundError, StoreError
-from owdedup.services import ServicesConfig
+from owdedup.services import ServiceError, ServicesConfig, minio
+from owdedup.services.install import install_mc
 from owdedup.stores import open_store
 from owdedup.stores.s3 import S3Store
 from tests.conftest import PROJECT
@@ -34,12 +36,6 @@ from tests.tooling import missing
 pytestmark = pytest.mark.services
 
 
-@pytest.fixture(scope="module")
-def s3_env(services: Services) -> dict[str, str]:
-    """OWDEDUP_STORE and its credentials for this session's MinIO."""
-    return dict(services.env)
-
-
 def _options(env: dict[str, str]) -> dict[str, str]:
     return {
         "access_key": env["OWDEDUP_STORE_ACCESS_KEY"],
@@ -48,8 +44,8 @@ def _options(env: dict[str, str]) -> dict[str, str]:
 
 
 @pytest.fixture
-def store(s3_env: dict[str, str]) -> Iterator[S3Store]:
-    s = open_store(s3_env["OWDEDUP_STORE"], _options(s3_env))
+def store(services_env: dict[str, str]) -> Iterator[S3Store]:
+    s = open_store(services_env["OWDEDUP_STORE"], _options(services_env))
     assert isinstance(s, S3Store)
     yield s
     s.close()
@@ -69,20 +65,38 @@ def buckets(store: S3Store) -> Iterator[list[str]]:
             store._client.remove_bucket(name)
 
 
-def _mc(s3_env: dict[str, str], tmp_path: Path, *args: str) -> None:
-    mc = shutil.which("mc") or str(ServicesConfig.from_env().bin_dir / "mc")
-    if not Path(mc).exists():
-        missing("the mc client is not installed")
-    parts = urlsplit(s3_env["OWDEDUP_STORE"])
-    env = {
-        **os.environ,
-        "MC_CONFIG_DIR": str(tmp_path / "mc-config"),
-        "MC_HOST_s3test": (
-            f"{parts.scheme}://{s3_env['OWDEDUP_STORE_ACCESS_KEY']}:"
-            f"{s3_env['OWDEDUP_STORE_SECRET_KEY']}@{parts.netloc}"
-        ),
-    }
-    subprocess.run([mc, "--quiet", *args], env=env, check=True, capture_output=True)
+@pytest.fixture(scope="module")
+def mc_config(services: Services, tmp_path_factory: pytest.TempPathFactory) -> ServicesConfig:
+    """A services configuration for ``owdedup.services.minio.mc``: the project's pinned mc
+    (built with Go on first use) against this session's MinIO, alias ``config.mc_alias``."""
+    if services.config is not None:
+        config = services.config  # the local MinIO: its credentials file is in its state
+    else:  # Docker: the same install, a state of its own holding the run's credentials
+        store = urlsplit(services.env["OWDEDUP_STORE"])
+        assert store.hostname is not None and store.port is not None, store
+        config = dataclasses.replace(
+            ServicesConfig.from_env(), state=tmp_path_factory.mktemp("mc-state"),
+            host=store.hostname, minio_port=store.port)
+        config.credentials_file.write_text(json.dumps({
+            "access_key": services.env["OWDEDUP_STORE_ACCESS_KEY"],
+            "secret_key": services.env["OWDEDUP_STORE_SECRET_KEY"]}))
+        config.credentials_file.chmod(0o600)
+    try:
+        install_mc(config)  # nothing to do when the pinned version is there
+    except ServiceError:
+        if shutil.which("go") is None:
+            missing("the pinned mc is not built, and building it needs Go (not on PATH)")
+        raise
+    return config
+
+
+def _mc(config: ServicesConfig, *args: str) -> None:
+    """``mc --quiet ARGS`` with the pinned mc, ``config.mc_alias`` naming this MinIO."""
+    minio.mc(config, "--quiet", *args, timeout=300)
+
+
+def _mc_path(config: ServicesConfig, bucket: str, key: str) -> str:
+    return f"{config.mc_alias}/{bucket}/{key}"
 
 
 def test_put_head_read_list_copy_delete(store: S3Store, buckets: list[str]) -> None:
@@ -115,14 +129,14 @@ def test_put_head_read_list_copy_delete(store: S3Store, buckets: list[str]) -> N
 
 
 def test_checksum_fast_path_only_for_objects_uploaded_with_one(
-    store: S3Store, buckets: list[str], s3_env: dict[str, str], tmp_path: Path
+    store: S3Store, buckets: list[str], mc_config: ServicesConfig, tmp_path: Path
 ) -> None:
     src, _ = buckets
     data = os.urandom(10_000)
     digest = hashlib.sha256(data).hexdigest()
     file = tmp_path / "plain.bin"
     file.write_bytes(data)
-    _mc(s3_env, tmp_path, "cp", str(file), f"s3test/{src}/by-mc.bin")
+    _mc(mc_config, "cp", str(file), _mc_path(mc_config, src, "by-mc.bin"))
     assert store.head(src, "by-mc.bin").sha256 is None  # no checksum: hash must read it
     store.put(src, "by-store.bin", data)
     assert store.head(src, "by-store.bin").sha256 == digest
@@ -134,12 +148,12 @@ def test_checksum_fast_path_only_for_objects_uploaded_with_one(
 
 
 def test_multipart_upload_has_a_composite_checksum_that_is_ignored(
-    store: S3Store, buckets: list[str], s3_env: dict[str, str], tmp_path: Path
+    store: S3Store, buckets: list[str], mc_config: ServicesConfig, tmp_path: Path
 ) -> None:
     src, _ = buckets
     file = tmp_path / "big.bin"
     file.write_bytes(os.urandom(20 * 1024 * 1024))  # mc uploads this in parts
-    _mc(s3_env, tmp_path, "cp", "--checksum", "SHA256", str(file), f"s3test/{src}/big.bin")
+    _mc(mc_config, "cp", "--checksum", "SHA256", str(file), _mc_path(mc_config, src, "big.bin"))
     raw = store._client.stat_object(
         src, "big.bin", extra_headers={"x-amz-checksum-mode": "ENABLED"}
     )
@@ -208,27 +222,29 @@ def test_gzip_encoded_object_is_read_as_stored(store: S3Store, buckets: list[str
 
 
 def test_bad_credentials_and_dead_endpoint_never_show_the_secret(
-    s3_env: dict[str, str], buckets: list[str]
+    services_env: dict[str, str], buckets: list[str]
 ) -> None:
     wrong_secret = "wrong-" + uuid.uuid4().hex
-    bad = open_store(s3_env["OWDEDUP_STORE"], {
-        "access_key": s3_env["OWDEDUP_STORE_ACCESS_KEY"], "secret_key": wrong_secret,
+    bad = open_store(services_env["OWDEDUP_STORE"], {
+        "access_key": services_env["OWDEDUP_STORE_ACCESS_KEY"], "secret_key": wrong_secret,
     })
     with pytest.raises(StoreError) as caught:
         bad.head(buckets[0], "a.jpg")
     text = "".join(traceback.format_exception(caught.value))
     assert "SignatureDoesNotMatch" in str(caught.value)
-    assert wrong_secret not in text and s3_env["OWDEDUP_STORE_SECRET_KEY"] not in text
+    assert wrong_secret not in text and services_env["OWDEDUP_STORE_SECRET_KEY"] not in text
 
+    # A port nothing listens on (bound, then released at once): no server is to start there,
+    # so tests.tooling.listen_ports is not needed.
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    dead = open_store(f"http://127.0.0.1:{port}", _options(s3_env))
+    dead = open_store(f"http://127.0.0.1:{port}", _options(services_env))
     with pytest.raises(StoreError, match=rf"cannot reach s3 http://127\.0\.0\.1:{port}"):
         dead.head("bucket", "a.jpg")
 
 
-def _local_engine(s3_env: dict[str, str], out: str, tmp_path: Path,
+def _local_engine(services_env: dict[str, str], out: str, tmp_path: Path,
                   monkeypatch: pytest.MonkeyPatch, *, with_keys: bool) -> Engine:
     """The local executor on MinIO with a fresh SQLite record store; the store's settings in
     the process environment, the keys in the actions' own settings only *with_keys*."""
@@ -236,20 +252,20 @@ def _local_engine(s3_env: dict[str, str], out: str, tmp_path: Path,
 
     names = ("OWDEDUP_STORE", "OWDEDUP_STORE_ACCESS_KEY", "OWDEDUP_STORE_SECRET_KEY")
     for name in names:
-        monkeypatch.setenv(name, s3_env[name])
-    env = {name: s3_env[name] for name in (names if with_keys else names[:1])}
+        monkeypatch.setenv(name, services_env[name])
+    env = {name: services_env[name] for name in (names if with_keys else names[:1])}
     env |= {"OWDEDUP_RECORDS": f"sqlite:///{tmp_path}/r.sqlite", "OWDEDUP_OUT_BUCKET": out}
     return local_executor(PROJECT / "manifest.yaml", env)
 
 
 def test_pipeline_on_minio(
-    s3_env: dict[str, str], store: S3Store, buckets: list[str], tmp_path: Path,
+    services_env: dict[str, str], store: S3Store, buckets: list[str], tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     src, out = buckets
     image = jpeg(320, 240)
     store.put(src, "a.jpg", image, content_type="image/jpeg")
-    engine = _local_engine(s3_env, out, tmp_path, monkeypatch, with_keys=True)
+    engine = _local_engine(services_env, out, tmp_path, monkeypatch, with_keys=True)
     payload = {"bucket": src, "key": "a.jpg", "sizes": [64]}
 
     first = engine.invoke("owdedup/dedup-thumbnail", payload)
@@ -267,18 +283,18 @@ def test_pipeline_on_minio(
     assert second.result["digest_source"] == "checksum"
     assert second.result["outputs"][0]["key"] == output["key"]
     for activation in (first, second):
-        assert s3_env["OWDEDUP_STORE_SECRET_KEY"] not in str(activation.result)
+        assert services_env["OWDEDUP_STORE_SECRET_KEY"] not in str(activation.result)
 
 
 def test_pipeline_computes_the_digest_without_a_checksum(
-    s3_env: dict[str, str], store: S3Store, buckets: list[str], tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    services_env: dict[str, str], store: S3Store, buckets: list[str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, mc_config: ServicesConfig,
 ) -> None:
     src, out = buckets
     file = tmp_path / "a.jpg"
     file.write_bytes(jpeg(320, 240))
-    _mc(s3_env, tmp_path, "cp", str(file), f"s3test/{src}/a.jpg")
-    engine = _local_engine(s3_env, out, tmp_path, monkeypatch, with_keys=False)
+    _mc(mc_config, "cp", str(file), _mc_path(mc_config, src, "a.jpg"))
+    engine = _local_engine(services_env, out, tmp_path, monkeypatch, with_keys=False)
     result = engine.invoke("owdedup/dedup-thumbnail", {"bucket": src, "key": "a.jpg",
                                                        "sizes": [64]})
     assert result.success, result.result

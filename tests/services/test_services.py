@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -21,6 +20,7 @@ import pytest
 
 from owdedup.services import ServicesConfig, env_vars, kafka, minio, start, status_all, stop
 from tests.service_fixtures import Services
+from tests.tooling import missing, wait_until
 
 pytestmark = pytest.mark.services
 
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.services
 @pytest.fixture(scope="module")
 def services(services: Services) -> ServicesConfig:
     if services.config is None:
-        pytest.skip("these tests exercise the local process manager (not used with Docker)")
+        missing("these tests exercise the local process manager (not used with Docker)")
     return services.config
 
 
@@ -61,15 +61,13 @@ def _events(config: ServicesConfig, idle_ms: int = 8000) -> list[dict[str, Any]]
 
 
 def _wait_for_event(config: ServicesConfig, key: str, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
     wanted = f"{config.in_bucket}/{key}"
-    while True:
-        for event in _events(config):
-            if event.get("Key") == wanted:
-                return event
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no MinIO event for {wanted} on topic {config.topic}")
-        time.sleep(1)
+
+    def event() -> dict[str, Any] | None:
+        return next((e for e in _events(config) if e.get("Key") == wanted), None)
+
+    return wait_until(event, timeout=timeout, interval=1,
+                      what=f"a MinIO event for {wanted} on topic {config.topic}")
 
 
 def test_all_services_ready_and_env(services: ServicesConfig) -> None:

@@ -234,3 +234,17 @@ def test_bad_parameters_are_one_line_errors(
 ) -> None:
     result = engine.invoke(SEQUENCE, job(**params)).result
     assert message in result["error"] and "\n" not in result["error"]
+
+
+def test_settings_repr_shows_no_secret() -> None:
+    from owdedup.config import Settings
+    from owdedup.context import Context
+
+    secret = "s3cr3t-VALUE-never-shown"
+    settings = Settings.resolve(
+        {"store": "file:///tmp/s", "store_secret_key": secret, "records_password": secret},
+        {"OWDEDUP_STORE_ACCESS_KEY": secret},
+    )
+    assert dict(settings.store_options)["secret_key"] == secret  # still held, only not shown
+    assert secret not in repr(settings)
+    assert secret not in repr(Context(settings))

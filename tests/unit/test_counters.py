@@ -52,3 +52,28 @@ def test_failed_flush_keeps_the_counts(tmp_path: Path) -> None:
     assert totals(store) == (2, 0)
     buffer.flush()  # nothing pending: nothing written twice
     assert totals(store) == (2, 0)
+
+
+def test_failed_flush_waits_for_the_next_batch(tmp_path: Path) -> None:
+    store = open_records(f"sqlite://{tmp_path / 'r.sqlite'}")
+    clock = Clock()
+    attempts = 0
+
+    def records() -> RecordStore:
+        nonlocal attempts
+        attempts += 1
+        raise StoreError("record store down")
+
+    buffer = CountBuffer(records, max_pending=3, max_age_s=60, clock=clock)
+    for _ in range(3):
+        buffer.add("thumbnail", hits=1)
+    assert attempts == 1  # the batch is full: one try, which fails
+    buffer.add("thumbnail", hits=1)
+    buffer.add("thumbnail", hits=1)
+    assert attempts == 1  # no retry on every later lookup
+    buffer.add("thumbnail", hits=1)
+    assert attempts == 2  # the next batch is full: one retry
+    clock.now = 61
+    buffer.add("thumbnail", hits=1)
+    assert attempts == 3  # old enough: one retry on age
+    assert totals(store) == (0, 0)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from owdedup.events import parse_events
+from owdedup.events import as_bytes, feed_message, parse_events
 
 
 def minio_event(key: str, *, bucket: str = "inbucket", name: str = "s3:ObjectCreated:Put",
@@ -75,3 +75,17 @@ def test_aws_style_records_without_event_name_header() -> None:
     event = minio_event("x.png")
     del event["EventName"]
     assert [o.key for o in parse_events(event).objects] == ["x.png"]
+
+
+def test_feed_message_as_the_kafka_feed_delivers_it() -> None:
+    value = json.dumps(minio_event("a.jpg")).encode()
+    message = feed_message("t", 0, 3, b"inbucket/a.jpg", value)
+    assert message == {"topic": "t", "partition": 0, "offset": 3, "key": "inbucket/a.jpg",
+                       "value": minio_event("a.jpg")}
+    assert [o.key for o in parse_events({"messages": [message]}).objects] == ["a.jpg"]
+    assert feed_message("t", 0, 0, b"", None) == {"topic": "t", "partition": 0, "offset": 0,
+                                                  "key": "", "value": None}
+    assert feed_message("t", 0, 0, None, b"{}", is_json=False)["value"] == "{}"
+    binary = feed_message("t", 0, 0, b"\x00\x01", b"\xff", binary_key=True, binary_value=True)
+    assert binary["key"] == "AAE=" and binary["value"] == "/w=="
+    assert as_bytes("k") == b"k" and as_bytes(b"k") == b"k" and as_bytes(None) is None

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from owdedup.engine.activation import APPLICATION_ERROR, DEVELOPER_ERROR, SUCCESS
+from owdedup.engine.activation import (
+    APPLICATION_ERROR,
+    DEVELOPER_ERROR,
+    SUCCESS,
+    Activation,
+    qualified_path,
+)
 from owdedup.engine.executor import Engine
 from owdedup.engine.local import local_executor
 from owdedup.errors import NotFoundError
@@ -132,3 +138,46 @@ def test_front_end_can_choose_the_activation_id(engine: Engine) -> None:
 def test_unknown_entity(engine: Engine) -> None:
     with pytest.raises(NotFoundError, match="known: p/add"):
         engine.invoke("p/nope", {})
+
+
+RULES_MANIFEST = """
+packages:
+  p:
+    actions:
+      echo:
+        function: actions/echo.py
+    triggers:
+      uploaded: {}
+    rules:
+      a-gone:
+        trigger: uploaded
+        action: gone
+      b-echo:
+        trigger: uploaded
+        action: echo
+"""
+
+
+def test_a_rule_whose_action_is_gone_fails_alone(tmp_path: Path) -> None:
+    (tmp_path / "manifest.yaml").write_text(RULES_MANIFEST)
+    (tmp_path / "actions").mkdir()
+    (tmp_path / "actions" / "echo.py").write_text(ACTIONS["echo.py"])
+    engine = local_executor(tmp_path / "manifest.yaml", {})
+    trigger = engine.fire("uploaded", {"x": 1})
+    assert trigger.success
+    gone, echo = trigger.components
+    assert gone.status == APPLICATION_ERROR and gone.name == "p/gone"
+    assert "'p/gone'" in gone.result["error"] and "known" not in gone.result["error"]
+    assert echo.success and echo.result == {"x": 1}
+
+
+def test_qualified_path_and_activation_path_annotation() -> None:
+    assert qualified_path("guest", "pkg/a") == "guest/pkg/a"
+    assert qualified_path("guest", "/a") == "guest/a"
+    assert qualified_path("guest", "/whisk.system/pkg/a") == "whisk.system/pkg/a"
+    record = Activation("id", "guest", "/a", 0, 1, {}, SUCCESS).to_dict()
+    assert {"key": "path", "value": "guest/a"} in record["annotations"]
+    assert record["name"] == "a" and "package" not in record
+    system = Activation("id", "guest", "/whisk.system/pkg/a", 0, 1, {}, SUCCESS).to_dict()
+    assert {"key": "path", "value": "whisk.system/pkg/a"} in system["annotations"]
+    assert system["package"] == "pkg"

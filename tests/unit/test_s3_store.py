@@ -13,10 +13,11 @@ from typing import Any, cast
 
 import pytest
 import urllib3
-from minio.error import InvalidResponseError, S3Error, ServerError
+from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
 from owdedup.errors import ConfigError, NotFoundError, StoreError
+from owdedup.registry import scrub
 from owdedup.stores import open_store
 from owdedup.stores.s3 import (
     Endpoint,
@@ -25,7 +26,6 @@ from owdedup.stores.s3 import (
     checksum_from_headers,
     checksum_to_sha256_hex,
     parse_endpoint,
-    scrub,
     sha256_hex_to_checksum,
     translate_error,
 )
@@ -223,7 +223,7 @@ def test_bad_names_from_the_server_are_config_errors(code: str) -> None:
     ],
 )
 def test_server_failures_are_store_errors_naming_the_endpoint(
-    exc: Exception, expected: str
+    exc: MinioException, expected: str
 ) -> None:
     err = translate_error(exc, store=STORE, bucket="b", key="k", secrets=(SECRET,))
     assert type(err) is StoreError
@@ -258,10 +258,40 @@ def test_scrub() -> None:
     assert scrub("key=ab", ("ab",)) == "key=ab"  # too short to be a credential worth hiding
 
 
+class NoClient:
+    """Stands in for the minio client: any use of it fails the test."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the S3 client was used: {name}")
+
+
 def test_remember_sha256_is_a_no_op(store: S3Store) -> None:
     from owdedup.stores.base import ObjectInfo
 
+    store._client = cast(Any, NoClient())
     store.remember_sha256(ObjectInfo("photos", "a.jpg", 1), "ab" * 32)  # no request is sent
+
+
+class BuggyClient:
+    """A client whose every call hits a programming error (not a store failure)."""
+
+    def __getattr__(self, name: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            raise TypeError(f"bug in {name}")
+
+        return call
+
+
+def test_bugs_are_not_turned_into_store_errors(store: S3Store) -> None:
+    store._client = cast(Any, BuggyClient())
+    with pytest.raises(TypeError, match="bug in stat_object"):
+        store.head("photos", "a.jpg")
+    with pytest.raises(TypeError, match="bug in put_object"):
+        store.put("photos", "a.jpg", b"x")
+    with pytest.raises(TypeError, match="bug in remove_object"):
+        store.delete("photos", "a.jpg")
+    with pytest.raises(TypeError, match="bug in list_objects"):
+        list(store.list("photos"))
 
 
 def test_minio_is_imported_only_by_the_s3_module() -> None:
@@ -274,3 +304,30 @@ def test_minio_is_imported_only_by_the_s3_module() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+class CountingClient:
+    """Answers bucket_exists/make_bucket and counts the calls."""
+
+    def __init__(self, existing: set[str]) -> None:
+        self.existing = existing
+        self.calls: list[str] = []
+
+    def bucket_exists(self, bucket: str) -> bool:
+        self.calls.append(f"exists {bucket}")
+        return bucket in self.existing
+
+    def make_bucket(self, bucket: str) -> None:
+        self.calls.append(f"make {bucket}")
+        self.existing.add(bucket)
+
+
+def test_ensure_bucket_asks_the_server_once_per_bucket(store: S3Store) -> None:
+    client = CountingClient({"photos"})
+    store._client = cast(Any, client)
+    for _ in range(3):
+        store.ensure_bucket("photos")
+        store.ensure_bucket("thumbs")
+    assert client.calls == ["exists photos", "exists thumbs", "make thumbs"]
+    store.bucket_exists("photos")  # an explicit question is still asked
+    assert client.calls[-1] == "exists photos"

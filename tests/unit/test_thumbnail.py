@@ -18,8 +18,8 @@ from PIL import Image, ImageChops
 
 from owdedup import functions
 from owdedup.errors import BadInputError
+from owdedup.functions import DEFAULT_MAX_MEMORY_MB
 from owdedup.thumbnail import (
-    DEFAULT_MAX_MEMORY_MB,
     INPUT_FORMATS,
     OUTPUT_FORMATS,
     Thumbnail,

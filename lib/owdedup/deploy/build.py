@@ -44,7 +44,6 @@ import argparse
 import hashlib
 import io
 import json
-import os
 import re
 import sys
 import time
@@ -87,6 +86,7 @@ from owdedup.deploy.runtime import (
     _stderr,
 )
 from owdedup.deploy.zipper import check_build_python, compile_bytecode, write_zip
+from owdedup.services.config import cache_home
 
 _FUNCTION_PATH = re.compile(r"(?:\./)?build/actions/(?P<name>[A-Za-z0-9_-]+)\.zip")
 ENV_CACHE = "OWDEDUP_DEPLOY_CACHE"
@@ -161,11 +161,7 @@ class BuiltZip:
 
 
 def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
-    env = os.environ if environ is None else environ
-    if env.get(ENV_CACHE):
-        return Path(env[ENV_CACHE]).expanduser()
-    cache = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache).expanduser() / "owdedup" / "deploy"
+    return cache_home("deploy", ENV_CACHE, environ)
 
 
 def manifest_actions(manifest_path: Path) -> list[tuple[str, str, str | None]]:

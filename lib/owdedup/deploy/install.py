@@ -22,7 +22,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import zipfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -42,6 +41,7 @@ from owdedup.deploy.runtime import (
     Trim,
     _stderr,
 )
+from owdedup.services.tools import run_tool
 
 #: Where virtualenv keeps the template of ``activate_this.py`` inside its wheel.
 ACTIVATE_TEMPLATE: Final = "virtualenv/activation/python/activate_this.py"
@@ -52,13 +52,8 @@ _CACHE_SCHEMA = 1
 
 
 def _run(argv: Sequence[str], what: str) -> None:
-    done = subprocess.run(
-        list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, errors="replace", check=False,
-    )
-    if done.returncode != 0:
-        tail = "\n".join(done.stdout.rstrip().splitlines()[-30:])
-        raise BuildError(f"{what} failed (exit {done.returncode}):\n{tail}")
+    """Run pip; on failure a BuildError naming *what* with the tail of its output."""
+    run_tool(what, argv, error=BuildError)
 
 
 def _pip() -> list[str]:

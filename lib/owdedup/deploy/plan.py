@@ -397,7 +397,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                     placeholders=args.placeholders))
         return 0
     except OwdedupError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # deploy.sh resolves wskdeploy right after the check, before it builds anything.
+        after = "; nothing was built or created" if args.command == "wskdeploy" else ""
+        print(f"error: {exc}{after}", file=sys.stderr)
         return 2
 
 

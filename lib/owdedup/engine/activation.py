@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 # OpenWhisk's response statuses and their numeric codes.
@@ -14,8 +15,23 @@ INTERNAL_ERROR = "whisk internal error"
 STATUS_CODES = {SUCCESS: 0, APPLICATION_ERROR: 1, DEVELOPER_ERROR: 2, INTERNAL_ERROR: 3}
 
 
+def log_line(stream: str, text: str, when: float | None = None) -> str:
+    """An activation log line as OpenWhisk writes it: ``<ISO time> <stream>: <text>``
+    (*when* in seconds since the epoch, now if None)."""
+    moment = datetime.now(UTC) if when is None else datetime.fromtimestamp(when, UTC)
+    return f"{moment.strftime('%Y-%m-%dT%H:%M:%S.%fZ')} {stream}: {text}"
+
+
 def new_activation_id() -> str:
     return uuid.uuid4().hex
+
+
+def qualified_path(namespace: str, name: str) -> str:
+    """``namespace/[package/]action`` for an entity name: "pkg/a" and "/a" (no package)
+    are in *namespace*; "/whisk.system/pkg/a" names its own namespace."""
+    if name.startswith("/") and name.count("/") >= 2:
+        return name[1:]
+    return f"{namespace}/{name.lstrip('/')}"
 
 
 @dataclass
@@ -41,13 +57,8 @@ class Activation:
         return self.end_ms - self.start_ms
 
     def to_dict(self) -> dict[str, Any]:
-        # "pkg/a" and "/a" (no package) are in this namespace; "/whisk.system/pkg/a" is not.
-        if self.name.startswith("/") and self.name.count("/") >= 2:
-            path = self.name[1:]
-            package, _, action = path.partition("/")[2].rpartition("/")
-        else:
-            path = f"{self.namespace}/{self.name}"
-            package, _, action = self.name.rpartition("/")
+        path = qualified_path(self.namespace, self.name)
+        package, _, action = path.partition("/")[2].rpartition("/")
         annotations = [{"key": "path", "value": path},
                        {"key": "kind", "value": self.kind}]
         annotations += [{"key": k, "value": v} for k, v in self.annotations.items()]

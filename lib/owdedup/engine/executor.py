@@ -32,6 +32,17 @@ from owdedup.engine.manifest import ActionDef, RuleDef, SequenceDef, TriggerDef
 from owdedup.errors import NotFoundError
 from owdedup.platform import Invocation, local_invoker
 
+#: The ``kind`` of the failed activation standing for a rule whose action does not exist.
+RULE_FAILURE_KIND = "rule"
+
+
+class MissingEntityError(NotFoundError):
+    """No action or sequence *name* (what :meth:`Engine.resolve` raises)."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+
 
 class Runner(Protocol):
     def run(
@@ -89,7 +100,7 @@ class Engine:
         entity = self.catalog.action(name) or self.catalog.sequence(name)
         if entity is None:
             known = ", ".join(self.catalog.entity_names())
-            raise NotFoundError(f"no action or sequence {name!r} (known: {known})")
+            raise MissingEntityError(name, f"no action or sequence {name!r} (known: {known})")
         return entity
 
     def invoke(
@@ -111,11 +122,26 @@ class Engine:
             raise NotFoundError(f"no trigger {trigger!r}")
         params = merge_params(definition.inputs, payload)
         start = self.clock_ms()
-        fired = [self.invoke(rule.action, params) for rule in self.catalog.rules_for(trigger)]
+        fired = [self._fire_rule(rule, params) for rule in self.catalog.rules_for(trigger)]
         return self._record(Activation(
             activation_id or new_activation_id(), self.namespace, definition.name, start,
             self.clock_ms(), params, SUCCESS, kind="trigger", components=fired,
         ))
+
+    def _fire_rule(self, rule: RuleDef, params: dict[str, Any]) -> Activation:
+        """One rule's activation; a rule whose action is gone is a failed activation of its
+        own (as OpenWhisk reports it), so it cannot keep the trigger's other rules from
+        running."""
+        start = self.clock_ms()
+        try:
+            return self.invoke(rule.action, params)
+        except MissingEntityError as exc:  # the action, or a component of its sequence
+            return self._record(Activation(
+                new_activation_id(), self.namespace, rule.action, start, self.clock_ms(),
+                {"error": f"The requested resource does not exist: rule {rule.name!r} "
+                          f"invokes {exc.name!r}, which does not exist."},
+                APPLICATION_ERROR, kind=RULE_FAILURE_KIND,
+            ))
 
     def _invoke_from_action(
         self, name: str, params: dict[str, Any], blocking: bool

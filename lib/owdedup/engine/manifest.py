@@ -83,7 +83,6 @@ class RuleDef:
     name: str
     trigger: str
     action: str  # fully qualified
-    active: bool = True
 
 
 @dataclass(frozen=True)
@@ -132,7 +131,7 @@ class Manifest:
     def rules_for(self, trigger: str) -> list[RuleDef]:
         short = trigger.strip("/").rpartition("/")[2]
         return [rule for pkg in self.packages.values() for rule in pkg.rules.values()
-                if rule.trigger == short and rule.active]
+                if rule.trigger == short]
 
     def entity_names(self) -> list[str]:
         names = []

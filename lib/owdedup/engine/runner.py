@@ -12,13 +12,14 @@ import importlib.util
 import io
 import logging
 import sys
+import time
 import traceback
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from owdedup.engine.activation import log_line
 from owdedup.engine.manifest import ActionDef, Manifest
 from owdedup.errors import ConfigError
 
@@ -89,8 +90,8 @@ class _Stream(io.TextIOBase):
     def write(self, text: str) -> int:
         self._partial += text
         *complete, self._partial = self._partial.split("\n")
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        self.lines += [f"{now} {self.name_}: {line}" for line in complete]
+        now = time.time()
+        self.lines += [log_line(self.name_, line, now) for line in complete]
         return len(text)
 
     def flush(self) -> None:

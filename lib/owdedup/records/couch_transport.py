@@ -203,15 +203,6 @@ def session_cookie(set_cookie: str | None) -> str | None:
     return None
 
 
-#: Request headers whose values are secret: never logged, shown or put in a message.
-SECRET_HEADERS = frozenset({"authorization", "cookie", "set-cookie", "proxy-authorization"})
-
-
-def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """*headers* fit to show: the secret ones' values replaced by ``***``."""
-    return {k: "***" if k.lower() in SECRET_HEADERS else v for k, v in headers.items()}
-
-
 def _decode(data: bytes) -> Any:
     """A reply body: parsed JSON, None when empty, else its (short) text."""
     if not data:

@@ -66,8 +66,7 @@ from owdedup.records.couch_transport import (
     select_transport,
 )
 from owdedup.records.couch_transport import _sdk as _sdk  # re-exported: the client import
-from owdedup.registry import redact_url
-from owdedup.registry import scrub as scrub  # re-exported: one scrubber for every backend
+from owdedup.registry import redact_url, scrub
 
 DEFAULT_DATABASE = "owdedup"
 RECORD_PREFIX = "rec:"

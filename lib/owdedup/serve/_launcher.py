@@ -80,7 +80,6 @@ def main() -> None:
             os.environ.pop(stale, None)
         os.environ.update(current)
         previous = set(current)
-        crashed = False
         try:
             result = function(payload)
         except Exception as exc:  # noqa: BLE001 - the runtime's contract: an error result
@@ -88,7 +87,7 @@ def main() -> None:
             # Answered like any error result: an application error, as the real runtime does.
             result = {"error": str(exc) or type(exc).__name__}
         try:
-            reply = json.dumps({"result": result, "crashed": crashed}, ensure_ascii=False)
+            reply = json.dumps({"result": result, "crashed": False}, ensure_ascii=False)
         except (TypeError, ValueError) as exc:
             reply = json.dumps({"result": {"error": f"The action did not return a JSON "
                                                     f"serializable result: {exc}"},

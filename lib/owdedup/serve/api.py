@@ -62,7 +62,8 @@ CONTENT_TYPE = "application/json"  # exactly: wskdeploy checks it as a substring
 class Request:
     method: str
     target: str  # path and query, as received
-    headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
+    # lower-case names; kept out of repr: ``authorization`` carries the credentials
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     body: bytes = b""
 
 

@@ -104,6 +104,12 @@ def kv_list(values: dict[str, Any]) -> list[Doc]:
     return [{"key": key, "value": value} for key, value in values.items()]
 
 
+def is_true(value: Any) -> bool:
+    """A boolean parameter or annotation as OpenWhisk's tools accept it: ``true`` or the
+    string ``"true"`` (any case, surrounding blanks ignored)."""
+    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -122,7 +128,7 @@ class CodeStore:
         digest = hashlib.sha256(data).hexdigest()
         target = self.path(digest, binary)
         if not target.exists():
-            _write_atomic(target, data)
+            write_atomic(target, data)
         return digest
 
     def text(self, digest: str, binary: bool) -> str:
@@ -136,7 +142,8 @@ class CodeStore:
                 file.unlink(missing_ok=True)
 
 
-def _write_atomic(target: Path, data: bytes) -> None:
+def write_atomic(target: Path, data: bytes) -> None:
+    """Replace *target* with *data* at once: a reader sees the old content or the new."""
     temp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     temp.write_bytes(data)
     temp.replace(target)
@@ -620,7 +627,7 @@ class ServeCatalog:
         if self.state_file is None:
             return
         state = {"namespace": self.namespace, **self._docs}
-        _write_atomic(self.state_file, json.dumps(state, indent=1, sort_keys=True).encode())
+        write_atomic(self.state_file, json.dumps(state, indent=1, sort_keys=True).encode())
 
     def _load(self, file: Path) -> None:
         state = json.loads(file.read_text())

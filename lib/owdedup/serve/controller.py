@@ -19,9 +19,15 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
-from owdedup.engine.activation import INTERNAL_ERROR, SUCCESS, Activation, new_activation_id
-from owdedup.engine.executor import Engine, Runner, merge_params
-from owdedup.engine.manifest import ActionDef
+from owdedup.engine.activation import (
+    INTERNAL_ERROR,
+    STATUS_CODES,
+    SUCCESS,
+    Activation,
+    new_activation_id,
+)
+from owdedup.engine.executor import RULE_FAILURE_KIND, Engine, Runner, merge_params
+from owdedup.engine.manifest import ActionDef, RuleDef
 from owdedup.errors import NotFoundError
 from owdedup.serve.catalog import BUILTIN_KIND, ServeCatalog, now_ms
 
@@ -147,10 +153,9 @@ class Controller:
 
         def run(activation_id: str) -> Activation:
             activation = self.engine.fire(trigger, payload, activation_id=activation_id)
-            activation.logs = [json.dumps({
-                "statusCode": 0, "success": True, "activationId": step.activation_id,
-                "rule": f"{self.namespace}/{rule.name}", "action": rule.action.strip("/"),
-            }) for rule, step in zip(rules, activation.components, strict=False)]
+            activation.logs = [json.dumps(_rule_log(self.namespace, rule, step))
+                               for rule, step in zip(rules, activation.components,
+                                                     strict=False)]
             return activation
 
         placeholder = Activation("", self.namespace, definition.name, self.clock_ms(),
@@ -180,3 +185,14 @@ class Controller:
         threading.Thread(target=target, name=f"activation-{activation_id[:8]}",
                          daemon=True).start()
         return Pending(activation_id, future)
+
+
+def _rule_log(namespace: str, rule: RuleDef, step: Activation) -> dict[str, Any]:
+    """A trigger activation's log line for one rule, as OpenWhisk writes it: the rule's
+    activation id, or (its action missing) status 1 and the error."""
+    entry: dict[str, Any] = {"statusCode": 0, "success": True,
+                             "activationId": step.activation_id}
+    if step.kind == RULE_FAILURE_KIND:
+        entry = {"statusCode": STATUS_CODES[step.status], "success": False,
+                 "error": step.result.get("error")}
+    return {**entry, "rule": f"{namespace}/{rule.name}", "action": rule.action.strip("/")}

@@ -21,8 +21,6 @@ second and none can hold up the server's shutdown.
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import hmac
 import json
 import logging
@@ -36,13 +34,15 @@ from pathlib import Path
 from typing import Any
 
 from owdedup.errors import NotFoundError
-from owdedup.serve.catalog import now_ms
+from owdedup.events import as_bytes, feed_message
+from owdedup.serve.catalog import is_true, now_ms, write_atomic
 
 log = logging.getLogger("owdedup.serve.feed")
 
 FEED_ACTION = "messaging/kafkaFeed"  # in /whisk.system
 BATCH_BYTES = 900_000
-#: Pause before a failed consumer is replaced, doubling up to the maximum.
+#: Pause before a failed consumer is replaced (or a failed fire is retried), doubling up to
+#: the maximum.
 RESTART_BACKOFF_S = 0.5
 MAX_RESTART_BACKOFF_S = 30.0
 
@@ -81,10 +81,6 @@ class FeedConfig:
         }
 
 
-def _flag(value: Any) -> bool:
-    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
-
-
 def parse_brokers(value: Any) -> list[str]:
     """A JSON array, a JSON array in a string, or a comma-separated string."""
     if isinstance(value, str):
@@ -109,29 +105,16 @@ def parse_config(trigger: str, params: dict[str, Any]) -> FeedConfig:
     if not isinstance(topic, str) or not topic.strip():
         raise FeedError("You must supply a 'topic' parameter.")
     return FeedConfig(trigger=trigger, brokers=parse_brokers(params.get("brokers")),
-                      topic=topic.strip(), is_json=_flag(params.get("isJSONData")),
-                      binary_key=_flag(params.get("isBinaryKey")),
-                      binary_value=_flag(params.get("isBinaryValue")))
+                      topic=topic.strip(), is_json=is_true(params.get("isJSONData")),
+                      binary_key=is_true(params.get("isBinaryKey")),
+                      binary_value=is_true(params.get("isBinaryValue")))
 
 
 def message_entry(config: FeedConfig, topic: str, partition: int, offset: int,
                   key: bytes | None, value: bytes | None) -> dict[str, Any]:
     """One message as the feed delivers it."""
-    shown_key: str | None = None
-    if key is not None:
-        shown_key = (base64.b64encode(key).decode("ascii") if config.binary_key
-                     else key.decode("utf-8", errors="replace"))
-    shown_value: Any = None
-    if value is not None:
-        if config.binary_value:
-            shown_value = base64.b64encode(value).decode("ascii")
-        else:
-            shown_value = value.decode("utf-8", errors="replace")
-            if config.is_json:
-                with contextlib.suppress(ValueError):  # not JSON: delivered as the string
-                    shown_value = json.loads(shown_value)
-    return {"topic": topic, "partition": partition, "offset": offset, "key": shown_key,
-            "value": shown_value}
+    return feed_message(topic, partition, offset, key, value, is_json=config.is_json,
+                        binary_key=config.binary_key, binary_value=config.binary_value)
 
 
 def batches(entries: Iterable[dict[str, Any]], limit: int = BATCH_BYTES
@@ -151,10 +134,6 @@ def batches(entries: Iterable[dict[str, Any]], limit: int = BATCH_BYTES
     if current:
         grouped.append(current)
     return grouped
-
-
-def _as_bytes(value: str | bytes | None) -> bytes | None:
-    return value.encode() if isinstance(value, str) else value
 
 
 def _default_consumer(conf: dict[str, Any]) -> Any:
@@ -218,7 +197,7 @@ class FeedConsumer:
                         continue
                     entries.append(message_entry(
                         self.config, message.topic(), message.partition(), message.offset(),
-                        _as_bytes(message.key()), _as_bytes(message.value())))
+                        as_bytes(message.key()), as_bytes(message.value())))
                 for batch in batches(entries):
                     if not self._deliver(consumer, batch):
                         return "stopped" if self._stop.is_set() else "ended"
@@ -230,7 +209,7 @@ class FeedConsumer:
         """Fire until accepted, then commit; False when the feed must end."""
         from confluent_kafka import KafkaException, TopicPartition
 
-        backoff = 0.5
+        backoff = RESTART_BACKOFF_S
         while not self._stop.is_set():
             try:
                 self._fire(self.config.trigger, {"messages": batch})
@@ -243,7 +222,7 @@ class FeedConsumer:
                 log.exception("feed %s: fire failed; retrying in %.1f s", self.config.trigger,
                               backoff)
                 self._stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
+                backoff = min(backoff * 2, MAX_RESTART_BACKOFF_S)
         else:
             return False
         positions: dict[tuple[str, int], int] = {}
@@ -469,6 +448,4 @@ class KafkaFeeds:
         if self.state_file is None:
             return
         data = json.dumps([asdict(c) for c in self._configs.values()], indent=1)
-        temp = self.state_file.with_name(f".{self.state_file.name}.{threading.get_ident()}.tmp")
-        temp.write_text(data)
-        temp.replace(self.state_file)
+        write_atomic(self.state_file, data.encode())

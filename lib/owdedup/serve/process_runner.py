@@ -25,7 +25,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import queue
@@ -38,13 +37,13 @@ import time
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from owdedup.engine.activation import log_line, qualified_path
 from owdedup.engine.manifest import ActionDef
 from owdedup.serve._launcher import END_MARKER
-from owdedup.serve.catalog import MB, RUNTIME_KINDS, now_ms
+from owdedup.serve.catalog import MB, RUNTIME_KINDS, is_true, now_ms
 
 LAUNCHER = Path(__file__).with_name("_launcher.py")
 RESULT_LIMIT = 1 * MB
@@ -81,20 +80,22 @@ class ActionCodeError(Exception):
 
 
 class CodeCache:
-    """Unpacked action code, one folder per code digest, created atomically."""
+    """Unpacked action code, one folder per code file, created atomically.
+
+    The files are the catalog's code store's, named by their content's digest
+    (``<sha256>.zip`` or ``<sha256>.py``), so a file's stem names its version."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
-        self._digests: dict[tuple[str, int, int], str] = {}
-        self._lock = threading.Lock()
 
     def prepare(self, function: Path) -> Path:
-        digest = self._digest(function)
-        target = self.root / digest
+        if function.suffix not in (".zip", ".py") or not function.is_file():
+            raise ActionCodeError(f"the action's code is missing: {function}")
+        target = self.root / function.stem
         if target.is_dir():
             return target
-        temp = self.root / f".{digest}.{os.getpid()}.{threading.get_ident()}"
+        temp = self.root / f".{function.stem}.{os.getpid()}.{threading.get_ident()}"
         shutil.rmtree(temp, ignore_errors=True)
         try:
             if function.suffix == ".zip":
@@ -121,20 +122,6 @@ class CodeCache:
             shutil.rmtree(temp, ignore_errors=True)
             raise
         return target
-
-    def _digest(self, function: Path) -> str:
-        try:
-            stat = function.stat()
-        except OSError as exc:
-            raise ActionCodeError(f"the action's code is missing: {function}") from exc
-        key = (str(function), stat.st_mtime_ns, stat.st_size)
-        with self._lock:
-            digest = self._digests.get(key)
-        if digest is None:
-            digest = hashlib.sha256(function.read_bytes()).hexdigest()[:32]
-            with self._lock:
-                self._digests[key] = digest
-        return digest
 
 
 @dataclass
@@ -460,33 +447,20 @@ class ProcessRunner:
             "value": params,
             "api_host": self.api_host,
             "namespace": self.namespace,
-            "action_name": _qualified(action, self.namespace),
+            "action_name": "/" + qualified_path(self.namespace, action.fqn),
             "action_version": version,
             "activation_id": activation_id,
             "deadline": str(self.clock_ms() + timeout_ms),
         }
-        if self.api_key and _truthy(action.annotations.get("provide-api-key")):
+        if self.api_key and is_true(action.annotations.get("provide-api-key")):
             request["api_key"] = self.api_key
         return request
 
 
-def _qualified(action: ActionDef, namespace: str) -> str:
-    if action.package.startswith("/"):
-        return action.fqn
-    return f"/{namespace}/{action.package}/{action.name}" if action.package \
-        else f"/{namespace}/{action.name}"
-
-
-def _truthy(value: Any) -> bool:
-    return value is True or (isinstance(value, str) and value.lower() == "true")
-
-
 def _format(lines: list[tuple[float, str, str]], truncated: bool, limit: int) -> list[str]:
     """OpenWhisk's log lines, ``<ISO time> <stream>: <text>``, in time order."""
-    formatted = [
-        f"{datetime.fromtimestamp(when, UTC).strftime('%Y-%m-%dT%H:%M:%S.%fZ')} {stream}: {text}"
-        for when, stream, text in sorted(lines, key=lambda line: line[0])
-    ]
+    formatted = [log_line(stream, text, when)
+                 for when, stream, text in sorted(lines, key=lambda line: line[0])]
     if truncated:
         formatted.append("Logs were truncated because the total bytes size exceeds the limit "
                          f"of {limit} bytes.")

@@ -7,17 +7,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from owdedup.errors import OwdedupError
 from owdedup.services import processes
 from owdedup.services.config import ServicesConfig
 from owdedup.services.install import SERVICES
 from owdedup.services.install import install as install_services
-from owdedup.services.tools import ServiceError
+from owdedup.services.launcher import logs as service_logs
 
 app = typer.Typer(
     help="Run MinIO, Kafka and a CouchDB-API server as local processes on 127.0.0.1.",
@@ -25,6 +28,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+#: Messages for the person at the terminal, on stderr; shared with :mod:`owdedup.cli`.
 console = Console(stderr=True)
 
 OnlyOpt = Annotated[
@@ -33,46 +37,51 @@ OnlyOpt = Annotated[
 ]
 
 
-def _fail(error: ServiceError) -> typer.Exit:
-    console.print(f"[red]error:[/red] {error}", highlight=False, markup=True, soft_wrap=True)
-    return typer.Exit(1)
+def fail(message: object, code: int = 1) -> typer.Exit:
+    """Print ``error: <message>`` on stderr and return the Exit to raise (no traceback).
+    Shared with :mod:`owdedup.cli` (which mounts this app), so both fail alike."""
+    console.print(f"[red]error:[/red] {message}", highlight=False, markup=True, soft_wrap=True)
+    return typer.Exit(code)
+
+
+@contextmanager
+def _failing_cleanly() -> Iterator[None]:
+    """Turn an expected failure (a bad OWDEDUP_* setting, a service that will not start) into
+    a one-line error and exit code 1."""
+    try:
+        yield
+    except OwdedupError as error:
+        raise fail(error) from None
 
 
 @app.command("install")
 def install_cmd(only: OnlyOpt = None) -> None:
     """Install the pinned services into the cache (skips what is already there)."""
-    try:
+    with _failing_cleanly():
         install_services(ServicesConfig.from_env(), only)
-    except ServiceError as error:
-        raise _fail(error) from None
 
 
 @app.command()
 def up(only: OnlyOpt = None) -> None:
     """Install what is missing, start the services and create the buckets."""
-    config = ServicesConfig.from_env()
-    try:
-        processes.up(config, only)
-    except ServiceError as error:
-        raise _fail(error) from None
+    with _failing_cleanly():
+        processes.up(ServicesConfig.from_env(), only)
     console.print('Services are up. Use them with: eval "$(owdedup services env)"')
 
 
 @app.command()
 def down(only: OnlyOpt = None) -> None:
     """Stop the services (their data stays in the cache)."""
-    try:
+    with _failing_cleanly():
         processes.down(ServicesConfig.from_env(), only)
-    except ServiceError as error:
-        raise _fail(error) from None
 
 
 @app.command()
 def status() -> None:
     """Show which services run, their pid, endpoint and health."""
-    config = ServicesConfig.from_env()
+    with _failing_cleanly():
+        statuses = processes.status_all(ServicesConfig.from_env())
     table = Table("service", "state", "pid", "endpoint", "version")
-    statuses = processes.status_all(config)
     for item in statuses:
         colour = "green" if item.ready else ("yellow" if item.running else "dim")
         table.add_row(
@@ -93,11 +102,9 @@ def logs(
     lines: Annotated[int, typer.Option("-n", "--lines", help="How many lines")] = 50,
 ) -> None:
     """Print the end of a service's log file."""
-    config = ServicesConfig.from_env()
-    try:
-        text = processes.logs(config, name, lines)
-    except ServiceError as error:
-        raise _fail(error) from None
+    with _failing_cleanly():
+        config = ServicesConfig.from_env()
+        text = service_logs(config, name, lines)
     if text:
         print(text)
     else:
@@ -107,8 +114,6 @@ def logs(
 @app.command()
 def env() -> None:
     """Print `export` lines for the running services (eval them in your shell)."""
-    try:
+    with _failing_cleanly():
         lines = processes.env_exports(ServicesConfig.from_env())
-    except ServiceError as error:
-        raise _fail(error) from None
     print("\n".join(lines))

@@ -38,12 +38,19 @@ _NAME_ENV: dict[str, str] = {
 }
 
 
-def default_home(environ: Mapping[str, str] | None = None) -> Path:
+def cache_home(sub: str, variable: str, environ: Mapping[str, str] | None = None) -> Path:
+    """The project's cache folder for *sub*: ``$variable`` when set, else
+    ``$XDG_CACHE_HOME/owdedup/<sub>`` (``~/.cache/owdedup/<sub>`` without it). Shared by the
+    services' installs and the deploy build's cache (:mod:`owdedup.deploy.build`)."""
     env = os.environ if environ is None else environ
-    if env.get(ENV_HOME):
-        return Path(env[ENV_HOME]).expanduser()
+    if env.get(variable):
+        return Path(env[variable]).expanduser()
     cache = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache).expanduser() / "owdedup" / "services"
+    return Path(cache).expanduser() / "owdedup" / sub
+
+
+def default_home(environ: Mapping[str, str] | None = None) -> Path:
+    return cache_home("services", ENV_HOME, environ)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,7 @@
 """The CouchDB-API service: pouchdb-server (CouchDB 1.x-style API) with its databases on
 disk, run as a background process on 127.0.0.1 (see :mod:`owdedup.services.launcher`).
+It is always pouchdb-server: a real Apache CouchDB on the PATH is neither detected nor used
+(point ``OWDEDUP_RECORDS`` at one to use it instead).
 """
 
 from __future__ import annotations
@@ -8,9 +10,8 @@ import os
 from pathlib import Path
 
 from owdedup.services.config import ServicesConfig
-from owdedup.services.install import find_couchdb
 from owdedup.services.launcher import http_ok, launch, service_ports
-from owdedup.services.tools import require, say
+from owdedup.services.tools import require
 
 
 def couchdb_ready(config: ServicesConfig) -> bool:
@@ -18,9 +19,6 @@ def couchdb_ready(config: ServicesConfig) -> bool:
 
 
 def start_couchdb(config: ServicesConfig) -> int:
-    if found := find_couchdb():
-        say(f"couchdb: note: {found} is on PATH but not managed here; "
-            "starting pouchdb-server")
     require("node", "run pouchdb-server")
     workdir = config.data_dir / "pouchdb-server"
     dbs = config.data_dir / "couchdb"

@@ -114,8 +114,12 @@ def wskdeploy_build_module() -> str:
 
 
 def _pseudo_version_stamp(version: str) -> tuple[str, str]:
-    """(commit, build date) from a pseudo-version ``v0.0.0-YYYYMMDDhhmmss-<commit>``."""
-    _, stamp, commit = version.rsplit("-", 2)
+    """(commit, build date) from a pseudo-version ``v0.0.0-YYYYMMDDhhmmss-<commit>``; a
+    ValueError for anything else."""
+    parts = version.rsplit("-", 2)
+    if len(parts) != 3 or len(parts[1]) != 14 or not parts[1].isdigit() or not parts[2]:
+        raise ValueError(f"not a Go pseudo-version: {version!r}")
+    _, stamp, commit = parts
     date = (f"{stamp[0:4]}-{stamp[4:6]}-{stamp[6:8]}T"
             f"{stamp[8:10]}:{stamp[10:12]}:{stamp[12:14]}Z")
     return commit, date
@@ -241,11 +245,6 @@ def install_kafka(config: ServicesConfig) -> bool:
 # npm --------------------------------------------------------------------------------------
 
 
-def find_couchdb() -> str | None:
-    """A real Apache CouchDB on PATH, if any (preferred over pouchdb-server when present)."""
-    return shutil.which("couchdb")
-
-
 def pouchdb_package_json() -> str:
     return json.dumps(
         {
@@ -321,18 +320,9 @@ def install_openwhisk_js(config: ServicesConfig) -> bool:
     return True
 
 
-def install_couchdb(config: ServicesConfig) -> bool:
-    """The CouchDB-API service: nothing to do with a real ``couchdb`` on PATH (only
-    detected, see processes), else pouchdb-server."""
-    found = find_couchdb()
-    if found:
-        say(f"couchdb: found {found}; pouchdb-server is still what owdedup starts")
-    return install_pouchdb(config)
-
-
 #: Service -> installers it needs, in order.
 INSTALLERS: dict[str, tuple[Callable[[ServicesConfig], bool], ...]] = {
-    "couchdb": (install_couchdb,),
+    "couchdb": (install_pouchdb,),  # the CouchDB-API service is always pouchdb-server
     "kafka": (install_kafka,),
     "minio": (install_minio, install_mc),
 }

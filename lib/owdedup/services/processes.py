@@ -26,27 +26,17 @@ from pathlib import Path
 
 from owdedup.services.config import ServicesConfig
 from owdedup.services.couchdb import couchdb_ready, start_couchdb
-from owdedup.services.install import SERVICES, check_names, install, is_installed
+from owdedup.services.install import (
+    SERVICES,
+    _pseudo_version_stamp,
+    check_names,
+    install,
+    is_installed,
+)
 from owdedup.services.kafka import kafka_ready, start_kafka
-from owdedup.services.launcher import logs, read_pid, stop
+from owdedup.services.launcher import read_pid, stop
 from owdedup.services.minio import minio_credentials, minio_ready, start_minio
 from owdedup.services.versions import KAFKA_VERSION, MINIO_VERSION, POUCHDB_SERVER_VERSION
-
-#: ``logs`` and ``stop`` (from :mod:`owdedup.services.launcher`) are part of this module's API
-#: for the CLI and the package.
-__all__ = [
-    "STARTERS",
-    "ServiceStatus",
-    "down",
-    "env_exports",
-    "env_vars",
-    "logs",
-    "start",
-    "status",
-    "status_all",
-    "stop",
-    "up",
-]
 
 
 @dataclass(frozen=True)
@@ -115,12 +105,13 @@ def _version(name: str) -> str:
 
 
 def _pseudo_label(version: str) -> str:
-    """``v0.0.0-20260212201848-7aac2a2c5b7c`` -> ``2026-02-12 7aac2a2c5b7c``."""
-    parts = version.split("-")
-    if len(parts) == 3 and len(parts[1]) == 14:
-        stamp = parts[1]
-        return f"{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]} {parts[2]}"
-    return version
+    """``v0.0.0-20260212201848-7aac2a2c5b7c`` -> ``2026-02-12 7aac2a2c5b7c`` (a version that
+    is not a pseudo-version is shown as it is)."""
+    try:
+        commit, date = _pseudo_version_stamp(version)
+    except ValueError:
+        return version
+    return f"{date[:10]} {commit}"
 
 
 def _ready(config: ServicesConfig, name: str) -> bool:

@@ -58,10 +58,12 @@ def run_tool(
     env: Mapping[str, str] | None = None,
     log: Path | None = None,
     timeout: float | None = None,
+    error: type[OwdedupError] = ServiceError,
 ) -> str:
-    """Run ``argv`` and return its combined output; on failure raise a ServiceError that
-    names ``tool`` and shows the tail of the output. With ``log`` the output is also kept
-    there (the full text, for long builds)."""
+    """Run ``argv`` and return its combined output; on failure raise ``error`` (a
+    ServiceError unless the caller names its own, as the deploy build does) that names
+    ``tool`` and shows the tail of the output. With ``log`` the output is also kept there
+    (the full text, for long builds)."""
     full_env = dict(os.environ)
     if env:
         full_env.update(env)
@@ -80,10 +82,10 @@ def run_tool(
             check=False,
         )
     except FileNotFoundError:
-        raise ServiceError(f"{tool}: `{command[0]}` not found") from None
+        raise error(f"{tool}: `{command[0]}` not found") from None
     except subprocess.TimeoutExpired as exc:
         out = exc.output if isinstance(exc.output, str) else ""
-        raise ServiceError(
+        raise error(
             f"{tool} timed out after {timeout:.0f}s: {' '.join(command[:3])} ...\n{tail(out)}"
         ) from None
     if log is not None:
@@ -91,7 +93,7 @@ def run_tool(
         log.write_text(done.stdout)
     if done.returncode != 0:
         where = f" (full output: {log})" if log is not None else ""
-        raise ServiceError(
+        raise error(
             f"{tool} failed with exit code {done.returncode}{where}:\n{tail(done.stdout)}"
         )
     return done.stdout

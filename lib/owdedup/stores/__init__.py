@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from owdedup.errors import ConfigError
-from owdedup.registry import Registry, redact_url
+from owdedup.registry import Registry
 from owdedup.stores.base import ObjectInfo, ObjectStore
 
-__all__ = ["ObjectInfo", "ObjectStore", "open_store", "redact_url", "registry"]
+__all__ = ["ObjectInfo", "ObjectStore", "open_store", "registry"]
 
 registry: Registry[ObjectStore] = Registry("object store", ObjectStore, {
     "file": "owdedup.stores.folder:FolderStore",

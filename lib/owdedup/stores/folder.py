@@ -215,11 +215,12 @@ def _remove_quietly(path: Path) -> None:
 
 
 def _version(st: os.stat_result) -> str:
+    """The file's version as "size mtime_ns" (also the tail of the digest xattr)."""
     return f"{st.st_size} {st.st_mtime_ns}"
 
 
 def _set_digest_xattr(path: Path, sha256: str, st: os.stat_result) -> None:
-    value = f"{sha256} {st.st_size} {st.st_mtime_ns}".encode("ascii")
+    value = f"{sha256} {_version(st)}".encode("ascii")
     try:
         os.setxattr(path, _XATTR, value)
     except OSError:
@@ -231,9 +232,9 @@ def _cached_digest(path: Path, st: os.stat_result) -> str | None:
         raw = os.getxattr(path, _XATTR).decode("ascii")
     except (OSError, UnicodeDecodeError):
         return None
-    fields = raw.split(" ")
-    if len(fields) != 3 or not is_sha256_hex(fields[0]):
+    digest, _, version = raw.partition(" ")
+    if not is_sha256_hex(digest):
         return None
-    if fields[1] != str(st.st_size) or fields[2] != str(st.st_mtime_ns):
-        return None  # the file changed since the digest was taken
-    return fields[0]
+    if version != _version(st):
+        return None  # the file changed since the digest was taken (or the value is malformed)
+    return digest

@@ -33,7 +33,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, NoReturn, cast
+from typing import BinaryIO, NoReturn, TypeAlias, cast
 from urllib.parse import urlsplit
 
 import certifi
@@ -48,8 +48,7 @@ from urllib3.response import BaseHTTPResponse
 
 from owdedup.digest import is_sha256_hex
 from owdedup.errors import ConfigError, NotFoundError, OwdedupError, StoreError
-from owdedup.registry import redact_url
-from owdedup.registry import scrub as scrub  # re-exported: one scrubber for every backend
+from owdedup.registry import redact_url, scrub
 from owdedup.stores.base import ObjectInfo, ObjectStore
 
 SCHEMES = ("http", "https", "s3")
@@ -235,8 +234,14 @@ def _transport_reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+#: What the client and its HTTP layer raise, and all that ``translate_error`` translates.
+#: Anything else (AttributeError, TypeError, ...) is a bug and propagates as it is.
+ClientError: TypeAlias = MinioException | Urllib3Error | OSError | ValueError
+CLIENT_ERRORS = (MinioException, Urllib3Error, OSError, ValueError)
+
+
 def translate_error(
-    exc: BaseException,
+    exc: ClientError,
     *,
     store: str,
     bucket: str | None = None,
@@ -275,10 +280,8 @@ def translate_error(
         error = StoreError(f"cannot reach {store} ({where}): {_transport_reason(exc)}")
     elif isinstance(exc, ValueError):
         error = ConfigError(f"invalid request for {where}: {exc}")
-    elif isinstance(exc, MinioException):
+    else:  # any other MinioException
         error = StoreError(f"{store} failed on {where}: {type(exc).__name__}")
-    else:
-        error = StoreError(f"{store} failed on {where}: {type(exc).__name__}: {exc}")
     return type(error)(scrub(str(error), secrets))
 
 
@@ -312,6 +315,8 @@ class S3Store(ObjectStore):
         self.endpoint = endpoint
         opts = options or S3Options()
         self._secrets = opts.secrets()
+        # Buckets ensure_bucket already found or made: a miss does not pay a HEAD each time.
+        self._ensured: set[str] = set()
         self._http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S),
             maxsize=10,
@@ -347,7 +352,9 @@ class S3Store(ObjectStore):
 
     # -- errors ----------------------------------------------------------------------------
 
-    def _fail(self, exc: BaseException, bucket: str | None, key: str | None = None) -> NoReturn:
+    def _fail(self, exc: ClientError, bucket: str | None, key: str | None = None) -> NoReturn:
+        if isinstance(exc, S3Error) and exc.code == "NoSuchBucket" and bucket is not None:
+            self._ensured.discard(bucket)  # removed behind our back: ensure it again next time
         raise translate_error(
             exc, store=self.describe(), bucket=bucket, key=key, secrets=self._secrets
         ) from exc
@@ -369,7 +376,7 @@ class S3Store(ObjectStore):
             if exc.code == "NoSuchKey":  # a HEAD has no body: the client guesses NoSuchKey
                 raise self._missing(bucket, key) from None
             self._fail(exc, bucket, key)
-        except Exception as exc:  # noqa: BLE001 - every client failure is translated
+        except CLIENT_ERRORS as exc:  # every client failure is translated; bugs propagate
             self._fail(exc, bucket, key)
         headers = stat.metadata or {}
         return ObjectInfo(
@@ -389,7 +396,7 @@ class S3Store(ObjectStore):
             if exc.code == "NoSuchKey":
                 raise NotFoundError(f"object {bucket}/{key} does not exist") from None
             self._fail(exc, bucket, key)
-        except Exception as exc:  # noqa: BLE001
+        except CLIENT_ERRORS as exc:
             self._fail(exc, bucket, key)
         # The stored bytes, as they are: never un-gzip a Content-Encoding: gzip object.
         response.decode_content = False
@@ -414,7 +421,7 @@ class S3Store(ObjectStore):
                 if obj.is_dir or obj.object_name is None:
                     continue
                 yield ObjectInfo(bucket, obj.object_name, int(obj.size or 0))
-        except Exception as exc:  # noqa: BLE001
+        except CLIENT_ERRORS as exc:
             self._fail(exc, bucket)
 
     def bucket_exists(self, bucket: str) -> bool:
@@ -425,19 +432,24 @@ class S3Store(ObjectStore):
             if exc.code == "NoSuchBucket":  # from the region lookup
                 return False
             self._fail(exc, bucket)
-        except Exception as exc:  # noqa: BLE001
+        except CLIENT_ERRORS as exc:
             self._fail(exc, bucket)
 
     # -- writes ----------------------------------------------------------------------------
 
     def ensure_bucket(self, bucket: str) -> None:
+        """Make *bucket* unless it exists; a bucket this store already ensured costs nothing."""
+        if bucket in self._ensured:
+            return
         if self.bucket_exists(bucket):
+            self._ensured.add(bucket)
             return
         try:
             self._client.make_bucket(bucket)
         except S3Error as exc:
             already = exc.code in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists")
             if already and self.bucket_exists(bucket):
+                self._ensured.add(bucket)
                 return  # created concurrently (by us or a peer)
             self._fail(exc, bucket)
         except ValueError:  # the client's stricter check for new bucket names
@@ -445,8 +457,9 @@ class S3Store(ObjectStore):
                 f"invalid name for a new bucket {bucket!r} (3-63 lowercase letters, digits, "
                 "'.' or '-')"
             ) from None
-        except Exception as exc:  # noqa: BLE001
+        except CLIENT_ERRORS as exc:
             self._fail(exc, bucket)
+        self._ensured.add(bucket)
 
     def put(
         self,
@@ -480,7 +493,7 @@ class S3Store(ObjectStore):
                 # One part: a multipart upload would leave a composite checksum instead.
                 part_size=MAX_PART_SIZE,
             )
-        except Exception as exc:  # noqa: BLE001
+        except CLIENT_ERRORS as exc:
             self._fail(exc, bucket, key)
         stored = checksum_from_headers(cast(Mapping[str, str], result.http_headers or {}))
         return ObjectInfo(bucket, key, len(data), sha256=stored, content_type=content_type)
@@ -505,7 +518,7 @@ class S3Store(ObjectStore):
                     ) from None
                 raise self._missing(src_bucket, src_key) from None
             self._fail(exc, dst_bucket, dst_key)
-        except Exception as exc:  # noqa: BLE001
+        except CLIENT_ERRORS as exc:
             self._fail(exc, dst_bucket, dst_key)
         stored = checksum_from_headers(cast(Mapping[str, str], result.http_headers or {}))
         return ObjectInfo(
@@ -522,5 +535,5 @@ class S3Store(ObjectStore):
             if exc.code in ("NoSuchKey", "NoSuchBucket"):
                 return
             self._fail(exc, bucket, key)
-        except Exception as exc:  # noqa: BLE001
+        except CLIENT_ERRORS as exc:
             self._fail(exc, bucket, key)
