@@ -44,7 +44,7 @@ class Context:
 
     def close(self) -> None:
         if self._counts is not None:
-            self._counts.flush()
+            self._counts.close()
         if self._store is not None:
             self._store.close()
         if self._records is not None:

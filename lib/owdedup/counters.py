@@ -81,3 +81,11 @@ class CountBuffer:
             self._calls, self._since = 0, self.clock()
             return
         self._calls, self._since = 0, None
+
+    def close(self) -> None:
+        """Flush, and no longer flush at exit: the owner is done with this buffer (a
+        long-lived process that opens many would otherwise keep one exit hook for each)."""
+        self.flush()
+        if self._registered:
+            atexit.unregister(self.flush)
+            self._registered = False

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import atexit
 from pathlib import Path
+
+import pytest
 
 from owdedup.counters import CountBuffer
 from owdedup.errors import StoreError
@@ -52,6 +55,7 @@ def test_failed_flush_keeps_the_counts(tmp_path: Path) -> None:
     assert totals(store) == (2, 0)
     buffer.flush()  # nothing pending: nothing written twice
     assert totals(store) == (2, 0)
+    buffer.close()
 
 
 def test_failed_flush_waits_for_the_next_batch(tmp_path: Path) -> None:
@@ -77,3 +81,17 @@ def test_failed_flush_waits_for_the_next_batch(tmp_path: Path) -> None:
     buffer.add("thumbnail", hits=1)
     assert attempts == 3  # old enough: one retry on age
     assert totals(store) == (0, 0)
+    buffer.close()  # one last try, and no exit hook left behind
+    assert attempts == 4
+
+
+def test_close_removes_the_exit_hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    hooks: list[object] = []
+    monkeypatch.setattr(atexit, "register", hooks.append)
+    monkeypatch.setattr(atexit, "unregister", hooks.remove)
+    store = open_records(f"sqlite://{tmp_path / 'r.sqlite'}")
+    buffer = CountBuffer(lambda: store)
+    buffer.add("thumbnail", hits=1)
+    assert len(hooks) == 1
+    buffer.close()
+    assert hooks == [] and totals(store) == (1, 0)
