@@ -54,7 +54,7 @@ else
   py=python3
 fi
 if ! "$py" -c 'import owdedup.deploy.plan' 2>/dev/null; then
-  echo "deploy.sh: $py cannot import owdedup: run 'pip install -e .' in $here or set" \
+  echo "deploy.sh: $py cannot import owdedup: run 'pip install -e .[cli]' in $here or set" \
        "OWDEDUP_PYTHON to a Python that has it" >&2
   exit 2
 fi

@@ -9,7 +9,7 @@ Output: the input job (parameters normalised) plus
 Error:  {"error": "a.jpg: object photos/a.jpg does not exist", "error_kind": "not-found", ...}
 """
 
-from owdedup.action import make_main
-from owdedup.pipeline import hash_step
+from owdedup.runtime.action import make_main
+from owdedup.runtime.pipeline import hash_step
 
 main = make_main(hash_step)

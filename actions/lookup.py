@@ -9,7 +9,7 @@ Output: the job plus "outputs": one entry per requested size,
 Error:  {"error": "<key>: <cause>", "error_kind": ...}
 """
 
-from owdedup.action import make_main
-from owdedup.pipeline import lookup_step
+from owdedup.runtime.action import make_main
+from owdedup.runtime.pipeline import lookup_step
 
 main = make_main(lookup_step)

@@ -8,7 +8,7 @@ Output: the job plus {"status": "computed" | "deduplicated", "recorded": true | 
 Error:  {"error": "<key>: <cause>", "error_kind": ...}
 """
 
-from owdedup.action import make_main
-from owdedup.pipeline import record_step
+from owdedup.runtime.action import make_main
+from owdedup.runtime.pipeline import record_step
 
 main = make_main(record_step)

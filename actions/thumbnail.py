@@ -7,7 +7,7 @@ Output: the same job; every "hit": false output now has "bytes", "width", "heigh
 Error:  {"error": "<key>: not an image ...", "error_kind": "bad-input", ...}; no output is left.
 """
 
-from owdedup.action import make_main
-from owdedup.pipeline import thumbnail_step
+from owdedup.runtime.action import make_main
+from owdedup.runtime.pipeline import thumbnail_step
 
 main = make_main(thumbnail_step)

@@ -19,8 +19,8 @@ c. Cold start of each action in a fresh process, median of ``--runs`` processes 
    (interleaved across actions), split into: interpreter start (spawn to the launcher's first
    line, plus the launcher's own stdlib imports), ``activate_this`` + ``import main__`` (and
    everything it imports), the first ``main()`` call, and the network clients the deployed
-   action imports on its first call but the local backends do not: ``owdedup.stores.s3``
-   (minio, urllib3) for hash, lookup and thumbnail; ``owdedup.records.couchdb._sdk()``
+   action imports on its first call but the local backends do not: ``owdedup.runtime.stores.s3``
+   (minio, urllib3) for hash, lookup and thumbnail; ``owdedup.runtime.records.couchdb._sdk()``
    (the urllib3 transport; ibmcloudant is loaded only for IAM ``apikey`` auth) for lookup and
    record; ``requests`` for
    dispatch. Measured: "cold" = activate + import + first call; "cold + clients" = that plus
@@ -113,7 +113,7 @@ from owdedup.deploy.runtime import (
     RUNTIME_PACKAGES,
     SITE_PACKAGES,
 )
-from owdedup.records import Record, RecordStore, open_records
+from owdedup.runtime.records import Record, RecordStore, open_records
 
 PROJECT = Path(__file__).resolve().parent.parent
 MANIFEST = PROJECT / "manifest.yaml"
@@ -127,8 +127,8 @@ MIB = 1 << 20
 SRC, DEST = "photos", "thumbs"
 SIZES = [256]
 BIG_SIZE = (8660, 5773)  # 49,994,180 pixels: just within max_pixels = 50,000,000
-S3_CLIENT = "owdedup.stores.s3"
-COUCH_CLIENT = "owdedup.records.couchdb:_sdk"
+S3_CLIENT = "owdedup.runtime.stores.s3"
+COUCH_CLIENT = "owdedup.runtime.records.couchdb:_sdk"
 #: What each deployed action imports on its first call that the local backends do not.
 CLIENTS: dict[str, tuple[str, ...]] = {
     "hash": (S3_CLIENT,),  # HEAD (+ GET when the object has no checksum)
@@ -176,8 +176,8 @@ HIT_PATH_NOTES: dict[str, str] = {
 
 
 def hit_path_note(package: str, chain: Sequence[str]) -> str:
-    if "owdedup.identity" in chain and package in ("importlib", "email", "zipfile", "csv"):
-        return ("deferrable in owdedup.identity (unused with _pins.json), but urllib3 "
+    if "owdedup.runtime.identity" in chain and package in ("importlib", "email", "zipfile", "csv"):
+        return ("deferrable in owdedup.runtime.identity (unused with _pins.json), but urllib3 "
                 "imports importlib.metadata anyway: no gain once a client is imported")
     if package in ("importlib", "email"):
         return f"stdlib, for {chain[-1] if chain else '?'}"

@@ -62,9 +62,9 @@ import PIL
 from PIL import Image, features
 from rich.console import Console
 
-from owdedup.config import ENV_RECORDS, ENV_STORE, Settings
-from owdedup.context import Context
-from owdedup.thumbnail import make_thumbnails
+from owdedup.runtime.config import ENV_RECORDS, ENV_STORE, Settings
+from owdedup.runtime.context import Context
+from owdedup.runtime.thumbnail import make_thumbnails
 
 if TYPE_CHECKING or __package__:  # python -m benchmarks.bench_local, and mypy
     from benchmarks import common

@@ -66,15 +66,15 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from owdedup import action as owdedup_action
-from owdedup.config import ENV_OUT_BUCKET, ENV_RECORDS, ENV_STORE, Settings
-from owdedup.context import Context
 from owdedup.engine.executor import Engine
 from owdedup.engine.local import local_executor
 from owdedup.mapper import COMPUTED, DEDUPLICATED
-from owdedup.records import OutputRef, Record, RecordStore, open_records
-from owdedup.records.couchdb import CouchRecordStore, parse_url
-from owdedup.stores import ObjectStore, open_store
+from owdedup.runtime import action as owdedup_action
+from owdedup.runtime.config import ENV_OUT_BUCKET, ENV_RECORDS, ENV_STORE, Settings
+from owdedup.runtime.context import Context
+from owdedup.runtime.records import OutputRef, Record, RecordStore, open_records
+from owdedup.runtime.records.couchdb import CouchRecordStore, parse_url
+from owdedup.runtime.stores import ObjectStore, open_store
 
 if TYPE_CHECKING or __package__:  # python -m benchmarks.bench_services, and mypy
     from benchmarks import common
@@ -267,7 +267,7 @@ def _remove_bucket(store_url: str, bucket: str) -> None:
     """RemoveBucket: not part of the ObjectStore interface, so with the minio client."""
     from minio import Minio
 
-    from owdedup.stores.s3 import parse_endpoint
+    from owdedup.runtime.stores.s3 import parse_endpoint
 
     endpoint = parse_endpoint(store_url)
     client = Minio(

@@ -28,8 +28,8 @@ from typing import Any, ClassVar
 from rich.console import Console
 from rich.table import Table
 
-from owdedup.functions import get_function
 from owdedup.mapper import COMPUTED, DEDUPLICATED, MapRequest, MapSummary, run_map
+from owdedup.runtime.functions import get_function
 
 SIZE = 256  # thumbnail size of every single-size measurement
 WARMUP_PHOTOS = 4  # photos of the untimed warm-ups

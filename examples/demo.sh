@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 if [[ ! -x .venv/bin/owdedup ]]; then
   python3 -m venv .venv
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet .
+  .venv/bin/python -m pip install --quiet '.[cli]'
 fi
 
 # The folder store is rooted at examples/: bucket "photos" is examples/photos, outputs go to

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from owdedup.config import Settings
-from owdedup.context import Context
+from owdedup.runtime.config import Settings
+from owdedup.runtime.context import Context
 from tests.service_fixtures import (  # noqa: F401
     docker_compose_file,
     services,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from owdedup.deploy import plan
-from owdedup.functions import get_function
+from owdedup.runtime.functions import get_function
 from tests.serve.conftest import Client
 from tests.service_fixtures import PROJECT
 from tests.tooling import listen_ports

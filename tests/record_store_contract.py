@@ -10,7 +10,7 @@ import multiprocessing
 import multiprocessing.synchronize
 from collections.abc import Mapping
 
-from owdedup.records import OutputRef, Record, RecordStore, open_records
+from owdedup.runtime.records import OutputRef, Record, RecordStore, open_records
 
 
 def make_record(fid: str = "f" * 64, digest: str = "d" * 64, key: str = "out/1.jpg",

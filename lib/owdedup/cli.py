@@ -19,11 +19,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from owdedup.config import ENV_RECORDS, ENV_STORE, Settings
-from owdedup.context import Context
-from owdedup.errors import ConfigError, OwdedupError
-from owdedup.functions import get_function
 from owdedup.mapper import COMPUTED, DEDUPLICATED, FAILED, MapRequest, MapSummary, run_map
+from owdedup.runtime.config import ENV_RECORDS, ENV_STORE, Settings
+from owdedup.runtime.context import Context
+from owdedup.runtime.errors import ConfigError, OwdedupError
+from owdedup.runtime.functions import get_function
 from owdedup.services.cli import console
 from owdedup.services.cli import fail as _fail
 

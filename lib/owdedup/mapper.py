@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from owdedup.config import Settings
-from owdedup.context import Context
-from owdedup.counters import hit_saved_bytes
+from owdedup.runtime.config import Settings
+from owdedup.runtime.context import Context
+from owdedup.runtime.counters import hit_saved_bytes
 from owdedup.workers import invoke
 from owdedup.workers import pool as workers_pool
 

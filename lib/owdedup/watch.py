@@ -27,8 +27,8 @@ from typing import Any
 
 from owdedup import workers
 from owdedup.engine.activation import Activation
-from owdedup.errors import BadInputError, ConfigError, NotFoundError
-from owdedup.events import as_bytes, feed_message
+from owdedup.runtime.errors import BadInputError, ConfigError, NotFoundError
+from owdedup.runtime.events import as_bytes, feed_message
 
 log = logging.getLogger("owdedup")
 

@@ -28,7 +28,6 @@ from owdedup.deploy import build, install, zipper
 from owdedup.deploy.build import BuiltZip, plan_build, size_report
 from owdedup.deploy.needs import (
     ACTION_REQUIREMENTS,
-    TOOLING_MODULES,
     Pin,
     installed_version,
     resolve_packages,
@@ -43,7 +42,7 @@ from owdedup.deploy.runtime import (
     SITE_PACKAGES,
     BuildError,
 )
-from owdedup.functions import get_function
+from owdedup.runtime.functions import get_function
 from tests.conftest import PROJECT
 from tests.imagegen import jpeg
 from tests.tooling import need_base_python
@@ -90,7 +89,7 @@ for name in request.get("try_import", []):
     except ImportError as exc:
         report["failed"][name] = exc.name or str(exc)
 if "identity" in request:
-    from owdedup.functions import get_function
+    from owdedup.runtime.functions import get_function
     spec = get_function("thumbnail")
     variants = spec.variants(spec.normalise(request["identity"]))
     report["identity"] = [v.function_id for v in variants]
@@ -236,8 +235,8 @@ def test_layout(zips: dict[str, BuiltZip]) -> None:
             assert ACTIVATE_THIS in names
             assert f"{SITE_PACKAGES}/" in names
             # identity.py hashes thumbnail.py's bytes, even where Pillow is absent
-            thumbnail = PROJECT / "lib" / "owdedup" / "thumbnail.py"
-            assert archive.read("owdedup/thumbnail.py") == thumbnail.read_bytes()
+            thumbnail = PROJECT / "lib" / "owdedup" / "runtime" / "thumbnail.py"
+            assert archive.read("owdedup/runtime/thumbnail.py") == thumbnail.read_bytes()
             for info in archive.infolist():
                 assert info.date_time == (1980, 1, 1, 0, 0, 0), info.filename
                 mode = info.external_attr >> 16 & 0o777
@@ -286,10 +285,10 @@ def test_bytecode_needs_cpython_3_11(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_no_cli_or_tooling_inside(zips: dict[str, BuiltZip]) -> None:
-    tooling = tuple(m.replace(".", "/") for m in TOOLING_MODULES)
     for name, item in zips.items():
-        shipped = [n for n in members(item) if n.startswith("owdedup/")]
-        leaked = [n for n in shipped if n.removesuffix(".py").startswith(tooling)]
+        shipped = [n for n in members(item) if n.startswith("owdedup/") and not n.endswith("/")]
+        leaked = [n for n in shipped if not n.startswith(("owdedup/runtime/", "owdedup/__init__",
+                                                          "owdedup/__pycache__/__init__"))]
         assert not leaked, f"{name}: {leaked}"
         assert not any(n.endswith(("mapper.py", "watch.py", "workers.py")) for n in shipped)
 
@@ -384,7 +383,7 @@ def test_plan_builds_nothing(tmp_path: Path) -> None:
     assert by_name["dispatch"].packages == ()
     assert "requests" in {p.name for p in by_name["lookup"].packages}
     assert any("requests" in note for note in by_name["lookup"].conflicts)
-    assert "owdedup/thumbnail.py" in by_name["dispatch"].modules
+    assert "owdedup/runtime/thumbnail.py" in by_name["dispatch"].modules
     assert plan.pins == {"pillow": installed_version("pillow")}
     json.dumps(plan.to_dict())  # the plan is plain data
     plan_only = plan_build(MANIFEST, only=["hash"])
@@ -409,7 +408,7 @@ def test_an_action_importing_tooling_is_refused(tmp_path: Path) -> None:
 
 def test_registry_strings_pull_in_backends() -> None:
     modules = runtime_modules(PROJECT / "actions" / "lookup.py", PROJECT / "lib" / "owdedup")
-    assert {"owdedup/records/couchdb.py", "owdedup/stores/s3.py"} <= set(modules)
+    assert {"owdedup/runtime/records/couchdb.py", "owdedup/runtime/stores/s3.py"} <= set(modules)
 
 
 def test_a_runtime_package_too_old_for_a_requirement_is_shipped() -> None:
@@ -452,9 +451,9 @@ def test_every_module_of_every_zip_imports(run: Runner, zips: dict[str, BuiltZip
         report = run(name, {"try_import": _owdedup_modules(item)})
         expected = {}
         if not needs(name, "pillow"):
-            expected["owdedup.thumbnail"] = "PIL"
+            expected["owdedup.runtime.thumbnail"] = "PIL"
         if not needs(name, "minio"):
-            expected["owdedup.stores.s3"] = "minio"
+            expected["owdedup.runtime.stores.s3"] = "minio"
         assert report["failed"] == expected, name
 
 
@@ -472,10 +471,10 @@ def _forced(action: str) -> dict[str, list[str]]:
     """Force the lazy imports of the clients the action ships (no service is contacted)."""
     request: dict[str, list[str]] = {"import": [], "call": []}
     if needs(action, "minio"):
-        request["import"] += ["minio", "owdedup.stores.s3"]
+        request["import"] += ["minio", "owdedup.runtime.stores.s3"]
     if needs(action, "ibmcloudant"):
         request["import"] += ["ibmcloudant.cloudant_v1"]
-        request["call"] += ["owdedup.records.couchdb:_sdk"]
+        request["call"] += ["owdedup.runtime.records.couchdb:_sdk"]
     return request
 
 
@@ -575,4 +574,4 @@ def test_a_fresh_unpack_runs_on_the_shipped_bytecode(
             assert set(before) - set(after) == set()
         else:
             assert f"{SITE_PACKAGES}/minio/__pycache__/api.cpython-311.pyc" in changed
-            assert "owdedup/__pycache__/pipeline.cpython-311.pyc" in changed
+            assert "owdedup/runtime/__pycache__/pipeline.cpython-311.pyc" in changed

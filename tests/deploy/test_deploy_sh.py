@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from owdedup.deploy import build, plan
-from owdedup.records import open_records
+from owdedup.runtime.records import open_records
 from owdedup.serve.server import DevServer, ServeConfig
 from tests import tooling
 from tests.conftest import PROJECT

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from owdedup.records import open_records
+from owdedup.runtime.records import open_records
 from tests.imagegen import bomb_png, jpeg, not_an_image, png, truncated, unsupported_image
 
 pytestmark = pytest.mark.functional

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from owdedup.digest import is_sha256_hex
 from owdedup.engine.local import local_executor
+from owdedup.runtime.digest import is_sha256_hex
 from tests.conftest import PROJECT
 from tests.imagegen import jpeg
 

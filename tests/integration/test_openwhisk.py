@@ -33,10 +33,10 @@ from typing import Any
 
 import pytest
 
-from owdedup.config import Settings
-from owdedup.context import Context
 from owdedup.deploy.plan import resolve_target
-from owdedup.errors import OwdedupError
+from owdedup.runtime.config import Settings
+from owdedup.runtime.context import Context
+from owdedup.runtime.errors import OwdedupError
 from tests.deploying import copy_project, run_deploy_sh, serve_process, thumbnail_outputs
 from tests.imagegen import jpeg, not_an_image
 from tests.serve.conftest import AUTH, Client

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from owdedup.errors import NotFoundError
+from owdedup.runtime.errors import NotFoundError
 from owdedup.serve.kafka_feed import (
     FeedConfig,
     FeedError,

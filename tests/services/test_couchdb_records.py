@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from owdedup.errors import StoreError
-from owdedup.records import Record, open_records
-from owdedup.records import couchdb as couch
-from owdedup.records.couch_transport import Urllib3Transport
-from owdedup.records.couchdb import CouchRecordStore, doc_id
+from owdedup.runtime.errors import StoreError
+from owdedup.runtime.records import Record, open_records
+from owdedup.runtime.records import couchdb as couch
+from owdedup.runtime.records.couch_transport import Urllib3Transport
+from owdedup.runtime.records.couchdb import CouchRecordStore, doc_id
 from tests.record_store_contract import RecordStoreContract, make_record, race_to_put
 from tests.service_fixtures import Services
 

@@ -27,10 +27,10 @@ from typing import Any
 
 import pytest
 
-from owdedup.config import Settings
-from owdedup.context import Context
-from owdedup.errors import OwdedupError
-from owdedup.records import Record
+from owdedup.runtime.config import Settings
+from owdedup.runtime.context import Context
+from owdedup.runtime.errors import OwdedupError
+from owdedup.runtime.records import Record
 from owdedup.services.config import ServicesConfig
 from owdedup.services.install import (
     install_openwhisk_js,

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from owdedup.config import Settings
-from owdedup.context import Context
-from owdedup.errors import OwdedupError
+from owdedup.runtime.config import Settings
+from owdedup.runtime.context import Context
+from owdedup.runtime.errors import OwdedupError
 from tests.deploying import thumbnail_output
 from tests.imagegen import jpeg, not_an_image
 from tests.service_fixtures import PROJECT, Services

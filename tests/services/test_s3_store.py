@@ -21,13 +21,13 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from owdedup.digest import CHUNK_BYTES, sha256_stream
 from owdedup.engine.executor import Engine
-from owdedup.errors import ConfigError, NotFoundError, StoreError
+from owdedup.runtime.digest import CHUNK_BYTES, sha256_stream
+from owdedup.runtime.errors import ConfigError, NotFoundError, StoreError
+from owdedup.runtime.stores import open_store
+from owdedup.runtime.stores.s3 import S3Store
 from owdedup.services import ServiceError, ServicesConfig, minio
 from owdedup.services.install import install_mc
-from owdedup.stores import open_store
-from owdedup.stores.s3 import S3Store
 from tests.conftest import PROJECT
 from tests.imagegen import jpeg
 from tests.service_fixtures import Services

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from owdedup.errors import ConfigError
+from owdedup.runtime.errors import ConfigError
 from owdedup.services import (
     ServiceError,
     ServicesConfig,

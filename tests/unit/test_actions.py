@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from owdedup.digest import CHUNK_BYTES, sha256_stream
 from owdedup.engine.executor import Engine
 from owdedup.engine.local import local_executor
-from owdedup.records import open_records
+from owdedup.runtime.digest import CHUNK_BYTES, sha256_stream
+from owdedup.runtime.records import open_records
 from tests.conftest import PROJECT
 from tests.imagegen import jpeg, not_an_image
 
@@ -147,7 +147,7 @@ def test_hit_path_never_imports_the_image_decoder(
         f"engine = local_executor(sys.argv[1], json.loads(sys.argv[2]))\n"
         f"result = engine.invoke({SEQUENCE!r}, json.loads(sys.argv[3])).result\n"
         "print(json.dumps([result['status'], 'PIL' in sys.modules,\n"
-        "                  'owdedup.thumbnail' in sys.modules]))\n"
+        "                  'owdedup.runtime.thumbnail' in sys.modules]))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", script, str(PROJECT / "manifest.yaml"), json.dumps(env),
@@ -237,8 +237,8 @@ def test_bad_parameters_are_one_line_errors(
 
 
 def test_settings_repr_shows_no_secret() -> None:
-    from owdedup.config import Settings
-    from owdedup.context import Context
+    from owdedup.runtime.config import Settings
+    from owdedup.runtime.context import Context
 
     secret = "s3cr3t-VALUE-never-shown"
     settings = Settings.resolve(

@@ -18,9 +18,9 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from owdedup.errors import ConfigError, StoreError
-from owdedup.records import open_records
-from owdedup.records.couch_transport import (
+from owdedup.runtime.errors import ConfigError, StoreError
+from owdedup.runtime.records import open_records
+from owdedup.runtime.records.couch_transport import (
     CloudantTransport,
     CouchAuth,
     TransportError,
@@ -33,7 +33,7 @@ from owdedup.records.couch_transport import (
     session_cookie,
     with_query,
 )
-from owdedup.records.couchdb import (
+from owdedup.runtime.records.couchdb import (
     COUNTS_PREFIX,
     DEFAULT_DATABASE,
     RECORD_PREFIX,
@@ -45,7 +45,7 @@ from owdedup.records.couchdb import (
     record_doc,
     record_from_doc,
 )
-from owdedup.registry import scrub
+from owdedup.runtime.registry import scrub
 from tests.record_store_contract import make_record
 
 SECRET = "hunter2-s3cret"
@@ -542,8 +542,8 @@ def test_sdk_connection_errors_name_the_endpoint_not_the_credentials() -> None:
 def test_first_request_over_urllib3_imports_no_sdk() -> None:
     code = (
         "import socket, sys\n"
-        "from owdedup.errors import StoreError\n"
-        "from owdedup.records import open_records\n"
+        "from owdedup.runtime.errors import StoreError\n"
+        "from owdedup.runtime.records import open_records\n"
         "sock = socket.socket(); sock.bind(('127.0.0.1', 0)); port = sock.getsockname()[1]\n"
         "sock.close()\n"
         "store = open_records(f'http://127.0.0.1:{port}/x', {'username': 'u', 'password': 'p'})\n"
@@ -563,7 +563,7 @@ def test_first_request_over_urllib3_imports_no_sdk() -> None:
 def test_importing_the_backend_does_not_import_the_client() -> None:
     code = (
         "import sys\n"
-        "from owdedup.records import open_records\n"
+        "from owdedup.runtime.records import open_records\n"
         "store = open_records('http://127.0.0.1:5984/x', {'username': 'u', 'password': 'p'})\n"
         "heavy = ('ibmcloudant', 'ibm_cloud_sdk_core', 'requests')\n"
         "print(','.join(m for m in heavy if m in sys.modules))\n"

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from owdedup.counters import CountBuffer
-from owdedup.errors import StoreError
-from owdedup.records import RecordStore, open_records
+from owdedup.runtime.counters import CountBuffer
+from owdedup.runtime.errors import StoreError
+from owdedup.runtime.records import RecordStore, open_records
 
 
 class Clock:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from owdedup.events import as_bytes, feed_message, parse_events
+from owdedup.runtime.events import as_bytes, feed_message, parse_events
 
 
 def minio_event(key: str, *, bucket: str = "inbucket", name: str = "s3:ObjectCreated:Put",

@@ -15,7 +15,7 @@ from owdedup.engine.activation import (
 )
 from owdedup.engine.executor import Engine
 from owdedup.engine.local import local_executor
-from owdedup.errors import NotFoundError
+from owdedup.runtime.errors import NotFoundError
 
 MANIFEST = """
 packages:

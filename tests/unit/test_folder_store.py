@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from owdedup.errors import ConfigError, NotFoundError
-from owdedup.stores import open_store
-from owdedup.stores.folder import FolderStore
+from owdedup.runtime.errors import ConfigError, NotFoundError
+from owdedup.runtime.stores import open_store
+from owdedup.runtime.stores.folder import FolderStore
 
 
 @pytest.fixture

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from owdedup import identity
-from owdedup.errors import ConfigError
-from owdedup.functions import ThumbnailFunction, parse_sizes
+from owdedup.runtime import identity
+from owdedup.runtime.errors import ConfigError
+from owdedup.runtime.functions import ThumbnailFunction, parse_sizes
 
 SPEC = ThumbnailFunction()
 
@@ -77,10 +77,10 @@ def test_pinned_versions_override_installed(monkeypatch: pytest.MonkeyPatch) -> 
 def test_code_digest_does_not_import_the_module() -> None:
     import sys
 
-    sys.modules.pop("owdedup.thumbnail", None)
+    sys.modules.pop("owdedup.runtime.thumbnail", None)
     identity.code_digest.cache_clear()
-    identity.code_digest("owdedup.thumbnail")
-    assert "owdedup.thumbnail" not in sys.modules
+    identity.code_digest("owdedup.runtime.thumbnail")
+    assert "owdedup.runtime.thumbnail" not in sys.modules
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from owdedup.engine.manifest import load_manifest, substitute
-from owdedup.errors import ConfigError
+from owdedup.runtime.errors import ConfigError
 from tests.conftest import PROJECT
 
 

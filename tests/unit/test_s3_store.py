@@ -16,10 +16,10 @@ import urllib3
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
-from owdedup.errors import ConfigError, NotFoundError, StoreError
-from owdedup.registry import scrub
-from owdedup.stores import open_store
-from owdedup.stores.s3 import (
+from owdedup.runtime.errors import ConfigError, NotFoundError, StoreError
+from owdedup.runtime.registry import scrub
+from owdedup.runtime.stores import open_store
+from owdedup.runtime.stores.s3 import (
     Endpoint,
     S3Options,
     S3Store,
@@ -266,7 +266,7 @@ class NoClient:
 
 
 def test_remember_sha256_is_a_no_op(store: S3Store) -> None:
-    from owdedup.stores.base import ObjectInfo
+    from owdedup.runtime.stores.base import ObjectInfo
 
     store._client = cast(Any, NoClient())
     store.remember_sha256(ObjectInfo("photos", "a.jpg", 1), "ab" * 32)  # no request is sent
@@ -299,7 +299,7 @@ def test_minio_is_imported_only_by_the_s3_module() -> None:
     import sys
 
     code = (
-        "import sys, owdedup.stores as s; s.open_store('file:///tmp');"
+        "import sys, owdedup.runtime.stores as s; s.open_store('file:///tmp');"
         "print('minio' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from owdedup.errors import ConfigError
-from owdedup.records import open_records
-from owdedup.records.sqlite import SqliteRecordStore
+from owdedup.runtime.errors import ConfigError
+from owdedup.runtime.records import open_records
+from owdedup.runtime.records.sqlite import SqliteRecordStore
 from tests.record_store_contract import RecordStoreContract, make_record, race_to_put
 
 

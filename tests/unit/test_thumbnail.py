@@ -16,10 +16,10 @@ from collections.abc import Callable
 import pytest
 from PIL import Image, ImageChops
 
-from owdedup import functions
-from owdedup.errors import BadInputError
-from owdedup.functions import DEFAULT_MAX_MEMORY_MB
-from owdedup.thumbnail import (
+from owdedup.runtime import functions
+from owdedup.runtime.errors import BadInputError
+from owdedup.runtime.functions import DEFAULT_MAX_MEMORY_MB
+from owdedup.runtime.thumbnail import (
     INPUT_FORMATS,
     OUTPUT_FORMATS,
     Thumbnail,
@@ -548,7 +548,7 @@ def test_default_memory_budget_matches_the_function_parameters() -> None:
 _MEASURE = textwrap.dedent("""
     import io, json, sys
     from PIL import Image
-    from owdedup.thumbnail import estimate_memory, make_thumbnails
+    from owdedup.runtime.thumbnail import estimate_memory, make_thumbnails
     data = sys.stdin.buffer.read()
     estimate = estimate_memory(Image.open(io.BytesIO(data)), len(data), 64)
     def rss(field):

@@ -4,10 +4,8 @@ Every action whose ``function`` is ``build/actions/NAME.zip`` gets a zip built f
 ``actions/NAME.py``, laid out as the OpenWhisk Python runtime (``python:3.11``) expects::
 
     __main__.py                                   the action file (it holds ``main``)
-    owdedup/...                                   the runtime modules the action imports,
-                                                  plus every function module whose source
-                                                  is part of a function identity
-    owdedup/_pins.json                            library versions of those identities
+    owdedup/__init__.py, owdedup/runtime/...      the runtime subpackage, whole (allowlist)
+    owdedup/runtime/_pins.json                    library versions of function identities
     .../__pycache__/NAME.cpython-311.pyc          bytecode of every shipped .py but
                                                   __main__.py, hash-based (see zipper)
     virtualenv/bin/activate_this.py               rendered from pypa virtualenv's template

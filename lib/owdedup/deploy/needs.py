@@ -1,10 +1,7 @@
 """What an action zip must carry: which ``owdedup`` modules, which third-party packages.
 
-``owdedup/...``: the runtime modules the action can reach through its imports (import
-statements anywhere, lazy ones too, and the ``"owdedup.x:Class"`` strings the backend
-registries import by name), plus every function module whose source is part of a function
-identity (:data:`IDENTITY_MODULES`), even where the action never imports it. Reaching a CLI or
-tooling module (:data:`TOOLING_MODULES`) is a build error.
+``owdedup/...``: the runtime subpackage (:data:`RUNTIME_PACKAGE`), whole, by allowlist. An
+action whose imports reach a CLI or tooling module is a build error.
 
 Third-party: the distributions :data:`ACTION_REQUIREMENTS` lists for the action and their
 dependencies, found from the installed metadata and pinned (:class:`Pin`) at the versions
@@ -38,7 +35,7 @@ from owdedup.deploy.runtime import (
     BuildError,
     Trim,
 )
-from owdedup.functions import FUNCTIONS
+from owdedup.runtime.functions import FUNCTIONS
 
 #: The distributions each action needs beyond the runtime, their dependencies found from the
 #: installed metadata. One place: an action that is not listed here cannot be built.
@@ -50,24 +47,10 @@ ACTION_REQUIREMENTS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType({
     "dispatch": (),
 })
 
-#: Modules that are CLI or tooling, never part of an action: reaching one from an action's
-#: imports is a build error.
-TOOLING_MODULES: Final[tuple[str, ...]] = (
-    "owdedup.__main__",
-    "owdedup.bundle",
-    "owdedup.cli",
-    "owdedup.deploy",
-    "owdedup.engine",
-    "owdedup.mapper",
-    "owdedup.serve",
-    "owdedup.services",
-    "owdedup.watch",
-    "owdedup.workers",
-)
+#: The subpackage that runs inside actions. It ships whole, by allowlist (as chalice ships
+#: ``app.py``): everything else in ``owdedup`` is tooling and never enters a zip.
+RUNTIME_PACKAGE: Final = f"{PACKAGE}.runtime"
 
-#: The source of these modules is hashed into function identities (``identity.code_digest``)
-#: even by actions that never import them, so every zip carries them.
-IDENTITY_MODULES: Final[tuple[str, ...]] = tuple(sorted({f.module for f in FUNCTIONS.values()}))
 #: The libraries whose versions are part of function identities, written to ``_pins.json``.
 IDENTITY_LIBRARIES: Final[tuple[str, ...]] = tuple(
     sorted({canonicalize_name(lib) for f in FUNCTIONS.values() for lib in f.libraries})
@@ -90,8 +73,8 @@ class Pin:
 # Which owdedup modules an action needs ----------------------------------------------------
 
 
-def _is_tooling(module: str) -> bool:
-    return any(module == t or module.startswith(t + ".") for t in TOOLING_MODULES)
+def _is_runtime(module: str) -> bool:
+    return module in (PACKAGE, RUNTIME_PACKAGE) or module.startswith(RUNTIME_PACKAGE + ".")
 
 
 def _module_path(module: str, package_dir: Path) -> Path | None:
@@ -130,41 +113,28 @@ def _imported_names(path: Path, module: str) -> Iterator[str]:
 
 
 def runtime_modules(source: Path, package_dir: Path) -> tuple[str, ...]:
-    """The files of ``owdedup`` that *source* can reach through its imports, plus the
-    identity modules and every package ``__init__`` on the way, relative to the package's
-    parent (``owdedup/action.py``)."""
-    seen: dict[str, Path] = {}
-    stack: list[tuple[str, Path, str]] = [("__main__", source, "")]
-    stack += [(m, p, "identity") for m in IDENTITY_MODULES
-              if (p := _module_path(m, package_dir)) is not None]
-    while stack:
-        module, path, via = stack.pop()
-        for name in _imported_names(path, module):
-            if name != PACKAGE and not name.startswith(PACKAGE + "."):
-                continue
-            parts = name.split(".")
-            for depth in range(1, len(parts) + 1):  # the module and its parent packages
-                candidate = ".".join(parts[:depth])
-                if candidate in seen:
-                    continue
-                found = _module_path(candidate, package_dir)
-                if found is None:
-                    continue  # an attribute (a class, a function), not a module
-                if _is_tooling(candidate):
-                    chain = f"{via} -> {module}" if via else module
-                    raise BuildError(
-                        f"{source.name}: {chain} imports {candidate}, which is CLI/tooling "
-                        "and is never shipped in an action zip"
-                    )
-                seen[candidate] = found
-                stack.append((candidate, found, f"{via} -> {module}" if via else module))
-    for module in IDENTITY_MODULES:
-        found = _module_path(module, package_dir)
-        if found is None:
-            raise BuildError(f"identity module {module} has no source file")
-        seen[module] = found
+    """The files of ``owdedup`` an action zip carries, relative to the package's parent
+    (``owdedup/runtime/action.py``): the package ``__init__`` and the whole runtime
+    subpackage, whatever the action imports (an allowlist, so the identity modules and the
+    backends the registries import by name are always there).
+
+    The action's own imports are still read: one that reaches into ``owdedup`` outside the
+    runtime (the CLI, deploy, serve...) is a build error, since that code is never shipped.
+    """
+    for name in _imported_names(source, "__main__"):
+        if (name == PACKAGE or name.startswith(PACKAGE + ".")) and not _is_runtime(name) \
+                and _module_path(name, package_dir) is not None:
+            raise BuildError(
+                f"{source.name} imports {name}, which is CLI/tooling and is never shipped in "
+                f"an action zip (only {RUNTIME_PACKAGE} is)"
+            )
+    runtime_dir = package_dir / "runtime"
+    if not (runtime_dir / "__init__.py").is_file():
+        raise BuildError(f"{runtime_dir} is not a package")
+    files = [package_dir / "__init__.py", *runtime_dir.rglob("*.py")]
     root = package_dir.parent
-    return tuple(sorted(path.relative_to(root).as_posix() for path in seen.values()))
+    return tuple(sorted(p.relative_to(root).as_posix() for p in files
+                        if "__pycache__" not in p.parts))
 
 
 # Which third-party packages an action needs -----------------------------------------------

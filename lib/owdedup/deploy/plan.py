@@ -37,10 +37,10 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from owdedup import stores
 from owdedup.deploy.build import manifest_actions
-from owdedup.errors import OwdedupError
-from owdedup.records import registry as records_registry
+from owdedup.runtime import stores
+from owdedup.runtime.errors import OwdedupError
+from owdedup.runtime.records import registry as records_registry
 
 # The OpenWhisk target -----------------------------------------------------------------------
 
@@ -235,7 +235,7 @@ def variable_problems(environ: Mapping[str, str], *, kafka_feed: bool = True) ->
 
 def _function_problems(environ: Mapping[str, str]) -> list[str]:
     """OWDEDUP_SIZES/FORMAT/QUALITY, checked as the thumbnail function will read them."""
-    from owdedup.functions import get_function
+    from owdedup.runtime.functions import get_function
 
     params = {name: environ.get(f"OWDEDUP_{name.upper()}", "").strip()
               for name in ("sizes", "format", "quality")}

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
 
-from owdedup.errors import OwdedupError
+from owdedup.runtime.errors import OwdedupError
 
 # The target: what the OpenWhisk python:3.11 runtime is ------------------------------------
 
@@ -100,8 +100,8 @@ class Trim:
 PACKAGE_TRIMS: Final[Mapping[str, Trim]] = MappingProxyType({
     "minio": Trim(
         reason="minio/__init__.py imports MinioAdmin (minio.minioadmin -> minio.crypto -> "
-               "pycryptodome, argon2-cffi -> cffi -> pycparser); owdedup.stores.s3 uses the "
-               "S3 client only (minio.Minio, .error, .commonconfig, .helpers); measured: "
+               "pycryptodome, argon2-cffi -> cffi -> pycparser); owdedup.runtime.stores.s3 "
+               "uses the S3 client only (minio.Minio, .error, .commonconfig, .helpers); measured: "
                "import minio 113 -> 75 ms, 3.2 MiB less per zip",
         drop_requirements=("argon2-cffi", "pycryptodome"),
         edits=(("minio/__init__.py",
@@ -119,7 +119,7 @@ REQUEST_LIMIT_BYTES: Final = 50 * 1024 * 1024
 # The zip's layout, as the runtime reads it ------------------------------------------------
 
 PACKAGE: Final = "owdedup"
-PINS_FILE: Final = f"{PACKAGE}/_pins.json"
+PINS_FILE: Final = f"{PACKAGE}/runtime/_pins.json"
 ACTIVATE_THIS: Final = "virtualenv/bin/activate_this.py"
 SITE_PACKAGES: Final = f"virtualenv/lib/python{RUNTIME_PYTHON}/site-packages"
 

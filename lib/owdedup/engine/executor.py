@@ -29,8 +29,8 @@ from owdedup.engine.activation import (
     new_activation_id,
 )
 from owdedup.engine.manifest import ActionDef, RuleDef, SequenceDef, TriggerDef
-from owdedup.errors import NotFoundError
-from owdedup.platform import Invocation, local_invoker
+from owdedup.runtime.errors import NotFoundError
+from owdedup.runtime.platform import Invocation, local_invoker
 
 #: The ``kind`` of the failed activation standing for a rule whose action does not exist.
 RULE_FAILURE_KIND = "rule"

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from owdedup.errors import ConfigError
+from owdedup.runtime.errors import ConfigError
 
 PACKAGE_KEYS = {"version", "license", "inputs", "actions", "sequences", "triggers", "rules",
                 "annotations", "dependencies", "apis", "namespace", "public"}

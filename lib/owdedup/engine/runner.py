@@ -21,7 +21,7 @@ from typing import Any
 
 from owdedup.engine.activation import log_line
 from owdedup.engine.manifest import ActionDef, Manifest
-from owdedup.errors import ConfigError
+from owdedup.runtime.errors import ConfigError
 
 Main = Callable[[dict[str, Any]], Any]
 

@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from owdedup.engine.activation import APPLICATION_ERROR, DEVELOPER_ERROR, Activation
-from owdedup.errors import NotFoundError
+from owdedup.runtime.errors import NotFoundError
 from owdedup.serve.catalog import (
     DEFAULT_KINDS,
     LIMIT_RANGES,

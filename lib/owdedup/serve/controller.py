@@ -28,7 +28,7 @@ from owdedup.engine.activation import (
 )
 from owdedup.engine.executor import RULE_FAILURE_KIND, Engine, Runner, merge_params
 from owdedup.engine.manifest import ActionDef, RuleDef
-from owdedup.errors import NotFoundError
+from owdedup.runtime.errors import NotFoundError
 from owdedup.serve.catalog import BUILTIN_KIND, ServeCatalog, now_ms
 
 log = logging.getLogger("owdedup.serve")

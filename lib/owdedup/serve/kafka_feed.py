@@ -33,8 +33,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from owdedup.errors import NotFoundError
-from owdedup.events import as_bytes, feed_message
+from owdedup.runtime.errors import NotFoundError
+from owdedup.runtime.events import as_bytes, feed_message
 from owdedup.serve.catalog import is_true, now_ms, write_atomic
 
 log = logging.getLogger("owdedup.serve.feed")

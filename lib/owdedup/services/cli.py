@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from owdedup.errors import OwdedupError
+from owdedup.runtime.errors import OwdedupError
 from owdedup.services import processes
 from owdedup.services.config import ServicesConfig
 from owdedup.services.install import SERVICES

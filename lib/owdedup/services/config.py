@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from owdedup.errors import ConfigError
+from owdedup.runtime.errors import ConfigError
 from owdedup.services.versions import KAFKA_VERSION, POUCHDB_SERVER_VERSION
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")

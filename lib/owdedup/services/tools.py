@@ -9,7 +9,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from owdedup.errors import OwdedupError
+from owdedup.runtime.errors import OwdedupError
 
 TAIL_LINES = 30
 

@@ -11,16 +11,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from owdedup.errors import ConfigError
-from owdedup.records.base import FunctionStats, OutputRef, Record, RecordStore
-from owdedup.registry import Registry
+from owdedup.runtime.errors import ConfigError
+from owdedup.runtime.records.base import FunctionStats, OutputRef, Record, RecordStore
+from owdedup.runtime.registry import Registry
 
 __all__ = ["FunctionStats", "OutputRef", "Record", "RecordStore", "open_records", "registry"]
 
 registry: Registry[RecordStore] = Registry("record store", RecordStore, {
-    "sqlite": "owdedup.records.sqlite:SqliteRecordStore",
+    "sqlite": "owdedup.runtime.records.sqlite:SqliteRecordStore",
     **dict.fromkeys(("http", "https", "couchdb", "cloudant"),
-                    "owdedup.records.couchdb:CouchRecordStore"),
+                    "owdedup.runtime.records.couchdb:CouchRecordStore"),
 })
 
 

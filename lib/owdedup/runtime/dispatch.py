@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from owdedup import platform
-from owdedup.errors import OwdedupError
-from owdedup.events import parse_events
+from owdedup.runtime import platform
+from owdedup.runtime.errors import OwdedupError
+from owdedup.runtime.events import parse_events
 
 log = logging.getLogger("owdedup")
 

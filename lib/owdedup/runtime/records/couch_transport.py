@@ -1,6 +1,6 @@
 """HTTP transports of the CouchDB / Cloudant record store, and the credentials they send.
 
-``owdedup.records.couchdb`` holds the store: the document layout, the ids, the counters and
+``owdedup.runtime.records.couchdb`` holds the store: the document layout, the ids, the counters and
 the paging, written once over ``request(method, path, *, params, json) -> (status, body)``.
 This module holds what answers that call, kept apart so that the store's logic does not
 depend on a client library and the client libraries are imported only when a store makes
@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
-from owdedup.errors import ConfigError
-from owdedup.registry import scrub
+from owdedup.runtime.errors import ConfigError
+from owdedup.runtime.registry import scrub
 
 AUTH_KINDS = ("none", "basic", "session", "iam")
 
@@ -131,7 +131,7 @@ def _sdk() -> Any:
     """The HTTP client the default transport imports on a store's first request: urllib3
     (already loaded wherever the S3 client is). benchmarks/bench_actions.py and
     tests/deploy/test_build.py call this as the record store's client import, by the name
-    ``owdedup.records.couchdb:_sdk`` (re-exported there)."""
+    ``owdedup.runtime.records.couchdb:_sdk`` (re-exported there)."""
     import urllib3
 
     return urllib3

@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from owdedup.digest import is_sha256_hex
-from owdedup.errors import ConfigError
+from owdedup.runtime.digest import is_sha256_hex
+from owdedup.runtime.errors import ConfigError
 
 
 @dataclass

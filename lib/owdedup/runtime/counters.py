@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from owdedup.errors import OwdedupError
-from owdedup.records import RecordStore
+from owdedup.runtime.errors import OwdedupError
+from owdedup.runtime.records import RecordStore
 
 log = logging.getLogger("owdedup")
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Generic, TypeVar, cast
 from urllib.parse import urlsplit
 
-from owdedup.errors import ConfigError
+from owdedup.runtime.errors import ConfigError
 
 T = TypeVar("T")
 

@@ -13,15 +13,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from owdedup.errors import ConfigError
-from owdedup.registry import Registry
-from owdedup.stores.base import ObjectInfo, ObjectStore
+from owdedup.runtime.errors import ConfigError
+from owdedup.runtime.registry import Registry
+from owdedup.runtime.stores.base import ObjectInfo, ObjectStore
 
 __all__ = ["ObjectInfo", "ObjectStore", "open_store", "registry"]
 
 registry: Registry[ObjectStore] = Registry("object store", ObjectStore, {
-    "file": "owdedup.stores.folder:FolderStore",
-    **dict.fromkeys(("http", "https", "s3"), "owdedup.stores.s3:S3Store"),
+    "file": "owdedup.runtime.stores.folder:FolderStore",
+    **dict.fromkeys(("http", "https", "s3"), "owdedup.runtime.stores.s3:S3Store"),
 })
 
 

@@ -22,8 +22,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from owdedup.digest import hash_canonical
-from owdedup.errors import ConfigError
+from owdedup.runtime.digest import hash_canonical
+from owdedup.runtime.errors import ConfigError
 
 IDENTITY_SCHEMA = 1
 _PINS_FILE = Path(__file__).with_name("_pins.json")

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
-from owdedup.errors import BadInputError
-from owdedup.functions import DEFAULT_MAX_MEMORY_MB, DEFAULT_MAX_PIXELS, DEFAULT_QUALITY
+from owdedup.runtime.errors import BadInputError
+from owdedup.runtime.functions import DEFAULT_MAX_MEMORY_MB, DEFAULT_MAX_PIXELS, DEFAULT_QUALITY
 
 # Formats we decode. Anything else is refused before its plugin can run (EPS would start
 # Ghostscript, for instance).

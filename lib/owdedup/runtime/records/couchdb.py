@@ -33,10 +33,10 @@ Why this shape:
 The store speaks to the server through a transport, ``request(method, path, *, params, json)
 -> (status, body)``: urllib3 by default, IBM's ``ibmcloudant`` SDK for IAM auth. The
 transports and the auth options (``CouchAuth``, ``select_auth``) are in
-``owdedup.records.couch_transport``, so that the logic above is written once over either
+``owdedup.runtime.records.couch_transport``, so that the logic above is written once over either
 transport and importing this module imports neither client.
 
-Credentials come only from options (see ``owdedup.records.couch_transport``); a URL with
+Credentials come only from options (see ``owdedup.runtime.records.couch_transport``); a URL with
 ``user:password@`` is refused. Errors name the endpoint, the operation and the HTTP status
 only: never a header, cookie or password, and no client exception (which may hold the
 request and its Authorization header) is chained onto them.
@@ -53,9 +53,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from owdedup.errors import ConfigError, StoreError
-from owdedup.records.base import FunctionStats, Record, RecordStore, record_id
-from owdedup.records.couch_transport import (
+from owdedup.runtime.errors import ConfigError, StoreError
+from owdedup.runtime.records.base import FunctionStats, Record, RecordStore, record_id
+from owdedup.runtime.records.couch_transport import (
     TRANSPORTS,
     CouchAuth,
     Reply,
@@ -65,8 +65,8 @@ from owdedup.records.couch_transport import (
     select_auth,
     select_transport,
 )
-from owdedup.records.couch_transport import _sdk as _sdk  # re-exported: the client import
-from owdedup.registry import redact_url, scrub
+from owdedup.runtime.records.couch_transport import _sdk as _sdk  # re-exported: the client import
+from owdedup.runtime.registry import redact_url, scrub
 
 DEFAULT_DATABASE = "owdedup"
 RECORD_PREFIX = "rec:"

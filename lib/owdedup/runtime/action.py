@@ -13,10 +13,10 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from owdedup.config import ENV_OUT_BUCKET, Settings
-from owdedup.context import Context, ContextCache
-from owdedup.errors import OwdedupError
-from owdedup.job import Job
+from owdedup.runtime.config import ENV_OUT_BUCKET, Settings
+from owdedup.runtime.context import Context, ContextCache
+from owdedup.runtime.errors import OwdedupError
+from owdedup.runtime.job import Job
 
 Step = Callable[[Job, Context], Job]
 Main = Callable[[dict[str, Any]], dict[str, Any]]

@@ -12,13 +12,13 @@ import logging
 import time
 from datetime import UTC, datetime
 
-from owdedup.context import Context
-from owdedup.counters import hit_saved_bytes
-from owdedup.digest import sha256_stream
-from owdedup.errors import ConfigError, OwdedupError, StoreError
-from owdedup.functions import get_function
-from owdedup.job import Job, Output
-from owdedup.records import OutputRef, Record
+from owdedup.runtime.context import Context
+from owdedup.runtime.counters import hit_saved_bytes
+from owdedup.runtime.digest import sha256_stream
+from owdedup.runtime.errors import ConfigError, OwdedupError, StoreError
+from owdedup.runtime.functions import get_function
+from owdedup.runtime.job import Job, Output
+from owdedup.runtime.records import OutputRef, Record
 
 log = logging.getLogger("owdedup")
 
@@ -98,7 +98,7 @@ def thumbnail_step(job: Job, ctx: Context) -> Job:
         # Computing now would record this output under another content's name.
         raise StoreError("object was replaced after it was hashed; retry", key=job.key)
 
-    from owdedup.thumbnail import make_thumbnails  # Pillow is imported on a miss only
+    from owdedup.runtime.thumbnail import make_thumbnails  # Pillow is imported on a miss only
 
     started = time.perf_counter()
     thumbs = make_thumbnails(

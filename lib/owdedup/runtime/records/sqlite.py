@@ -15,8 +15,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from owdedup.errors import ConfigError, StoreError
-from owdedup.records.base import FunctionStats, Record, RecordStore
+from owdedup.runtime.errors import ConfigError, StoreError
+from owdedup.runtime.records.base import FunctionStats, Record, RecordStore
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (

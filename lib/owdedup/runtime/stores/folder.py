@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import BinaryIO, cast
 from urllib.parse import unquote, urlsplit
 
-from owdedup.digest import is_sha256_hex
-from owdedup.errors import ConfigError, NotFoundError, StoreError
-from owdedup.stores.base import ObjectInfo, ObjectStore
+from owdedup.runtime.digest import is_sha256_hex
+from owdedup.runtime.errors import ConfigError, NotFoundError, StoreError
+from owdedup.runtime.stores.base import ObjectInfo, ObjectStore
 
 _XATTR = "user.owdedup.sha256"
 _TEMP_MARK = ".owdedup-tmp-"

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from owdedup.config import Settings
-from owdedup.counters import CountBuffer
-from owdedup.records import RecordStore, open_records
-from owdedup.stores import ObjectStore, open_store
+from owdedup.runtime.config import Settings
+from owdedup.runtime.counters import CountBuffer
+from owdedup.runtime.records import RecordStore, open_records
+from owdedup.runtime.stores import ObjectStore, open_store
 
 
 @dataclass

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from owdedup.errors import ConfigError, StoreError
+from owdedup.runtime.errors import ConfigError, StoreError
 
 
 @dataclass(frozen=True)

@@ -12,16 +12,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from owdedup.errors import ConfigError
-from owdedup.identity import function_identity
+from owdedup.runtime.errors import ConfigError
+from owdedup.runtime.identity import function_identity
 
 MAX_SIZE = 4096
 DEFAULT_SIZES = (256,)
 DEFAULT_QUALITY = 85
 DEFAULT_MAX_PIXELS = 50_000_000
 # MiB a thumbnail call may add for one image (file bytes + decode), estimated from the header
-# (owdedup.thumbnail.estimate_memory, whose defaults are these). 256 MiB action memory - ~45 MiB
-# process with its clients - ~10 MiB slack.
+# (owdedup.runtime.thumbnail.estimate_memory, whose defaults are these). 256 MiB action
+# memory - ~45 MiB process with its clients - ~10 MiB slack.
 DEFAULT_MAX_MEMORY_MB = 200
 _FORMAT_ALIASES = {"jpeg": "jpeg", "jpg": "jpeg", "png": "png", "webp": "webp"}
 _EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "webp": ".webp"}
@@ -63,7 +63,7 @@ class ThumbnailParams:
 
 class ThumbnailFunction:
     name = "thumbnail"
-    module = "owdedup.thumbnail"  # the code whose digest is part of the identity
+    module = "owdedup.runtime.thumbnail"  # the code whose digest is part of the identity
     libraries = ("pillow",)
     sequence = "dedup-thumbnail"
 

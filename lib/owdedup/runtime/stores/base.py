@@ -90,7 +90,7 @@ class ObjectStore(ABC):
         """
 
     def exists(self, bucket: str, key: str) -> bool:
-        from owdedup.errors import NotFoundError
+        from owdedup.runtime.errors import NotFoundError
 
         try:
             self.head(bucket, key)

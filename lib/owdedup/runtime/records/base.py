@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from owdedup.errors import StoreError
+from owdedup.runtime.errors import StoreError
 
 
 @dataclass(frozen=True)

@@ -46,10 +46,10 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import MaxRetryError
 from urllib3.response import BaseHTTPResponse
 
-from owdedup.digest import is_sha256_hex
-from owdedup.errors import ConfigError, NotFoundError, OwdedupError, StoreError
-from owdedup.registry import redact_url, scrub
-from owdedup.stores.base import ObjectInfo, ObjectStore
+from owdedup.runtime.digest import is_sha256_hex
+from owdedup.runtime.errors import ConfigError, NotFoundError, OwdedupError, StoreError
+from owdedup.runtime.registry import redact_url, scrub
+from owdedup.runtime.stores.base import ObjectInfo, ObjectStore
 
 SCHEMES = ("http", "https", "s3")
 

@@ -1,0 +1,8 @@
+"""The part of owdedup that runs inside every OpenWhisk action.
+
+This subpackage ships whole in each action zip (an allowlist; see ``owdedup.deploy.needs``).
+It must stay small and cheap to import: nothing here imports Pillow, network clients or any
+tooling module (``owdedup.cli``, ``deploy``, ``engine``, ``serve``, ``services``, ``mapper``,
+``watch``, ``workers``); the tooling beside it imports the runtime, never the reverse, and
+``tests/unit/test_layout.py`` enforces that direction.
+"""
