@@ -18,9 +18,9 @@ from rich.table import Table
 from owdedup.runtime.errors import OwdedupError
 from owdedup.services import processes
 from owdedup.services.config import ServicesConfig
-from owdedup.services.install import SERVICES
-from owdedup.services.install import install as install_services
-from owdedup.services.launcher import logs as service_logs
+from owdedup.services.processes import logs as service_logs
+from owdedup.services.registry import SERVICES
+from owdedup.services.registry import install as install_services
 from owdedup.terminal import console, fail
 
 app = typer.Typer(

@@ -10,8 +10,10 @@ import os
 from pathlib import Path
 
 from owdedup.services.config import ServicesConfig
+from owdedup.services.install import install_pouchdb, pouchdb_installed
 from owdedup.services.launcher import http_ok, launch, service_ports
 from owdedup.services.tools import require
+from owdedup.services.versions import POUCHDB_SERVER_VERSION
 
 
 def couchdb_ready(config: ServicesConfig) -> bool:
@@ -34,3 +36,30 @@ def start_couchdb(config: ServicesConfig) -> int:
         config, "couchdb", argv, env=dict(os.environ), cwd=workdir,
         ports=service_ports(config, "couchdb"), ready=lambda: couchdb_ready(config),
     )
+
+
+class CouchDB:
+    """pouchdb-server as a :class:`owdedup.services.registry.Service`."""
+
+    name = "couchdb"
+
+    def install(self, config: ServicesConfig) -> list[str]:
+        return ["pouchdb"] if install_pouchdb(config) else []
+
+    def installed(self, config: ServicesConfig) -> bool:
+        return pouchdb_installed(config)
+
+    def start(self, config: ServicesConfig) -> int:
+        return start_couchdb(config)
+
+    def ready(self, config: ServicesConfig) -> bool:
+        return couchdb_ready(config)
+
+    def endpoint(self, config: ServicesConfig) -> str:
+        return config.records_url
+
+    def version(self) -> str:
+        return f"pouchdb-server {POUCHDB_SERVER_VERSION}"
+
+
+SERVICE = CouchDB()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from owdedup.services.config import ServicesConfig
+from owdedup.services.install import install_kafka, kafka_installed
 from owdedup.services.launcher import KAFKA_CLASS, launch, read_pid, service_ports
 from owdedup.services.tools import ServiceError, require, run_tool, say
 from owdedup.services.versions import KAFKA_VERSION
@@ -256,3 +257,30 @@ def ensure_topic(config: ServicesConfig, topic: str, partitions: int = 1) -> Non
         timeout=120,
     )
     say(f"kafka: created topic {topic}")
+
+
+class Kafka:
+    """The single-node KRaft broker as a :class:`owdedup.services.registry.Service`."""
+
+    name = "kafka"
+
+    def install(self, config: ServicesConfig) -> list[str]:
+        return ["kafka"] if install_kafka(config) else []
+
+    def installed(self, config: ServicesConfig) -> bool:
+        return kafka_installed(config)
+
+    def start(self, config: ServicesConfig) -> int:
+        return start_kafka(config)
+
+    def ready(self, config: ServicesConfig) -> bool:
+        return kafka_ready(config)
+
+    def endpoint(self, config: ServicesConfig) -> str:
+        return config.kafka_bootstrap
+
+    def version(self) -> str:
+        return f"kafka {KAFKA_VERSION}"
+
+
+SERVICE = Kafka()

@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from owdedup.services.config import ServicesConfig
-from owdedup.services.install import check_names
 from owdedup.services.tools import ServiceError, say, tail_file
 
 START_TIMEOUT = {"couchdb": 60.0, "kafka": 120.0, "minio": 60.0}
@@ -245,6 +244,6 @@ def stop(config: ServicesConfig, name: str, *, quiet: bool = False) -> bool:
 
 
 def logs(config: ServicesConfig, name: str, lines: int = 50) -> str:
-    """The last ``lines`` lines of service ``name``'s log file."""
-    check_names([name])
+    """The last ``lines`` lines of service ``name``'s log file (a known name: see
+    :func:`owdedup.services.processes.logs`)."""
     return tail_file(config.log_file(name), lines)

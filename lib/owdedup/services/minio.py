@@ -17,8 +17,10 @@ import string
 from pathlib import Path
 
 from owdedup.services.config import ServicesConfig
+from owdedup.services.install import install_mc, install_minio, minio_installed, pseudo_label
 from owdedup.services.launcher import http_ok, launch, service_ports
 from owdedup.services.tools import ServiceError, run_tool, say
+from owdedup.services.versions import MINIO_VERSION
 
 _ALPHABET = string.ascii_letters + string.digits
 
@@ -129,3 +131,32 @@ def start_minio(config: ServicesConfig) -> int:
     )
     setup_buckets(config)
     return pid
+
+
+class MinIO:
+    """The MinIO server (and ``mc``, which sets up its buckets) as a
+    :class:`owdedup.services.registry.Service`."""
+
+    name = "minio"
+
+    def install(self, config: ServicesConfig) -> list[str]:
+        return [step for step, installer in (("minio", install_minio), ("mc", install_mc))
+                if installer(config)]
+
+    def installed(self, config: ServicesConfig) -> bool:
+        return minio_installed(config)
+
+    def start(self, config: ServicesConfig) -> int:
+        return start_minio(config)
+
+    def ready(self, config: ServicesConfig) -> bool:
+        return minio_ready(config)
+
+    def endpoint(self, config: ServicesConfig) -> str:
+        return f"{config.store_url} (console :{config.minio_console_port})"
+
+    def version(self) -> str:
+        return f"minio {pseudo_label(MINIO_VERSION)}"
+
+
+SERVICE = MinIO()
