@@ -9,12 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import PROJECT
 from tests.imagegen import jpeg
-
-pytestmark = pytest.mark.functional
 
 #: Run ``owdedup ARGS`` in this interpreter, then print the owdedup modules it imported.
 PROBE = """

@@ -12,10 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 PROJECT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.functional
 
 
 def _results(path: Path) -> list[dict[str, Any]]:

@@ -8,16 +8,12 @@ import json
 import threading
 from pathlib import Path
 
-import pytest
-
 from owdedup.runtime.context import Context
 from owdedup.watch import ObjectOutcome, WatchConfig, run_watch
 from tests.conftest import PROJECT
 from tests.fake_kafka import FakeBroker
 from tests.imagegen import jpeg, not_an_image
 from tests.unit.test_events import minio_event
-
-pytestmark = pytest.mark.functional
 
 
 def test_watch_processes_every_upload_commits_and_drains(

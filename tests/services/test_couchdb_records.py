@@ -24,8 +24,6 @@ from owdedup.runtime.records.couchdb import CouchRecordStore, doc_id
 from tests.record_store_contract import RecordStoreContract, make_record, race_to_put
 from tests.service_fixtures import Services
 
-pytestmark = pytest.mark.services
-
 SECRET = "hunter2-s3cret"
 
 

@@ -48,8 +48,6 @@ from tests.serve.conftest import AUTH, Client
 from tests.service_fixtures import PROJECT, Services
 from tests.tooling import real_wskdeploy, wait_until
 
-pytestmark = pytest.mark.services
-
 SIZE = 64
 PACKAGE, SEQUENCE = "owdedup", "dedup-thumbnail"
 ACTIONS = ("hash", "lookup", "thumbnail", "record", "dispatch")

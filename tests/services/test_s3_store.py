@@ -33,8 +33,6 @@ from tests.imagegen import jpeg
 from tests.service_fixtures import Services
 from tests.tooling import missing
 
-pytestmark = pytest.mark.services
-
 
 def _options(env: dict[str, str]) -> dict[str, str]:
     return {

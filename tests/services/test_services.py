@@ -22,8 +22,6 @@ from owdedup.services import ServicesConfig, env_vars, kafka, minio, start, stat
 from tests.service_fixtures import Services
 from tests.tooling import missing, wait_until
 
-pytestmark = pytest.mark.services
-
 
 @pytest.fixture(scope="module")
 def services(services: Services) -> ServicesConfig:

@@ -54,7 +54,12 @@ def test_one_consume_is_one_fire_then_committed() -> None:
     for n in range(3):
         broker.produce(b'{"n": %d}' % n, key=b"k")
     fired: list[list[Entry]] = []
-    loop = loop_for(broker, lambda batch: done_future(fired.append(batch) is None))
+
+    def fire(batch: list[Entry]) -> Future[bool]:
+        fired.append(batch)
+        return done_future(True)
+
+    loop = loop_for(broker, fire)
     with running(loop) as (_stop, outcome):
         wait_until(lambda: broker.committed(GROUP) == 3, timeout=10, what="the commit")
     assert [[e["offset"] for e in b] for b in fired] == [[0, 1, 2]]
