@@ -343,6 +343,8 @@ def test_every_service_goes_through_the_one_registry(
     from owdedup.services import registry
 
     assert registry.SERVICES == ("couchdb", "kafka", "minio")
+    assert launcher.service_ports(config, "kafka") == (config.kafka_port,
+                                                       config.kafka_controller_port)
     for service in registry.REGISTRY:
         assert isinstance(service.version(), str) and service.version()
         assert service.endpoint(config)
@@ -350,6 +352,8 @@ def test_every_service_goes_through_the_one_registry(
     fake = _FakeService()
     monkeypatch.setattr(registry, "REGISTRY", (*registry.REGISTRY, fake))
     monkeypatch.setattr(registry, "SERVICES", (*registry.SERVICES, "fake"))
+    monkeypatch.setitem(launcher._PROCESSES, "fake",
+                        launcher.ProcessSpec("no-such-fake-service", lambda _config: (1,)))
     proc.up(config, ["fake"])
     assert fake.calls == ["install", "start"]
     assert proc.start(config, "fake") == 4242 and fake.calls[-1] == "start"

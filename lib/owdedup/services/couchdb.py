@@ -11,7 +11,13 @@ from pathlib import Path
 
 from owdedup.services.config import ServicesConfig
 from owdedup.services.install import install_pouchdb, pouchdb_installed
-from owdedup.services.launcher import http_ok, launch, service_ports
+from owdedup.services.launcher import (
+    ProcessSpec,
+    http_ok,
+    launch,
+    register_process,
+    service_ports,
+)
 from owdedup.services.tools import require
 from owdedup.services.versions import POUCHDB_SERVER_VERSION
 
@@ -63,3 +69,4 @@ class CouchDB:
 
 
 SERVICE = CouchDB()
+register_process("couchdb", ProcessSpec("pouchdb-server", lambda config: (config.couchdb_port,)))

@@ -19,10 +19,18 @@ from pathlib import Path
 
 from owdedup.services.config import ServicesConfig
 from owdedup.services.install import install_kafka, kafka_installed
-from owdedup.services.launcher import KAFKA_CLASS, launch, read_pid, service_ports
+from owdedup.services.launcher import (
+    ProcessSpec,
+    launch,
+    read_pid,
+    register_process,
+    service_ports,
+)
 from owdedup.services.tools import ServiceError, require, run_tool, say
 from owdedup.services.versions import KAFKA_VERSION
 
+#: The broker's main class: the launcher knows its process by it.
+KAFKA_CLASS = "kafka.Kafka"
 TOPIC_TOOL = "org.apache.kafka.tools.TopicCommand"
 STORAGE_TOOL = "kafka.tools.StorageTool"
 #: Kafka 4.x moved the console consumer into kafka-tools.
@@ -284,3 +292,5 @@ class Kafka:
 
 
 SERVICE = Kafka()
+register_process("kafka", ProcessSpec(
+    KAFKA_CLASS, lambda config: (config.kafka_port, config.kafka_controller_port), 120.0))

@@ -18,7 +18,13 @@ from pathlib import Path
 
 from owdedup.services.config import ServicesConfig
 from owdedup.services.install import install_mc, install_minio, minio_installed, pseudo_label
-from owdedup.services.launcher import http_ok, launch, service_ports
+from owdedup.services.launcher import (
+    ProcessSpec,
+    http_ok,
+    launch,
+    register_process,
+    service_ports,
+)
 from owdedup.services.tools import ServiceError, run_tool, say
 from owdedup.services.versions import MINIO_VERSION
 
@@ -160,3 +166,5 @@ class MinIO:
 
 
 SERVICE = MinIO()
+register_process("minio", ProcessSpec(
+    "minio", lambda config: (config.minio_port, config.minio_console_port)))
