@@ -4,7 +4,10 @@ a server: the runs against ``owdedup serve`` are in ``tests/deploy/test_deploy_s
 from __future__ import annotations
 
 import json
+import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +29,7 @@ from owdedup.deploy.operations import (
 from owdedup.deploy.plan import Target
 from owdedup.engine.manifest import load_manifest
 from tests.conftest import PROJECT
+from tests.tooling import listen_ports
 
 TARGET = Target("http://127.0.0.1:3233", "uuid:secret-key", "_", {})
 FEED = "/whisk.system/messaging/kafkaFeed"
@@ -157,3 +161,22 @@ def test_the_preview_sees_credentials_as_set_only() -> None:
                               "OWDEDUP_STORE": "http://minio:9000"})
     assert env == {"OWDEDUP_STORE_SECRET_KEY": "<set>", "OWDEDUP_RECORDS_PASSWORD": "",
                    "OWDEDUP_STORE": "http://minio:9000"}
+
+
+def test_an_undeploy_that_fails_records_what_may_still_be_there(project: Path) -> None:
+    """No record, an API host that does not answer: the undeploy fails naming the call, and
+    leaves a record of every entity not deleted, so the next undeploy resumes from it."""
+    (port,) = listen_ports(1)  # nothing listens there
+    apihost = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "OW_APIHOST": apihost, "OW_AUTH": TARGET.auth,
+           "HOME": str(project), "WSK_CONFIG_FILE": ""}
+    done = subprocess.run([sys.executable, "-m", "owdedup", "undeploy", "--project",
+                           str(project)], env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "DELETE rules/on-image-uploaded" in done.stderr
+    assert TARGET.auth not in done.stdout + done.stderr
+    path = deployed.record_path(project, apihost, "_")
+    left = deployed.load(path, apihost, "_")
+    assert left is not None and not left.complete and left.entities == everything()
+    assert "secret-key" not in path.read_text()

@@ -132,11 +132,12 @@ def undeploy_command(
     try:
         executor.run(operations)
     except OwdedupError as exc:
-        if previous is not None:  # keep on record what is still there
-            deployed.save(settings.record, deployed.Deployed(
-                previous.apihost, previous.namespace, previous.manifest, previous.kafka_feed,
-                False, frozenset(_not_deleted(operations, executor.done))))
-        _fail(f"{exc}; the entities not deleted stay in {settings.record}", 1)
+        # keep on record what may still be there, so that the next undeploy resumes
+        deployed.save(settings.record, deployed.Deployed(
+            target.apihost, target.namespace, str(settings.manifest),
+            previous.kafka_feed if previous is not None else True, False,
+            frozenset(_not_deleted(operations, executor.done))))
+        _fail(f"{exc}; the entities not deleted are recorded in {settings.record}", 1)
 
 
 def _not_deleted(operations: list[Operation], done: list[Operation]) -> list[deployed.Entity]:
