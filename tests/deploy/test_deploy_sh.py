@@ -28,6 +28,8 @@ import pytest
 import yaml
 
 from owdedup.deploy import build, plan
+from owdedup.deploy.deployed import Entity
+from owdedup.deploy.executor import DeployError, Rest
 from owdedup.runtime.records import open_records
 from owdedup.serve.server import DevServer, ServeConfig
 from tests import tooling
@@ -367,3 +369,27 @@ def test_a_redeploy_removes_what_the_manifest_dropped_and_undeploy_needs_no_flag
     assert done.returncode == 0, done.stdout + done.stderr
     assert entities(client) == NOTHING
     assert not record.exists()
+
+
+def test_deleting_through_the_rest_api_as_wsk_does(client: Client) -> None:
+    """The executor's deletions on owdedup serve: a trigger whose feed refuses (here: it
+    never registered) is deleted all the same, with a warning; a package that still holds an
+    action is refused with OpenWhisk's conflict, named; what is gone already is no error."""
+    rest = Rest(plan.Target(client.url, AUTH, "_", {}))
+    assert client.put("triggers/orphan", {"annotations": [
+        {"key": "feed", "value": "/whisk.system/messaging/kafkaFeed"}]}).status == 200
+    warnings: list[str] = []
+    assert rest.delete(Entity("trigger", "orphan", None), warnings.append) is True
+    (warning,) = warnings
+    assert "did not take back trigger orphan" in warning and "has no Kafka feed" in warning
+    assert client.request("GET", "triggers/orphan").status == 404
+    assert rest.delete(Entity("trigger", "orphan"), warnings.append) is False  # gone already
+
+    assert client.put("packages/kept", {}).status == 200
+    client.action("kept/inside", "def main(args):\n    return args\n")
+    with pytest.raises(DeployError, match="cannot delete package kept: HTTP 409 Package not "
+                                          "empty"):
+        rest.delete(Entity("package", "kept"), warnings.append)
+    assert rest.delete(Entity("action", "kept/inside"), warnings.append) is True
+    assert rest.delete(Entity("package", "kept"), warnings.append) is True
+    assert entities(client) == NOTHING

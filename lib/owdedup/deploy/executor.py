@@ -121,12 +121,13 @@ class Rest:
                   "triggerName": f"/{self.target.namespace}/{trigger}"}
         status, reply = self.call("POST", feed_namespace,
                                   f"actions/{quote(action, safe='/')}?blocking=true", params)
-        response = reply.get("response", {}) if isinstance(reply, dict) else {}
-        if status != 200 or not response.get("success"):
-            result = response.get("result") if isinstance(response, dict) else None
-            say(f"warning: the feed {feed} did not take back trigger {trigger} (HTTP {status}: "
-                f"{(result or {}).get('error', reply) if isinstance(result, dict) else reply});"
-                " the trigger is deleted all the same")
+        response = reply.get("response") if isinstance(reply, dict) else None
+        if status == 200 and isinstance(response, dict) and response.get("success"):
+            return
+        result = response.get("result") if isinstance(response, dict) else None
+        why = result.get("error") if isinstance(result, dict) else None
+        say(f"warning: the feed {feed} did not take back trigger {trigger} (HTTP {status}"
+            f"{': ' + str(why) if why else ''}); the trigger is deleted all the same")
 
 
 def _feed_annotation(doc: Any) -> str | None:
