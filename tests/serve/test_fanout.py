@@ -76,7 +76,8 @@ def test_a_timed_out_activation_is_retried_then_reported(server: DevServer,
     outcomes, stats = fanout(server, max_attempts=2).run(tasks("sleepy", [1]))
     (outcome,) = outcomes
     assert outcome.status == FAILED and outcome.attempts == 2
-    assert "developer error" in (outcome.error or "") and "after 2 attempts" in (outcome.error or "")
+    error = outcome.error or ""
+    assert "developer error" in error and "after 2 attempts" in error
     assert stats.retries == 1 and stats.invocations == 2
 
 
