@@ -126,8 +126,17 @@ def map_command(
     records: RecordsOpt = None,
     manifest: ManifestOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")] = False,
+    platform: Annotated[str, typer.Option(
+        "--platform", help="local: worker processes here; openwhisk: invoke the deployed "
+        "sequence on OW_APIHOST/OW_AUTH (or ~/.wskprops), once per distinct missing content")
+    ] = "local",
+    window: Annotated[int | None, typer.Option(
+        "--window", min=1, help="openwhisk: most invocations in flight (default: the "
+        "namespace's concurrentInvocations limit)")] = None,
 ) -> None:
     """Run the function on every object under SOURCE, in parallel, and summarise."""
+    if platform not in ("local", "openwhisk"):
+        raise _fail(f"--platform must be local or openwhisk, not {platform!r}")
     env = _environment(store, records)
     try:
         spec = get_function(function)
@@ -148,7 +157,17 @@ def map_command(
         src_bucket=bucket, dest_bucket=dest, params=params,
         manifest=manifest, env=env,
     )
-    summary = _run_with_progress(request, keys, workers, quiet or not sys.stderr.isatty())
+    quiet = quiet or not sys.stderr.isatty()
+    if platform == "openwhisk":
+        from owdedup.openwhisk.command import run_on_openwhisk  # only this path needs it
+
+        try:
+            summary = run_on_openwhisk(request, keys, window=window, quiet=quiet,
+                                       console=console)
+        except OwdedupError as exc:
+            raise _fail(str(exc)) from None
+    else:
+        summary = _run_with_progress(request, keys, workers, quiet)
     if results is not None:
         with results.open("w") as out:
             for entry in summary.results:

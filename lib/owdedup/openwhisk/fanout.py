@@ -208,6 +208,9 @@ class FanOut:
         self.client = client
         self.policy = policy or FanOutPolicy()
         self._clock, self._sleep = clock, sleep
+        #: The current run's counters and attempts in flight, for a progress display.
+        self.stats = FanOutStats()
+        self.in_flight = 0
 
     def run(self, tasks: Iterable[Task], *, on_outcome: Callable[[Outcome], None] | None = None,
             stop: threading.Event | None = None) -> tuple[list[Outcome], FanOutStats]:
@@ -216,7 +219,7 @@ class FanOut:
         if len({t.key for t in todo}) != len(todo):
             raise ValueError("task keys must be unique")
         stop = stop or threading.Event()
-        stats = FanOutStats()
+        stats = self.stats = FanOutStats()
         window = _Window(size=max(1, policy.window), ceiling=max(1, policy.window))
         window.seen.append(window.size)
         states = {t.key: _State(deadline=clock() + policy.task_deadline_s) for t in todo}
@@ -269,6 +272,7 @@ class FanOut:
                         break
                     self._sleep(min(0.05, max(0.0, window.paused_until - clock())) or 0.01)
                     continue
+                self.in_flight = len(running)
                 done, _ = wait(list(running), timeout=0.05, return_when=FIRST_COMPLETED)
                 for future in done:
                     slot = running.pop(future)
@@ -315,6 +319,7 @@ class FanOut:
                             queue.append(task)
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
+        self.in_flight = 0
         for task in todo:
             if states[task.key].outcome is None:
                 fail(task, fatal_all or INTERRUPTED)
