@@ -45,3 +45,14 @@ def test_installed_wsk_runs_with_its_messages(tmp_path: Path) -> None:
     usage = subprocess.run([real_wsk(), "action", "--help"], capture_output=True, text=True,
                            check=True, env={"WSK_CONFIG_FILE": str(tmp_path / "wskprops")})
     assert "create a new action" in usage.stdout
+
+
+def test_install_tools_command_names_the_binary() -> None:
+    from typer.testing import CliRunner
+
+    from owdedup.services.cli import app
+
+    real_wsk()  # built already: the command only confirms it
+    done = CliRunner().invoke(app, ["install-tools"])
+    assert done.exit_code == 0, done.output
+    assert f"wsk: {wsk_path(ServicesConfig.from_env())}" in done.output
