@@ -89,8 +89,8 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
 
     def setup(self) -> None:
-        self.timeout = self.server.idle_timeout_s  # socket timeout for every read
         super().setup()
+        self.connection.settimeout(self.server.idle_timeout_s)  # for every read and write
 
     def _handle(self) -> None:
         """Authenticate on the headers, then read a body no larger than the endpoint takes,
