@@ -15,8 +15,8 @@ import pytest
 from owdedup.engine.activation import Activation
 from owdedup.engine.executor import Engine
 from owdedup.engine.manifest import ActionDef, RuleDef, SequenceDef, TriggerDef
-from owdedup.serve.api import RestApi
-from owdedup.serve.catalog import MB, ServeCatalog
+from owdedup.serve.api import Request, RestApi
+from owdedup.serve.catalog import MB, ServeCatalog, parse_name
 from owdedup.serve.controller import ActivationStore, Controller, SystemRunner
 from owdedup.serve.server import usage_lines
 from tests.serve.conftest import AUTH, params, wait_for
@@ -346,3 +346,17 @@ def test_banner_suggests_a_property_line_wsk_accepts() -> None:
     wsk_line = next(line for line in lines if "wsk property set" in line)
     assert "--namespace" not in wsk_line
     assert f"--auth {AUTH}" in wsk_line
+
+
+def test_the_memory_maximum_can_be_configured() -> None:
+    catalog = ServeCatalog(max_memory_mb=2048)
+    try:
+        api = RestApi(catalog, Controller(catalog, ScriptedRunner()), auth=AUTH)
+        assert catalog.put_action(parse_name("big", "guest"), {**CODE,
+                                  "limits": {"memory": 2048}}, False)["limits"]["memory"] == 2048
+        root = api.handle(Request("GET", "/"))
+        assert root.body["limits"]["max_action_memory"] == 2048 * MB
+    finally:
+        catalog.close()
+    with pytest.raises(ValueError, match="at least 256 MB"):
+        ServeCatalog(max_memory_mb=200)

@@ -83,7 +83,7 @@ class Response:
         return json.dumps(self.body).encode("utf-8")
 
 
-def runtimes_info() -> dict[str, Any]:
+def runtimes_info(ranges: Mapping[str, tuple[int, int, int]] = LIMIT_RANGES) -> dict[str, Any]:
     """``GET /``: the runtime kinds and limits, in OpenWhisk's shape."""
     runtimes: dict[str, list[dict[str, Any]]] = {}
     for family, kinds in RUNTIME_KINDS.items():
@@ -104,12 +104,12 @@ def runtimes_info() -> dict[str, Any]:
         "limits": {
             "actions_per_minute": 120, "triggers_per_minute": 60, "concurrent_actions": 100,
             "sequence_length": 50,
-            "min_action_duration": LIMIT_RANGES["timeout"][0],
-            "max_action_duration": LIMIT_RANGES["timeout"][1],
-            "min_action_memory": LIMIT_RANGES["memory"][0] * MB,
-            "max_action_memory": LIMIT_RANGES["memory"][1] * MB,
-            "min_action_logs": LIMIT_RANGES["logs"][0] * MB,
-            "max_action_logs": LIMIT_RANGES["logs"][1] * MB,
+            "min_action_duration": ranges["timeout"][0],
+            "max_action_duration": ranges["timeout"][1],
+            "min_action_memory": ranges["memory"][0] * MB,
+            "max_action_memory": ranges["memory"][1] * MB,
+            "min_action_logs": ranges["logs"][0] * MB,
+            "max_action_logs": ranges["logs"][1] * MB,
         },
     }
 
@@ -165,7 +165,7 @@ class RestApi:
         method = request.method.upper()
         if not parts:
             self._only(method, "GET")
-            return Response(200, runtimes_info())
+            return Response(200, runtimes_info(self.catalog.limit_ranges))
         if parts[:2] != ["api", "v1"]:
             raise EntityNotFound()
         rest = parts[2:]

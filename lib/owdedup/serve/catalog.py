@@ -56,9 +56,10 @@ UNPACKED_CODE_LIMIT = 256 * MB
 #: OpenWhisk's default maximum of actions in a sequence, nested ones counted.
 SEQUENCE_LIMIT = 50
 #: (minimum, maximum, default) of each action limit, in OpenWhisk's units (ms, MB, MB), as
-#: core's defaults (``whisk.memory.max`` 512 MB).
-LIMIT_RANGES = {"timeout": (100, 300_000, 60_000), "memory": (128, 512, 256),
-                "logs": (0, 10, 10), "concurrency": (1, 1, 1)}
+#: core's defaults (``whisk.memory.max`` 512 MB; ``owdedup serve --max-memory`` raises it).
+LIMIT_RANGES: dict[str, tuple[int, int, int]] = {
+    "timeout": (100, 300_000, 60_000), "memory": (128, 512, 256), "logs": (0, 10, 10),
+    "concurrency": (1, 1, 1)}
 #: How OpenWhisk's ``require`` words each limit out of range (TimeLimit, MemoryLimit, ...).
 _LIMIT_WORDS = {"timeout": ("duration", "milliseconds"), "memory": ("memory", "MB"),
                 "logs": ("log size", "MB"), "concurrency": ("concurrency", "")}
@@ -185,8 +186,15 @@ class ServeCatalog:
 
     COLLECTIONS = ("packages", "actions", "triggers", "rules")
 
-    def __init__(self, namespace: str = DEFAULT_NAMESPACE, state_dir: Path | None = None) -> None:
+    def __init__(self, namespace: str = DEFAULT_NAMESPACE, state_dir: Path | None = None,
+                 max_memory_mb: int | None = None) -> None:
         self.namespace = namespace
+        low, high, default = LIMIT_RANGES["memory"]
+        high = high if max_memory_mb is None else max_memory_mb
+        if high < max(low, default):
+            raise ValueError(f"the memory maximum must be at least {max(low, default)} MB")
+        #: The action limits' ranges here: OpenWhisk's defaults, the memory maximum as set.
+        self.limit_ranges = {**LIMIT_RANGES, "memory": (low, high, default)}
         self._lock = threading.RLock()
         self._temp: tempfile.TemporaryDirectory[str] | None = None
         if state_dir is None:
@@ -379,7 +387,8 @@ class ServeCatalog:
             doc["package"] = path.package
             doc["exec"] = (self._exec(path, raw_exec) if raw_exec is not None
                            else existing["exec"] if existing is not None else {})
-            doc["limits"] = _limits(body.get("limits"), existing["limits"] if existing else None)
+            doc["limits"] = _limits(body.get("limits"), existing["limits"] if existing else None,
+                                    self.limit_ranges)
             annotations = [a for a in doc["annotations"] if a.get("key") != "exec"]
             doc["annotations"] = [*annotations, {"key": "exec", "value": doc["exec"]["kind"]}]
             self._docs["actions"][path.relative] = doc
@@ -735,14 +744,14 @@ def _kv_field(body: Doc, key: str) -> list[Doc] | None:
     return [{"key": p["key"], "value": p.get("value")} for p in value]
 
 
-def _limits(raw: Any, existing: Doc | None) -> Doc:
+def _limits(raw: Any, existing: Doc | None, ranges: dict[str, tuple[int, int, int]]) -> Doc:
     if raw is not None and not isinstance(raw, dict):
         raise BadRequest("The request content was malformed:\nlimits must be an object")
-    limits = dict(existing or {k: default for k, (_, _, default) in LIMIT_RANGES.items()})
+    limits = dict(existing or {k: default for k, (_, _, default) in ranges.items()})
     for key, value in (raw or {}).items():
-        if key not in LIMIT_RANGES or value is None:
+        if key not in ranges or value is None:
             continue
-        low, high, _ = LIMIT_RANGES[key]
+        low, high, _ = ranges[key]
         if not isinstance(value, int) or isinstance(value, bool):
             raise BadRequest(f"The request content was malformed:\n{key} limit must be an "
                              "integer")

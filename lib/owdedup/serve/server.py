@@ -47,6 +47,8 @@ class ServeConfig:
     #: A connection that sends nothing for this long is closed (a half-sent request, an
     #: idle keep-alive), so slow clients cannot hold the server's threads.
     idle_timeout_s: float = 60.0
+    #: The largest memory limit an action may ask for (None: OpenWhisk's default, 512 MB).
+    max_memory_mb: int | None = None
     warm_per_action: int = 2
     action_env: Mapping[str, str] = field(default_factory=dict)
 
@@ -181,7 +183,8 @@ class DevServer:
             cache = Path(self._temp.name)
         else:
             cache = config.state_dir / "cache"
-        self.catalog = ServeCatalog(config.namespace, config.state_dir)
+        self.catalog = ServeCatalog(config.namespace, config.state_dir,
+                                    max_memory_mb=config.max_memory_mb)
         self.process_runner = ProcessRunner(
             cache, namespace=config.namespace, api_key=config.auth,
             runtime_site=config.runtime_site, warm_per_action=config.warm_per_action,
@@ -273,6 +276,9 @@ def serve_command(
         "runtime's preinstalled ones (e.g. requests)")] = None,
     namespace: Annotated[str, typer.Option("--namespace", help="The key's namespace")] = (
         DEFAULT_NAMESPACE),
+    max_memory: Annotated[int | None, typer.Option(
+        "--max-memory", help="Largest memory limit (MB) an action may set; default 512, "
+        "OpenWhisk's whisk.memory.max", min=256)] = None,
 ) -> None:
     """Development server for the OpenWhisk REST API subset that wskdeploy, wsk and the
     openwhisk JS client use: actions run in local Python processes, Kafka feeds fire
@@ -284,7 +290,8 @@ def serve_command(
         raise typer.BadParameter("must be UUID:KEY", param_hint="--auth")
     config = ServeConfig(auth=key, host=host, port=port, namespace=namespace,
                          state_dir=state.resolve() if state else None,
-                         runtime_site=runtime_site.resolve() if runtime_site else None)
+                         runtime_site=runtime_site.resolve() if runtime_site else None,
+                         max_memory_mb=max_memory)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
         server = DevServer(config)
