@@ -79,6 +79,25 @@ def test_a_garbage_content_length_gets_a_400(server: DevServer) -> None:
         assert b"Content-Length" in answer
 
 
+def test_a_stranger_is_not_invited_to_send_the_body(server: DevServer) -> None:
+    with _connect(server) as connection:
+        connection.sendall(b"PUT /api/v1/namespaces/_/actions/x HTTP/1.1\r\nHost: x\r\n"
+                           b"Expect: 100-continue\r\nContent-Length: 73400320\r\n\r\n")
+        answer = _read_answer(connection)
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+    assert b"100 Continue" not in answer
+
+
+def test_a_garbage_chunk_size_gets_a_400(server: DevServer) -> None:
+    with _connect(server) as connection:
+        connection.sendall(b"POST /api/v1/namespaces/_/actions/x HTTP/1.1\r\nHost: x\r\n"
+                           b"Authorization: " + BASIC.encode() + b"\r\n"
+                           b"Transfer-Encoding: chunked\r\n\r\nzz\r\n")
+        answer = _read_answer(connection)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert b"chunk size" in answer
+
+
 def test_the_listen_backlog_is_not_five(server: DevServer) -> None:
     assert server.httpd.request_queue_size == LISTEN_BACKLOG >= 128
 

@@ -94,6 +94,16 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         self.connection.settimeout(self.server.idle_timeout_s)  # for every read and write
 
+    def handle_expect_100(self) -> bool:
+        """``Expect: 100-continue``: invite the body only from a client that may send it."""
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        refused = self.server.api.authenticate(Request(self.command, self.path, headers))
+        if refused is not None:
+            self.close_connection = True
+            self._send(refused)
+            return False
+        return super().handle_expect_100()
+
     def _handle(self) -> None:
         """Authenticate on the headers, then read a body no larger than the endpoint takes,
         then answer; a refused body is never read, and its connection is closed."""
