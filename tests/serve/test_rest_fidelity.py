@@ -41,6 +41,8 @@ class ScriptedRunner:
             self.init_times[activation_id] = 42
         if params.get("array"):
             return [1, {"two": 2}], [], False
+        if params.get("overrun"):  # worded as the process runner reports a time-out
+            return {"error": "The action exceeded its time limits of 100 milliseconds."}, [], True
         return {"action": action.fqn, "params": params}, [], False
 
     def take_init_ms(self, activation_id: str) -> int | None:
@@ -229,6 +231,14 @@ def test_action_record_as_openwhisk_writes_it(api: ScriptedApi) -> None:
     docs = api("GET", "activations?docs=true").body
     assert all("statusCode" not in record["response"] for record in docs)
     assert api("GET", "activations").body[0]["statusCode"] == 0  # the summary keeps it
+
+
+def test_a_timed_out_activation_says_so(api: ScriptedApi) -> None:
+    api("PUT", "actions/a", CODE)
+    reply = api("POST", "actions/a?blocking=true", {"overrun": True})
+    assert reply.status == 502
+    assert reply.body["response"]["status"] == "action developer error"
+    assert annotations_of(reply.body)["timeout"] is True
 
 
 def test_sequence_record_topmost_and_components_caused_by(api: ScriptedApi) -> None:
