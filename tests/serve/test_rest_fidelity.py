@@ -208,6 +208,17 @@ def test_a_404_names_no_other_entity(api: ScriptedApi) -> None:
         assert reply.body["error"] == "The requested resource does not exist."
 
 
+def test_a_sequence_whose_component_is_gone_names_nothing_else(api: ScriptedApi) -> None:
+    api("PUT", "actions/secret-payroll", CODE)
+    api("PUT", "actions/a", CODE)
+    api("PUT", "actions/s", {"exec": {"kind": "sequence", "components": ["/_/a"]}})
+    api("DELETE", "actions/a")
+    reply = api("POST", "actions/s?blocking=true", {})
+    assert reply.status == 502
+    assert reply.body["response"]["result"] == {"error": "Sequence component does not exist."}
+    assert "secret-payroll" not in json.dumps(reply.body)
+
+
 # -- activation records ---------------------------------------------------------------------
 
 

@@ -48,6 +48,7 @@ RULE_FAILURE_KIND = "rule"
 SEQUENCE_LIMIT = 50
 SEQUENCE_TOO_LONG = "Too many actions in the sequence."
 SEQUENCE_CYCLIC = "Sequence may not refer to itself."
+SEQUENCE_COMPONENT_MISSING = "Sequence component does not exist."
 
 
 class MissingEntityError(NotFoundError):
@@ -168,7 +169,7 @@ class Engine:
         start = self.clock_ms()
         try:
             return self.invoke(rule.action, params)
-        except MissingEntityError as exc:  # the action, or a component of its sequence
+        except MissingEntityError as exc:  # the rule's action (a sequence ends on its own)
             return self._record(Activation(
                 new_activation_id(), self.namespace, rule.action, start, self.clock_ms(),
                 {"error": f"The requested resource does not exist: rule {rule.name!r} "
@@ -225,7 +226,11 @@ class Engine:
         run.open.append(sequence.fqn)
         try:
             for name in sequence.components:
-                entity = self.resolve(name)
+                try:
+                    entity = self.resolve(name)
+                except MissingEntityError:  # deleted since: OpenWhisk's words, no names
+                    result, status = {"error": SEQUENCE_COMPONENT_MISSING}, APPLICATION_ERROR
+                    break
                 if isinstance(entity, SequenceDef) and entity.fqn in run.open:
                     result, status = {"error": SEQUENCE_CYCLIC}, APPLICATION_ERROR
                     break
