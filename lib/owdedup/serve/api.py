@@ -10,7 +10,7 @@ Endpoints (``{ns}`` is the namespace of the key, or ``_``): ``GET /`` (runtimes 
 read by wskdeploy), ``GET /api/v1``, ``GET /api/v1/namespaces``, and under
 ``/api/v1/namespaces/{ns}``: ``packages[/{p}]``, ``actions[/{p}]/[{a}]`` (``POST``
 invokes), ``triggers[/{t}]`` (``POST`` fires), ``rules[/{r}]`` (``POST`` sets the status),
-``activations[/{id}[/logs|/result]]``. ``/whisk.system/messaging/kafkaFeed`` can be read and
+``activations[/{id}[/logs|/result]]``, ``limits``. ``/whisk.system/messaging/kafkaFeed`` can be read and
 invoked by every key.
 """
 
