@@ -11,6 +11,8 @@ import pytest
 from owdedup.engine.pool import ContainerPool
 from owdedup.openwhisk.client import Credentials, OpenWhiskClient
 from owdedup.openwhisk.fanout import SUCCEEDED, FanOut, FanOutPolicy, Task
+from owdedup.runtime import platform
+from owdedup.runtime.errors import StoreError
 from owdedup.serve.limits import NamespaceLimits, Throttle, TooManyRequests
 from tests.serve.conftest import AUTH, Client, ServerFactory, wait_for
 
@@ -140,3 +142,26 @@ def test_the_fan_out_absorbs_429s_and_loses_nothing(make_server: ServerFactory) 
     assert [o.result for o in outcomes] == [{"n": n} for n in range(16)]
     assert stats.throttled > 0 and stats.invocations == 16 and stats.lost == 0
     assert stats.window_min < 8  # the window came down to what the namespace allows
+
+
+def test_an_action_invoking_another_waits_out_a_429(make_server: ServerFactory) -> None:
+    """``dispatch`` starts one sequence per upload: a 429 must delay it, never drop it."""
+    server = make_server(limits=NamespaceLimits(concurrent_invocations=1))
+    client = Client(server.url)
+    client.action("slow", SLEEPER)
+    pool = server.controller.throttle.in_flight
+
+    def occupy(seconds: float) -> None:
+        assert client.invoke("slow", {"s": seconds}, blocking=False).status == 202
+        wait_for(lambda: pool.in_flight == 1, what="the namespace's one activation")
+
+    def env(budget_s: float) -> dict[str, str]:
+        return {"__OW_API_HOST": server.url, "__OW_API_KEY": AUTH,
+                "__OW_DEADLINE": str(int((time.time() + budget_s) * 1000))}
+
+    occupy(1.5)
+    call = platform.invoke_rest("slow", {"n": 7}, True, env(30))
+    assert call.success and call.result == {"n": 7}
+    occupy(5)
+    with pytest.raises(StoreError, match=r"stayed at its limits \(429 .*Too many concurrent"):
+        platform.invoke_rest("slow", {"n": 8}, True, env(2.5))
