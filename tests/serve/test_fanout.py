@@ -132,3 +132,21 @@ def test_credentials_come_from_the_environment_or_wskprops(tmp_path: Path) -> No
     assert Credentials.resolve(env).apihost == "http://h:1"
     with pytest.raises(ConfigError, match="OW_APIHOST and OW_AUTH"):
         Credentials.resolve({"WSK_CONFIG_FILE": str(tmp_path / "none")})
+
+
+def test_a_killed_action_process_is_retried(server: DevServer, client: Client,
+                                            tmp_path: Path) -> None:
+    marker = tmp_path / "killed-once"
+    client.action("fragile", f"""
+import os, signal
+def main(p):
+    try:
+        os.close(os.open({str(marker)!r}, os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return {{"n": p["n"]}}
+    os.kill(os.getpid(), signal.SIGKILL)  # as the out-of-memory killer would
+""")
+    outcomes, stats = fanout(server, max_attempts=3).run(tasks("fragile", [5]))
+    (outcome,) = outcomes
+    assert outcome.status == SUCCEEDED and outcome.result == {"n": 5}
+    assert outcome.attempts == 2 and stats.retries == 1 and stats.invocations == 2
