@@ -6,7 +6,8 @@ name planted in advance (a symlink to a file elsewhere, say) is never written th
 worst the write fails. Its mode is given at creation (``0o600`` unless asked otherwise,
 before the umask), so a secret is never readable by others, not even for a moment.
 
-Used by the folder object store, ``owdedup serve``'s state files and the deploy zips.
+Used by the folder object store, ``owdedup serve``'s state files and the deploy zips;
+:func:`private_dir` is its counterpart for folders that hold secrets.
 """
 
 from __future__ import annotations
@@ -67,6 +68,14 @@ def write_atomic(
         raise
     finally:
         os.close(fd)
+
+
+def private_dir(path: Path) -> Path:
+    """Make *path* (and missing parents) and keep it to this user (0700), even if it
+    existed: it holds credentials or data that are nobody else's to read."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
 
 
 def _create_temp(target: Path, mode: int, dir_fd: int | None) -> tuple[int, str]:

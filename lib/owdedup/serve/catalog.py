@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from owdedup.engine.manifest import ActionDef, Limits, RuleDef, SequenceDef, TriggerDef
-from owdedup.runtime.atomic import write_atomic
+from owdedup.runtime.atomic import private_dir, write_atomic
 from owdedup.serve.errors import BadRequest, Conflict, EntityNotFound, TooLarge
 
 DEFAULT_NAMESPACE = "guest"
@@ -114,12 +114,6 @@ def is_true(value: Any) -> bool:
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def private_dir(path: Path) -> None:
-    """Make *path* (and missing parents) and keep it to this user: it holds credentials."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path.chmod(0o700)
 
 
 class CodeStore:
