@@ -370,3 +370,16 @@ def test_the_data_folders_are_private(config: ServicesConfig, tmp_path: Path) ->
         minio.start_minio(config)  # no MinIO is installed here: only the folders are made
     for folder in (config.data_dir, config.data_dir / "minio", config.data_dir / "minio-events"):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+
+
+@pytest.mark.usefixtures("node")
+def test_a_server_whose_database_cannot_be_secured_is_stopped(config: ServicesConfig) -> None:
+    """python's http.server answers PUT with 501: the start fails and stops the server."""
+    _fake_pouchdb(config, f'{shlex.quote(sys.executable)} -m http.server --bind "$2" "$4"\n')
+    port = listen_ports(1)[0]
+    cfg = ServicesConfig(home=config.home, state=config.state, couchdb_port=port)
+    with pytest.raises(ServiceError, match="creating database owdedup answered HTTP 501"):
+        couchdb.start_couchdb(cfg)
+    assert proc.status(cfg, "couchdb").state == "stopped"
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()

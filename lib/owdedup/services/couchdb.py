@@ -32,7 +32,7 @@ from typing import Any
 from owdedup.runtime.atomic import private_dir, write_atomic
 from owdedup.runtime.records.couchdb import DEFAULT_DATABASE
 from owdedup.services.config import ServicesConfig
-from owdedup.services.launcher import http_ok, launch, service_ports
+from owdedup.services.launcher import http_ok, launch, service_ports, stop
 from owdedup.services.pouchdb_mends import apply_mends
 from owdedup.services.tools import ServiceError, generated_credentials, random_token, require
 
@@ -88,7 +88,11 @@ def start_couchdb(config: ServicesConfig) -> int:
         config, "couchdb", argv, env=env, cwd=workdir,
         ports=service_ports(config, "couchdb"), ready=lambda: couchdb_ready(config),
     )
-    secure_database(config, DEFAULT_DATABASE)
+    try:
+        secure_database(config, DEFAULT_DATABASE)
+    except ServiceError:
+        stop(config, "couchdb", quiet=True)  # never left running with an open database
+        raise
     return pid
 
 
