@@ -21,7 +21,7 @@ def _first_lines(env: dict[str, str], *args: str) -> list[str]:
                             stderr=subprocess.PIPE, text=True, env=env)
     try:
         assert proc.stderr is not None
-        lines = []
+        lines: list[str] = []
         while not any("wsk property set" in line for line in lines):
             line = proc.stderr.readline()
             assert line, lines

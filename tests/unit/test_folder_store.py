@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from owdedup.runtime import atomic
-from owdedup.runtime.action import run_step
+from owdedup.runtime.action import error_result
 from owdedup.runtime.context import Context
-from owdedup.runtime.errors import BadInputError, ConfigError, NotFoundError
+from owdedup.runtime.errors import BadInputError, ConfigError, NotFoundError, OwdedupError
+from owdedup.runtime.job import Job
 from owdedup.runtime.pipeline import hash_step
 from owdedup.runtime.stores import open_store
 from owdedup.runtime.stores.folder import FolderStore
@@ -183,8 +184,10 @@ def test_hashing_a_linked_object_fails_naming_it(
     context: Context, store_root: Path, outside: Path
 ) -> None:
     (store_root / "photos" / "link.jpg").symlink_to(outside)
-    result = run_step(hash_step, {"bucket": "photos", "key": "link.jpg",
-                                  "dest_bucket": "thumbs"}, _Contexts(context))
+    params = {"bucket": "photos", "key": "link.jpg", "dest_bucket": "thumbs"}
+    with pytest.raises(OwdedupError) as failure:
+        hash_step(Job.from_params(params), context)
+    result = error_result(failure.value, params)
     assert result["error_kind"] == "bad-input"
     assert "link.jpg" in result["error"] and "symbolic link" in result["error"]
 
@@ -250,12 +253,3 @@ def test_a_file_where_the_bucket_should_be_is_named_with_the_cause(
     with pytest.raises(ConfigError, match=r"'out\.jpg' as a bucket: .* is not a folder"):
         store.ensure_bucket("out.jpg")
 
-
-class _Contexts:
-    """A ContextCache that always hands out the test's context."""
-
-    def __init__(self, context: Context) -> None:
-        self.context = context
-
-    def get(self, _settings: object) -> Context:
-        return self.context
