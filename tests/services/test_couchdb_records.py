@@ -21,7 +21,7 @@ from owdedup.runtime.config import Settings
 from owdedup.runtime.errors import StoreError
 from owdedup.runtime.records import Record, open_records
 from owdedup.runtime.records import couchdb as couch
-from owdedup.runtime.records.couch_transport import Urllib3Transport
+from owdedup.runtime.records.couch_transport import Urllib3Transport, select_auth
 from owdedup.runtime.records.couchdb import CouchRecordStore, doc_id
 from tests.forged_records import check_a_forged_record_is_not_trusted
 from tests.record_store_contract import RecordStoreContract, make_record, race_to_put
@@ -104,7 +104,7 @@ def couch_user(couch_url: str) -> tuple[str, str]:
             "OWDEDUP_COUCHDB_PASSWORD"
         ]
     name, password = f"rectest-{uuid.uuid4().hex[:8]}", f"pw:{uuid.uuid4().hex}-é"
-    admin = _open(couch_url, "_users")
+    admin = CouchRecordStore(couch_url, "_users", select_auth(_with_admin({})))
     user: dict[str, Any] = {"_id": f"org.couchdb.user:{name}", "name": name, "password": password,
             "roles": [], "type": "user"}
     status, _ = admin._request("add user", "PUT", admin.path(user["_id"]), json=user)
