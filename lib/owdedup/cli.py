@@ -71,6 +71,15 @@ def _environment(store: str | None, records: str | None) -> dict[str, str]:
     return env
 
 
+def _require_other_dest(src_bucket: str, dest: str) -> None:
+    """Outputs written into the input bucket would become inputs (and, with watch, new
+    events): ``invoke`` and ``map`` both refuse it."""
+    if src_bucket == dest:
+        raise ConfigError(
+            f"DEST must be another bucket than {src_bucket!r}: outputs would become inputs"
+        )
+
+
 def _function_params(size: str, fmt: str, quality: int) -> dict[str, Any]:
     return {"sizes": size, "format": fmt, "quality": quality}
 
@@ -96,6 +105,7 @@ def invoke(
         bucket, _, key = source.partition("/")
         if not bucket or not key:
             raise ConfigError(f"SOURCE must be BUCKET/KEY, got {source!r}")
+        _require_other_dest(bucket, dest)
         engine = local_executor(manifest, _environment(store, records))
         payload = {"bucket": bucket, "key": key, "dest_bucket": dest, "function": spec.name,
                    "materialize": materialize, **_function_params(size, fmt, quality)}
@@ -143,10 +153,7 @@ def map_command(
         params = {**_function_params(size, fmt, quality), "materialize": materialize}
         spec.normalise(params)  # a bad --size fails before any work starts
         bucket, _, prefix = source.partition("/")
-        if bucket == dest:
-            raise ConfigError(
-                f"DEST must be another bucket than {bucket!r}: outputs would become inputs"
-            )
+        _require_other_dest(bucket, dest)
         context = Context(Settings.resolve({}, env))
         keys = [info.key for info in context.store.list(bucket, prefix)]
         context.close()

@@ -64,6 +64,10 @@ class ServeConfig:
     containers: int | None = DEFAULT_CONTAINERS
 
 
+#: The key ``serve`` requires, from the environment (a command-line value shows in ``ps``).
+ENV_SERVE_AUTH = "OWDEDUP_SERVE_AUTH"
+
+
 def generate_auth() -> str:
     """A key shaped like OpenWhisk's: ``<uuid>:<64 letters and digits>``."""
     alphabet = string.ascii_letters + string.digits
@@ -284,12 +288,14 @@ def usage_lines(url: str, namespace: str, auth: str, generated: bool) -> list[st
 
 
 def serve_command(
+    ctx: typer.Context,
     port: Annotated[int, typer.Option("--port", help="Port to listen on")] = DEFAULT_PORT,
     host: Annotated[str, typer.Option(
         "--host", help="Address to bind; keep 127.0.0.1 (plain HTTP, one key)")] = "127.0.0.1",
     auth: Annotated[str | None, typer.Option(
-        "--auth", help="UUID:KEY that clients must present (default: a new key, printed)",
-        envvar="OWDEDUP_SERVE_AUTH")] = None,
+        "--auth", help=f"UUID:KEY that clients must present: set {ENV_SERVE_AUTH} rather than "
+        "--auth, which every user of the machine sees in `ps` (default: a new key, printed)",
+        envvar=ENV_SERVE_AUTH, show_envvar=True)] = None,
     state: Annotated[Path | None, typer.Option(
         "--state", help="Keep entities, code and feed registrations in DIR across restarts"
     )] = None,
@@ -311,7 +317,12 @@ def serve_command(
 ) -> None:
     """Development server for the OpenWhisk REST API subset that wskdeploy, wsk and the
     openwhisk JS client use: actions run in local Python processes, Kafka feeds fire
-    triggers. Not for production (plain HTTP, one namespace, one key)."""
+    triggers. Not for production (plain HTTP, one namespace, one key). The key: set
+    OWDEDUP_SERVE_AUTH=UUID:KEY, or let serve make one and print it."""
+    source = ctx.get_parameter_source("auth")  # typer's own (vendored) click enum: by name
+    if source is not None and source.name == "COMMANDLINE":
+        typer.echo(f"warning: a key given with --auth is visible to every user in `ps`; "
+                   f"set {ENV_SERVE_AUTH} instead", err=True)
     generated = auth is None
     key = auth or generate_auth()
     user, sep, secret = key.partition(":")
