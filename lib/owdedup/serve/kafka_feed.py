@@ -35,9 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from owdedup.feedloop import ConsumerFactory, FeedLoop, default_consumer, done_future
+from owdedup.runtime.atomic import write_atomic
 from owdedup.runtime.errors import NotFoundError
 from owdedup.runtime.events import feed_message
-from owdedup.serve.catalog import is_true, now_ms, write_atomic
+from owdedup.serve.catalog import is_true, now_ms
 
 log = logging.getLogger("owdedup.serve.feed")
 
