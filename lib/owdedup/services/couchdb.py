@@ -45,7 +45,9 @@ from owdedup.services.pouchdb_mends import apply_mends
 from owdedup.services.tools import ServiceError, generated_credentials, random_token, require
 from owdedup.services.versions import POUCHDB_SERVER_VERSION
 
-ADMIN_USER = "owdedup"
+#: Not the package's own name: a credential must be findable (and so checked absent) in
+#: output that names the package everywhere.
+ADMIN_USER = "owdedup-admin"
 #: Members by role ``_admin`` only: what CouchDB 3 gives a new database by default.
 ADMIN_ONLY = {"admins": {"names": [], "roles": []}, "members": {"names": [], "roles": ["_admin"]}}
 
