@@ -150,3 +150,14 @@ def main(p):
     (outcome,) = outcomes
     assert outcome.status == SUCCEEDED and outcome.result == {"n": 5}
     assert outcome.attempts == 2 and stats.retries == 1 and stats.invocations == 2
+
+
+def test_the_deadline_counts_from_a_tasks_first_attempt_not_from_the_run(
+        server: DevServer, client: Client) -> None:
+    # One at a time, each call ~1 s: the last task starts ~3 s into the run, past a 2.5 s
+    # deadline counted from the start; a task's deadline bounds its own attempts only.
+    client.action("second", "import time\ndef main(p):\n    time.sleep(1)\n"
+                            "    return {'n': p['n']}\n")
+    outcomes, _ = fanout(server, window=1, task_deadline_s=2.5).run(
+        tasks("second", [0, 1, 2, 3]))
+    assert [(o.status, o.error) for o in outcomes] == [(SUCCEEDED, None)] * 4

@@ -24,6 +24,7 @@ never started end as failed with ``interrupted`` so a re-run picks them up.
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
 import threading
@@ -164,7 +165,7 @@ class _Running:
 @dataclass
 class _State:
     attempts: int = 0
-    deadline: float = 0.0
+    deadline: float = math.inf  # set when first issued: time waiting in the queue is free
     not_before: float = 0.0  # a retry's back-off
     last_error: str | None = None
     running: int = 0
@@ -222,7 +223,7 @@ class FanOut:
         stats = self.stats = FanOutStats()
         window = _Window(size=max(1, policy.window), ceiling=max(1, policy.window))
         window.seen.append(window.size)
-        states = {t.key: _State(deadline=clock() + policy.task_deadline_s) for t in todo}
+        states = {t.key: _State() for t in todo}
         queue: deque[Task] = deque(todo)
         running: dict[Future[_Attempt], _Running] = {}
         durations: list[float] = []
@@ -252,7 +253,11 @@ class FanOut:
                     state = states[task.key]
                     if state.outcome is not None:
                         continue
-                    if now >= state.deadline:
+                    if state.deadline == math.inf:
+                        # The deadline bounds the task's own attempts, not its time in the
+                        # queue: a run longer than one deadline must not fail its tail unrun.
+                        state.deadline = now + policy.task_deadline_s
+                    elif now >= state.deadline:
                         fail(task, state.last_error or "deadline passed before it could run")
                         continue
                     if now < state.not_before:
