@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from owdedup.openwhisk.client import Credentials, OpenWhiskClient
+from owdedup.openwhisk.client import Credentials, OpenWhiskClient, Reply
 from owdedup.openwhisk.fanout import FAILED, INTERRUPTED, SUCCEEDED, FanOut, FanOutPolicy, Task
 from owdedup.runtime.errors import ConfigError
 from owdedup.serve.server import DevServer
@@ -161,3 +163,36 @@ def test_the_deadline_counts_from_a_tasks_first_attempt_not_from_the_run(
     outcomes, _ = fanout(server, window=1, task_deadline_s=2.5).run(
         tasks("second", [0, 1, 2, 3]))
     assert [(o.status, o.error) for o in outcomes] == [(SUCCEEDED, None)] * 4
+
+
+class _ThrottledThenServed(OpenWhiskClient):
+    """Answers 429 to the first *refusals* invocations, then succeeds. A full window of
+    simultaneous 429s cannot be provoked deterministically through serve (its concurrency
+    count lags its admissions), so this stands in for the platform's replies."""
+
+    def __init__(self, refusals: int) -> None:
+        super().__init__(Credentials("http://127.0.0.1:9", "user:key"))
+        self._lock = threading.Lock()
+        self._refusals = refusals
+
+    def invoke(self, action: str, params: Mapping[str, Any], *, blocking: bool,
+               timeout_ms: int | None = None) -> Reply:
+        with self._lock:
+            self._refusals -= 1
+            refuse = self._refusals >= 0
+        if refuse:
+            return Reply(429, {"error": "Too many concurrent requests in flight "
+                                        "(count: 8, allowed: 8)."})
+        return Reply(200, {"activationId": "a1", "duration": 1,
+                           "response": {"success": True, "status": "success",
+                                        "result": {"n": params["n"]}}})
+
+
+def test_a_window_of_simultaneous_429s_halves_the_window_once() -> None:
+    fan = FanOut(_ThrottledThenServed(refusals=8), FanOutPolicy(window=8, **FAST))
+    outcomes, stats = fan.run(tasks("double", list(range(8))))
+    assert [o.status for o in outcomes] == [SUCCEEDED] * 8
+    assert stats.throttled == 8
+    # One congestion event (8 answers to one window) is one decrease: 8 -> 4, not 8 -> 1,
+    # which would then take thousands of successes to climb back.
+    assert stats.window_min == 4

@@ -182,9 +182,18 @@ class _Window:
     successes: int = 0
     paused_until: float = 0.0
     failures_in_row: int = 0
+    decreased_at: float = -math.inf
     seen: list[int] = field(default_factory=list)
 
-    def throttled(self, now: float, retry_after: float | None, policy: FanOutPolicy) -> None:
+    def throttled(self, now: float, issued_at: float, retry_after: float | None,
+                  policy: FanOutPolicy) -> None:
+        if issued_at < self.decreased_at:
+            # Issued before the last decrease: the same congestion, already answered. A full
+            # window of 429s arriving together halves the window once, not down to one.
+            if retry_after is not None:
+                self.paused_until = max(self.paused_until, now + retry_after)
+            return
+        self.decreased_at = now
         self.size = max(1, self.size // 2)
         self.failures_in_row += 1
         backoff = min(policy.backoff_max_s,
@@ -302,7 +311,7 @@ class FanOut:
                     if attempt.kind == "throttled":
                         stats.throttled += 1
                         state.attempts -= 1  # a 429 is not an attempt at the work
-                        window.throttled(clock(), attempt.retry_after_s, policy)
+                        window.throttled(clock(), slot.started, attempt.retry_after_s, policy)
                         if state.running == 0:
                             queue.appendleft(task)
                     elif attempt.kind == "fatal-all":
