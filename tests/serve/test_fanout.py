@@ -196,3 +196,32 @@ def test_a_window_of_simultaneous_429s_halves_the_window_once() -> None:
     # One congestion event (8 answers to one window) is one decrease: 8 -> 4, not 8 -> 1,
     # which would then take thousands of successes to climb back.
     assert stats.window_min == 4
+
+
+def test_a_backup_races_loser_stops_polling_once_the_task_is_settled(
+        make_server: ServerFactory, tmp_path: Path) -> None:
+    # Every call polls (serve stops waiting after 0.2 s); the first call of n=0 sleeps 30 s
+    # and loses to its backup. Its worker thread must not poll on to the task's deadline:
+    # executor threads are joined at interpreter exit, so `owdedup map` would hang there.
+    server = make_server(blocking_wait_s=0.2)
+    marker = tmp_path / "first-call"
+    Client(server.url).action("lagger", f"""
+import os, time
+def main(p):
+    if p["n"] == 0:
+        try:
+            os.close(os.open({str(marker)!r}, os.O_CREAT | os.O_EXCL))
+            time.sleep(30)
+        except FileExistsError:
+            pass
+    return {{"n": p["n"]}}
+""")
+    before = set(threading.enumerate())
+    outcomes, stats = fanout(server, window=4, straggler_after=0.5, straggler_factor=3,
+                             straggler_min_s=1.0).run(tasks("lagger", list(range(8))))
+    assert [o.status for o in outcomes] == [SUCCEEDED] * 8 and stats.backups >= 1
+    left = [t for t in threading.enumerate()
+            if t not in before and t.name.startswith("owdedup-fanout")]
+    for thread in left:
+        thread.join(timeout=10)  # well before the loser's 30 s sleep ends
+    assert [t.name for t in left if t.is_alive()] == []

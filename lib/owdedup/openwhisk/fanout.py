@@ -106,7 +106,8 @@ class _Attempt:
 
 
 def _attempt(client: OpenWhiskClient, task: Task, policy: FanOutPolicy, deadline: float,
-             clock: Callable[[], float], sleep: Callable[[float], None]) -> _Attempt:
+             clock: Callable[[], float], sleep: Callable[[float], None],
+             wanted: Callable[[], bool]) -> _Attempt:
     wait_ms = max(1, min(policy.blocking_wait_ms, int((deadline - clock()) * 1000)))
     try:
         reply = client.invoke(task.action, task.params, blocking=True, timeout_ms=wait_ms)
@@ -115,7 +116,8 @@ def _attempt(client: OpenWhiskClient, task: Task, policy: FanOutPolicy, deadline
     if reply.status in (200, 502) and isinstance(reply.body, dict) and "response" in reply.body:
         return _Attempt("done", activation=reply.body)
     if reply.status == 202 and isinstance(reply.body, dict) and reply.body.get("activationId"):
-        return _poll(client, str(reply.body["activationId"]), policy, deadline, clock, sleep)
+        return _poll(client, str(reply.body["activationId"]), policy, deadline, clock, sleep,
+                     wanted)
     return _refused(task, reply)
 
 
@@ -138,9 +140,12 @@ def _refused(task: Task, reply: Reply) -> _Attempt:
 
 
 def _poll(client: OpenWhiskClient, activation_id: str, policy: FanOutPolicy, deadline: float,
-          clock: Callable[[], float], sleep: Callable[[float], None]) -> _Attempt:
+          clock: Callable[[], float], sleep: Callable[[float], None],
+          wanted: Callable[[], bool]) -> _Attempt:
     interval = policy.poll_initial_s
     while clock() < deadline:
+        if not wanted():  # the task was settled by another attempt, or the run is over
+            return _Attempt("retry", error=f"activation {activation_id} no longer awaited")
         try:
             reply = client.activation(activation_id)
         except PlatformUnreachable:
@@ -237,6 +242,13 @@ class FanOut:
         running: dict[Future[_Attempt], _Running] = {}
         durations: list[float] = []
         fatal_all: str | None = None
+        over = threading.Event()  # the run has returned: its attempts need not poll on
+
+        def wanted(key: str) -> Callable[[], bool]:
+            # A backup race's loser, or an attempt abandoned by a second Ctrl-C, stops
+            # polling: a worker thread left polling to its deadline (15 min by default)
+            # would hold the process at exit, which joins executor threads.
+            return lambda: not over.is_set() and states[key].outcome is None
 
         def finish(key: str, outcome: Outcome) -> None:
             state = states[key]
@@ -275,12 +287,12 @@ class FanOut:
                     state.attempts += 1
                     state.running += 1
                     future = pool.submit(_attempt, self.client, task, policy, state.deadline,
-                                         clock, self._sleep)
+                                         clock, self._sleep, wanted(task.key))
                     running[future] = _Running(task, now, backup=False)
                 queue.extendleft(reversed(deferred))
                 if issuing and policy.straggler_factor > 0:
                     self._back_up_stragglers(running, states, durations, len(todo), window,
-                                             pool, stats)
+                                             pool, stats, wanted)
                 if not running:
                     if stop.is_set() or fatal_all is not None:
                         break
@@ -332,6 +344,7 @@ class FanOut:
                                 policy.backoff_initial_s * 2 ** (state.attempts - 1))
                             queue.append(task)
         finally:
+            over.set()
             pool.shutdown(wait=False, cancel_futures=True)
         self.in_flight = 0
         for task in todo:
@@ -369,8 +382,8 @@ class FanOut:
 
     def _back_up_stragglers(self, running: dict[Future[_Attempt], _Running],
                             states: Mapping[str, _State], durations: list[float], total: int,
-                            window: _Window, pool: ThreadPoolExecutor,
-                            stats: FanOutStats) -> None:
+                            window: _Window, pool: ThreadPoolExecutor, stats: FanOutStats,
+                            wanted: Callable[[str], Callable[[], bool]]) -> None:
         policy = self.policy
         if not durations or len(durations) < policy.straggler_after * total:
             return
@@ -386,5 +399,5 @@ class FanOut:
             state.running += 1
             stats.backups += 1
             future = pool.submit(_attempt, self.client, slot.task, policy, state.deadline,
-                                 self._clock, self._sleep)
+                                 self._clock, self._sleep, wanted(slot.task.key))
             running[future] = _Running(slot.task, now, backup=True)
