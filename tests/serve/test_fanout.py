@@ -225,3 +225,24 @@ def main(p):
     for thread in left:
         thread.join(timeout=10)  # well before the loser's 30 s sleep ends
     assert [t.name for t in left if t.is_alive()] == []
+
+
+class _Garbled(OpenWhiskClient):
+    """A platform (or a proxy in front of it) answering 200 with a body that is JSON but no
+    activation record."""
+
+    def __init__(self) -> None:
+        super().__init__(Credentials("http://127.0.0.1:9", "user:key"))
+
+    def invoke(self, action: str, params: Mapping[str, Any], *, blocking: bool,
+               timeout_ms: int | None = None) -> Reply:
+        return Reply(200, {"activationId": "a1", "duration": "soon", "response": "fine"})
+
+
+def test_an_unreadable_activation_is_retried_then_reported_not_raised() -> None:
+    outcomes, stats = FanOut(_Garbled(), FanOutPolicy(max_attempts=2, **FAST)).run(
+        tasks("double", [1, 2]))
+    assert [o.status for o in outcomes] == [FAILED] * 2
+    assert all("without a readable activation (after 2 attempts)" in (o.error or "")
+               for o in outcomes)
+    assert stats.invocations == 4 and stats.retries == 2

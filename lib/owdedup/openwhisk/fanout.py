@@ -113,12 +113,22 @@ def _attempt(client: OpenWhiskClient, task: Task, policy: FanOutPolicy, deadline
         reply = client.invoke(task.action, task.params, blocking=True, timeout_ms=wait_ms)
     except PlatformUnreachable as exc:
         return _Attempt("retry", error=f"OpenWhisk did not answer ({exc})", accepted=False)
-    if reply.status in (200, 502) and isinstance(reply.body, dict) and "response" in reply.body:
+    if reply.status in (200, 502) and _is_activation(reply.body):
         return _Attempt("done", activation=reply.body)
     if reply.status == 202 and isinstance(reply.body, dict) and reply.body.get("activationId"):
         return _poll(client, str(reply.body["activationId"]), policy, deadline, clock, sleep,
                      wanted)
+    if reply.status in (200, 502):
+        return _Attempt("retry", error=f"HTTP {reply.status} without a readable activation")
     return _refused(task, reply)
+
+
+def _is_activation(body: Any) -> bool:
+    """An activation record the coordinator can read: anything else from the platform (or a
+    proxy in front of it) is an attempt to retry, never an exception that ends the run."""
+    return (isinstance(body, dict) and isinstance(body.get("response"), dict)
+            and isinstance(body.get("duration", 0), int | float)
+            and isinstance(body.get("annotations", []), list))
 
 
 def _refused(task: Task, reply: Reply) -> _Attempt:
@@ -150,8 +160,10 @@ def _poll(client: OpenWhiskClient, activation_id: str, policy: FanOutPolicy, dea
             reply = client.activation(activation_id)
         except PlatformUnreachable:
             reply = None
-        if reply is not None and reply.status == 200 and isinstance(reply.body, dict):
-            return _Attempt("done", activation=reply.body)
+        if reply is not None and reply.status == 200:
+            if _is_activation(reply.body):
+                return _Attempt("done", activation=reply.body)
+            return _Attempt("retry", error=f"activation {activation_id} is not readable")
         sleep(min(interval, max(0.0, deadline - clock())))
         interval = min(policy.poll_max_s, interval * 2)
     return _Attempt("retry", error=f"activation {activation_id} never reported")
