@@ -189,7 +189,8 @@ class _ThrottledThenServed(OpenWhiskClient):
 
 
 def test_a_window_of_simultaneous_429s_halves_the_window_once() -> None:
-    fan = FanOut(_ThrottledThenServed(refusals=8), FanOutPolicy(window=8, **FAST))
+    policy = FanOutPolicy(**{**FAST, "window": 8})  # type: ignore[arg-type]
+    fan = FanOut(_ThrottledThenServed(refusals=8), policy)
     outcomes, stats = fan.run(tasks("double", list(range(8))))
     assert [o.status for o in outcomes] == [SUCCEEDED] * 8
     assert stats.throttled == 8
@@ -240,8 +241,8 @@ class _Garbled(OpenWhiskClient):
 
 
 def test_an_unreadable_activation_is_retried_then_reported_not_raised() -> None:
-    outcomes, stats = FanOut(_Garbled(), FanOutPolicy(max_attempts=2, **FAST)).run(
-        tasks("double", [1, 2]))
+    policy = FanOutPolicy(**{**FAST, "max_attempts": 2})  # type: ignore[arg-type]
+    outcomes, stats = FanOut(_Garbled(), policy).run(tasks("double", [1, 2]))
     assert [o.status for o in outcomes] == [FAILED] * 2
     assert all("without a readable activation (after 2 attempts)" in (o.error or "")
                for o in outcomes)

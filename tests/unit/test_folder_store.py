@@ -267,7 +267,7 @@ def test_a_copy_of_a_source_replaced_meanwhile_is_not_given_the_old_digest(
     def replaced_first(bucket: str, key: str) -> AbstractContextManager[BinaryIO]:
         # Someone renames another file over the source just as the copy begins.
         (store_root / "photos" / "new.tmp").write_bytes(new)
-        os.replace(store_root / "photos" / "new.tmp", store_root / "photos" / "a.jpg")
+        (store_root / "photos" / "new.tmp").replace(store_root / "photos" / "a.jpg")
         return opened(bucket, key)
 
     monkeypatch.setattr(store, "open", replaced_first)
