@@ -247,3 +247,14 @@ def test_an_unreadable_activation_is_retried_then_reported_not_raised() -> None:
     assert all("without a readable activation (after 2 attempts)" in (o.error or "")
                for o in outcomes)
     assert stats.invocations == 4 and stats.retries == 2
+
+
+def test_a_window_wider_than_64_keeps_its_connections(
+        server: DevServer, client: Client, caplog: pytest.LogCaptureFixture) -> None:
+    # OpenWhisk's default concurrentInvocations is 100: a connection pool smaller than the
+    # window discards (and later re-opens) a connection per extra request, and says so on
+    # stderr for each one ("Connection pool is full, discarding connection").
+    client.action("nap", "import time\ndef main(p):\n    time.sleep(0.3)\n    return {}\n")
+    outcomes, _ = fanout(server, window=80).run(tasks("nap", [0] * 80))
+    assert [o.status for o in outcomes] == [SUCCEEDED] * 80
+    assert not [r for r in caplog.records if "pool is full" in r.getMessage()]

@@ -274,6 +274,7 @@ class FanOut:
             finish(task.key, Outcome(task.key, FAILED, error=error,
                                      attempts=states[task.key].attempts))
 
+        self.client.hold_connections(window.ceiling)
         pool = ThreadPoolExecutor(max_workers=window.ceiling + 8,
                                   thread_name_prefix="owdedup-fanout")
         try:
