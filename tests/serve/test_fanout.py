@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -10,7 +12,15 @@ from typing import Any
 import pytest
 
 from owdedup.openwhisk.client import Credentials, OpenWhiskClient, Reply
-from owdedup.openwhisk.fanout import FAILED, INTERRUPTED, SUCCEEDED, FanOut, FanOutPolicy, Task
+from owdedup.openwhisk.fanout import (
+    ABANDONED,
+    FAILED,
+    INTERRUPTED,
+    SUCCEEDED,
+    FanOut,
+    FanOutPolicy,
+    Task,
+)
 from owdedup.runtime.errors import ConfigError
 from owdedup.serve.server import DevServer
 from tests.serve.conftest import AUTH, Client, ServerFactory
@@ -258,3 +268,26 @@ def test_a_window_wider_than_64_keeps_its_connections(
     outcomes, _ = fanout(server, window=80).run(tasks("nap", [0] * 80))
     assert [o.status for o in outcomes] == [SUCCEEDED] * 80
     assert not [r for r in caplog.records if "pool is full" in r.getMessage()]
+
+
+def test_a_second_ctrl_c_abandons_what_is_in_flight_and_keeps_what_is_done(
+        server: DevServer, client: Client) -> None:
+    # The first Ctrl-C sets `stop`; the second raises KeyboardInterrupt in the main thread,
+    # where run() waits. The run must still return: done tasks kept, the rest reported.
+    client.action("double", DOUBLE)
+    client.action("sleepy", "import time\ndef main(p):\n    time.sleep(30)\n    return {}\n",
+                  limits={"timeout": 60000})
+    fan = fanout(server, window=2)
+    stop = threading.Event()
+    interrupt = threading.Timer(1.5, lambda: (stop.set(), os.kill(os.getpid(), signal.SIGINT)))
+    interrupt.start()
+    try:
+        outcomes, _ = fan.run([Task("quick", "double", {"n": 1}), *tasks("sleepy", [0, 1]),
+                               Task("later", "sleepy", {})], stop=stop)
+    except KeyboardInterrupt:
+        pytest.fail("a second Ctrl-C lost every result of the run")
+    finally:
+        interrupt.cancel()
+    assert [(o.key, o.status, o.error) for o in outcomes] == [
+        ("quick", SUCCEEDED, None), ("k0", FAILED, ABANDONED), ("k1", FAILED, ABANDONED),
+        ("later", FAILED, INTERRUPTED)]

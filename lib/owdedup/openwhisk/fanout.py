@@ -19,7 +19,9 @@ task ends as exactly one :class:`Outcome`, ``succeeded`` or ``failed`` with its 
   ``straggler_factor`` times the median gets one backup attempt; the first result wins.
 
 ``stop`` (an event, set on Ctrl-C) ends issuing; what is in flight is awaited, and the tasks
-never started end as failed with ``interrupted`` so a re-run picks them up.
+never started end as failed with ``interrupted`` so a re-run picks them up. A
+``KeyboardInterrupt`` while running (a second Ctrl-C) abandons what is in flight: those
+tasks end as failed with ``interrupted: abandoned...``, and the run still returns.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from owdedup.openwhisk.client import OpenWhiskClient, PlatformUnreachable, Reply
 
 SUCCEEDED, FAILED = "succeeded", "failed"
 INTERRUPTED = "interrupted: the run was stopped before this object was invoked"
+ABANDONED = ("interrupted: abandoned while in flight (its activation may still finish; "
+             "a re-run picks up what it did not)")
 #: OpenWhisk's ``response.status`` values for an activation that did not succeed.
 APPLICATION_ERROR = "application error"
 
@@ -356,13 +360,16 @@ class FanOut:
                                 policy.backoff_max_s,
                                 policy.backoff_initial_s * 2 ** (state.attempts - 1))
                             queue.append(task)
+        except KeyboardInterrupt:
+            pass  # a second Ctrl-C: abandon what is in flight, keep what is done
         finally:
             over.set()
             pool.shutdown(wait=False, cancel_futures=True)
         self.in_flight = 0
         for task in todo:
             if states[task.key].outcome is None:
-                fail(task, fatal_all or INTERRUPTED)
+                fail(task, fatal_all or (ABANDONED if states[task.key].running
+                                         else INTERRUPTED))
         stats.window_min, stats.window_max = min(window.seen), max(window.seen)
         outcomes = [states[t.key].outcome for t in todo]
         return [o for o in outcomes if o is not None], stats
