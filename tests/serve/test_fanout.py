@@ -279,7 +279,12 @@ def test_a_second_ctrl_c_abandons_what_is_in_flight_and_keeps_what_is_done(
                   limits={"timeout": 60000})
     fan = fanout(server, window=2)
     stop = threading.Event()
-    interrupt = threading.Timer(1.5, lambda: (stop.set(), os.kill(os.getpid(), signal.SIGINT)))
+
+    def ctrl_c_twice() -> None:
+        stop.set()
+        os.kill(os.getpid(), signal.SIGINT)
+
+    interrupt = threading.Timer(1.5, ctrl_c_twice)
     interrupt.start()
     try:
         outcomes, _ = fan.run([Task("quick", "double", {"n": 1}), *tasks("sleepy", [0, 1]),
