@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -296,3 +297,37 @@ def test_a_second_ctrl_c_abandons_what_is_in_flight_and_keeps_what_is_done(
     assert [(o.key, o.status, o.error) for o in outcomes] == [
         ("quick", SUCCEEDED, None), ("k0", FAILED, ABANDONED), ("k1", FAILED, ABANDONED),
         ("later", FAILED, INTERRUPTED)]
+
+
+class _SlowFirstThenThrottled(OpenWhiskClient):
+    """k0's first call takes 3 s and succeeds; its second call (the backup) meets a 429;
+    every other call succeeds at once."""
+
+    def __init__(self) -> None:
+        super().__init__(Credentials("http://127.0.0.1:9", "user:key"))
+        self._lock = threading.Lock()
+        self._k0_calls = 0
+
+    def invoke(self, action: str, params: Mapping[str, Any], *, blocking: bool,
+               timeout_ms: int | None = None) -> Reply:
+        if params["n"] == 0:
+            with self._lock:
+                self._k0_calls += 1
+                first = self._k0_calls == 1
+            if not first:
+                return Reply(429, {"error": "Too many requests in the last minute "
+                                            "(count: 121, allowed: 120)."})
+            time.sleep(3)
+        return Reply(200, {"activationId": "a", "duration": 1,
+                           "response": {"success": True, "status": "success",
+                                        "result": {"n": params["n"]}}})
+
+
+def test_a_throttled_backup_does_not_uncount_the_original_attempt() -> None:
+    policy = FanOutPolicy(**{**FAST, "window": 4, "straggler_after": 0.5,  # type: ignore[arg-type]
+                             "straggler_factor": 3, "straggler_min_s": 0.5})
+    outcomes, stats = FanOut(_SlowFirstThenThrottled(), policy).run(
+        tasks("double", list(range(8))))
+    assert [o.status for o in outcomes] == [SUCCEEDED] * 8
+    assert stats.backups == 1 and stats.throttled == 1
+    assert outcomes[0].attempts == 1  # the original's; the backup's 429 took none away

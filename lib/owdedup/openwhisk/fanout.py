@@ -339,7 +339,8 @@ class FanOut:
                         continue
                     if attempt.kind == "throttled":
                         stats.throttled += 1
-                        state.attempts -= 1  # a 429 is not an attempt at the work
+                        if not slot.backup:  # a backup was never counted as an attempt
+                            state.attempts -= 1  # a 429 is not an attempt at the work
                         window.throttled(clock(), slot.started, attempt.retry_after_s, policy)
                         if state.running == 0:
                             queue.appendleft(task)
