@@ -358,8 +358,11 @@ def test_uncaught_exception_gives_error_and_traceback(client: Client) -> None:
     logs = "\n".join(reply.json["logs"])
     assert "stdout: before" in logs
     assert "stderr: Traceback" in logs and "ValueError: boom" in logs
-    client.action("listy", "def main(p):\n    return [1, 2]\n")
-    assert client.invoke("listy").status == 502
+    # A string is neither a dictionary nor an array (an array is a result: see below).
+    client.action("stringy", "def main(p):\n    return 'x'\n")
+    stringy = client.invoke("stringy")
+    assert stringy.status == 502
+    assert result_of(stringy) == {"error": "The action did not return a dictionary or array."}
     client.action("broken", "def main(p)\n    return {}\n")  # a syntax error
     broken = client.invoke("broken")
     assert broken.status == 502 and "Cannot start action" in result_of(broken)["error"]

@@ -61,7 +61,7 @@ RUNTIME_PACKAGES: Final[Mapping[str, str | None]] = MappingProxyType({
     "lxml": "4.9.2",
     "netifaces": "0.11.0",
     "python-dateutil": "2.8.2",
-    "requests": "2.31.0",
+    "requests": "2.32.2",
     "scrapy": "2.11.2",
     "setuptools": "67.4.0",
     "simplejson": "3.18.3",

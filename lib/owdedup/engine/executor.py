@@ -8,8 +8,8 @@
   result ("application error").
 - An uncaught exception: the Python runtime answers ``{"error": str(exc)}`` (traceback in the
   logs), which the controller classes as an "application error" like any error result.
-- A runner failure (a result that is not a dict, a timeout, code that cannot start) is an
-  "action developer error": the runner reports it as *crashed*.
+- A runner failure (a result that is neither a dict nor an array, a timeout, code that
+  cannot start) is an "action developer error": the runner reports it as *crashed*.
 
 The engine is pure bookkeeping: running code is the runner's job, so the same engine serves
 the in-process executor and the REST server.
@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from owdedup.actionloop.proxy import NOT_A_DICTIONARY
 from owdedup.engine.activation import (
     APPLICATION_ERROR,
     DEVELOPER_ERROR,
@@ -73,8 +74,10 @@ def classify(result: Any, crashed: bool) -> tuple[dict[str, Any], str]:
     """The activation's (result, status) for what an action returned."""
     if crashed:
         return result, DEVELOPER_ERROR
+    if isinstance(result, list):  # the python:3.11 runtime accepts a JSON array
+        return result, SUCCESS  # type: ignore[return-value]
     if not isinstance(result, dict):
-        return {"error": "The action did not return a dictionary."}, DEVELOPER_ERROR
+        return {"error": NOT_A_DICTIONARY}, DEVELOPER_ERROR
     if "error" in result:
         return result, APPLICATION_ERROR
     return result, SUCCESS

@@ -1,8 +1,10 @@
 """Run one action's code in this process, the way the Python runtime would.
 
-The runtime contract reproduced here: ``main(params)`` must return a dict; an uncaught
-exception becomes ``{"error": str(exc)}`` with the traceback on stderr; stdout and stderr
-are the activation's logs.
+The runtime contract is the launcher's own (:func:`owdedup.actionloop.launcher.call`):
+``main(params)`` returns a dict (or an array); an uncaught exception becomes
+``{"error": str(exc)}`` with the traceback on stderr; stdout and stderr are the
+activation's logs. Out of process, with the runtime's environment, limits and the zips
+themselves, actions run under ``owdedup serve`` (:mod:`owdedup.actionloop`).
 """
 
 from __future__ import annotations
@@ -11,14 +13,13 @@ import contextlib
 import importlib.util
 import io
 import logging
-import sys
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from owdedup.actionloop import launcher
 from owdedup.engine.activation import log_line
 from owdedup.engine.manifest import ActionDef, Manifest
 from owdedup.runtime.errors import ConfigError
@@ -66,11 +67,7 @@ class InProcessRunner:
         root.addHandler(handler)
         try:
             with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-                try:
-                    result = main(params)
-                except Exception as exc:  # noqa: BLE001 - the runtime turns any exception into an error
-                    traceback.print_exc(file=sys.stderr)
-                    result = {"error": str(exc) or type(exc).__name__}
+                result = launcher.call(main, params)  # the runtime's own contract
         finally:
             root.removeHandler(handler)
             stdout.flush()
