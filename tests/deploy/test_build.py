@@ -306,7 +306,7 @@ def test_only_what_the_action_needs_and_the_runtime_lacks(zips: dict[str, BuiltZ
         assert ("ibmcloudant" in top) == needs(name, "ibmcloudant"), name
         for shipped_by_runtime in ("urllib3", "certifi", "idna", "six"):
             assert shipped_by_runtime not in top, (name, shipped_by_runtime)
-        # The runtime's requests 2.31 and python-dateutil 2.8 are too old for ibmcloudant:
+        # The runtime's requests 2.32.2 and python-dateutil 2.8 are too old for ibmcloudant:
         # the zips that need it carry their own.
         assert ("requests" in top) == needs(name, "ibmcloudant"), name
         assert ("dateutil" in top) == needs(name, "ibmcloudant"), name
