@@ -39,7 +39,8 @@ SEQUENCE_KIND = "sequence"
 BLACKBOX_KIND = "blackbox"  # a Docker image: accepted, not runnable here
 
 #: Kinds this server accepts, per runtime family; the first of each family's defaults list
-#: is what ``<family>:default`` means. Only Python kinds can run here.
+#: is what ``<family>:default`` means. Python kinds run on the base interpreter, nodejs:20 on
+#: the machine's node (:mod:`owdedup.actionloop`); blackbox is accepted, not run.
 RUNTIME_KINDS: dict[str, tuple[str, ...]] = {
     "python": ("python:3.9", "python:3.10", "python:3.11", "python:3.12"),
     "nodejs": ("nodejs:20",),
