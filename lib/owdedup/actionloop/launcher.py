@@ -38,10 +38,13 @@ import json
 import os
 import sys
 import traceback
-from collections.abc import Callable
-from typing import IO, Any
 
-Main = Callable[[Any], Any]
+TYPE_CHECKING = False  # typing is not imported at run time: it costs every cold start
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import IO, Any
+
+    Main = Callable[[Any], Any]
 
 #: What the runtime's ``compile`` names the launcher and the action's ``__main__.py``.
 LAUNCHER_NAME = "exec__.py"
