@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,10 @@ LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z (stdout|stderr): (
 
 def result_of(reply: Any) -> Any:
     return reply.json["response"]["result"]
+
+
+def _dead(pid: int) -> bool:
+    return not _alive(pid)
 
 
 def _alive(pid: int) -> bool:
@@ -179,7 +184,8 @@ def test_logs_beyond_the_limit_are_cut_with_openwhisks_note(client: Client) -> N
     assert LOG_LINE.match(note) and note.endswith(
         "stderr: Logs were truncated because the total bytes size exceeds the limit of "
         "1048576 bytes.")
-    assert sum(len(LOG_LINE.match(line)[2]) + 1 for line in kept) <= 1048576  # type: ignore[index]
+    texts = [match[2] for match in map(LOG_LINE.match, kept) if match]
+    assert len(texts) == len(kept) and sum(len(text) + 1 for text in texts) <= 1048576
     assert kept[0].endswith("stdout: 0000 " + "x" * 1019)
     assert len(kept) == 1048576 // 1025  # whole lines of 1024 bytes and a newline
 
@@ -238,7 +244,7 @@ def test_a_timeout_kills_children_in_other_sessions_and_daemons(client: Client) 
             if re.search(r"stdout: (child|daemon) \d+$", line)}
     assert set(pids) == {"child", "daemon"}, reply.json["logs"]
     for name, pid in pids.items():
-        wait_for(lambda pid=pid: not _alive(pid), timeout=10, what=f"the {name} {pid} to die")
+        wait_for(partial(_dead, pid), timeout=10, what=f"the {name} {pid} to die")
 
 
 # -- other kinds ------------------------------------------------------------------------------
