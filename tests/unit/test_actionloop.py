@@ -65,3 +65,12 @@ def test_the_log_collector_keeps_no_more_than_the_limit_of_a_line() -> None:
         [(1.0, "stdout", "short"), (1.0, "stderr", "err")], False)
 
 
+
+
+def test_the_engine_takes_an_array_as_a_result_and_words_other_values_as_the_proxy() -> None:
+    from owdedup.engine.activation import DEVELOPER_ERROR, SUCCESS
+    from owdedup.engine.executor import classify
+
+    assert classify([1, {"a": 2}], False) == ([1, {"a": 2}], SUCCESS)
+    assert classify("x", False) == (
+        {"error": "The action did not return a dictionary or array."}, DEVELOPER_ERROR)
