@@ -49,7 +49,6 @@ if TYPE_CHECKING:
 #: What the runtime's ``compile`` names the launcher and the action's ``__main__.py``.
 LAUNCHER_NAME = "exec__.py"
 MAIN_MODULE = "main__"
-ACTIVATE_THIS = "virtualenv/bin/activate_this.py"
 PR_SET_CHILD_SUBREAPER = 36
 
 
