@@ -72,16 +72,16 @@ def test_the_action_sees_only_the_proxys_variables_already_at_import(client: Cli
 
 SLOW_BOTH = """
 import time
-time.sleep(1.3)
+time.sleep(2.5)
 
 def main(params):
-    time.sleep(1.3)
+    time.sleep(2.5)
     return {"ok": True}
 """
 
 
 def test_init_and_run_each_get_the_full_time_limit(client: Client) -> None:
-    client.action("slow", SLOW_BOTH, limits={"timeout": 2000})
+    client.action("slow", SLOW_BOTH, limits={"timeout": 4000})  # 5 s in all
     reply = client.invoke("slow")
     assert reply.status == 200, reply.raw
     assert result_of(reply) == {"ok": True}
@@ -236,10 +236,10 @@ def main(p):
 
 
 def test_a_timeout_kills_children_in_other_sessions_and_daemons(client: Client) -> None:
-    client.action("escaper", ESCAPER, limits={"timeout": 3000})
+    client.action("escaper", ESCAPER, limits={"timeout": 6000})
     reply = client.invoke("escaper")
     assert result_of(reply) == {
-        "error": "The action exceeded its time limits of 3000 milliseconds."}
+        "error": "The action exceeded its time limits of 6000 milliseconds."}
     pids = {line.split()[-2]: int(line.split()[-1]) for line in reply.json["logs"]
             if re.search(r"stdout: (child|daemon) \d+$", line)}
     assert set(pids) == {"child", "daemon"}, reply.json["logs"]
