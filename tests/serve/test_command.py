@@ -44,7 +44,9 @@ def test_generated_keys_look_like_openwhisk_keys() -> None:
     assert len(user) == 36 and re.fullmatch(r"[A-Za-z0-9]{64}", key)
 
 
-def test_serve_prints_how_to_connect_and_stops_on_sigterm() -> None:
+def test_serve_prints_how_to_connect_and_stops_on_sigterm(runtime_site: Path) -> None:
+    # runtime_site: the runtime's packages are prepared (once) before, so the first line is
+    # the banner, not the note that they are being installed
     proc = subprocess.Popen([sys.executable, "-c", APP, "--port", "0"],
                             stderr=subprocess.PIPE, text=True)
     try:
