@@ -182,8 +182,8 @@ class ProcessRunner:
         key = "\0".join((action.fqn, version, str(code_dir), action.main, *argv))
         worker = self._pool.acquire(action.fqn, key)
         memory_mb = action.limits.memory_mb
+        request = self._request(action, params, activation_id, version, timeout_ms)
         if worker is None:  # a cold start: /init, with its own full time limit
-            request = self._request(action, params, activation_id, version, timeout_ms)
             try:
                 worker = ActionProcess([*argv, *self._arguments(action, code_dir)], code_dir,
                                        init_env(request, self._env, self._execution_env(action)))
@@ -191,13 +191,13 @@ class ProcessRunner:
                 return {"error": CANNOT_START}, [log_line("stderr", str(exc))], True
             self._pool.busy(worker)
             ready = worker.reply(time.monotonic() + timeout_ms / 1000, memory_mb)
-            if ready.body is None or ready.exited:
+            if ready.body is None or not _acknowledged(ready.body):
                 message = (OUT_OF_MEMORY if ready.out_of_memory else CANNOT_START
                            if ready.body is not None else timed_out(timeout_ms, init=True))
                 return self._failed(action.fqn, key, worker, message, log_limit)
+            request["deadline"] = str(self.clock_ms() + timeout_ms)  # the run's own
         else:
             self._pool.busy(worker)
-        request = self._request(action, params, activation_id, version, timeout_ms)
         deadline = time.monotonic() + timeout_ms / 1000  # the run's own full time limit
         reply = worker.reply(deadline, memory_mb) if worker.send(request, log_limit) \
             else Reply(b"", exited=True)
@@ -267,6 +267,16 @@ class ProcessRunner:
         if self.api_key and is_true(action.annotations.get("provide-api-key")):
             request["api_key"] = self.api_key
         return request
+
+
+def _acknowledged(line: bytes) -> bool:
+    """The launcher's ``{"ok": true}`` once the code is loaded (anything else: it did not
+    initialise properly, as the proxy says)."""
+    try:
+        ack = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(ack, dict) and ack.get("ok") is True
 
 
 def _format(lines: list[tuple[float, str, str]], truncated: bool, limit: int) -> list[str]:
