@@ -10,6 +10,7 @@
 - :mod:`~owdedup.actionloop.node`: ``nodejs:20`` actions on the machine's Node.js.
 
 Users: ``owdedup serve`` (:mod:`owdedup.serve.process_runner`), the in-process runner
-(:mod:`owdedup.engine.runner`, for the result contract), the zip tests and the benchmarks.
+(:mod:`owdedup.engine.runner`: the result contract, a user's zip unpacked), the zip tests and
+the benchmarks.
 Tooling, never shipped in an action zip.
 """

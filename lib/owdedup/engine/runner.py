@@ -13,6 +13,8 @@ import contextlib
 import importlib.util
 import io
 import logging
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +22,8 @@ from types import ModuleType
 from typing import Any
 
 from owdedup.actionloop import launcher
+from owdedup.actionloop.code import CodeCache, CodeError
+from owdedup.actionloop.launcher import MAIN_MODULE
 from owdedup.engine.activation import log_line
 from owdedup.engine.manifest import ActionDef, Manifest
 from owdedup.runtime.errors import ConfigError
@@ -46,13 +50,31 @@ class InProcessRunner:
     def __init__(self, manifest: Manifest) -> None:
         self.manifest = manifest
         self._mains: dict[str, Main] = {}
+        self._unpacked: tempfile.TemporaryDirectory[str] | None = None
 
     def load(self, action: ActionDef) -> Main:
         main = self._mains.get(action.fqn)
         if main is None:
-            main = self._mains[action.fqn] = _load_main(action_source(self.manifest, action),
-                                                        action)
+            main = self._mains[action.fqn] = _load_main(self._source(action), action)
         return main
+
+    def _source(self, action: ActionDef) -> Path:
+        """The action's source; a zip of the user's own (not one deploy.sh builds from
+        ``actions/``) is unpacked by the runtime's unpacker first, and its folder put on
+        ``sys.path`` so that its own modules import (its ``virtualenv/`` is not activated
+        in process: ``owdedup serve`` runs zips as the runtime does)."""
+        source = action_source(self.manifest, action)
+        if source.suffix != ".zip":
+            return source
+        if self._unpacked is None:
+            self._unpacked = tempfile.TemporaryDirectory(prefix="owdedup-inprocess-")
+        try:
+            folder = CodeCache(Path(self._unpacked.name)).prepare(source)
+        except CodeError as exc:
+            raise ConfigError(f"action {action.fqn}: {exc}") from None
+        if str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+        return folder / f"{MAIN_MODULE}.py"
 
     def run(
         self, action: ActionDef, params: dict[str, Any], activation_id: str = ""
