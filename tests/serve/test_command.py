@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -80,7 +81,8 @@ def test_serve_without_runtime_site_gives_actions_the_images_packages(
     """Without ``--runtime-site`` the command prepares (here: finds, the fixture prepared it
     once) the python:3.11 image's packages at the image's versions."""
     auth = generate_auth()
-    proc = subprocess.Popen([sys.executable, "-c", APP, "--port", "0", "--auth", auth],
+    proc = subprocess.Popen([sys.executable, "-c", APP, "--port", "0"],
+                            env={**os.environ, "OWDEDUP_SERVE_AUTH": auth},
                             stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stderr is not None

@@ -86,3 +86,8 @@ class CodeCache:
             if not target.is_dir():
                 raise CodeError(f"cannot unpack the action's code: {exc}") from exc
         return target
+
+    def discard(self, stem: str) -> None:
+        """Remove the unpacked folders of the code file named *stem* (every kind)."""
+        for folder in self.root.glob(f"{stem}-*"):
+            shutil.rmtree(folder, ignore_errors=True)

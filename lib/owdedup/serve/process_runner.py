@@ -163,6 +163,7 @@ class ProcessRunner:
         self.clock_ms = clock_ms
         self._cache = CodeCache(cache_dir)
         self._pool = _Pool(warm_per_action)
+        self._init_ms: dict[str, int] = {}  # activation id -> its cold start's init time
         #: ``__OW_*`` variables of the image itself (the proxy passes those on).
         self._env = dict(env or {})
 
@@ -184,6 +185,7 @@ class ProcessRunner:
         memory_mb = action.limits.memory_mb
         request = self._request(action, params, activation_id, version, timeout_ms)
         if worker is None:  # a cold start: /init, with its own full time limit
+            init_start = time.monotonic()
             try:
                 worker = ActionProcess([*argv, *self._arguments(action, code_dir)], code_dir,
                                        init_env(request, self._env, self._execution_env(action)))
@@ -195,6 +197,7 @@ class ProcessRunner:
                 message = (OUT_OF_MEMORY if ready.out_of_memory else CANNOT_START
                            if ready.body is not None else timed_out(timeout_ms, init=True))
                 return self._failed(action.fqn, key, worker, message, log_limit)
+            self._init_ms[activation_id] = int((time.monotonic() - init_start) * 1000)
             request["deadline"] = str(self.clock_ms() + timeout_ms)  # the run's own
         else:
             self._pool.busy(worker)
@@ -230,6 +233,15 @@ class ProcessRunner:
 
     def close(self) -> None:
         self._pool.close()
+
+    def take_init_ms(self, activation_id: str) -> int | None:
+        """How long *activation_id*'s cold start took (its record's ``initTime``); None for
+        a warm start. Asked once per activation."""
+        return self._init_ms.pop(activation_id, None)
+
+    def discard_code(self, digest: str) -> None:
+        """Drop the unpacked copies of code no action uses any more."""
+        self._cache.discard(digest)
 
     def _command(self, action: ActionDef) -> list[str] | None:
         """The program that runs *action*'s kind, None for a kind serve cannot run."""
