@@ -473,6 +473,62 @@ def test_truncated_image_refused(data: bytes, box: int) -> None:
     assert "corrupt or truncated" in str(caught.value)
 
 
+CORRUPT_SOURCES = {
+    # Scrambled compressed data part-way: reading a PNG's EXIF decoded it, the error was
+    # swallowed as "unreadable EXIF" and the next load kept the partial pixels.
+    "png-broken-stream": lambda: imagegen.png_broken_stream(imagegen.png(600, 400)),
+    "png-exif-broken-stream": lambda: imagegen.png_broken_stream(
+        imagegen.png(600, 400, orientation=6)),
+    "png-rgba-broken-stream": lambda: imagegen.png_broken_stream(
+        imagegen.png(600, 400, mode="RGBA")),
+    # A well-formed file whose pixel stream ends half-way: Pillow fills the rest with black.
+    "png-short-stream": lambda: imagegen.png_short_stream(imagegen.png(600, 400)),
+    "png-16-short-stream": lambda: imagegen.png_short_stream(
+        imagegen.png(600, 400, mode="I;16")),
+    "jpeg-broken-scan": lambda: imagegen.jpeg_broken_scan(imagegen.jpeg(600, 400)),
+    "jpeg-truncated": lambda: imagegen.truncated(imagegen.jpeg(600, 400, orientation=6)),
+    "jpeg-progressive-truncated": lambda: imagegen.truncated(
+        imagegen.jpeg(600, 400, progressive=True)),
+}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("box", [64, 1000])  # 1000: the image needs no reduction at all
+@pytest.mark.parametrize("source", sorted(CORRUPT_SOURCES))
+def test_corrupt_pixel_data_refused(source: str, box: int, fmt: str) -> None:
+    with pytest.raises(BadInputError) as caught:
+        make_thumbnails(CORRUPT_SOURCES[source](), [box], fmt=fmt, name=NAME)
+    assert caught.value.key == NAME
+    assert caught.value.kind == "bad-input"
+    assert "corrupt or truncated" in str(caught.value)
+
+
+def test_interlaced_png_is_not_mistaken_for_a_short_one() -> None:
+    # The completeness check counts Adam7's seven passes; a whole interlaced PNG is whole.
+    data = imagegen.png_interlaced(301, 199)
+    source = Image.open(io.BytesIO(data))
+    assert source.info.get("interlace")
+    assert source.convert("RGBA").tobytes() == imagegen.rgba_card(301, 199).tobytes()
+    image = one(data, 64)
+    assert image.size == (64, 42)
+    assert imagegen.marker_corner(image) == "top-left"
+    with pytest.raises(BadInputError, match="corrupt or truncated"):
+        make_thumbnails(imagegen.png_short_stream(data), [64], name=NAME)
+
+
+def test_truncated_images_are_never_loaded_as_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A library that turns Pillow's LOAD_TRUNCATED_IMAGES on in the same process would make
+    # every truncated image a "computed" thumbnail with a grey or black band.
+    from PIL import ImageFile
+
+    from owdedup.runtime.errors import ConfigError
+
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    with pytest.raises(ConfigError, match="LOAD_TRUNCATED_IMAGES"):
+        make_thumbnails(imagegen.jpeg(), [64], name=NAME)
+
+
 @pytest.mark.parametrize("data", [imagegen.jpeg(), imagegen.png()], ids=["jpeg", "png"])
 def test_truncated_message_says_truncated(data: bytes) -> None:
     assert "truncated" in str(refused(imagegen.truncated(data)))

@@ -16,12 +16,13 @@ from __future__ import annotations
 import io
 import math
 import struct
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageMath, UnidentifiedImageError
 
-from owdedup.runtime.errors import BadInputError
+from owdedup.runtime.errors import BadInputError, ConfigError
 from owdedup.runtime.functions import DEFAULT_MAX_MEMORY_MB, DEFAULT_MAX_PIXELS, DEFAULT_QUALITY
 
 # Formats we decode. Anything else is refused before its plugin can run (EPS would start
@@ -48,7 +49,7 @@ _TRANSPOSE_FOR_ORIENTATION = {
 # Same reducing gap as Pillow's own Image.thumbnail default, so quality matches the plain loop.
 _REDUCING_GAP = 2.0
 _RESAMPLE = Image.Resampling.LANCZOS
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error,
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error,
                   Image.DecompressionBombError)
 
 _MIB = 1 << 20
@@ -99,6 +100,15 @@ class Thumbnail:
     extension: str
 
 
+def _require_strict_decoding() -> None:
+    """Refuse to run where Pillow would accept truncated images as if they were whole."""
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        raise ConfigError(
+            "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is on in this process: a truncated image "
+            "would be thumbnailed from its partial pixels; turn it off"
+        )
+
+
 def make_thumbnails(
     data: bytes,
     sizes: Sequence[int],
@@ -120,14 +130,20 @@ def make_thumbnails(
         raise BadInputError("empty object (zero bytes), not an image", key=name)
     if fmt not in OUTPUT_FORMATS:
         raise BadInputError(f"unsupported output format {fmt!r}", key=name)
+    _require_strict_decoding()
     ordered = sorted(set(sizes), reverse=True)
     try:
         image = _open_checked(data, max_pixels, name)
         _check_memory(image, len(data), ordered[0], max_memory_mb, name)
-        if image.format == "TIFF":
-            # Pillow's TIFF reader applies the Orientation tag itself while loading, then drops
-            # the tag: load first so it is not applied twice (TIFF has no draft decode to lose).
+        if image.format not in ("JPEG", "MPO"):
+            # Decode now, where a decode error is fatal. Reading a PNG's EXIF loads the image,
+            # and a load error swallowed there as "unreadable EXIF" left a partial image that
+            # the next load() accepted (Pillow empties the tile list before raising). Only JPEG
+            # has a draft decode to keep, and its EXIF never loads pixels. (Also: Pillow's TIFF
+            # reader applies the Orientation tag itself while loading, then drops the tag.)
             image.load()
+        if image.format == "PNG":
+            _check_png_stream_complete(data, name)
         orientation = _orientation(image)
         image = _resizable(image, ordered[0])
         image.thumbnail((ordered[0], ordered[0]), _RESAMPLE, reducing_gap=_REDUCING_GAP)
@@ -245,6 +261,44 @@ def _unsupported_reason(data: bytes) -> str:
         return f"not an image (or an unrecognised format; supported: {supported})"
 
 
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # IHDR colour type -> samples per pixel
+# Adam7: (x start, y start, x step, y step) of the seven passes.
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
+          (0, 1, 1, 2))
+
+
+def _check_png_stream_complete(data: bytes, name: str | None) -> None:
+    """Refuse a PNG whose compressed pixel stream ends (cleanly) before the last row.
+
+    Pillow's PNG decoder stops at the end of the zlib stream and keeps whatever rows it got:
+    the rest of the image stays black, and nothing says so. Inflate the IDAT data again,
+    counting bytes without keeping them, and compare with what the header promises.
+    """
+    width, height, depth, colour, interlace = struct.unpack(">IIBB2xB", data[16:29])
+    bits = depth * _PNG_CHANNELS.get(colour, 4)
+    passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
+    expected = 0
+    for x0, y0, dx, dy in passes:
+        columns, rows = -(-(width - x0) // dx), -(-(height - y0) // dy)
+        if columns > 0 and rows > 0:
+            expected += rows * (1 + -(-(columns * bits) // 8))  # a filter byte per row
+    inflater = zlib.decompressobj()
+    got, pos = 0, 8
+    while pos + 8 <= len(data) and got < expected:
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        if kind == b"IDAT":
+            chunk = data[pos + 8:pos + 8 + length]
+            while chunk and got < expected:
+                got += len(inflater.decompress(chunk, 1 << 20))
+                chunk = inflater.unconsumed_tail
+        pos += 12 + length
+    if got < expected:
+        raise BadInputError(
+            f"corrupt or truncated image: the PNG pixel data ends after {got} of "
+            f"{expected} bytes", key=name,
+        )
+
+
 def _orientation(image: Image.Image) -> int:
     try:
         value = image.getexif().get(_EXIF_ORIENTATION, 1)
@@ -264,10 +318,13 @@ def _resizable(image: Image.Image, box: int) -> Image.Image:
     JPEG modes (L, RGB, CMYK) are left alone so ``thumbnail`` can still draft-decode them.
     """
     mode = image.mode
-    if mode in ("L", "RGB") and "transparency" in image.info:
+    keyed = "transparency" in image.info
+    if keyed and mode in ("1", "L", "RGB"):
         # A transparent colour key (PNG tRNS) becomes an alpha channel; otherwise it is lost
         # and the keyed-out area shows its hidden colour. JPEG never has one.
-        return image.convert("LA" if mode == "L" else "RGBA")
+        return image.convert("RGBA" if mode == "RGB" else "LA")
+    if keyed and (mode.startswith("I;16") or mode == "I"):
+        return _keyed_wide_grey(image)
     if mode in ("L", "LA", "RGB", "RGBA", "CMYK"):
         return image
     if mode == "P":
@@ -291,6 +348,23 @@ def _resizable(image: Image.Image, box: int) -> Image.Image:
     if mode == "F":
         return image.convert("L")
     return image.convert("RGBA" if "A" in mode or "a" in mode else "RGB")
+
+
+def _keyed_wide_grey(image: Image.Image) -> Image.Image:
+    """16/32-bit grey with a transparency key (PNG tRNS) as 8-bit LA at full size.
+
+    The key is compared with the original values (Pillow's own keyed conversion of I;16
+    compares clipped 8-bit values: every pixel came out opaque), and the grey is scaled to 8
+    bits as in ``_resizable``. Nothing is shrunk first: averaging would mix keyed-out pixels
+    into the rest.
+    """
+    key = image.info["transparency"]
+    wide = image.convert("I")
+    alpha = ImageMath.lambda_eval(lambda e: (e["v"] != key) * 255, v=wide)
+    grey = wide.point(lambda v: v * (1 / 256))
+    del wide
+    assert isinstance(alpha, Image.Image)
+    return Image.merge("LA", (grey.convert("L"), alpha.convert("L")))
 
 
 def _encode(image: Image.Image, size: int, fmt: str, quality: int | None) -> Thumbnail:
