@@ -100,6 +100,65 @@ class Thumbnail:
     extension: str
 
 
+#: Bytes of an object read to judge its header before the rest: more than the header of any
+#: supported image as cameras and editors write it (a JPEG's metadata segments before its
+#: frame header are at most 64 KiB each; the photos measured need 3.3 KiB).
+HEADER_BYTES = 256 * 1024
+
+
+def check_header(
+    prefix: bytes,
+    size: int,
+    sizes: Sequence[int],
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_memory_mb: int = DEFAULT_MAX_MEMORY_MB,
+    name: str | None = None,
+) -> None:
+    """Refuse, from its first bytes *prefix*, an object of *size* bytes that ``make_thumbnails``
+    would refuse from its header: not an image, over *max_pixels*, or over *max_memory_mb*
+    with its *size* bytes counted. Nothing else is read; the caller reads the body only after.
+
+    A supported format whose header runs past the prefix (a TIFF may keep its directory at
+    the end) can be judged only whole: it passes only when its bytes alone fit the budget.
+    """
+    if size == 0 or not prefix:
+        raise BadInputError("empty object (zero bytes), not an image", key=name)
+    if len(prefix) < size and not _identifiable(prefix):
+        if not _has_supported_signature(prefix):
+            raise BadInputError(_unsupported_reason(prefix), key=name)
+        if size > max_memory_mb * _MIB:
+            raise BadInputError(
+                f"{size / _MIB:.1f} MiB file with no readable image header in its first "
+                f"{len(prefix)} bytes: over the memory budget of {max_memory_mb} MiB "
+                "(max_memory_mb) before any decoding",
+                key=name,
+            )
+        return
+    image = _open_checked(prefix, max_pixels, name)
+    _check_memory(image, size, max(sizes), max_memory_mb, name)
+
+
+def _identifiable(prefix: bytes) -> bool:
+    try:
+        Image.open(io.BytesIO(prefix), formats=INPUT_FORMATS).close()
+    except Image.DecompressionBombError:
+        return True  # identified, and far over the limit: _open_checked words it
+    except Exception:  # noqa: BLE001 - any plugin failure on a prefix means "not identified"
+        return False
+    return True
+
+
+def _has_supported_signature(prefix: bytes) -> bool:
+    """True when the first bytes are the signature of a format we decode."""
+    Image.init()
+    for fmt in INPUT_FORMATS:
+        accept = Image.OPEN[fmt][1] if fmt in Image.OPEN else None
+        if accept is not None and accept(prefix):
+            return True
+    return False
+
+
 def _require_strict_decoding() -> None:
     """Refuse to run where Pillow would accept truncated images as if they were whole."""
     if ImageFile.LOAD_TRUNCATED_IMAGES:
