@@ -230,7 +230,7 @@ def png(
     """A PNG of the card in *mode*: "RGB", "RGBA", "L", "LA", "P" (index 255 transparent),
     "I;16" (16-bit grey) or "1". *orientation* adds an eXIf chunk with that Orientation.
 
-    *colour_key* (RGB or L only) paints the right half black and declares black transparent
+    *colour_key* (RGB, L or I;16) paints the right half black and declares black transparent
     with a tRNS chunk: transparency without an alpha channel.
     """
     image = picture(width, height, mode)
@@ -238,9 +238,9 @@ def png(
     if mode == "P":
         options["transparency"] = 255
     if colour_key:
-        if mode not in ("RGB", "L"):
-            raise ValueError("a colour key needs mode RGB or L")
-        key: int | tuple[int, int, int] = 0 if mode == "L" else (0, 0, 0)
+        if mode not in ("RGB", "L", "I;16"):
+            raise ValueError("a colour key needs mode RGB, L or I;16")
+        key: int | tuple[int, int, int] = (0, 0, 0) if mode == "RGB" else 0
         image.paste(key, (width // 2, 0, width, height))
         options["transparency"] = key
     if orientation is not None:

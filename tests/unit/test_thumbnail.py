@@ -20,9 +20,12 @@ from owdedup.runtime import functions
 from owdedup.runtime.errors import BadInputError
 from owdedup.runtime.functions import DEFAULT_MAX_MEMORY_MB
 from owdedup.runtime.thumbnail import (
+    HEADER_BYTES,
     INPUT_FORMATS,
     OUTPUT_FORMATS,
     Thumbnail,
+    check_header,
+    estimate_memory,
     make_thumbnails,
 )
 from tests import imagegen
@@ -601,12 +604,24 @@ def test_default_memory_budget_matches_the_function_parameters() -> None:
     assert functions.get_function("thumbnail").normalise({}).max_memory_mb == 200
 
 
+def test_typical_20_megapixel_photo_fits_the_default_budget_at_1024() -> None:
+    # A 20 MP progressive 4:2:0 JPEG, as cameras and photo sites deliver them, needs about
+    # 140 MiB at box 1024 (decoded image + libjpeg's coefficient buffer): the estimate once
+    # counted the decoded image twice and refused it ("would need about 271 MiB").
+    data = imagegen.jpeg(5472, 3648, progressive=True)
+    image = Image.open(io.BytesIO(data))
+    assert image.info.get("progressive") and image.size == (5472, 3648)
+    assert estimate_memory(image, len(data), 1024) <= DEFAULT_MAX_MEMORY_MB << 20
+    check_header(data[:HEADER_BYTES], len(data), [1024, 256], name=NAME)  # no refusal
+
+
 _MEASURE = textwrap.dedent("""
     import io, json, sys
     from PIL import Image
     from owdedup.runtime.thumbnail import estimate_memory, make_thumbnails
     data = sys.stdin.buffer.read()
-    estimate = estimate_memory(Image.open(io.BytesIO(data)), len(data), 64)
+    box = int(sys.argv[1])
+    estimate = estimate_memory(Image.open(io.BytesIO(data)), len(data), box)
     def rss(field):
         with open("/proc/self/status") as status:
             for line in status:
@@ -616,25 +631,31 @@ _MEASURE = textwrap.dedent("""
     with open("/proc/self/clear_refs", "w") as refs:
         refs.write("5")  # reset VmHWM: the peak of the call alone
     before = rss("VmRSS") - len(data)  # the estimate counts the file's bytes
-    make_thumbnails(data, [64], max_memory_mb=estimate // (1 << 20) + 1)
+    make_thumbnails(data, [box], max_memory_mb=estimate // (1 << 20) + 1)
     print(json.dumps({"estimate": estimate, "used": rss("VmHWM") - before}))
 """)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
 @pytest.mark.parametrize(
-    "make",
+    ("make", "box"),
     [
-        lambda: imagegen.png(2000, 1500, mode="RGBA"),
-        lambda: imagegen.png(2000, 1500, mode="I;16"),
-        lambda: imagegen.jpeg(3000, 2000, progressive=True),
+        (lambda: imagegen.png(2000, 1500, mode="RGBA"), 64),
+        (lambda: imagegen.png(2000, 1500, mode="I;16"), 64),
+        (lambda: imagegen.png(2000, 1500, mode="I;16", colour_key=True), 64),
+        (lambda: imagegen.jpeg(3000, 2000, progressive=True), 64),
+        (lambda: imagegen.jpeg(3000, 2000, progressive=True), 1024),  # decoded at full scale
+        (lambda: imagegen.jpeg(3000, 2000), 1024),
     ],
-    ids=["png-rgba", "png-16", "jpeg-progressive"],
+    ids=["png-rgba", "png-16", "png-16-key", "jpeg-progressive", "jpeg-progressive-1024",
+         "jpeg-1024"],
 )
-def test_accepted_image_stays_within_its_memory_estimate(make: Callable[[], bytes]) -> None:
+def test_accepted_image_stays_within_its_memory_estimate(
+    make: Callable[[], bytes], box: int
+) -> None:
     data = make()
     out = subprocess.run(
-        [sys.executable, "-c", _MEASURE], input=data, capture_output=True, check=True
+        [sys.executable, "-c", _MEASURE, str(box)], input=data, capture_output=True, check=True
     )
     result = json.loads(out.stdout)
     # The estimate carries a 10% margin plus 8 MiB of fixed allowance; allocator noise of a

@@ -20,7 +20,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from PIL import Image, ImageFile, ImageMath, UnidentifiedImageError
+from PIL import Image, ImageChops, ImageFile, UnidentifiedImageError
 
 from owdedup.runtime.errors import BadInputError, ConfigError
 from owdedup.runtime.functions import DEFAULT_MAX_MEMORY_MB, DEFAULT_MAX_PIXELS, DEFAULT_QUALITY
@@ -57,8 +57,10 @@ _MIB = 1 << 20
 # "+t" for a transparency key (PNG tRNS, GIF transparency), measured: peak RSS (VmHWM) of a
 # fresh process minus its RSS with the file already read, make_thumbnails(data, [256]),
 # photo-like images of 10 and 20 MP, Pillow 13.0, the slope between the two sizes (the
-# intercept, at most 7.2 MiB, is _FIXED_BYTES):
+# intercept, at most 7.2 MiB, is _FIXED_BYTES); checked again at 12 MP for boxes 256 and 1024
+# by benchmarks/bench_memory.py (estimate / measured 1.14-1.5 for every one of these):
 #   1 (PNG) 2.00            -> L copy
+#   1+t (PNG) 7.8           -> LA, then Pillow's premultiplied La copy in resize()
 #   L (PNG, TIFF, BMP) 0.99-1.01
 #   P (PNG, GIF, BMP) 4.98-5.01       -> RGB copy; the P image dies before the resize
 #   P+t (PNG) 7.99          -> RGBA, then Pillow's premultiplied RGBa copy in resize()
@@ -66,27 +68,31 @@ _MIB = 1 << 20
 #   CMYK (TIFF) 4.00
 #   LA (PNG) 8.00, RGBA (PNG, TIFF raw/deflate) 7.97-8.00   (+ the La/RGBa copy)
 #   I;16 (PNG, TIFF raw/deflate) 2.09-2.13   (BOX-shrunk while 16-bit, see _resizable)
+#   I;16+t (PNG) 10.6       -> two 16-bit and three 8-bit planes for the key, LA, La
 #   WebP RGB 16.67, RGBA 16.81   (libwebp's canvas buffers + the frame bytes + the image)
 # Not measured, derived from the copies the code makes: L+t / RGB+t (-> LA / RGBA) and PA
 # as RGBA; I and F (4-byte) as their decode plus the small 8-bit result.
 _FULL_DECODE_COST = {
-    "1": 2.0, "L": 1.0, "P": 5.0, "P+t": 8.0, "L+t": 8.0, "RGB": 4.0, "RGB+t": 8.0,
-    "CMYK": 4.0, "LA": 8.0, "PA": 8.0, "RGBA": 8.0, "I;16": 2.13, "I": 5.0, "F": 5.0,
+    "1": 2.0, "1+t": 9.0, "L": 1.0, "P": 5.0, "P+t": 8.0, "L+t": 8.0, "RGB": 4.0,
+    "RGB+t": 8.0, "CMYK": 4.0, "LA": 8.0, "PA": 8.0, "RGBA": 8.0, "I;16": 2.13,
+    "I;16+t": 11.0, "I": 5.0, "F": 5.0,
 }
 _WEBP_COST = 17.0
 _FALLBACK_COST = 8.0  # any other mode is converted to RGB(A): decode + converted copy
-# JPEG is decoded at the draft scale Pillow picks for the largest box (the decoded image and
-# the reduce/resize copies: baseline RGB measured 0.36 B/px of input at scale 1/4, i.e. 1.45x
-# the 4 B/px scaled image; counted as 2x). A progressive JPEG also keeps libjpeg's whole
-# coefficient buffer, 2 bytes per DCT sample at full size, whatever the scale: measured
-# 3.29 B/px (RGB 4:2:0, 1.5 samples/px -> 3), 6.26 (RGB 4:4:4 -> 6), 2.06 (L -> 2),
-# 8.28 (CMYK -> 8). Baseline L / RGB / CMYK at scale 1/4: 0.07 / 0.36 / 0.37 B/px.
-_JPEG_DECODED_COPIES = 2.0
+# JPEG is decoded at the draft scale Pillow picks for the largest box, into one image of 4
+# bytes a pixel (1 for L). A progressive JPEG also keeps libjpeg's whole coefficient buffer,
+# 2 bytes per DCT sample at full size, whatever the scale: measured 3.29 B/px (RGB 4:2:0,
+# 1.5 samples/px -> 3), 6.26 (RGB 4:4:4 -> 6), 2.06 (L -> 2), 8.28 (CMYK -> 8). libjpeg frees
+# that buffer when the decode ends, before anything is resized: the peak is the larger of
+# (decoded image + coefficients) and (decoded image + reduced copy + thumbnails), not their
+# sum, which counted the decoded image twice and estimated 2x the measured use at box 1024
+# (36 real 6-30 MP progressive photos: estimate / measured 1.51-2.11, now 1.15-1.29).
 _COEFFICIENT_BYTES = 2
 # Everything per-call that does not grow with the input (decoder state, the reduced image
 # for a 256 px box, the encoder): the measured intercepts were 0.8-7.2 MiB.
 _FIXED_BYTES = 8 * _MIB
-# The estimate is the measured cost times this (decoders' rounding, allocator slack).
+# The estimate is the measured cost times this (decoders' rounding, allocator slack): the
+# one safety margin.
 _SAFETY = 1.1
 
 
@@ -250,30 +256,32 @@ def estimate_memory(image: Image.Image, data_bytes: int, box: int) -> int:
     """
     width, height = image.size
     pixels = width * height
+    coefficients, bpp = 0, 4
     if image.format in ("JPEG", "MPO"):
         scale = _jpeg_draft_scale(width, height, box)
-        scaled = math.ceil(width / scale) * math.ceil(height / scale)
-        full = scaled * (1 if image.mode == "L" else 4) * _JPEG_DECODED_COPIES
-        if image.info.get("progressive") or image.info.get("progression"):
-            full += _jpeg_coefficient_bytes(image)
         width, height = math.ceil(width / scale), math.ceil(height / scale)
+        bpp = 1 if image.mode == "L" else 4
+        decoded = width * height * bpp
+        if image.info.get("progressive") or image.info.get("progression"):
+            coefficients = _jpeg_coefficient_bytes(image)
     elif image.format == "WEBP":
-        full = pixels * _WEBP_COST
+        decoded = int(pixels * _WEBP_COST)
     else:
         mode = image.mode
         if mode.startswith("I;16"):
             mode = "I;16"
-        elif "transparency" in image.info and mode in ("L", "RGB", "P"):
+        if "transparency" in image.info and mode in ("1", "L", "RGB", "P", "I;16"):
             mode += "+t"
-        full = pixels * _FULL_DECODE_COST.get(mode, _FALLBACK_COST)
+        decoded = int(pixels * _FULL_DECODE_COST.get(mode, _FALLBACK_COST))
     # Reduced intermediate (reduce() by the integer factor thumbnail's reducing gap allows)
     # and the largest thumbnail with its copies (orientation, output mode, encoder).
     factor = int(max(width, height) / box / _REDUCING_GAP)
-    reduced = math.ceil(width / factor) * math.ceil(height / factor) * 4 if factor > 1 else 0
+    reduced = math.ceil(width / factor) * math.ceil(height / factor) * bpp if factor > 1 else 0
     ratio = min(1.0, box / width, box / height)
     fitted = math.ceil(width * ratio) * math.ceil(height * ratio) * 4 * 3
-    total = data_bytes + full + reduced + fitted + _FIXED_BYTES
-    return int(total * _SAFETY)
+    # The coefficient buffer is gone before the resize starts (see _COEFFICIENT_BYTES).
+    working = decoded + max(coefficients, reduced + fitted)
+    return int((data_bytes + working + _FIXED_BYTES) * _SAFETY)
 
 
 def _jpeg_draft_scale(width: int, height: int, box: int) -> int:
@@ -418,12 +426,14 @@ def _keyed_wide_grey(image: Image.Image) -> Image.Image:
     into the rest.
     """
     key = image.info["transparency"]
-    wide = image.convert("I")
-    alpha = ImageMath.lambda_eval(lambda e: (e["v"] != key) * 255, v=wide)
-    grey = wide.point(lambda v: v * (1 / 256))
-    del wide
-    assert isinstance(alpha, Image.Image)
-    return Image.merge("LA", (grey.convert("L"), alpha.convert("L")))
+    # Alpha 0 exactly where the value is the key: |v - key| * 255, clipped to 8 bits, taken
+    # both ways round (point() keeps I;16 in 16 bits, so no 32-bit full-size copy is made).
+    above = image.point(lambda v: (v - key) * 255).convert("L")
+    below = image.point(lambda v: (key - v) * 255).convert("L")
+    alpha = ImageChops.lighter(above, below)
+    del above, below
+    grey = image.point(lambda v: v * (1 / 256)).convert("L")
+    return Image.merge("LA", (grey, alpha))
 
 
 def _encode(image: Image.Image, size: int, fmt: str, quality: int | None) -> Thumbnail:
