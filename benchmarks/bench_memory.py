@@ -116,7 +116,7 @@ def synthetic_cases(folder: Path, megapixels: float) -> list[Path]:
     paths = []
     for name, (image, fmt, options) in cases.items():
         buffer = io.BytesIO()
-        image.save(buffer, fmt, **options)  # type: ignore[arg-type]
+        image.save(buffer, fmt, **options)
         path = folder / f"{name}.{fmt.lower()}"
         path.write_bytes(buffer.getvalue())
         paths.append(path)

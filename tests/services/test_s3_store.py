@@ -224,7 +224,7 @@ def test_read_prefix_is_a_ranged_get(store: S3Store, buckets: list[str]) -> None
         sent.append(int(response.headers.get("Content-Length", 0)))
         return response
 
-    store._http.urlopen = counting  # type: ignore[method-assign]
+    store._http.urlopen = counting  # type: ignore[method-assign,assignment]
     try:
         assert store.read_prefix(src, "big.bin", 4096) == data[:4096]
         assert sent == [4096]  # the server sent the range, not the object
