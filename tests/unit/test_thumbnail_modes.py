@@ -23,9 +23,9 @@ from tests import imagegen
 WIDTH, HEIGHT = 360, 240
 BOX = 96
 # Mean absolute difference per channel, 0-255, of the thumbnail against the reference. The
-# two resize differently (reduce() then LANCZOS against LANCZOS from full size): measured at
-# most ~1.5 on these images; anything structurally wrong (black, lost alpha, clipped 16-bit
-# values) is > 40.
+# two resize differently (reduce() then the function's filter against LANCZOS from full
+# size): measured at most ~3 on these images; anything structurally wrong (black, lost
+# alpha, clipped 16-bit values) is > 40.
 TOLERANCE = 4.0
 JPEG_TOLERANCE = 6.0  # the output's own compression on top
 
