@@ -519,6 +519,22 @@ def test_interlaced_png_is_not_mistaken_for_a_short_one() -> None:
         make_thumbnails(imagegen.png_short_stream(data), [64], name=NAME)
 
 
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "P", "1", "I;16"])
+def test_png_whose_last_rows_are_black_is_whole(mode: str) -> None:
+    # The stream check looks at the last row first: an all-zero one must not be taken for
+    # the zeros a short stream leaves behind without the full check.
+    image = imagegen.picture(300, 200, "RGB").convert(mode if mode != "I;16" else "L")
+    if mode == "I;16":
+        image = imagegen.picture(300, 200, "I;16")
+    image.paste(Image.new(image.mode, (300, 40)), (0, 160))  # zeros: black / transparent
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    [thumb] = make_thumbnails(buffer.getvalue(), [64], fmt="png", name=NAME)
+    assert (thumb.width, thumb.height) == (64, 43)
+    with pytest.raises(BadInputError, match="corrupt or truncated"):
+        make_thumbnails(imagegen.png_short_stream(buffer.getvalue()), [64], name=NAME)
+
+
 def test_truncated_images_are_never_loaded_as_whole(monkeypatch: pytest.MonkeyPatch) -> None:
     # A library that turns Pillow's LOAD_TRUNCATED_IMAGES on in the same process would make
     # every truncated image a "computed" thumbnail with a grey or black band.

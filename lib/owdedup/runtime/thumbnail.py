@@ -214,7 +214,7 @@ def make_thumbnails(
             # has a draft decode to keep, and its EXIF never loads pixels. (Also: Pillow's TIFF
             # reader applies the Orientation tag itself while loading, then drops the tag.)
             image.load()
-        if image.format == "PNG":
+        if image.format == "PNG" and not _last_row_written(image):
             _check_png_stream_complete(data, name)
         orientation = _orientation(image)
         image = _resizable(image, ordered[0])
@@ -339,6 +339,19 @@ _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # IHDR colour type -> samples pe
 # Adam7: (x start, y start, x step, y step) of the seven passes.
 _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
           (0, 1, 1, 2))
+
+
+def _last_row_written(image: Image.Image) -> bool:
+    """True when the decoded PNG's last row (of Adam7's last pass, when interlaced) holds a
+    non-zero byte: the decoder got there, so the stream was not cut short. Pillow decodes into
+    a zeroed image, so a stream that ended early leaves that row all zeros; an image whose
+    last row really is all zeros is checked the slow way (``_check_png_stream_complete``)."""
+    last = image.height - 1
+    if image.info.get("interlace"):
+        last -= 1 - last % 2  # pass 7 writes the odd rows, and comes last
+        if last < 1:
+            return False
+    return any(image.crop((0, last, image.width, last + 1)).tobytes())
 
 
 def _check_png_stream_complete(data: bytes, name: str | None) -> None:
