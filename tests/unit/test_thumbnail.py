@@ -623,7 +623,7 @@ def test_default_memory_budget_matches_the_function_parameters() -> None:
 def test_typical_20_megapixel_photo_fits_the_default_budget_at_1024() -> None:
     # A 20 MP progressive 4:2:0 JPEG, as cameras and photo sites deliver them, needs about
     # 140 MiB at box 1024 (decoded image + libjpeg's coefficient buffer): the estimate once
-    # counted the decoded image twice and refused it ("would need about 271 MiB").
+    # counted the decoded image twice and refused it ("would need about 270 MiB"; now 156).
     data = imagegen.jpeg(5472, 3648, progressive=True)
     image = Image.open(io.BytesIO(data))
     assert image.info.get("progressive") and image.size == (5472, 3648)
