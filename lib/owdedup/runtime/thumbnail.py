@@ -52,8 +52,8 @@ _REDUCING_GAP = 2.0
 # 256, against LANCZOS from a full-resolution decode): LANCZOS 50.8 dB PSNR / 0.42 mean
 # absolute error, BICUBIC 45.7 dB / 0.81 (under one level of 255: no visible difference),
 # HAMMING 41.9 / 1.25, BILINEAR 40.0 / 1.57, BOX 39.5 / 1.62; resizing with BICUBIC takes
-# 0.59x LANCZOS's time (1.6% of the whole call), the lower ones gain at most 0.7% more for a
-# visible loss. It is also Pillow's thumbnail() default, what the plain loop uses. A change
+# 0.6-0.8x LANCZOS's time (0.7-1.6% of the whole call), the lower ones gain about 1% more
+# for a visible loss. It is also Pillow's thumbnail() default, what the plain loop uses. A change
 # here changes the function's identity (this file's digest is part of it), as it must.
 _RESAMPLE = Image.Resampling.BICUBIC
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error,
