@@ -164,8 +164,8 @@ def test_same_pixels_as_the_plain_pillow_loop(source: str) -> None:
             "jpeg-progressive": lambda: imagegen.jpeg(1800, 1200, progressive=True),
             "png": lambda: imagegen.png(1800, 1200)}[source]()
     sizes = [512, 256, 64, 16]
-    plain = Image.open(io.BytesIO(data))
-    expected = []
+    plain: Image.Image = Image.open(io.BytesIO(data))
+    expected: list[bytes] = []
     for size in sizes:
         plain = plain.copy() if expected else plain
         plain.thumbnail((size, size))
