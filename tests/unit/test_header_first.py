@@ -112,3 +112,15 @@ def test_folder_store_read_prefix_and_bounded_read(store_root: Path) -> None:
     assert store.read_bytes("photos", "a.bin", max_bytes=10) == b"0123456789"
     with pytest.raises(StoreError, match="more than the 9 bytes expected"):
         store.read_bytes("photos", "a.bin", max_bytes=9)
+
+
+def test_folder_store_read_prefix_refuses_a_link_as_open_does(
+    store_root: Path, tmp_path: Path
+) -> None:
+    # read_prefix goes through the store's own open(), with its checks.
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"root:x:0:0:secret")
+    (store_root / "photos" / "link.jpg").symlink_to(secret)
+    store = FolderStore(store_root)
+    with pytest.raises(BadInputError, match="symbolic link"):
+        store.read_prefix("photos", "link.jpg", 4)
