@@ -16,7 +16,7 @@ from owdedup.runtime.context import Context
 from owdedup.runtime.counters import hit_saved_bytes
 from owdedup.runtime.digest import sha256_stream
 from owdedup.runtime.errors import ConfigError, OwdedupError, StoreError
-from owdedup.runtime.functions import get_function
+from owdedup.runtime.functions import ThumbnailParams, get_function
 from owdedup.runtime.job import Job, Output
 from owdedup.runtime.records import OutputRef, Record
 
@@ -93,12 +93,13 @@ def thumbnail_step(job: Job, ctx: Context) -> Job:
     spec = get_function(job.function)
     params = spec.normalise(job.params)
 
-    data = ctx.store.read_bytes(job.bucket, job.key)
+    from owdedup.runtime.thumbnail import make_thumbnails  # Pillow is imported on a miss only
+
+    size = _check_input_header(job, params, ctx)
+    data = ctx.store.read_bytes(job.bucket, job.key, max_bytes=size)
     if hashlib.sha256(data).hexdigest() != digest:
         # Computing now would record this output under another content's name.
         raise StoreError("object was replaced after it was hashed; retry", key=job.key)
-
-    from owdedup.runtime.thumbnail import make_thumbnails  # Pillow is imported on a miss only
 
     started = time.perf_counter()
     thumbs = make_thumbnails(
@@ -126,6 +127,20 @@ def thumbnail_step(job: Job, ctx: Context) -> Job:
     return job
 
 
+def _check_input_header(job: Job, params: ThumbnailParams, ctx: Context) -> int:
+    """Judge the input from a bounded prefix before its body is read: what is not an image,
+    or over the pixel or memory limits (its own bytes counted), is refused having cost
+    HEADER_BYTES. Returns the object's size, the most bytes the body read may then take."""
+    from owdedup.runtime.thumbnail import HEADER_BYTES, check_header
+
+    size = job.input_bytes or ctx.store.head(job.bucket, job.key).size
+    check_header(
+        ctx.store.read_prefix(job.bucket, job.key, HEADER_BYTES), size, params.sizes,
+        max_pixels=params.max_pixels, max_memory_mb=params.max_memory_mb, name=job.key,
+    )
+    return size
+
+
 def record_step(job: Job, ctx: Context) -> Job:
     """Store input -> output for every computed variant; report what the caller gets."""
     digest = _require_digest(job)
@@ -150,11 +165,13 @@ def record_step(job: Job, ctx: Context) -> Job:
                     compute_ms=output.compute_ms, input_bytes=job.input_bytes, created=created,
                 )
                 stored, _ = ctx.records.put(record)
-                if stored.mismatch(output.function_id, digest, output.key) is not None:
+                if stored.mismatch(output.function_id, digest, output.key,
+                                   output.bucket) is not None:
                     # A forged record holds this id (lookup rejected it): ours replaces it.
                     ctx.records.delete(output.function_id, digest)
                     stored, _ = ctx.records.put(record)
-                    if stored.mismatch(output.function_id, digest, output.key) is not None:
+                    if stored.mismatch(output.function_id, digest, output.key,
+                                   output.bucket) is not None:
                         raise StoreError("a record that is not believable keeps taking its id")
                 # A concurrent writer may have won: its record names the same object anyway.
                 _fill_from_record(output, stored, hit=False)
@@ -185,7 +202,7 @@ def _identity_summary(job: Job) -> dict[str, object]:
 
 def _rejected(job: Job, record: Record, output: Output, digest: str) -> bool:
     """True (counted on the job and logged) when *record* is not believable for *output*."""
-    problem = record.mismatch(output.function_id, digest, output.key)
+    problem = record.mismatch(output.function_id, digest, output.key, output.bucket)
     if problem is None:
         return False
     job.rejected_records += 1
