@@ -11,18 +11,13 @@ header; the services' credentials reach wskdeploy through the environment (the m
 
 from __future__ import annotations
 
-import base64
-import json
 import subprocess
 import sys
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import quote
 
 from owdedup.deploy import deployed
 from owdedup.deploy.deployed import COLLECTION, Entity
@@ -35,6 +30,7 @@ from owdedup.deploy.operations import (
     RunWskdeploy,
 )
 from owdedup.deploy.plan import SECRET_VARIABLES, Target, stage
+from owdedup.openwhisk.client import Credentials, OpenWhiskClient, PlatformUnreachable, Reply
 from owdedup.runtime.errors import OwdedupError
 
 #: Optional wskdeploy deployment files, looked for beside the manifest in this order.
@@ -63,70 +59,65 @@ class DeployError(OwdedupError):
 
 @dataclass(frozen=True)
 class Rest:
-    """The few REST calls deleting needs, with the key in a Basic ``Authorization`` header."""
+    """The deletions, through the one OpenWhisk client (:mod:`owdedup.openwhisk.client`):
+    the key in a Basic ``Authorization`` header, never on a command line."""
 
     target: Target
-    timeout_s: float = REST_TIMEOUT_S
 
-    def base(self) -> str:
+    def _client(self, namespace: str | None = None) -> OpenWhiskClient:
         host = self.target.apihost.rstrip("/")
-        return host if "://" in host else f"https://{host}"  # as wsk reads a bare APIHOST
+        host = host if "://" in host else f"https://{host}"  # as wsk reads a bare APIHOST
+        return OpenWhiskClient(Credentials(host, self.target.auth,
+                                           namespace or self.target.namespace),
+                               max_connections=1, timeout_s=REST_TIMEOUT_S)
 
-    def call(self, method: str, namespace: str, path: str,
-             body: Mapping[str, Any] | None = None) -> tuple[int, Any]:
-        url = f"{self.base()}/api/v1/namespaces/{quote(namespace, safe='')}/{path}"
-        token = base64.b64encode(self.target.auth.encode()).decode()
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(url, data=data, method=method, headers={
-            "Authorization": f"Basic {token}", "Content-Type": "application/json"})
+    def _entity(self, method: str, entity: Entity) -> Reply:
+        client = self._client()
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as reply:
-                status, raw = reply.status, reply.read()
-        except urllib.error.HTTPError as exc:
-            status, raw = exc.code, exc.read()
-        except OSError as exc:
-            raise DeployError(f"{method} {path} on {self.target.apihost} failed: {exc}") from None
-        try:
-            return status, json.loads(raw) if raw else None
-        except ValueError:
-            return status, raw.decode(errors="replace")[:200]
-
-    def entity_path(self, entity: Entity) -> str:
-        return f"{COLLECTION[entity.kind]}/{quote(entity.name, safe='/')}"
+            return client.entity(method, COLLECTION[entity.kind], entity.name)
+        except PlatformUnreachable as exc:
+            raise DeployError(f"{method} {COLLECTION[entity.kind]}/{entity.name} failed: "
+                              f"{exc}") from None
+        finally:
+            client.close()
 
     def delete(self, entity: Entity, say: Say) -> bool:
         """Delete *entity*; False when it was not there. A trigger with a feed (as the
         server has it, not as recorded) gets the feed's ``DELETE`` first, as ``wsk trigger
         delete`` does; a feed that refuses is reported and the trigger deleted all the same,
         so that nothing fires it."""
-        namespace = self.target.namespace
         if entity.kind == "trigger":
-            status, doc = self.call("GET", namespace, self.entity_path(entity))
-            if status == 404:
+            found = self._entity("GET", entity)
+            if found.status == 404:
                 return False
-            feed = _feed_annotation(doc)
+            feed = _feed_annotation(found.body)
             if feed:
                 self._delete_feed(feed, entity.name, say)
-        status, doc = self.call("DELETE", namespace, self.entity_path(entity))
-        if status == 404:
+        reply = self._entity("DELETE", entity)
+        if reply.status == 404:
             return False
-        if status >= 300:
-            error = doc.get("error") if isinstance(doc, dict) else doc
-            raise DeployError(f"cannot delete {entity.describe()}: HTTP {status} {error}")
+        if reply.status >= 300:
+            error = reply.body.get("error") if isinstance(reply.body, dict) else reply.body
+            raise DeployError(f"cannot delete {entity.describe()}: HTTP {reply.status} {error}")
         return True
 
     def _delete_feed(self, feed: str, trigger: str, say: Say) -> None:
         feed_namespace, _, action = feed.strip("/").partition("/")
         params = {"lifecycleEvent": "DELETE", "authKey": self.target.auth,
                   "triggerName": f"/{self.target.namespace}/{trigger}"}
-        status, reply = self.call("POST", feed_namespace,
-                                  f"actions/{quote(action, safe='/')}?blocking=true", params)
-        response = reply.get("response") if isinstance(reply, dict) else None
-        if status == 200 and isinstance(response, dict) and response.get("success"):
+        client = self._client(feed_namespace)
+        try:
+            reply = client.invoke(action, params, blocking=True)
+        except PlatformUnreachable as exc:
+            raise DeployError(f"the feed {feed} for trigger {trigger}: {exc}") from None
+        finally:
+            client.close()
+        response = reply.body.get("response") if isinstance(reply.body, dict) else None
+        if reply.status == 200 and isinstance(response, dict) and response.get("success"):
             return
         result = response.get("result") if isinstance(response, dict) else None
         why = result.get("error") if isinstance(result, dict) else None
-        say(f"warning: the feed {feed} did not take back trigger {trigger} (HTTP {status}"
+        say(f"warning: the feed {feed} did not take back trigger {trigger} (HTTP {reply.status}"
             f"{': ' + str(why) if why else ''}); the trigger is deleted all the same")
 
 
