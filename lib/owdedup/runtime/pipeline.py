@@ -12,9 +12,10 @@ import logging
 import time
 from datetime import UTC, datetime
 
+from owdedup.runtime import handover
 from owdedup.runtime.context import Context
 from owdedup.runtime.counters import hit_saved_bytes
-from owdedup.runtime.digest import sha256_stream
+from owdedup.runtime.digest import CHUNK_BYTES, sha256_stream
 from owdedup.runtime.errors import ConfigError, OwdedupError, StoreError
 from owdedup.runtime.functions import get_function
 from owdedup.runtime.job import Job, Output
@@ -32,7 +33,12 @@ def hash_step(job: Job, ctx: Context) -> Job:
         job.digest, job.digest_source = info.sha256, "checksum"
     else:
         with ctx.store.open(job.bucket, job.key) as stream:
-            digest, size = sha256_stream(stream)
+            if handover.wanted(info.size):  # in one process with 'thumbnail': keep the bytes
+                data = stream.read()
+                digest, size = hashlib.sha256(data).hexdigest(), len(data)
+                handover.keep(ctx.store, job.bucket, job.key, digest, data)
+            else:
+                digest, size = sha256_stream(stream)
         if size != info.size:
             raise StoreError("object changed while it was being hashed", key=job.key)
         job.digest, job.digest_source = digest, "computed"
@@ -93,10 +99,9 @@ def thumbnail_step(job: Job, ctx: Context) -> Job:
     spec = get_function(job.function)
     params = spec.normalise(job.params)
 
-    data = ctx.store.read_bytes(job.bucket, job.key)
-    if hashlib.sha256(data).hexdigest() != digest:
-        # Computing now would record this output under another content's name.
-        raise StoreError("object was replaced after it was hashed; retry", key=job.key)
+    data = handover.take(ctx.store, job.bucket, job.key, digest)  # hashed by 'hash' just now
+    if data is None:
+        data = _read_verified(ctx, job, digest)
 
     from owdedup.runtime.thumbnail import make_thumbnails  # Pillow is imported on a miss only
 
@@ -153,7 +158,7 @@ def record_step(job: Job, ctx: Context) -> Job:
                 _fill_from_record(output, stored, hit=False)
         except OwdedupError as exc:
             log.warning("computed %s but could not record it: %s", job.name, exc)
-            job.recorded = False
+            job.recorded, job.record_error = False, str(exc)
     if job.materialize:
         job.copies = _materialize(job, ctx)
     return job
@@ -170,6 +175,19 @@ def _materialize(job: Job, ctx: Context) -> list[dict[str, object]]:
         ctx.store.copy(output.bucket, output.key, job.dest_bucket, target)
         copies.append({"bucket": job.dest_bucket, "key": target, "size": output.size})
     return copies
+
+
+def _read_verified(ctx: Context, job: Job, digest: str) -> bytes:
+    """The input's bytes, hashed while they are read (one pass): they must still be the
+    content that 'hash' named, or the output would be recorded under another content's name."""
+    hasher, chunks = hashlib.sha256(), []
+    with ctx.store.open(job.bucket, job.key) as stream:
+        while chunk := stream.read(CHUNK_BYTES):
+            hasher.update(chunk)
+            chunks.append(chunk)
+    if hasher.hexdigest() != digest:
+        raise StoreError("object was replaced after it was hashed; retry", key=job.key)
+    return b"".join(chunks)
 
 
 def _identity_summary(job: Job) -> dict[str, object]:
