@@ -34,6 +34,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 PACKAGE = "owdedup"
+EXIT_FAILED = 1  # an object failed (or the command could not start)
+EXIT_NOT_RECORDED = 3  # every object done, but the record store did not keep some records
 
 
 def _mount_services() -> None:
@@ -127,7 +129,12 @@ def map_command(
     manifest: ManifestOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")] = False,
 ) -> None:
-    """Run the function on every object under SOURCE, in parallel, and summarise."""
+    """Run the function on every object under SOURCE, in parallel, and summarise.
+
+    Exit status: 0 when every object was computed or deduplicated and recorded; 1 when an
+    object failed; 3 when nothing failed but some records were not written (the record store
+    failed: the outputs are valid, the next run computes those objects again).
+    """
     env = _environment(store, records)
     try:
         spec = get_function(function)
@@ -155,7 +162,9 @@ def map_command(
                 out.write(json.dumps(entry.to_json(), sort_keys=True) + "\n")
     _print_summary(summary)
     if summary.failed:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
+    if summary.not_recorded:
+        raise typer.Exit(EXIT_NOT_RECORDED)
 
 
 def _run_with_progress(
@@ -181,12 +190,20 @@ def _print_summary(summary: MapSummary) -> None:
     table.add_row("computed", str(summary.count(COMPUTED)))
     table.add_row("deduplicated", str(summary.count(DEDUPLICATED)))
     table.add_row("failed", str(summary.count(FAILED)))
+    if summary.not_recorded:
+        table.add_row("records not written", str(len(summary.not_recorded)))
     table.add_row("wall time", f"{summary.wall_s:.2f} s")
     table.add_row("compute time", f"{summary.compute_ms / 1000:.2f} s")
     table.add_row("compute time saved", f"{summary.saved_ms / 1000:.2f} s")
     Console().print(table)
     for entry in summary.failed:
         console.print(f"[red]failed[/red] {entry.error}", highlight=False)
+    causes = sorted({entry.record_error or "" for entry in summary.not_recorded})
+    if causes:
+        console.print(
+            f"[yellow]records not written: {len(summary.not_recorded)}[/yellow] (the outputs "
+            f"are valid; the next run computes these objects again): {'; '.join(causes)}",
+            highlight=False)
 
 
 @app.command()

@@ -32,11 +32,6 @@ class Cli:
         return proc.returncode, [json.loads(line) for line in lines]
 
 
-@pytest.fixture
-def cli(tmp_path: Path, env: dict[str, str]) -> Cli:
-    return Cli(tmp_path, env)
-
-
 def photos(store_root: Path, count: int) -> list[bytes]:
     made = [jpeg(200 + 10 * i, 150 + 5 * i) for i in range(count)]
     for i, data in enumerate(made):
