@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from owdedup import locations
 from owdedup.mapper import COMPUTED, DEDUPLICATED, FAILED, MapRequest, MapSummary, run_map
 from owdedup.runtime.config import ENV_RECORDS, ENV_STORE, Settings
 from owdedup.runtime.context import Context
@@ -80,8 +81,8 @@ def _function_params(size: str, fmt: str, quality: int) -> dict[str, Any]:
 @app.command()
 def invoke(
     function: Annotated[str, typer.Argument(help="Function to run, e.g. thumbnail")],
-    source: Annotated[str, typer.Argument(help="SRC_BUCKET/KEY")],
-    dest: Annotated[str, typer.Argument(help="DEST_BUCKET")],
+    source: Annotated[str, typer.Argument(help="SRC_BUCKET/KEY, or a file path")],
+    dest: Annotated[str, typer.Argument(help="DEST_BUCKET, or a folder path")],
     size: SizeOpt = "256",
     fmt: FormatOpt = "jpeg",
     quality: QualityOpt = 85,
@@ -95,11 +96,13 @@ def invoke(
 
     try:
         spec = get_function(function)
-        bucket, _, key = source.partition("/")
+        where = locations.resolve(source, dest, _environment(store, records), key=True)
+        bucket, key = where.bucket, where.rest
         if not bucket or not key:
             raise ConfigError(f"SOURCE must be BUCKET/KEY, got {source!r}")
-        engine = local_executor(manifest, _environment(store, records))
-        payload = {"bucket": bucket, "key": key, "dest_bucket": dest, "function": spec.name,
+        engine = local_executor(manifest, where.env)
+        payload = {"bucket": bucket, "key": key, "dest_bucket": where.dest_bucket,
+                   "function": spec.name,
                    "materialize": materialize, **_function_params(size, fmt, quality)}
         activation = engine.invoke(f"{PACKAGE}/{spec.sequence}", payload)
     except OwdedupError as exc:
@@ -112,8 +115,9 @@ def invoke(
 @app.command("map")
 def map_command(
     function: Annotated[str, typer.Argument(help="Function to run, e.g. thumbnail")],
-    source: Annotated[str, typer.Argument(help="SRC_BUCKET[/PREFIX]: every object under it")],
-    dest: Annotated[str, typer.Argument(help="DEST_BUCKET")],
+    source: Annotated[str, typer.Argument(
+        help="SRC_BUCKET[/PREFIX], or a folder path (/abs, ./rel, ../rel): every object under it")],
+    dest: Annotated[str, typer.Argument(help="DEST_BUCKET, or a folder path")],
     workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Parallel processes")] = (
         max(1, os.cpu_count() or 1)
     ),
@@ -135,12 +139,12 @@ def map_command(
     object failed; 3 when nothing failed but some records were not written (the record store
     failed: the outputs are valid, the next run computes those objects again).
     """
-    env = _environment(store, records)
     try:
         spec = get_function(function)
         params = {**_function_params(size, fmt, quality), "materialize": materialize}
         spec.normalise(params)  # a bad --size fails before any work starts
-        bucket, _, prefix = source.partition("/")
+        where = locations.resolve(source, dest, _environment(store, records), key=False)
+        bucket, prefix, dest, env = where.bucket, where.rest, where.dest_bucket, where.env
         if bucket == dest:
             raise ConfigError(
                 f"DEST must be another bucket than {bucket!r}: outputs would become inputs"
