@@ -25,6 +25,7 @@ from owdedup.runtime.config import ENV_RECORDS, ENV_STORE, Settings
 from owdedup.runtime.context import Context
 from owdedup.runtime.errors import ConfigError, OwdedupError
 from owdedup.runtime.functions import get_function
+from owdedup.runtime.pipeline import materialized_stem
 from owdedup.services.cli import console
 from owdedup.services.cli import fail as _fail
 
@@ -150,16 +151,21 @@ def map_command(
                 f"DEST must be another bucket than {bucket!r}: outputs would become inputs"
             )
         context = Context(Settings.resolve({}, env))
-        keys = [info.key for info in context.store.list(bucket, prefix)]
+        unreadable: dict[str, str] = {}
+        keys = [info.key for info in context.store.list(
+            bucket, prefix, on_unreadable=unreadable.__setitem__)]
         context.close()
     except OwdedupError as exc:
         raise _fail(str(exc)) from None
+    refused = {**unreadable, **(_materialize_collisions(keys) if materialize else {})}
+    keys = sorted({*keys, *unreadable})
     request = MapRequest(
         function=spec.name, sequence=f"{PACKAGE}/{spec.sequence}", hash_action=f"{PACKAGE}/hash",
         src_bucket=bucket, dest_bucket=dest, params=params,
         manifest=manifest, env=env,
     )
-    summary = _run_with_progress(request, keys, workers, quiet or not sys.stderr.isatty())
+    summary = _run_with_progress(request, keys, refused, workers,
+                                 quiet or not sys.stderr.isatty())
     if results is not None:
         with results.open("w") as out:
             for entry in summary.results:
@@ -171,18 +177,34 @@ def map_command(
         raise typer.Exit(EXIT_NOT_RECORDED)
 
 
+def _materialize_collisions(keys: list[str]) -> dict[str, str]:
+    """Objects whose --materialize copies would overwrite those of an earlier key (``a``,
+    ``a.jpg`` and ``a.png`` all give ``a_<size>.<ext>``): refused before anything is
+    written, the first key in order keeps the name."""
+    owner: dict[str, str] = {}
+    refused: dict[str, str] = {}
+    for key in keys:
+        stem = materialized_stem(key)
+        if stem in owner:
+            refused[key] = (f"its --materialize copies ({stem}_<size>.<ext>) would overwrite "
+                            f"those of {owner[stem]}; rename one of them")
+        else:
+            owner[stem] = key
+    return refused
+
+
 def _run_with_progress(
-    request: MapRequest, keys: list[str], workers: int, quiet: bool
+    request: MapRequest, keys: list[str], refused: dict[str, str], workers: int, quiet: bool
 ) -> MapSummary:
     if quiet:
-        return run_map(request, keys, workers=workers)
+        return run_map(request, keys, workers=workers, failed=refused)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         hashing = progress.add_task("hashing", total=len(keys))
         processing = progress.add_task(request.function, total=len(keys))
         return run_map(
-            request, keys, workers=workers,
+            request, keys, workers=workers, failed=refused,
             on_hashed=lambda _key: progress.advance(hashing),
             on_result=lambda _result: progress.advance(processing),
         )

@@ -166,8 +166,7 @@ def record_step(job: Job, ctx: Context) -> Job:
 
 def _materialize(job: Job, ctx: Context) -> list[dict[str, object]]:
     """Server-side copies named after the input, for users who want one output per name."""
-    folder, _, name = job.key.rpartition("/")
-    stem = f"{folder}/" * bool(folder) + (name.rsplit(".", 1)[0] if "." in name else name)
+    stem = materialized_stem(job.key)
     copies = []
     for output in job.outputs:
         extension = output.key[output.key.rfind("."):]
@@ -188,6 +187,14 @@ def _read_verified(ctx: Context, job: Job, digest: str) -> bytes:
     if hasher.hexdigest() != digest:
         raise StoreError("object was replaced after it was hashed; retry", key=job.key)
     return b"".join(chunks)
+
+
+def materialized_stem(key: str) -> str:
+    """The name of *key*'s materialized copies before ``_<size>.<ext>``: the key without
+    its extension, so ``a``, ``a.jpg`` and ``a.png`` share one (``map`` refuses the later
+    ones)."""
+    folder, _, name = key.rpartition("/")
+    return f"{folder}/" * bool(folder) + (name.rsplit(".", 1)[0] if "." in name else name)
 
 
 def _identity_summary(job: Job) -> dict[str, object]:

@@ -109,10 +109,24 @@ class FolderStore(ObjectStore):
         except OSError as exc:
             raise StoreError(f"cannot read {bucket}/{key}: {exc.strerror}") from exc
 
-    def list(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
+    def list(
+        self, bucket: str, prefix: str = "", *,
+        on_unreadable: Callable[[str, str], None] | None = None,
+    ) -> Iterator[ObjectInfo]:
         base = self._require_bucket(bucket)
         entries: list[tuple[str, os.stat_result]] = []
-        for dirpath, dirnames, filenames in os.walk(base):
+
+        def unreadable(exc: OSError) -> None:  # os.walk would skip the folder silently
+            rel = os.path.relpath(exc.filename or base, base).replace(os.sep, "/")
+            name = "" if rel == "." else f"{rel}/"
+            if not (name.startswith(prefix) or prefix.startswith(name)):
+                return  # outside the listing anyway
+            cause = exc.strerror or str(exc)
+            if on_unreadable is None:
+                raise StoreError(f"cannot list folder {bucket}/{name}: {cause}")
+            on_unreadable(name or "./", f"cannot list folder {bucket}/{name}: {cause}")
+
+        for dirpath, dirnames, filenames in os.walk(base, onerror=unreadable):
             # Hidden folders and files (our temp files among them) are not objects.
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             rel_dir = os.path.relpath(dirpath, base)
