@@ -28,6 +28,7 @@ from owdedup.runtime.functions import get_function
 from owdedup.runtime.pipeline import materialized_stem
 from owdedup.services.cli import console
 from owdedup.services.cli import fail as _fail
+from owdedup.workpool import WorkerPool
 
 app = typer.Typer(
     help="Deduplicate cloud-function executions: run a function once per distinct content.",
@@ -164,8 +165,11 @@ def map_command(
         src_bucket=bucket, dest_bucket=dest, params=params,
         manifest=manifest, env=env,
     )
-    summary = _run_with_progress(request, keys, refused, workers,
-                                 quiet or not sys.stderr.isatty())
+    try:
+        summary = _run_with_progress(request, keys, refused, workers,
+                                     quiet or not sys.stderr.isatty())
+    except OwdedupError as exc:  # the workers could not start (a bad manifest, say)
+        raise _fail(str(exc)) from None
     if results is not None:
         with results.open("w") as out:
             for entry in summary.results:
@@ -196,18 +200,20 @@ def _materialize_collisions(keys: list[str]) -> dict[str, str]:
 def _run_with_progress(
     request: MapRequest, keys: list[str], refused: dict[str, str], workers: int, quiet: bool
 ) -> MapSummary:
-    if quiet:
-        return run_map(request, keys, workers=workers, failed=refused)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        hashing = progress.add_task("hashing", total=len(keys))
-        processing = progress.add_task(request.function, total=len(keys))
-        return run_map(
-            request, keys, workers=workers, failed=refused,
-            on_hashed=lambda _key: progress.advance(hashing),
-            on_result=lambda _result: progress.advance(processing),
-        )
+    # Workers first: forked before the progress bar starts its thread (see workpool).
+    with WorkerPool(workers, request.manifest, request.env) as pool:
+        if quiet:
+            return run_map(request, keys, workers=workers, failed=refused, pool=pool)
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=True) as progress:
+            hashing = progress.add_task("hashing", total=len(keys))
+            processing = progress.add_task(request.function, total=len(keys))
+            return run_map(
+                request, keys, workers=workers, failed=refused, pool=pool,
+                on_hashed=lambda _key: progress.advance(hashing),
+                on_result=lambda _result: progress.advance(processing),
+            )
 
 
 def _print_summary(summary: MapSummary) -> None:

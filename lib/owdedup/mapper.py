@@ -11,6 +11,7 @@ dies fails only the object it held, and is replaced.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -99,6 +100,7 @@ def run_map(
     on_result: Callable[[ObjectResult], None] | None = None,
     on_hashed: Callable[[str], None] | None = None,
     failed: Mapping[str, str] | None = None,
+    pool: WorkerPool | None = None,
 ) -> MapSummary:
     """Hash every object, then run the rest of the sequence once per distinct digest.
 
@@ -106,13 +108,17 @@ def run_map(
     after ``hash`` (``Engine.resume``), on the bytes it has just read; the later objects of
     that digest share its result. *failed* (key -> reason) are objects that fail before any
     work (a name that would collide, say): they are reported in key order with the others.
+    *pool*: workers started beforehand (the CLI starts them before its progress bar's thread),
+    else the run starts and stops its own.
     """
     started = time.perf_counter()
     run = _Run(request, on_result, on_hashed)
     for key, reason in (failed or {}).items():
         run.settle(ObjectResult(key, FAILED, error=f"{key}: {reason}"))
     pending = deque(key for key in keys if key not in run.results)
-    with WorkerPool(workers, request.manifest, request.env) as pool:
+    with contextlib.ExitStack() as stack:
+        if pool is None:
+            pool = stack.enter_context(WorkerPool(workers, request.manifest, request.env))
         while pending or pool.busy:
             while pending and pool.idle:
                 key = pending.popleft()

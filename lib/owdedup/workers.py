@@ -117,11 +117,12 @@ def serve(conn: Connection, manifest: Path | None, env: Mapping[str, str] | None
 def die_with_parent(coordinator: int) -> None:
     """End this process when the coordinator ends, however it ends (SIGKILL included).
 
-    A forkserver child's parent is the fork server, which exits when every holder of its
-    "alive" pipe has gone: the coordinator and, unless they close their inherited copy, the
-    workers themselves (which would keep it, and so themselves, alive forever). So: close that
-    copy, ask Linux for SIGKILL when the parent exits, and elsewhere (or should the parent
-    already be gone) watch for the coordinator's disappearance from a thread.
+    Linux sends SIGKILL when the parent exits (PR_SET_PDEATHSIG); elsewhere, and should the
+    parent be gone already, a thread watches for the coordinator's disappearance. A forked
+    worker's parent is the coordinator. A forkserver child's parent is the fork server, which
+    exits when every holder of its "alive" pipe has gone: the coordinator and, unless they
+    close their inherited copy, the workers themselves (which would keep it, and so
+    themselves, alive for ever): close that copy.
     """
     from multiprocessing import forkserver
 

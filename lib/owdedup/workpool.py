@@ -6,23 +6,27 @@ object the dead worker held. Here each worker holds one task at a time, known by
 a death fails exactly that task (with the signal that ended the process) and a fresh worker
 takes the dead one's place.
 
-Workers come from a fork server (``forkserver``) that has already imported the runtime and
-Pillow: each worker starts in milliseconds, shares those pages with its siblings, and does
-not re-import everything as ``spawn`` would; and, unlike a plain ``fork`` of the coordinator
-(whose progress bar runs a thread), it never copies a lock held by another thread.
+Workers are forked from the coordinator once it has imported the runtime and Pillow (as
+``multiprocessing.Pool`` forks): they start in milliseconds, share those pages, and do not
+re-import everything as ``spawn`` would. A fork copies every lock in the state another thread
+left it in, so when the coordinator runs other threads (a progress bar), a worker comes from a
+fork server (``forkserver``, with the same modules preloaded) instead: the CLI starts its
+workers before its progress bar, so only a replacement for a dead worker takes that path.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import multiprocessing
 import os
 import signal
 import sys
+import threading
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import wait
-from multiprocessing.context import ForkServerContext
+from multiprocessing.context import BaseContext, ForkServerContext
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
@@ -30,9 +34,9 @@ from typing import Any
 from owdedup import workers
 from owdedup.runtime.errors import ConfigError
 
-#: Imported once by the fork server, so that no worker imports them again. ``owdedup.cli``
-#: only when the coordinator is the CLI: each worker re-runs the coordinator's main script,
-#: and the ``owdedup`` script imports the CLI.
+#: Imported before any worker starts, so that no worker imports them again. The fork server
+#: also gets ``owdedup.cli`` when the coordinator is the CLI: a forkserver child re-runs the
+#: coordinator's main script, and the ``owdedup`` script imports the CLI.
 PRELOAD = ("owdedup.workers", "owdedup.runtime.pipeline", "owdedup.runtime.thumbnail")
 
 
@@ -43,7 +47,12 @@ class WorkerDied:
     reason: str
 
 
-def context() -> ForkServerContext:
+def context() -> BaseContext:
+    """``fork`` while this process runs no other thread, else ``forkserver``."""
+    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+        for module in PRELOAD:
+            importlib.import_module(module)
+        return multiprocessing.get_context("fork")
     ctx = multiprocessing.get_context("forkserver")
     assert isinstance(ctx, ForkServerContext)
     ctx.set_forkserver_preload([*PRELOAD, *(m for m in ("owdedup.cli",) if m in sys.modules)])
@@ -51,8 +60,8 @@ def context() -> ForkServerContext:
 
 
 class _Worker:
-    def __init__(self, ctx: ForkServerContext, manifest: Path | None,
-                 env: Mapping[str, str] | None) -> None:
+    def __init__(self, manifest: Path | None, env: Mapping[str, str] | None) -> None:
+        ctx = context()
         self.conn, child = ctx.Pipe()
         self.process: BaseProcess = ctx.Process(
             target=workers.serve, args=(child, manifest, env, os.getpid()), daemon=True,
@@ -78,7 +87,6 @@ class WorkerPool:
     answers, ``send`` continues with the worker that holds a task, ``release`` frees it."""
 
     def __init__(self, size: int, manifest: Path | None, env: Mapping[str, str] | None) -> None:
-        self._ctx = context()
         self._manifest = manifest
         self._env = dict(env) if env is not None else None
         self._workers: list[_Worker] = []
@@ -90,7 +98,7 @@ class WorkerPool:
             raise
 
     def _new_worker(self) -> _Worker:
-        worker = _Worker(self._ctx, self._manifest, self._env)
+        worker = _Worker(self._manifest, self._env)
         try:
             hello = worker.conn.recv()
         except EOFError:

@@ -121,8 +121,9 @@ def test_workers_die_with_a_coordinator_killed_by_sigkill(
     try:
         workers = wait_until(lambda: _pids_in(markers, 2), timeout=120,
                              what="both workers to hold an object")
-        left_behind = _descendants(coordinator.pid) | workers  # fork server, resource tracker
-        assert workers <= left_behind and len(left_behind) >= 3
+        # and any helper (a fork server, multiprocessing's resource tracker)
+        left_behind = _descendants(coordinator.pid) | workers
+        assert workers <= left_behind
     finally:
         coordinator.send_signal(signal.SIGKILL)
         coordinator.wait()
