@@ -22,6 +22,9 @@ median and spread over the rounds (target: <= 1.03). Then one more run each of `
 ``map-2w`` while a separate process samples this process and all its descendants every 20 ms:
 the peak of their summed proportional set size (PSS), and the sum of each process's peak RSS
 (VmHWM) (target: map-2w <= 1.3x pool-2).
+
+Outputs in ``--out``: ``results.json`` and ``chart.png`` (the ratios by round); the table is
+printed.
 """
 
 from __future__ import annotations
@@ -34,12 +37,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import PIL
 from PIL import Image
 from rich.console import Console
-from rich.table import Table
 
 from owdedup.runtime import thumbnail
 
@@ -171,10 +175,24 @@ def tree_memory_mib(body: Callable[[], float]) -> dict[str, float]:
 # -- main ----------------------------------------------------------------------------------------
 
 
-def run(photos: list[Path], rounds: int, console: Console) -> dict[str, Any]:
+@dataclass
+class Report(common.BaseReport):
+    """Raw timings: each method's wall time per round; memory under ``extra``."""
+
+    timings_key = "rounds_s"
+
+    times: dict[str, list[float]] = field(default_factory=dict)
+
+    def timings_json(self) -> dict[str, Any]:
+        return self.times
+
+    def ratios(self, ours: str, peer: str) -> list[float]:
+        return [a / b for a, b in zip(self.times[ours], self.times[peer], strict=True)]
+
+
+def run(report: Report, photos: list[Path], rounds: int, console: Console) -> None:
     factory = bench_local.StoreFactory()
-    methods = Methods(photos, factory)
-    table = methods.table()
+    table = Methods(photos, factory).table()
     try:
         for name in METHODS:  # warm-up: page cache, bytecode, imports
             table[name]()
@@ -185,32 +203,39 @@ def run(photos: list[Path], rounds: int, console: Console) -> dict[str, Any]:
                 times[name].append(table[name]())
             console.print(f"round {index + 1}: " + ", ".join(
                 f"{name} {times[name][-1]:.2f} s" for name in METHODS), highlight=False)
-        memory = {name: tree_memory_mib(table[name]) for name in ("pool-2", "map-2w")}
+        report.times = times
+        report.extra["tree_memory_mib"] = {
+            name: tree_memory_mib(table[name]) for name in ("pool-2", "map-2w")}
     finally:
         factory.close()
-    return {"times_s": times, "tree_memory_mib": memory}
-
-
-def print_table(console: Console, result: dict[str, Any], photos: int) -> None:
-    times = result["times_s"]
-    table = Table(title=f"owdedup map cold path vs plain Pillow ({photos} photos, "
-                        f"{len(times['map-1w'])} rounds)")
-    for column in ("comparison", "ours (median s)", "peer (median s)", "ratio median",
-                   "ratio min..max", "target"):
-        table.add_column(column)
-    for ours, peer in PAIRS:
-        ratios = [a / b for a, b in zip(times[ours], times[peer], strict=True)]
-        table.add_row(f"{ours} / {peer}", f"{statistics.median(times[ours]):.3f}",
-                      f"{statistics.median(times[peer]):.3f}",
-                      f"{statistics.median(ratios):.3f}",
-                      f"{min(ratios):.3f}..{max(ratios):.3f}", "<= 1.03")
-    memory = result["tree_memory_mib"]
-    for measure, label in (("pss_peak", "tree PSS, peak"),
-                           ("rss_peaks_summed", "tree, each process's peak RSS summed")):
+    for ident, (ours, peer) in zip(("t1", "t2"), PAIRS, strict=True):
+        ratios = report.ratios(ours, peer)
+        report.checks.append(common.Check(
+            ident, f"cold {ours} / {peer}, paired by round",
+            f"median {statistics.median(times[ours]):.2f} s vs "
+            f"{statistics.median(times[peer]):.2f} s; ratio spread "
+            f"{min(ratios):.3f}..{max(ratios):.3f}",
+            statistics.median(ratios), "<=", 1.03))
+    memory = report.extra["tree_memory_mib"]
+    for ident, measure, label in (("m1", "pss_peak", "tree PSS, peak"),
+                                  ("m2", "rss_peaks_summed", "tree, peak RSS per process summed")):
         ours_mib, peer_mib = memory["map-2w"][measure], memory["pool-2"][measure]
-        table.add_row(f"{label}: map-2w / pool-2", f"{ours_mib:.0f} MiB", f"{peer_mib:.0f} MiB",
-                      f"{ours_mib / peer_mib:.3f}", "", "<= 1.3")
-    console.print(table)
+        report.checks.append(common.Check(
+            ident, f"{label}: map-2w / pool-2", f"{ours_mib:.0f} MiB vs {peer_mib:.0f} MiB",
+            ours_mib / peer_mib, "<=", 1.3))
+
+
+def save_chart(report: Report, path: Path) -> None:
+    plt = common.pyplot()  # not imported at the top: see common.pyplot
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for ours, peer in PAIRS:
+        ratios = report.ratios(ours, peer)
+        ax.plot(range(1, len(ratios) + 1), ratios, marker="o", label=f"{ours} / {peer}")
+    ax.axhline(1.03, color="black", linestyle="--", linewidth=1, label="target 1.03")
+    ax.set_xlabel("round")
+    ax.set_ylabel("wall-time ratio")
+    ax.legend()
+    common.save_figure(fig, "owdedup map cold path vs plain Pillow", path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -223,14 +248,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = parser.parse_args(args)
     photos = common.jpeg_photos(options.photos)
     console = Console(width=None if sys.stdout.isatty() else 140)
-    result = run(photos, options.rounds, console)
-    result["environment"] = common.environment(photos)
-    options.out.mkdir(parents=True, exist_ok=True)
-    import json
-
-    (options.out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    print_table(console, result, len(photos))
-    return 0
+    report = Report(common.environment(photos, {"pillow": PIL.__version__}))
+    run(report, photos, options.rounds, console)
+    return common.write_outputs(
+        report, options.out, console, lambda path: save_chart(report, path),
+        lambda: common.print_checks(console, f"owdedup map cold path ({len(photos)} photos, "
+                                             f"{options.rounds} rounds)", report.checks))
 
 
 if __name__ == "__main__":
