@@ -148,7 +148,7 @@ def sample_tree(root: int) -> None:
     so a late sample still sees it), in KiB."""
     import select
 
-    pss_peak, hwm = 0, {}
+    pss_peak, hwm = 0, dict[int, int]()
     while True:
         pids = _tree(root)
         pss_peak = max(pss_peak, sum(_field_kib(f"/proc/{p}/smaps_rollup", "Pss:") for p in pids))

@@ -26,7 +26,7 @@ import threading
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import wait
-from multiprocessing.context import BaseContext, ForkServerContext
+from multiprocessing.context import ForkContext, ForkServerContext
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
@@ -47,12 +47,14 @@ class WorkerDied:
     reason: str
 
 
-def context() -> BaseContext:
+def context() -> ForkContext | ForkServerContext:
     """``fork`` while this process runs no other thread, else ``forkserver``."""
     if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
         for module in PRELOAD:
             importlib.import_module(module)
-        return multiprocessing.get_context("fork")
+        fork = multiprocessing.get_context("fork")
+        assert isinstance(fork, ForkContext)
+        return fork
     ctx = multiprocessing.get_context("forkserver")
     assert isinstance(ctx, ForkServerContext)
     ctx.set_forkserver_preload([*PRELOAD, *(m for m in ("owdedup.cli",) if m in sys.modules)])
