@@ -1,9 +1,9 @@
 """Fan a function out over every object under a prefix, in parallel processes.
 
 Identical contents inside one run are computed once whatever the number of workers: each
-object is hashed first (the ``hash`` action); the first object of each digest then runs the
-rest of the sequence in the same worker, on the bytes that worker has just read; the other
-objects with that digest share its result.
+object is hashed first (the ``hash`` action); the first object of each digest (the first to
+claim it) then runs the rest of the sequence in the same worker, on the bytes that worker has
+just read; the other objects with that digest share its result.
 
 Each worker process holds its own engine (see ``workers`` and ``workpool``); a worker that
 dies fails only the object it held, and is replaced.
@@ -12,6 +12,7 @@ dies fails only the object it held, and is replaced.
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -88,10 +89,6 @@ class MapRequest:
 
 # -- coordinator ------------------------------------------------------------------------------
 
-# What a worker is doing for an object: hashing it, or running the rest of the sequence.
-_HASHING, _COMPUTING = "hashing", "computing"
-
-
 def run_map(
     request: MapRequest,
     keys: list[str],
@@ -102,108 +99,115 @@ def run_map(
     failed: Mapping[str, str] | None = None,
     pool: WorkerPool | None = None,
 ) -> MapSummary:
-    """Hash every object, then run the rest of the sequence once per distinct digest.
+    """Hash every object; the first object of each digest runs the rest of the sequence.
 
-    The worker that hashed the first object of a digest goes straight on with the sequence
-    after ``hash`` (``Engine.resume``), on the bytes it has just read; the later objects of
-    that digest share its result. *failed* (key -> reason) are objects that fail before any
-    work (a name that would collide, say): they are reported in key order with the others.
-    *pool*: workers started beforehand (the CLI starts them before its progress bar's thread),
-    else the run starts and stops its own.
+    A worker hashes an object and, if no other worker has claimed that digest in this run,
+    goes straight on with the sequence after ``hash`` (``Engine.resume``), on the bytes it has
+    just read (``workers.process``); the later objects of that digest share its result.
+    *failed* (key -> reason) are objects that fail before any work (a name that would
+    collide, say): they are reported in key order with the others. *pool*: workers started
+    beforehand (the CLI starts them before its progress bar's thread), else the run starts
+    and stops its own.
     """
     started = time.perf_counter()
-    run = _Run(request, on_result, on_hashed)
+    run = _Run(on_result, on_hashed)
     for key, reason in (failed or {}).items():
         run.settle(ObjectResult(key, FAILED, error=f"{key}: {reason}"))
     pending = deque(key for key in keys if key not in run.results)
     with contextlib.ExitStack() as stack:
+        claims = stack.enter_context(tempfile.TemporaryDirectory(prefix="owdedup-map-"))
         if pool is None:
             pool = stack.enter_context(WorkerPool(workers, request.manifest, request.env))
         while pending or pool.busy:
-            while pending and pool.idle:
+            while pending and pool.free:
                 key = pending.popleft()
-                run.phase[key] = _HASHING
-                pool.start(key, ("invoke", request.hash_action, run.payload(key)))
+                pool.start(key, ("process", request.hash_action, request.sequence,
+                                 _payload(request, key), claims))
             for tag, answer in pool.wait():
-                run.answer(pool, str(tag), answer)
+                run.answer(str(tag), answer)
+    run.orphans()
     ordered = [run.results[key] for key in keys]
     _count_in_run_duplicates(request, ordered, run.groups)
     return MapSummary(ordered, time.perf_counter() - started)
 
 
-class _Run:
-    """The coordinator's bookkeeping: who hashed what, which object computes each digest."""
+def _payload(request: MapRequest, key: str) -> dict[str, Any]:
+    return {**request.params, "bucket": request.src_bucket, "key": key,
+            "dest_bucket": request.dest_bucket, "function": request.function}
 
-    def __init__(self, request: MapRequest, on_result: Callable[[ObjectResult], None] | None,
+
+class _Run:
+    """The coordinator's bookkeeping: which object computes each digest, who shares it."""
+
+    def __init__(self, on_result: Callable[[ObjectResult], None] | None,
                  on_hashed: Callable[[str], None] | None) -> None:
-        self.request = request
         self.on_result, self.on_hashed = on_result, on_hashed
         self.results: dict[str, ObjectResult] = {}
-        self.phase: dict[str, str] = {}
         self.hashed: dict[str, _Hashed] = {}
-        self.digests: dict[str, str] = {}
-        self.groups: dict[str, list[str]] = {}  # digest -> keys; the first one computes
-        self.outcome: dict[str, tuple[dict[str, Any], bool, float]] = {}  # digest -> answer
-
-    def payload(self, key: str) -> dict[str, Any]:
-        request = self.request
-        return {**request.params, "bucket": request.src_bucket, "key": key,
-                "dest_bucket": request.dest_bucket, "function": request.function}
+        self.claimed: dict[str, str] = {}  # key -> the digest it computes
+        self.groups: dict[str, list[str]] = {}  # digest -> keys, the computing one first
+        self.waiting: dict[str, list[str]] = {}  # digest -> duplicates without a result yet
+        self.outcome: dict[str, tuple[dict[str, Any], bool, float]] = {}  # digest -> result
 
     def settle(self, entry: ObjectResult) -> None:
         self.results[entry.key] = entry
         if self.on_result is not None:
             self.on_result(entry)
 
-    def answer(self, pool: WorkerPool, key: str, answer: Any) -> None:
+    def answer(self, key: str, answer: Any) -> None:
         if isinstance(answer, WorkerDied):
             self._died(key, answer.reason)
-        elif self.phase[key] == _HASHING:
-            self._hashed(pool, key, *answer)
-        else:
-            pool.release(key)
-            self._computed(key, *answer)
-
-    def _hashed(self, pool: WorkerPool, key: str, result: dict[str, Any], ok: bool,
-                ms: float) -> None:
-        self.hashed[key] = _Hashed(ms, int(result.get("input_bytes", 0)))
+            return
+        if answer[0] == "note":  # ("note", "claimed", digest): this object computes it
+            digest = answer[2]
+            self.claimed[key] = digest
+            self.groups.setdefault(digest, []).insert(0, key)
+            return
+        kind, hash_result, hash_ms, *rest = answer
+        self.hashed[key] = _Hashed(hash_ms, int(hash_result.get("input_bytes", 0)))
         if self.on_hashed is not None:
             self.on_hashed(key)
-        if not ok:
-            pool.release(key)
-            self.settle(ObjectResult(key, FAILED, error=_error_text(result), ms=ms))
-            return
-        digest = self.digests[key] = result["digest"]
-        members = self.groups.setdefault(digest, [])
-        members.append(key)
-        if len(members) > 1:  # another object computes this content
-            pool.send(key, ("drop",), expect_reply=False)
-            pool.release(key)
+        if kind == "failed":
+            self.settle(ObjectResult(key, FAILED, error=_error_text(hash_result), ms=hash_ms))
+        elif kind == "duplicate":
+            digest = hash_result["digest"]
+            self.groups.setdefault(digest, []).append(key)
             if digest in self.outcome:
                 self._share(key, digest, *self.outcome[digest])
-            return
-        self.phase[key] = _COMPUTING
-        pool.send(key, ("resume", self.request.sequence, self.request.hash_action, result),
-                  expect_reply=True)
+            else:
+                self.waiting.setdefault(digest, []).append(key)
+        else:
+            self._computed(self.claimed[key], *rest)
 
-    def _computed(self, key: str, result: dict[str, Any], ok: bool, ms: float) -> None:
-        digest = self.digests[key]
+    def _computed(self, digest: str, result: dict[str, Any], ok: bool, ms: float) -> None:
         self.outcome[digest] = (result, ok, ms)
-        for member in self.groups[digest]:
-            self._share(member, digest, result, ok, ms)
+        self._share(self.groups[digest][0], digest, result, ok, ms)
+        for key in self.waiting.pop(digest, []):
+            self._share(key, digest, result, ok, ms)
 
     def _share(self, key: str, digest: str, result: dict[str, Any], ok: bool,
                ms: float) -> None:
         first = self.groups[digest][0] == key
-        self.settle(_object_result(key, digest, result, ok, ms if first else 0.0,
-                                   self.hashed[key], not first))
+        hashed = self.hashed.get(key, _Hashed(0.0, 0))
+        self.settle(_object_result(key, digest, result, ok, ms if first else 0.0, hashed,
+                                   not first))
 
     def _died(self, key: str, reason: str) -> None:
-        result = {"error": f"{key}: {reason} while processing it"}
-        if self.phase[key] == _HASHING:
-            self.settle(ObjectResult(key, FAILED, error=result["error"]))
+        error = {"error": f"{key}: {reason} while processing it"}
+        if key in self.claimed:  # the others of its content must not wait for it
+            self._computed(self.claimed[key], error, False, 0.0)
         else:
-            self._computed(key, result, False, 0.0)
+            self.settle(ObjectResult(key, FAILED, error=error["error"]))
+
+    def orphans(self) -> None:
+        """Duplicates of a content whose computing object ended without a word (its worker
+        died between claiming and saying so): failed, never left out."""
+        for digest, keys in self.waiting.items():
+            for key in keys:
+                self.settle(ObjectResult(
+                    key, FAILED, digest=digest,
+                    error=f"{key}: the object with the same content ended without a result"))
+        self.waiting.clear()
 
 
 def _count_in_run_duplicates(

@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -28,6 +28,7 @@ from owdedup.engine.executor import Engine
 from owdedup.engine.local import local_executor
 from owdedup.runtime import handover
 from owdedup.runtime.action import close_contexts
+from owdedup.runtime.digest import is_sha256_hex
 from owdedup.runtime.errors import OwdedupError
 
 _engine: Engine | None = None  # one per worker process, set by `init`
@@ -79,10 +80,11 @@ def fire(trigger: str, payload: dict[str, Any]) -> Activation:
 
 # -- the WorkerPool's processes ------------------------------------------------------------------
 
-#: Messages from the coordinator: ("invoke", name, payload), ("resume", sequence, after,
-#: result) and ("drop",) (forget the bytes kept by the last hash); None ends the worker.
-#: Answers: ("ready",) or ("init-failed", message) once, then one (result, ok, ms) per
-#: invoke or resume.
+#: Messages from the coordinator: ("process", hash_action, sequence, payload, claims) (see
+#: :func:`process`); None ends the worker. Answers: ("ready",) or ("init-failed", message)
+#: once, then per object a note ("note", "claimed", digest) when it claims a digest, and one
+#: answer: ("failed", hash_result, ms), ("duplicate", hash_result, ms) or
+#: ("computed", hash_result, hash_ms, result, ok, ms).
 
 
 def serve(conn: Connection, manifest: Path | None, env: Mapping[str, str] | None,
@@ -104,14 +106,33 @@ def serve(conn: Connection, manifest: Path | None, env: Mapping[str, str] | None
                 return
             if message is None:
                 return
-            if message[0] == "invoke":
-                conn.send(invoke(message[1], message[2]))
-            elif message[0] == "resume":
-                conn.send(resume(message[1], message[2], message[3]))
-            elif message[0] == "drop":
-                handover.clear()
+            _, hash_action, sequence, payload, claims = message
+            conn.send(process(hash_action, sequence, payload, Path(claims), conn.send))
     finally:
         close_contexts()  # no exit hooks run in a forked worker: write the buffered counts
+
+
+def process(hash_action: str, sequence: str, payload: dict[str, Any], claims: Path,
+            note: Callable[[tuple[str, ...]], None]) -> tuple[Any, ...]:
+    """Hash one object; if no other worker of the run has claimed its digest, claim it and run
+    the rest of *sequence* here, on the bytes just hashed (``Engine.resume``).
+
+    Claims are files created exclusively in the run's *claims* folder: the kernel settles a
+    race between two workers that hashed the same content, and no worker waits for the
+    coordinator. The claim is noted to the coordinator first, so that should this process die
+    while computing, the other objects of that content are failed rather than left waiting.
+    """
+    result, ok, ms = invoke(hash_action, payload)
+    digest = result.get("digest")
+    if not ok or not is_sha256_hex(digest):
+        return ("failed", result, ms)
+    try:
+        os.close(os.open(claims / digest, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        handover.clear()  # another worker computes this content
+        return ("duplicate", result, ms)
+    note(("note", "claimed", digest))
+    return ("computed", result, ms, *resume(sequence, hash_action, result))
 
 
 def die_with_parent(coordinator: int) -> None:

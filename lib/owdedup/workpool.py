@@ -2,7 +2,7 @@
 
 Why not ``ProcessPoolExecutor``: when one of its workers dies (the out-of-memory killer, a
 decoder crash) every pending future fails with ``BrokenProcessPool`` and nobody can say which
-object the dead worker held. Here each worker holds one task at a time, known by its tag, so
+object the dead worker held. Here each worker runs one task at a time, known by its tag, so
 a death fails exactly that task (with the signal that ended the process) and a fresh worker
 takes the dead one's place.
 
@@ -23,6 +23,7 @@ import os
 import signal
 import sys
 import threading
+from collections import deque
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import wait
@@ -38,6 +39,8 @@ from owdedup.runtime.errors import ConfigError
 #: also gets ``owdedup.cli`` when the coordinator is the CLI: a forkserver child re-runs the
 #: coordinator's main script, and the ``owdedup`` script imports the CLI.
 PRELOAD = ("owdedup.workers", "owdedup.runtime.pipeline", "owdedup.runtime.thumbnail")
+#: Tasks queued per worker: the next one is in its pipe when the current one ends.
+DEPTH = 2
 
 
 @dataclass(frozen=True)
@@ -71,8 +74,9 @@ class _Worker:
         )
         self.process.start()
         child.close()  # our copy: the worker's end must be its own, so its death reads as EOF
-        self.tag: Hashable | None = None  # the task it holds
-        self.expecting = False  # a reply is due
+        # Its tasks in the order it runs them: the first is running, the others wait in its
+        # pipe, so that it never waits for the coordinator between two tasks.
+        self.queue: deque[tuple[Hashable, tuple[Any, ...]]] = deque()
 
     def died(self) -> WorkerDied:
         self.process.join(5)
@@ -85,8 +89,8 @@ class _Worker:
 
 
 class WorkerPool:
-    """*size* worker processes; ``start`` gives a task to an idle one, ``wait`` collects
-    answers, ``send`` continues with the worker that holds a task, ``release`` frees it."""
+    """*size* worker processes; ``start`` queues a task on the least busy one (at most
+    :data:`DEPTH` each), ``wait`` collects answers and notes."""
 
     def __init__(self, size: int, manifest: Path | None, env: Mapping[str, str] | None) -> None:
         self._manifest = manifest
@@ -111,55 +115,48 @@ class WorkerPool:
         return worker
 
     @property
-    def idle(self) -> int:
-        return sum(1 for w in self._workers if w.tag is None)
+    def free(self) -> int:
+        """How many more tasks can be queued now."""
+        return sum(DEPTH - len(w.queue) for w in self._workers)
 
     @property
     def busy(self) -> bool:
-        return any(w.tag is not None for w in self._workers)
+        return any(w.queue for w in self._workers)
 
     def start(self, tag: Hashable, message: tuple[Any, ...]) -> None:
-        worker = next(w for w in self._workers if w.tag is None)
-        worker.tag = tag
-        self._send(worker, message, expect_reply=True)
-
-    def send(self, tag: Hashable, message: tuple[Any, ...], *, expect_reply: bool) -> None:
-        self._send(self._holder(tag), message, expect_reply=expect_reply)
-
-    def release(self, tag: Hashable) -> None:
-        self._holder(tag).tag = None
-
-    def _holder(self, tag: Hashable) -> _Worker:
-        return next(w for w in self._workers if w.tag == tag)
-
-    def _send(self, worker: _Worker, message: tuple[Any, ...], *, expect_reply: bool) -> None:
-        worker.expecting = expect_reply
-        try:
+        worker = min(self._workers, key=lambda w: len(w.queue))
+        worker.queue.append((tag, message))
+        with contextlib.suppress(OSError):  # its death is reported by the next wait()
             worker.conn.send(message)
-        except OSError:
-            worker.expecting = True  # its death is reported by the next wait()
 
     def wait(self) -> list[tuple[Hashable, Any]]:
-        """The answers that have arrived, as (tag, answer); a dead worker's task gets a
-        :class:`WorkerDied` and the worker is replaced. Blocks until there is one."""
-        waiting = {w.conn: w for w in self._workers if w.tag is not None and w.expecting}
-        if not waiting:
-            return []
+        """What has arrived, as (tag, answer); a note (``("note", ...)``) leaves the task
+        running, anything else ends it. A dead worker's running task gets a
+        :class:`WorkerDied`, its waiting tasks go to the fresh worker that replaces it.
+        Blocks until there is something."""
+        waiting = {w.conn: w for w in self._workers if w.queue}
         answers: list[tuple[Hashable, Any]] = []
-        for conn in wait(list(waiting)):
+        for conn in wait(list(waiting)) if waiting else []:
             worker = waiting[conn]  # type: ignore[index]
             try:
                 answer: Any = worker.conn.recv()
             except (EOFError, OSError):
-                answer = worker.died()
+                tag, _ = worker.queue.popleft()
+                answers.append((tag, worker.died()))
                 self._replace(worker)
-            worker.expecting = False
-            answers.append((worker.tag, answer))
+                continue
+            if isinstance(answer, tuple) and answer[:1] == ("note",):
+                answers.append((worker.queue[0][0], answer))
+            else:
+                answers.append((worker.queue.popleft()[0], answer))
         return answers
 
     def _replace(self, dead: _Worker) -> None:
         dead.conn.close()
-        self._workers[self._workers.index(dead)] = self._new_worker()
+        fresh = self._new_worker()
+        self._workers[self._workers.index(dead)] = fresh
+        for tag, message in dead.queue:
+            self.start(tag, message)
 
     def close(self) -> None:
         """Ask every worker to finish and wait for it; one that does not is killed."""
