@@ -95,7 +95,10 @@ def invoke(
 ) -> None:
     """Run the deduplicating sequence on one object and print its result as JSON."""
     from owdedup.engine.local import local_executor
+    from owdedup.runtime import handover
+    from owdedup.workers import HANDOVER_BYTES
 
+    handover.enable(HANDOVER_BYTES)  # the sequence runs in this process: one read of the input
     try:
         spec = get_function(function)
         where = locations.resolve(source, dest, _environment(store, records), key=True)

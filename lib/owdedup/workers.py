@@ -124,7 +124,7 @@ def process(hash_action: str, sequence: str, payload: dict[str, Any], claims: Pa
     """
     result, ok, ms = invoke(hash_action, payload)
     digest = result.get("digest")
-    if not ok or not is_sha256_hex(digest):
+    if not ok or not isinstance(digest, str) or not is_sha256_hex(digest):
         return ("failed", result, ms)
     try:
         os.close(os.open(claims / digest, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
