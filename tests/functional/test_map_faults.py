@@ -5,17 +5,21 @@ manifest whose ``hash`` action misbehaves for chosen keys."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from owdedup.engine.local import default_manifest_path
+from owdedup.mapper import MapRequest, run_map
+from owdedup.runtime.functions import get_function
 from owdedup.runtime.records import open_records
 from tests.functional.test_cli import Cli, by_status, photos
 from tests.imagegen import jpeg
@@ -148,3 +152,30 @@ def test_a_record_store_that_cannot_write_is_reported(
     output = " ".join((proc.stdout + proc.stderr).split())
     assert "records not written │ 3" in output
     assert "database or disk is full" in output
+
+
+def test_with_other_threads_running_workers_come_from_the_fork_server(
+    env: dict[str, str], store_root: Path, faulty_manifest: Path
+) -> None:
+    """A fork would copy locks another thread holds: then the workers (and the replacement
+    of a dead one) come from a fork server, and behave the same."""
+    from multiprocessing import forkserver
+
+    photos(store_root, 2)
+    (store_root / "photos" / "die.jpg").write_bytes(jpeg(120, 90))
+    spec = get_function("thumbnail")
+    params = spec.normalise({"sizes": "32"}).to_dict()
+    request = MapRequest(function="thumbnail", sequence=f"owdedup/{spec.sequence}",
+                         hash_action="owdedup/hash", src_bucket="photos", dest_bucket="thumbs",
+                         params=params, manifest=faulty_manifest, env={**os.environ, **env})
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        summary = run_map(request, ["die.jpg", "p0.jpg", "p1.jpg"], workers=2)
+    finally:
+        stop.set()
+        other.join()
+    assert [r.status for r in summary.results] == ["failed", "computed", "computed"]
+    assert "killed by SIGKILL" in (summary.results[0].error or "")
+    assert forkserver._forkserver._forkserver_pid is not None  # type: ignore[attr-defined]
