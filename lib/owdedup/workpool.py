@@ -96,15 +96,20 @@ class WorkerPool:
         self._manifest = manifest
         self._env = dict(env) if env is not None else None
         self._workers: list[_Worker] = []
-        try:
-            for _ in range(size):
-                self._workers.append(self._new_worker())
+        try:  # all started first, so that they start up side by side
+            self._workers = [_Worker(manifest, self._env) for _ in range(size)]
+            for worker in self._workers:
+                self._ready(worker)
         except BaseException:
             self.close()
             raise
 
     def _new_worker(self) -> _Worker:
         worker = _Worker(self._manifest, self._env)
+        self._ready(worker)
+        return worker
+
+    def _ready(self, worker: _Worker) -> None:
         try:
             hello = worker.conn.recv()
         except EOFError:
@@ -112,7 +117,6 @@ class WorkerPool:
         if hello[0] != "ready":
             worker.process.join(5)
             raise ConfigError(f"a map worker could not start: {hello[1]}")
-        return worker
 
     @property
     def free(self) -> int:
