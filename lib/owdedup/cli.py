@@ -76,6 +76,15 @@ def _environment(store: str | None, records: str | None) -> dict[str, str]:
     return env
 
 
+def _require_other_dest(src_bucket: str, dest: str) -> None:
+    """Outputs written into the input bucket would become inputs (and, with watch, new
+    events): ``invoke`` and ``map`` both refuse it."""
+    if src_bucket == dest:
+        raise ConfigError(
+            f"DEST must be another bucket than {src_bucket!r}: outputs would become inputs"
+        )
+
+
 def _function_params(size: str, fmt: str, quality: int) -> dict[str, Any]:
     return {"sizes": size, "format": fmt, "quality": quality}
 
@@ -105,6 +114,7 @@ def invoke(
         bucket, key = where.bucket, where.rest
         if not bucket or not key:
             raise ConfigError(f"SOURCE must be BUCKET/KEY, got {source!r}")
+        _require_other_dest(bucket, where.dest_bucket)
         engine = local_executor(manifest, where.env)
         payload = {"bucket": bucket, "key": key, "dest_bucket": where.dest_bucket,
                    "function": spec.name,
@@ -150,10 +160,7 @@ def map_command(
         spec.normalise(params)  # a bad --size fails before any work starts
         where = locations.resolve(source, dest, _environment(store, records), key=False)
         bucket, prefix, dest, env = where.bucket, where.rest, where.dest_bucket, where.env
-        if bucket == dest:
-            raise ConfigError(
-                f"DEST must be another bucket than {bucket!r}: outputs would become inputs"
-            )
+        _require_other_dest(bucket, dest)
         context = Context(Settings.resolve({}, env))
         unreadable: dict[str, str] = {}
         keys = [info.key for info in context.store.list(

@@ -66,6 +66,8 @@ class Job:
     recorded: bool | None = None
     record_error: str | None = None  # why 'recorded' is false
     copies: list[dict[str, Any]] = field(default_factory=list)
+    #: Records found but not believed (see Record.mismatch): each one was a miss.
+    rejected_records: int = 0
 
     @property
     def name(self) -> str:
@@ -113,6 +115,7 @@ class Job:
             recorded=params.get("recorded"),
             record_error=params.get("record_error"),
             copies=list(params.get("copies") or []),
+            rejected_records=_count(params.get("rejected_records")),
         )
 
     def to_result(self) -> dict[str, Any]:
@@ -138,7 +141,16 @@ class Job:
                 result["record_error"] = self.record_error
         if self.copies:
             result["copies"] = self.copies
+        if self.rejected_records:
+            result["rejected_records"] = self.rejected_records
         return result
+
+
+def _count(value: Any) -> int:
+    try:
+        return max(0, int(value or 0))
+    except (TypeError, ValueError):
+        raise ConfigError(f"bad parameter 'rejected_records': {value!r}") from None
 
 
 def _flag(value: Any) -> bool:
