@@ -20,7 +20,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from owdedup import locations
-from owdedup.mapper import COMPUTED, DEDUPLICATED, FAILED, MapRequest, MapSummary, run_map
+from owdedup.mapper import (
+    COMPUTED,
+    DEDUPLICATED,
+    FAILED,
+    MapRequest,
+    MapSummary,
+    ObjectResult,
+    run_map,
+)
 from owdedup.runtime.config import ENV_RECORDS, ENV_STORE, Settings
 from owdedup.runtime.context import Context
 from owdedup.runtime.errors import ConfigError, OwdedupError
@@ -147,6 +155,13 @@ def map_command(
     records: RecordsOpt = None,
     manifest: ManifestOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")] = False,
+    platform: Annotated[str, typer.Option(
+        "--platform", help="local: worker processes here; openwhisk: invoke the deployed "
+        "sequence on OW_APIHOST/OW_AUTH (or ~/.wskprops), once per distinct missing content")
+    ] = "local",
+    window: Annotated[int | None, typer.Option(
+        "--window", min=1, help="openwhisk: most invocations in flight (default: the "
+        "namespace's concurrentInvocations limit)")] = None,
 ) -> None:
     """Run the function on every object under SOURCE, in parallel, and summarise.
 
@@ -154,6 +169,8 @@ def map_command(
     object failed; 3 when nothing failed but some records were not written (the record store
     failed: the outputs are valid, the next run computes those objects again).
     """
+    if platform not in ("local", "openwhisk"):
+        raise _fail(f"--platform must be local or openwhisk, not {platform!r}")
     try:
         spec = get_function(function)
         params = {**_function_params(size, fmt, quality), "materialize": materialize}
@@ -175,9 +192,19 @@ def map_command(
         src_bucket=bucket, dest_bucket=dest, params=params,
         manifest=manifest, env=env,
     )
+    quiet = quiet or not sys.stderr.isatty()
     try:
-        summary = _run_with_progress(request, keys, refused, workers,
-                                     quiet or not sys.stderr.isatty())
+        if platform == "openwhisk":
+            from owdedup.openwhisk.command import run_on_openwhisk  # only this path needs it
+
+            summary = run_on_openwhisk(request, [k for k in keys if k not in refused],
+                                       window=window, quiet=quiet, console=console)
+            summary.results = sorted(
+                [*summary.results,
+                 *(ObjectResult(k, FAILED, error=f"{k}: {why}") for k, why in refused.items())],
+                key=lambda entry: entry.key)
+        else:
+            summary = _run_with_progress(request, keys, refused, workers, quiet)
     except OwdedupError as exc:  # the workers could not start (a bad manifest, say)
         raise _fail(str(exc)) from None
     if results is not None:

@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 from owdedup.runtime import handover
 from owdedup.runtime.context import Context
 from owdedup.runtime.counters import hit_saved_bytes
-from owdedup.runtime.digest import CHUNK_BYTES, sha256_stream
+from owdedup.runtime.digest import sha256_stream
 from owdedup.runtime.errors import ConfigError, OwdedupError, StoreError
-from owdedup.runtime.functions import get_function
+from owdedup.runtime.functions import ThumbnailParams, get_function
 from owdedup.runtime.job import Job, Output
 from owdedup.runtime.records import OutputRef, Record
 
@@ -99,11 +99,17 @@ def thumbnail_step(job: Job, ctx: Context) -> Job:
     spec = get_function(job.function)
     params = spec.normalise(job.params)
 
-    data = handover.take(ctx.store, job.bucket, job.key, digest)  # hashed by 'hash' just now
-    if data is None:
-        data = _read_verified(ctx, job, digest)
-
     from owdedup.runtime.thumbnail import make_thumbnails  # Pillow is imported on a miss only
+
+    data = handover.take(ctx.store, job.bucket, job.key, digest)  # read and hashed just now
+    if data is not None:
+        _check_input_header(job, params, ctx, data)
+    else:
+        size = _check_input_header(job, params, ctx)
+        data = ctx.store.read_bytes(job.bucket, job.key, max_bytes=size)
+        if hashlib.sha256(data).hexdigest() != digest:
+            # Computing now would record this output under another content's name.
+            raise StoreError("object was replaced after it was hashed; retry", key=job.key)
 
     started = time.perf_counter()
     thumbs = make_thumbnails(
@@ -131,6 +137,27 @@ def thumbnail_step(job: Job, ctx: Context) -> Job:
     return job
 
 
+def _check_input_header(
+    job: Job, params: ThumbnailParams, ctx: Context, data: bytes | None = None
+) -> int:
+    """Judge the input from a bounded prefix before its body is read: what is not an image,
+    or over the pixel or memory limits (its own bytes counted), is refused having cost
+    HEADER_BYTES. Returns the object's size, the most bytes the body read may then take.
+    *data*: the whole input, already in hand (handed over by 'hash'), judged the same way."""
+    from owdedup.runtime.thumbnail import HEADER_BYTES, check_header
+
+    if data is not None:
+        size, prefix = len(data), data[:HEADER_BYTES]
+    else:
+        size = job.input_bytes or ctx.store.head(job.bucket, job.key).size
+        prefix = ctx.store.read_prefix(job.bucket, job.key, HEADER_BYTES)
+    check_header(
+        prefix, size, params.sizes,
+        max_pixels=params.max_pixels, max_memory_mb=params.max_memory_mb, name=job.key,
+    )
+    return size
+
+
 def record_step(job: Job, ctx: Context) -> Job:
     """Store input -> output for every computed variant; report what the caller gets."""
     digest = _require_digest(job)
@@ -155,11 +182,13 @@ def record_step(job: Job, ctx: Context) -> Job:
                     compute_ms=output.compute_ms, input_bytes=job.input_bytes, created=created,
                 )
                 stored, _ = ctx.records.put(record)
-                if stored.mismatch(output.function_id, digest, output.key) is not None:
+                if stored.mismatch(output.function_id, digest, output.key,
+                                   output.bucket) is not None:
                     # A forged record holds this id (lookup rejected it): ours replaces it.
                     ctx.records.delete(output.function_id, digest)
                     stored, _ = ctx.records.put(record)
-                    if stored.mismatch(output.function_id, digest, output.key) is not None:
+                    if stored.mismatch(output.function_id, digest, output.key,
+                                   output.bucket) is not None:
                         raise StoreError("a record that is not believable keeps taking its id")
                 # A concurrent writer may have won: its record names the same object anyway.
                 _fill_from_record(output, stored, hit=False)
@@ -183,19 +212,6 @@ def _materialize(job: Job, ctx: Context) -> list[dict[str, object]]:
     return copies
 
 
-def _read_verified(ctx: Context, job: Job, digest: str) -> bytes:
-    """The input's bytes, hashed while they are read (one pass): they must still be the
-    content that 'hash' named, or the output would be recorded under another content's name."""
-    hasher, chunks = hashlib.sha256(), []
-    with ctx.store.open(job.bucket, job.key) as stream:
-        while chunk := stream.read(CHUNK_BYTES):
-            hasher.update(chunk)
-            chunks.append(chunk)
-    if hasher.hexdigest() != digest:
-        raise StoreError("object was replaced after it was hashed; retry", key=job.key)
-    return b"".join(chunks)
-
-
 def materialized_stem(key: str) -> str:
     """The name of *key*'s materialized copies before ``_<size>.<ext>``: the key without
     its extension, so ``a``, ``a.jpg`` and ``a.png`` share one (``map`` refuses the later
@@ -210,7 +226,7 @@ def _identity_summary(job: Job) -> dict[str, object]:
 
 def _rejected(job: Job, record: Record, output: Output, digest: str) -> bool:
     """True (counted on the job and logged) when *record* is not believable for *output*."""
-    problem = record.mismatch(output.function_id, digest, output.key)
+    problem = record.mismatch(output.function_id, digest, output.key, output.bucket)
     if problem is None:
         return False
     job.rejected_records += 1
