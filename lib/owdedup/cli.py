@@ -19,10 +19,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
+from owdedup import locations
 from owdedup.runtime.config import ENV_RECORDS, ENV_STORE, Settings
 from owdedup.runtime.context import Context
 from owdedup.runtime.errors import ConfigError, OwdedupError
 from owdedup.runtime.functions import get_function
+from owdedup.runtime.pipeline import materialized_stem
 from owdedup.terminal import console
 from owdedup.terminal import fail as _fail
 
@@ -90,6 +92,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+EXIT_FAILED = 1  # an object failed (or the command could not start)
+EXIT_NOT_RECORDED = 3  # every object done, but the record store did not keep some records
 
 
 StoreOpt = Annotated[
@@ -133,8 +137,8 @@ def _function_params(size: str, fmt: str, quality: int) -> dict[str, Any]:
 @app.command()
 def invoke(
     function: Annotated[str, typer.Argument(help="Function to run, e.g. thumbnail")],
-    source: Annotated[str, typer.Argument(help="SRC_BUCKET/KEY")],
-    dest: Annotated[str, typer.Argument(help="DEST_BUCKET")],
+    source: Annotated[str, typer.Argument(help="SRC_BUCKET/KEY, or a file path")],
+    dest: Annotated[str, typer.Argument(help="DEST_BUCKET, or a folder path")],
     size: SizeOpt = "256",
     fmt: FormatOpt = "jpeg",
     quality: QualityOpt = 85,
@@ -145,15 +149,20 @@ def invoke(
 ) -> None:
     """Run the deduplicating sequence on one object and print its result as JSON."""
     from owdedup.engine.local import local_executor
+    from owdedup.runtime import handover
+    from owdedup.workers import HANDOVER_BYTES
 
+    handover.enable(HANDOVER_BYTES)  # the sequence runs in this process: one read of the input
     try:
         spec = get_function(function)
-        bucket, _, key = source.partition("/")
+        where = locations.resolve(source, dest, _environment(store, records), key=True)
+        bucket, key = where.bucket, where.rest
         if not bucket or not key:
             raise ConfigError(f"SOURCE must be BUCKET/KEY, got {source!r}")
-        _require_other_dest(bucket, dest)
-        engine = local_executor(manifest, _environment(store, records))
-        payload = {"bucket": bucket, "key": key, "dest_bucket": dest, "function": spec.name,
+        _require_other_dest(bucket, where.dest_bucket)
+        engine = local_executor(manifest, where.env)
+        payload = {"bucket": bucket, "key": key, "dest_bucket": where.dest_bucket,
+                   "function": spec.name,
                    "materialize": materialize, **_function_params(size, fmt, quality)}
         activation = engine.invoke(f"{PACKAGE}/{spec.sequence}", payload)
     except OwdedupError as exc:
@@ -166,8 +175,9 @@ def invoke(
 @app.command("map")
 def map_command(
     function: Annotated[str, typer.Argument(help="Function to run, e.g. thumbnail")],
-    source: Annotated[str, typer.Argument(help="SRC_BUCKET[/PREFIX]: every object under it")],
-    dest: Annotated[str, typer.Argument(help="DEST_BUCKET")],
+    source: Annotated[str, typer.Argument(
+        help="SRC_BUCKET[/PREFIX], or a folder path (/abs, ./rel, ../rel): every object under it")],
+    dest: Annotated[str, typer.Argument(help="DEST_BUCKET, or a folder path")],
     workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Parallel processes")] = (
         max(1, os.cpu_count() or 1)
     ),
@@ -190,50 +200,81 @@ def map_command(
         "--window", min=1, help="openwhisk: most invocations in flight (default: the "
         "namespace's concurrentInvocations limit)")] = None,
 ) -> None:
-    """Run the function on every object under SOURCE, in parallel, and summarise."""
-    from owdedup.mapper import MapRequest
+    """Run the function on every object under SOURCE, in parallel, and summarise.
+
+    Exit status: 0 when every object was computed or deduplicated and recorded; 1 when an
+    object failed; 3 when nothing failed but some records were not written (the record store
+    failed: the outputs are valid, the next run computes those objects again).
+    """
+    from owdedup.mapper import FAILED, MapRequest, ObjectResult
 
     if platform not in ("local", "openwhisk"):
         raise _fail(f"--platform must be local or openwhisk, not {platform!r}")
-    env = _environment(store, records)
     try:
         spec = get_function(function)
         params = {**_function_params(size, fmt, quality), "materialize": materialize}
         spec.normalise(params)  # a bad --size fails before any work starts
-        bucket, _, prefix = source.partition("/")
+        where = locations.resolve(source, dest, _environment(store, records), key=False)
+        bucket, prefix, dest, env = where.bucket, where.rest, where.dest_bucket, where.env
         _require_other_dest(bucket, dest)
         context = Context(Settings.resolve({}, env))
-        keys = [info.key for info in context.store.list(bucket, prefix)]
+        unreadable: dict[str, str] = {}
+        keys = [info.key for info in context.store.list(
+            bucket, prefix, on_unreadable=unreadable.__setitem__)]
         context.close()
     except OwdedupError as exc:
         raise _fail(str(exc)) from None
+    refused = {**unreadable, **(_materialize_collisions(keys) if materialize else {})}
+    keys = sorted({*keys, *unreadable})
     request = MapRequest(
         function=spec.name, sequence=f"{PACKAGE}/{spec.sequence}", hash_action=f"{PACKAGE}/hash",
         src_bucket=bucket, dest_bucket=dest, params=params,
         manifest=manifest, env=env,
     )
     quiet = quiet or not sys.stderr.isatty()
-    if platform == "openwhisk":
-        from owdedup.openwhisk.command import run_on_openwhisk  # only this path needs it
+    try:
+        if platform == "openwhisk":
+            from owdedup.openwhisk.command import run_on_openwhisk  # only this path needs it
 
-        try:
-            summary = run_on_openwhisk(request, keys, window=window, quiet=quiet,
-                                       console=console)
-        except OwdedupError as exc:
-            raise _fail(str(exc)) from None
-    else:
-        summary = _run_with_progress(request, keys, workers, quiet)
+            summary = run_on_openwhisk(request, [k for k in keys if k not in refused],
+                                       window=window, quiet=quiet, console=console)
+            summary.results = sorted(
+                [*summary.results,
+                 *(ObjectResult(k, FAILED, error=f"{k}: {why}") for k, why in refused.items())],
+                key=lambda entry: entry.key)
+        else:
+            summary = _run_with_progress(request, keys, refused, workers, quiet)
+    except OwdedupError as exc:  # the workers could not start (a bad manifest, say)
+        raise _fail(str(exc)) from None
     if results is not None:
         with results.open("w") as out:
             for entry in summary.results:
                 out.write(json.dumps(entry.to_json(), sort_keys=True) + "\n")
     _print_summary(summary)
     if summary.failed:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
+    if summary.not_recorded:
+        raise typer.Exit(EXIT_NOT_RECORDED)
+
+
+def _materialize_collisions(keys: list[str]) -> dict[str, str]:
+    """Objects whose --materialize copies would overwrite those of an earlier key (``a``,
+    ``a.jpg`` and ``a.png`` all give ``a_<size>.<ext>``): refused before anything is
+    written, the first key in order keeps the name."""
+    owner: dict[str, str] = {}
+    refused: dict[str, str] = {}
+    for key in keys:
+        stem = materialized_stem(key)
+        if stem in owner:
+            refused[key] = (f"its --materialize copies ({stem}_<size>.<ext>) would overwrite "
+                            f"those of {owner[stem]}; rename one of them")
+        else:
+            owner[stem] = key
+    return refused
 
 
 def _run_with_progress(
-    request: MapRequest, keys: list[str], workers: int, quiet: bool
+    request: MapRequest, keys: list[str], refused: dict[str, str], workers: int, quiet: bool
 ) -> MapSummary:
     from rich.progress import (
         BarColumn,
@@ -244,19 +285,22 @@ def _run_with_progress(
     )
 
     from owdedup.mapper import run_map
+    from owdedup.workpool import WorkerPool
 
-    if quiet:
-        return run_map(request, keys, workers=workers)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        hashing = progress.add_task("hashing", total=len(keys))
-        processing = progress.add_task(request.function, total=len(keys))
-        return run_map(
-            request, keys, workers=workers,
-            on_hashed=lambda _key: progress.advance(hashing),
-            on_result=lambda _result: progress.advance(processing),
-        )
+    # Workers first: forked before the progress bar starts its thread (see workpool).
+    with WorkerPool(workers, request.manifest, request.env) as pool:
+        if quiet:
+            return run_map(request, keys, workers=workers, failed=refused, pool=pool)
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=True) as progress:
+            hashing = progress.add_task("hashing", total=len(keys))
+            processing = progress.add_task(request.function, total=len(keys))
+            return run_map(
+                request, keys, workers=workers, failed=refused, pool=pool,
+                on_hashed=lambda _key: progress.advance(hashing),
+                on_result=lambda _result: progress.advance(processing),
+            )
 
 
 def _print_summary(summary: MapSummary) -> None:
@@ -270,12 +314,20 @@ def _print_summary(summary: MapSummary) -> None:
     table.add_row("computed", str(summary.count(COMPUTED)))
     table.add_row("deduplicated", str(summary.count(DEDUPLICATED)))
     table.add_row("failed", str(summary.count(FAILED)))
+    if summary.not_recorded:
+        table.add_row("records not written", str(len(summary.not_recorded)))
     table.add_row("wall time", f"{summary.wall_s:.2f} s")
     table.add_row("compute time", f"{summary.compute_ms / 1000:.2f} s")
     table.add_row("compute time saved", f"{summary.saved_ms / 1000:.2f} s")
     Console().print(table)
     for entry in summary.failed:
         console.print(f"[red]failed[/red] {entry.error}", highlight=False)
+    causes = sorted({entry.record_error or "" for entry in summary.not_recorded})
+    if causes:
+        console.print(
+            f"[yellow]records not written: {len(summary.not_recorded)}[/yellow] (the outputs "
+            f"are valid; the next run computes these objects again): {'; '.join(causes)}",
+            highlight=False)
 
 
 @app.command()

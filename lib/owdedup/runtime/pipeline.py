@@ -12,6 +12,7 @@ import logging
 import time
 from datetime import UTC, datetime
 
+from owdedup.runtime import handover
 from owdedup.runtime.context import Context
 from owdedup.runtime.counters import hit_saved_bytes
 from owdedup.runtime.digest import sha256_stream
@@ -32,7 +33,12 @@ def hash_step(job: Job, ctx: Context) -> Job:
         job.digest, job.digest_source = info.sha256, "checksum"
     else:
         with ctx.store.open(job.bucket, job.key) as stream:
-            digest, size = sha256_stream(stream)
+            if handover.wanted(info.size):  # in one process with 'thumbnail': keep the bytes
+                data = stream.read()
+                digest, size = hashlib.sha256(data).hexdigest(), len(data)
+                handover.keep(ctx.store, job.bucket, job.key, digest, data)
+            else:
+                digest, size = sha256_stream(stream)
         if size != info.size:
             raise StoreError("object changed while it was being hashed", key=job.key)
         job.digest, job.digest_source = digest, "computed"
@@ -95,11 +101,15 @@ def thumbnail_step(job: Job, ctx: Context) -> Job:
 
     from owdedup.runtime.thumbnail import make_thumbnails  # Pillow is imported on a miss only
 
-    size = _check_input_header(job, params, ctx)
-    data = ctx.store.read_bytes(job.bucket, job.key, max_bytes=size)
-    if hashlib.sha256(data).hexdigest() != digest:
-        # Computing now would record this output under another content's name.
-        raise StoreError("object was replaced after it was hashed; retry", key=job.key)
+    data = handover.take(ctx.store, job.bucket, job.key, digest)  # read and hashed just now
+    if data is not None:
+        _check_input_header(job, params, ctx, data)
+    else:
+        size = _check_input_header(job, params, ctx)
+        data = ctx.store.read_bytes(job.bucket, job.key, max_bytes=size)
+        if hashlib.sha256(data).hexdigest() != digest:
+            # Computing now would record this output under another content's name.
+            raise StoreError("object was replaced after it was hashed; retry", key=job.key)
 
     started = time.perf_counter()
     thumbs = make_thumbnails(
@@ -127,15 +137,22 @@ def thumbnail_step(job: Job, ctx: Context) -> Job:
     return job
 
 
-def _check_input_header(job: Job, params: ThumbnailParams, ctx: Context) -> int:
+def _check_input_header(
+    job: Job, params: ThumbnailParams, ctx: Context, data: bytes | None = None
+) -> int:
     """Judge the input from a bounded prefix before its body is read: what is not an image,
     or over the pixel or memory limits (its own bytes counted), is refused having cost
-    HEADER_BYTES. Returns the object's size, the most bytes the body read may then take."""
+    HEADER_BYTES. Returns the object's size, the most bytes the body read may then take.
+    *data*: the whole input, already in hand (handed over by 'hash'), judged the same way."""
     from owdedup.runtime.thumbnail import HEADER_BYTES, check_header
 
-    size = job.input_bytes or ctx.store.head(job.bucket, job.key).size
+    if data is not None:
+        size, prefix = len(data), data[:HEADER_BYTES]
+    else:
+        size = job.input_bytes or ctx.store.head(job.bucket, job.key).size
+        prefix = ctx.store.read_prefix(job.bucket, job.key, HEADER_BYTES)
     check_header(
-        ctx.store.read_prefix(job.bucket, job.key, HEADER_BYTES), size, params.sizes,
+        prefix, size, params.sizes,
         max_pixels=params.max_pixels, max_memory_mb=params.max_memory_mb, name=job.key,
     )
     return size
@@ -177,7 +194,7 @@ def record_step(job: Job, ctx: Context) -> Job:
                 _fill_from_record(output, stored, hit=False)
         except OwdedupError as exc:
             log.warning("computed %s but could not record it: %s", job.name, exc)
-            job.recorded = False
+            job.recorded, job.record_error = False, str(exc)
     if job.materialize:
         job.copies = _materialize(job, ctx)
     return job
@@ -185,8 +202,7 @@ def record_step(job: Job, ctx: Context) -> Job:
 
 def _materialize(job: Job, ctx: Context) -> list[dict[str, object]]:
     """Server-side copies named after the input, for users who want one output per name."""
-    folder, _, name = job.key.rpartition("/")
-    stem = f"{folder}/" * bool(folder) + (name.rsplit(".", 1)[0] if "." in name else name)
+    stem = materialized_stem(job.key)
     copies = []
     for output in job.outputs:
         extension = output.key[output.key.rfind("."):]
@@ -194,6 +210,14 @@ def _materialize(job: Job, ctx: Context) -> list[dict[str, object]]:
         ctx.store.copy(output.bucket, output.key, job.dest_bucket, target)
         copies.append({"bucket": job.dest_bucket, "key": target, "size": output.size})
     return copies
+
+
+def materialized_stem(key: str) -> str:
+    """The name of *key*'s materialized copies before ``_<size>.<ext>``: the key without
+    its extension, so ``a``, ``a.jpg`` and ``a.png`` share one (``map`` refuses the later
+    ones)."""
+    folder, _, name = key.rpartition("/")
+    return f"{folder}/" * bool(folder) + (name.rsplit(".", 1)[0] if "." in name else name)
 
 
 def _identity_summary(job: Job) -> dict[str, object]:

@@ -19,7 +19,7 @@ import errno
 import hashlib
 import os
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import BinaryIO
@@ -187,12 +187,27 @@ class FolderStore(ObjectStore):
     def open(self, bucket: str, key: str) -> AbstractContextManager[BinaryIO]:
         return os.fdopen(self._open_object(bucket, key), "rb")
 
-    def list(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
+    def list(
+        self, bucket: str, prefix: str = "", *,
+        on_unreadable: Callable[[str, str], None] | None = None,
+    ) -> Iterator[ObjectInfo]:
         """Every object under *prefix*. A link is listed as what it is named (its own size),
-        so that reading it is refused with the reason instead of it being skipped silently."""
+        so that reading it is refused with the reason instead of it being skipped silently;
+        an unreadable folder is reported (see ``ObjectStore.list``)."""
         base = self._require_bucket(bucket)
         entries: list[tuple[str, os.stat_result]] = []
-        for dirpath, dirnames, filenames in os.walk(base):
+
+        def unreadable(exc: OSError) -> None:  # os.walk would skip the folder silently
+            rel = os.path.relpath(exc.filename or base, base).replace(os.sep, "/")
+            name = "" if rel == "." else f"{rel}/"
+            if not (name.startswith(prefix) or prefix.startswith(name)):
+                return  # outside the listing anyway
+            cause = exc.strerror or str(exc)
+            if on_unreadable is None:
+                raise StoreError(f"cannot list folder {bucket}/{name}: {cause}")
+            on_unreadable(name or "./", f"cannot list folder {bucket}/{name}: {cause}")
+
+        for dirpath, dirnames, filenames in os.walk(base, onerror=unreadable):
             # Hidden folders and files (our temp files among them) are not objects.
             links = [d for d in dirnames if Path(dirpath, d).is_symlink()]
             dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in links]
