@@ -136,3 +136,19 @@ def test_deleted_code_leaves_nothing_on_disk(make_server: ServerFactory, tmp_pat
     assert client.request("DELETE", "actions/zipped").status == 200
     assert [path for path in (state / "cache").iterdir() if path.is_dir()] == []
     assert list((state / "code").iterdir()) == []
+
+
+def test_a_zip_of_too_many_members_is_refused_before_it_is_listed(client: Client) -> None:
+    # Each member costs the server an object while the zip is listed, and a file when it is
+    # unpacked: 600,000 empty members (49 MB) took 286 MiB and 19 s to list.
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("__main__.py", "def main(p):\n    return p\n")
+        for index in range(90_000):
+            archive.writestr(zipfile.ZipInfo(f"{index:05x}"), b"")
+    reply = client.put("actions/crowd", {"exec": {"kind": "python:3.11", "binary": True,
+                                                  "code": base64.b64encode(
+                                                      buffer.getvalue()).decode()}})
+    assert reply.status == 413, reply.raw
+    assert "lists too many members" in reply.json["error"]
+    assert client.request("GET", "actions/crowd").status == 404
