@@ -80,6 +80,8 @@ def test_the_engine_takes_an_array_as_a_result_and_words_other_values_as_the_pro
 def test_kill_tree_never_kills_a_pid_it_could_not_stop(monkeypatch: pytest.MonkeyPatch) -> None:
     # A descendant found in /proc that is gone (reaped) before it is stopped left a pid that
     # another process may have by the time the tree is killed: it must not be signalled again.
+    import signal
+
     from owdedup.actionloop import proxy
 
     gone, stoppable, root = 40001, 40002, 40000
@@ -94,10 +96,10 @@ def test_kill_tree_never_kills_a_pid_it_could_not_stop(monkeypatch: pytest.Monke
     reused: list[tuple[int, int]] = []
 
     monkeypatch.setattr(proxy, "descendants", lambda _root: {gone, stoppable})
-    monkeypatch.setattr(proxy.os, "kill", fake_kill)
-    monkeypatch.setattr(proxy.os, "killpg", lambda pid, sig: signals.append((-pid, sig)))
+    monkeypatch.setattr(os, "kill", fake_kill)
+    monkeypatch.setattr(os, "killpg", lambda pid, sig: signals.append((-pid, sig)))
     proxy.kill_tree(root)
-    assert (stoppable, proxy.signal.SIGKILL) in signals
+    assert (stoppable, signal.SIGKILL) in signals
     assert all(pid != gone for pid, _ in signals)
 
 
