@@ -323,6 +323,32 @@ def test_expected_statuses_come_back_without_a_body() -> None:
     assert store._request("x", "GET", "/x/y", expect=(404,)) == (404, None)
 
 
+
+def test_put_many_skips_conflicts_and_raises_for_other_refusals_after_every_batch() -> None:
+    """CouchDB answers ``_bulk_docs`` with one row per document: ``ok``, or an ``error``;
+    ``conflict`` means the id exists (left as it is, as put does), anything else is named."""
+    rows = [{"ok": True, "id": "x", "rev": "1-a"},
+            {"id": "y", "error": "conflict", "reason": "Document update conflict."},
+            {"id": "z", "error": "forbidden", "reason": f"read-only for {SECRET}"}]
+    store = _store_answering((201, rows))
+    made = [make_record("a" * 64, f"{i:064x}") for i in range(6)]
+    with pytest.raises(StoreError) as info:
+        store.put_many(made, batch_size=3)  # two batches, each answered as above
+    message = str(info.value)
+    assert "refused 2 record(s)" in message and "(2 created)" in message
+    for index in (2, 5):  # the third of each batch
+        assert f"{doc_id('a' * 64, f'{index:064x}')}: forbidden read-only for ***" in message
+    assert SECRET not in message
+    assert _store_answering((201, rows[:2])).put_many(made[:2]) == 1
+
+
+def test_put_many_refuses_a_reply_without_one_row_per_document() -> None:
+    store = _store_answering((201, [{"ok": True}]))
+    with pytest.raises(StoreError, match="not one result per document"):
+        store.put_many([make_record(digest="1" * 64), make_record(digest="2" * 64)])
+    with pytest.raises(StoreError, match="not one result per document"):
+        _store_answering((201, {"ok": True})).put_many([make_record()])
+
 def _unused_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

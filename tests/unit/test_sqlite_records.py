@@ -1,12 +1,13 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
 from owdedup.runtime.errors import ConfigError
-from owdedup.runtime.records import open_records
+from owdedup.runtime.records import OutputRef, Record, open_records
 from owdedup.runtime.records.sqlite import SqliteRecordStore
 from tests.record_store_contract import RecordStoreContract, make_record, race_to_put
 
@@ -94,3 +95,28 @@ def test_get_many_probes_the_primary_key_and_never_scans(
     assert set(found) == set(keys[::2])
     assert not [p for p in plans if p.startswith("SCAN")], plans
     assert all(p.startswith("SEARCH records USING PRIMARY KEY") for p in plans), plans
+
+
+def test_put_many_is_one_transaction_and_a_failure_leaves_nothing(
+    records: SqliteRecordStore,
+) -> None:
+    def records_then_a_failure() -> Iterator[Record]:
+        yield make_record(digest="1" * 64)
+        yield make_record(digest="2" * 64)
+        raise ValueError("the source of the migration broke")
+
+    with pytest.raises(ValueError, match="migration broke"):
+        records.put_many(records_then_a_failure())
+    assert records.get_many([("f" * 64, "1" * 64), ("f" * 64, "2" * 64)]) == {}
+    assert records.put_many([make_record(digest=f"{i:064x}") for i in range(1000)]) == 1000
+    assert records.stats()[0].records == 1000
+
+
+def test_record_documents_hold_every_field() -> None:
+    record = make_record()
+    doc = record.to_dict()
+    assert set(doc) == {f.name for f in fields(Record)}
+    assert set(doc["output"]) == {f.name for f in fields(OutputRef)}
+    assert Record.from_dict(doc) == record
+    doc["params"]["size"] = 1  # a copy: the record is not changed through it
+    assert record.params == {"size": 64}
