@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.benchmarks.bench_run import assert_complete, make_photos, run_benchmark
-from tests.tooling import need_base_python
+from tests.tooling import listen_ports, need_base_python
 
 
 def test_local_benchmark_measures_every_target(tmp_path: Path) -> None:
@@ -80,3 +83,18 @@ def test_peer_benchmark_measures_couchdb_lookups_and_says_what_it_skipped(
     checks = {c["id"]: c for c in run.results["checks"]}
     assert checks["r.couchdb.100"]["measured"].startswith("not run: loading 100 records")
     assert len(run.results["timings"]["lookup_ms"]["couchdb/10/get_many6"]) == 5
+
+
+def test_fanout_benchmark_measures_every_window(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve().parents[2] / "benchmarks" /
+                             "bench_fanout.py"), "--out", str(out), "--tasks", "6",
+         "--windows", "1,2", "--cpu-loops", "1000", "--port", str(listen_ports(1)[0])],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    points = json.loads((out / "results.json").read_text())
+    assert {(p["series"], p["window"]) for p in points} == {
+        ("io", 1), ("io", 2), ("cpu", 1), ("cpu", 2)}
+    assert all(p["client_cpu_ms"] > 0 and p["per_s"] > 0 for p in points)
+    assert (out / "chart.png").stat().st_size > 0
