@@ -396,13 +396,16 @@ def couch_server(url: str | None, wanted: Sequence[int],
         yield url.rstrip("/"), options
         return
     from owdedup.services import ServicesConfig, down, up
+    from owdedup.services.couchdb import couchdb_credentials
 
     state = Path(tempfile.mkdtemp(prefix="owdedup-peers-couch-"))
     config = replace(ServicesConfig.from_env(), state=state, couchdb_port=_free_port())
     console.print(f"  starting pouchdb-server on {config.records_url} ...", highlight=False)
     try:
         up(config, only=["couchdb"])
-        yield config.records_url.rstrip("/"), {}
+        # Its admin, generated into a private file of the state folder by the first start.
+        username, password = couchdb_credentials(config)
+        yield config.records_url.rstrip("/"), {"username": username, "password": password}
     finally:
         down(config, only=["couchdb"])
         shutil.rmtree(state, ignore_errors=True)
