@@ -146,8 +146,9 @@ class RecordStore(ABC):
         requests instead of one round trip per record. A record whose id exists (stored
         before, or earlier in *records*) is left as it is. Returns how many were created.
 
-        A record the store refuses for another reason raises StoreError naming it, after
-        the others were written.
+        A failure raises StoreError, never a short count: SQLite then keeps none of the
+        records (one transaction); CouchDB, whose requests commit one by one, writes every
+        record it accepts and then names the ones it refused.
         """
 
     @abstractmethod
