@@ -62,8 +62,8 @@ from PIL import Image, features
 from rich.console import Console
 from rich.markup import escape
 
-from owdedup.runtime import thumbnail as owdedup_thumbnail
 from owdedup.runtime.records import RecordStore, open_records
+from owdedup.runtime.thumbnail import _RESAMPLE
 
 if TYPE_CHECKING or __package__:  # python -m benchmarks.bench_peers, and mypy
     from benchmarks import common
@@ -112,29 +112,19 @@ class LoopJob:
 
 
 def plain_thumbnails(path: str, job: LoopJob) -> int:
-    """open -> thumbnail -> save, each size from one decode; the bytes written.
-
-    The largest size comes first, straight from the file (``thumbnail`` lets libjpeg decode
-    at a reduced scale); each smaller one is thumbnailed from the one before.
-    """
-    written = 0
+    """The plain loop's body for one photo (``common.plain_thumbnails``: open -> thumbnail
+    -> save, each size from one decode), written as files; the bytes written."""
+    outputs = common.plain_thumbnails(Path(path).read_bytes(), job.sizes, job.resample,
+                                      job.quality)
     stem = Path(path).stem
-    with Image.open(path) as image:
-        current: Image.Image = image
-        for size in sorted(job.sizes, reverse=True):
-            thumb = current if current is image else current.copy()
-            thumb.thumbnail((size, size), Image.Resampling(job.resample))
-            target = Path(job.out) / f"{stem}-{size}.jpg"
-            thumb.save(target, "JPEG", quality=job.quality)
-            written += target.stat().st_size
-            current = thumb
-    return written
+    for size, data in zip(sorted(job.sizes, reverse=True), outputs, strict=True):
+        (Path(job.out) / f"{stem}-{size}.jpg").write_bytes(data)
+    return sum(map(len, outputs))
 
 
 def owdedup_filter() -> int:
     """The resampling filter owdedup's thumbnails use, so that the peers do the same work."""
-    resample = getattr(owdedup_thumbnail, "_RESAMPLE", Image.Resampling.LANCZOS)
-    return int(resample)
+    return int(_RESAMPLE)
 
 
 # -- the methods -------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ module level light. matplotlib, ~0.5 s per worker start, is imported only by :fu
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import multiprocessing
 import os
@@ -286,6 +287,26 @@ def half_split(photos: list[Path], cost_ms: Mapping[str, float]) -> list[Path]:
 def half_duplicates(half: Sequence[Path]) -> dict[str, Path]:
     """Object key -> photo: every photo of *half* under its name and once more as a copy."""
     return {**{p.name: p for p in half}, **{f"copy-{p.name}": p for p in half}}
+
+
+def plain_thumbnails(data: bytes, sizes: Sequence[int], resample: int,
+                     jpeg_quality: int) -> list[bytes]:
+    """What a user writes to make several sizes from one decode, largest first: open,
+    ``thumbnail`` (the first one decodes at a reduced JPEG draft scale, in place), save; each
+    smaller size from a copy of the one above. JPEG bytes per size, largest first."""
+    from PIL import Image  # not at the top: see the module docstring
+
+    image: Image.Image = Image.open(io.BytesIO(data))
+    outputs: list[bytes] = []
+    for size in sorted(sizes, reverse=True):
+        if max(image.size) > size:
+            if outputs:
+                image = image.copy()
+            image.thumbnail((size, size), Image.Resampling(resample))
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=jpeg_quality)
+        outputs.append(buffer.getvalue())
+    return outputs
 
 
 # -- records -----------------------------------------------------------------------------------
