@@ -8,43 +8,89 @@ rooted at the current directory and a SQLite file in ``.owdedup/``.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from typer.core import TyperCommand, TyperGroup
 
-from owdedup.mapper import COMPUTED, DEDUPLICATED, FAILED, MapRequest, MapSummary, run_map
 from owdedup.runtime.config import ENV_RECORDS, ENV_STORE, Settings
 from owdedup.runtime.context import Context
 from owdedup.runtime.errors import ConfigError, OwdedupError
 from owdedup.runtime.functions import get_function
-from owdedup.services.cli import console
-from owdedup.services.cli import fail as _fail
+from owdedup.terminal import console
+from owdedup.terminal import fail as _fail
+
+if TYPE_CHECKING:
+    from owdedup.mapper import MapRequest, MapSummary
+
+PACKAGE = "owdedup"
+
+
+@dataclass(frozen=True)
+class LazyCommand:
+    """A subcommand whose module is imported only when it runs or shows its own help:
+    ``owdedup --help`` and ``owdedup invoke`` load neither the server nor the services."""
+
+    module: str
+    attribute: str  # a typer.Typer (a group) or a typer command function
+    help: str
+
+    def load(self, name: str) -> Any:
+        found = getattr(importlib.import_module(self.module), self.attribute)
+        if isinstance(found, typer.Typer):
+            return typer.main.get_command(found)
+        single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+        single.command(name)(found)
+        return typer.main.get_command(single)
+
+
+LAZY_COMMANDS: dict[str, LazyCommand] = {
+    "deploy": LazyCommand("owdedup.deploy.command", "deploy_command",
+                          "Build the action zips and deploy manifest.yaml with wskdeploy."),
+    "serve": LazyCommand("owdedup.serve.server", "serve_command",
+                         "Development server for the OpenWhisk REST API subset."),
+    "services": LazyCommand("owdedup.services.cli", "app",
+                            "Run MinIO, Kafka and a CouchDB-API server as local processes."),
+    "undeploy": LazyCommand("owdedup.deploy.command", "undeploy_command",
+                            "Delete what the last deployment made (as recorded)."),
+}
+
+
+class LazyGroup(TyperGroup):
+    """click's LazyGroup pattern: the group's help lists a lazy command by its name and
+    help alone; resolving it to run it (or to show its own help) imports its module.
+    (click's types are left as Any: typer ships its own copy of click in recent versions.)"""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        lazy = LAZY_COMMANDS.get(cmd_name)
+        if lazy is not None:
+            return TyperCommand(cmd_name, help=lazy.help, short_help=lazy.help)
+        return super().get_command(ctx, cmd_name)
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        name, command, rest = super().resolve_command(ctx, args)
+        if name in LAZY_COMMANDS:
+            command = LAZY_COMMANDS[name].load(name)
+        return name, command, rest
+
 
 app = typer.Typer(
+    cls=LazyGroup,
     help="Deduplicate cloud-function executions: run a function once per distinct content.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-PACKAGE = "owdedup"
 
-
-def _mount_services() -> None:
-    from owdedup.serve.server import serve_command
-    from owdedup.services.cli import app as services_app
-
-    app.add_typer(services_app, name="services")
-    app.command("serve")(serve_command)
-
-
-_mount_services()
 
 StoreOpt = Annotated[
     str | None, typer.Option("--store", help="Object-store URL [env: OWDEDUP_STORE]")
@@ -145,6 +191,8 @@ def map_command(
         "namespace's concurrentInvocations limit)")] = None,
 ) -> None:
     """Run the function on every object under SOURCE, in parallel, and summarise."""
+    from owdedup.mapper import MapRequest
+
     if platform not in ("local", "openwhisk"):
         raise _fail(f"--platform must be local or openwhisk, not {platform!r}")
     env = _environment(store, records)
@@ -187,6 +235,16 @@ def map_command(
 def _run_with_progress(
     request: MapRequest, keys: list[str], workers: int, quiet: bool
 ) -> MapSummary:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from owdedup.mapper import run_map
+
     if quiet:
         return run_map(request, keys, workers=workers)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -202,6 +260,11 @@ def _run_with_progress(
 
 
 def _print_summary(summary: MapSummary) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from owdedup.mapper import COMPUTED, DEDUPLICATED, FAILED
+
     table = Table(title="owdedup map", show_header=False)
     table.add_row("objects", str(len(summary.results)))
     table.add_row("computed", str(summary.count(COMPUTED)))
@@ -266,6 +329,9 @@ def watch(
 @app.command()
 def stats(records: RecordsOpt = None) -> None:
     """Per function: records, hits, misses and the compute time and bytes saved."""
+    from rich.console import Console
+    from rich.table import Table
+
     try:
         context = Context(Settings.resolve({}, _environment(None, records)))
         rows = context.records.stats()

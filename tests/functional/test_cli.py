@@ -14,8 +14,6 @@ import pytest
 from owdedup.runtime.records import open_records
 from tests.imagegen import bomb_png, jpeg, not_an_image, png, truncated, unsupported_image
 
-pytestmark = pytest.mark.functional
-
 
 class Cli:
     def __init__(self, cwd: Path, env: dict[str, str]) -> None:

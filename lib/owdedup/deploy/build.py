@@ -51,8 +51,6 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import yaml
-
 import owdedup
 from owdedup.deploy.install import (
     _site_files,
@@ -84,6 +82,8 @@ from owdedup.deploy.runtime import (
     _stderr,
 )
 from owdedup.deploy.zipper import check_build_python, compile_bytecode, write_zip
+from owdedup.engine.manifest import load_manifest
+from owdedup.runtime.errors import ConfigError
 from owdedup.services.config import cache_home
 
 _FUNCTION_PATH = re.compile(r"(?:\./)?build/actions/(?P<name>[A-Za-z0-9_-]+)\.zip")
@@ -163,19 +163,18 @@ def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
 
 
 def manifest_actions(manifest_path: Path) -> list[tuple[str, str, str | None]]:
-    """(action name, zip stem, runtime) of every action whose function is a built zip."""
+    """(action name, zip stem, runtime) of every action whose function is a built zip, read
+    through the one manifest model (:mod:`owdedup.engine.manifest`)."""
     try:
-        data = yaml.safe_load(manifest_path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+        manifest = load_manifest(manifest_path, {})
+    except ConfigError as exc:
         raise BuildError(f"cannot read {manifest_path}: {exc}") from exc
     found: list[tuple[str, str, str | None]] = []
-    packages = (data or {}).get("packages") or {}
-    for package in packages.values():
-        for name, action in ((package or {}).get("actions") or {}).items():
-            match = _FUNCTION_PATH.fullmatch(str((action or {}).get("function") or ""))
+    for package in manifest.packages.values():
+        for action in package.actions.values():
+            match = _FUNCTION_PATH.fullmatch(action.function)
             if match:
-                runtime = action.get("runtime")
-                found.append((str(name), match["name"], None if runtime is None else str(runtime)))
+                found.append((action.name, match["name"], action.runtime or None))
     return found
 
 
