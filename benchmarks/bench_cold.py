@@ -48,9 +48,8 @@ from rich.console import Console
 from owdedup.runtime import thumbnail
 
 if TYPE_CHECKING or __package__:  # python -m benchmarks.bench_cold, and mypy
-    from benchmarks import bench_local, common
+    from benchmarks import common
 else:  # python benchmarks/bench_cold.py: benchmarks/ is sys.path[0]
-    import bench_local
     import common
 
 QUALITY = 85
@@ -73,7 +72,7 @@ def plain_thumbnail(job: tuple[Path, Path]) -> int:
 class Methods:
     """Each method as a callable returning its wall time in seconds."""
 
-    def __init__(self, photos: list[Path], factory: bench_local.StoreFactory) -> None:
+    def __init__(self, photos: list[Path], factory: common.StoreFactory) -> None:
         self.photos = photos
         self.factory = factory
 
@@ -99,7 +98,7 @@ class Methods:
     def map_n(self, workers: int) -> float:
         root = self.factory.create({p.name: p for p in self.photos})
         try:
-            run = bench_local.map_once(root, workers, f"cold-{workers}w")
+            run = common.local_map(root, workers, f"cold-{workers}w")
         finally:
             self.factory.remove(root)
         if run.computed != len(self.photos):
@@ -191,7 +190,7 @@ class Report(common.BaseReport):
 
 
 def run(report: Report, photos: list[Path], rounds: int, console: Console) -> None:
-    factory = bench_local.StoreFactory()
+    factory = common.StoreFactory()
     table = Methods(photos, factory).table()
     try:
         for name in METHODS:  # warm-up: page cache, bytecode, imports

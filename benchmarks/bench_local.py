@@ -48,10 +48,8 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -62,8 +60,6 @@ import PIL
 from PIL import Image, features
 from rich.console import Console
 
-from owdedup.runtime.config import ENV_RECORDS, ENV_STORE, Settings
-from owdedup.runtime.context import Context
 from owdedup.runtime.thumbnail import make_thumbnails
 
 if TYPE_CHECKING or __package__:  # python -m benchmarks.bench_local, and mypy
@@ -72,7 +68,6 @@ else:  # python benchmarks/bench_local.py: benchmarks/ is sys.path[0]
     import common
 
 LITHOPS_SIZES = (16, 32, 64, 128, 256, 512)
-SRC_BUCKET, DEST_BUCKET = "photos", "thumbs"
 SECTIONS = ("thumb", "map", "dup", "sizes")
 CPU_SCALING_LOOPS = 4_000_000
 
@@ -184,71 +179,19 @@ def bench_sizes(report: Report, photos: list[Path], datas: dict[Path, bytes],
 # -- c, d, e: map runs -------------------------------------------------------------------------
 
 
-class StoreFactory:
-    """A fresh folder store + record store per run, each in its own temporary folder."""
-
-    def __init__(self) -> None:
-        self.parent = Path(tempfile.mkdtemp(prefix="owdedup-bench-"))
-        self.count = 0
-
-    def create(self, copies: dict[str, Path]) -> Path:
-        """A new root whose SRC bucket holds *copies* (object key -> source photo)."""
-        self.count += 1
-        root = self.parent / f"run{self.count:02d}"
-        bucket = root / "store" / SRC_BUCKET
-        bucket.mkdir(parents=True)
-        for key, source in copies.items():
-            shutil.copyfile(source, bucket / key)
-        return root
-
-    @staticmethod
-    def remove(root: Path) -> None:
-        shutil.rmtree(root, ignore_errors=True)
-
-    def close(self) -> None:
-        shutil.rmtree(self.parent, ignore_errors=True)
-
-
-def map_once(root: Path, workers: int, label: str) -> common.MapRun:
-    """What ``owdedup map thumbnail photos thumbs --size 256 --workers N`` runs."""
-    env = {**os.environ,
-           ENV_STORE: (root / "store").as_uri(),
-           ENV_RECORDS: f"sqlite://{root / 'records.sqlite'}"}
-    context = Context(Settings.resolve({}, env))
-    keys = [info.key for info in context.store.list(SRC_BUCKET, "")]
-    context.close()
-    return common.thumbnail_map(env, SRC_BUCKET, DEST_BUCKET, keys, workers, label)
-
-
-def half_split(photos: list[Path], cost_ms: dict[str, float]) -> list[Path]:
-    """Half of the photos carrying as close to half of the total cost as a greedy pass gets."""
-    ordered = sorted(photos, key=lambda p: cost_ms[p.name], reverse=True)
-    first: list[Path] = []
-    second: list[Path] = []
-    for i in range(0, len(ordered), 2):
-        pair = ordered[i:i + 2]
-        lighter = first if sum(cost_ms[p.name] for p in first) <= sum(
-            cost_ms[p.name] for p in second) else second
-        heavier = second if lighter is first else first
-        lighter.append(pair[0])
-        if len(pair) > 1:
-            heavier.append(pair[1])
-    return sorted(first)
-
-
 def bench_map(report: Report, photos: list[Path], repeats: int, sections: set[str],
               dup_workers: int, cost_ms: dict[str, float]) -> None:
-    factory = StoreFactory()
+    factory = common.StoreFactory()
     distinct = {p.name: p for p in photos}
-    half = half_split(photos, cost_ms) if cost_ms else photos[: len(photos) // 2]
-    half_dup = {**{p.name: p for p in half}, **{f"copy-{p.name}": p for p in half}}
+    half = common.half_split(photos, cost_ms) if cost_ms else photos[: len(photos) // 2]
+    half_dup = common.half_duplicates(half)
     if cost_ms:
         report.extra["half_dup_compute_share"] = (
             sum(cost_ms[p.name] for p in half) / sum(cost_ms.values()))
     report.extra["half_dup_photos"] = [p.name for p in half]
     try:
         warm = factory.create({p.name: p for p in photos[:common.WARMUP_PHOTOS]})
-        map_once(warm, 2, "warm-up")  # spawn once: page cache, bytecode, imports
+        common.local_map(warm, 2, "warm-up")  # spawn once: page cache, bytecode, imports
         factory.remove(warm)
         for _ in range(repeats):
             if "map" in sections:
@@ -265,10 +208,10 @@ def bench_map(report: Report, photos: list[Path], repeats: int, sections: set[st
                     configs.append((f"miss-{dup_workers}w", dup_workers, distinct))
             for label, workers, copies in configs:
                 root = factory.create(copies)
-                report.maps.append(map_once(root, workers, label))
+                report.maps.append(common.local_map(root, workers, label))
                 if "map" in sections and label.startswith("miss-"):
                     hit_label = label.replace("miss", "hit")
-                    report.maps.append(map_once(root, workers, hit_label))
+                    report.maps.append(common.local_map(root, workers, hit_label))
                 factory.remove(root)
     finally:
         factory.close()

@@ -32,11 +32,17 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image, ImageChops, ImageStat
 
 from owdedup.runtime.functions import DEFAULT_QUALITY
 from owdedup.runtime.thumbnail import _RESAMPLE, make_thumbnails
+
+if TYPE_CHECKING or __package__:  # python -m benchmarks.bench_resample, and mypy
+    from benchmarks import common
+else:  # python benchmarks/bench_resample.py: benchmarks/ is sys.path[0]
+    import common
 
 SIX_SIZES = (512, 256, 128, 64, 32, 16)
 R = Image.Resampling
@@ -106,21 +112,6 @@ def bench_filters(photos: list[bytes], box: int, rounds: int) -> None:
               f"{statistics.fmean(psnr[n]):8.2f} {statistics.fmean(mae[n]):6.2f}")
 
 
-def plain_loop(data: bytes, sizes: tuple[int, ...], resample: R, jpeg_quality: int) -> list[bytes]:
-    """What a user writes to make several sizes from one decode."""
-    image: Image.Image = Image.open(io.BytesIO(data))
-    outputs: list[bytes] = []
-    for size in sizes:
-        if max(image.size) > size:
-            if outputs:  # the first thumbnail() decodes (draft) in place; then copies
-                image = image.copy()
-            image.thumbnail((size, size), resample)
-        buffer = io.BytesIO()
-        image.save(buffer, "JPEG", quality=jpeg_quality)
-        outputs.append(buffer.getvalue())
-    return outputs
-
-
 def resize_share(side: Callable[[bytes], object], photos: list[bytes]) -> float:
     """The share of *side*'s time spent in Pillow's C resize and reduce, under cProfile."""
     profile = cProfile.Profile()
@@ -138,7 +129,7 @@ def resize_share(side: Callable[[bytes], object], photos: list[bytes]) -> float:
 
 def bench_six(photos: list[bytes], rounds: int) -> None:
     sides: dict[str, Callable[[bytes], object]] = {
-        "plain": lambda d: plain_loop(d, SIX_SIZES, _RESAMPLE, DEFAULT_QUALITY),
+        "plain": lambda d: common.plain_thumbnails(d, SIX_SIZES, _RESAMPLE, DEFAULT_QUALITY),
         "owdedup": lambda d: make_thumbnails(d, SIX_SIZES),
     }
     for side in sides.values():  # warm-up

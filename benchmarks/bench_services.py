@@ -36,7 +36,7 @@ interleave their sides so that outside load hits both alike.
    how much faster 2 and 4 processes are than 1 on pure arithmetic at that moment (``CPU
    ceiling``): the most a parallel run could show then.
 3. Record-store lookup latency with ``--small`` (1k) and ``--large`` (100k) synthetic records
-   in two databases (loaded with ``bulk_load``; six function identities per input digest, as
+   in two databases (loaded with ``put_many``; six function identities per input digest, as
    six thumbnail sizes would make): ``get`` of an existing id and ``get_many`` of the 6 ids of
    one digest, ``--lookups`` of each per database, the two databases alternating lookup by
    lookup. Median and p95; the large/small ratio of the medians must stay <= 1.5 (flat).
@@ -72,7 +72,7 @@ from owdedup.mapper import COMPUTED, DEDUPLICATED
 from owdedup.runtime import action as owdedup_action
 from owdedup.runtime.config import ENV_OUT_BUCKET, ENV_RECORDS, ENV_STORE, Settings
 from owdedup.runtime.context import Context
-from owdedup.runtime.records import OutputRef, Record, RecordStore, open_records
+from owdedup.runtime.records import RecordStore, open_records
 from owdedup.runtime.records.couchdb import CouchRecordStore, parse_url
 from owdedup.runtime.stores import ObjectStore, open_store
 
@@ -85,7 +85,6 @@ SEQUENCE = "owdedup/dedup-thumbnail"
 SECTIONS = ("path", "map", "records")
 MAP_WORKERS = (1, 2, 4)
 CPU_SCALING_LOOPS = 2_000_000
-SIZES_PER_DIGEST = 6
 FLAT_TARGET = 1.5
 STORE_OPTION_PREFIX = "OWDEDUP_STORE_"
 RECORDS_OPTION_PREFIX = "OWDEDUP_RECORDS_"
@@ -428,34 +427,11 @@ def bench_map(report: Report, resources: Resources, base_env: Mapping[str, str],
 # -- 3: record-store lookups at 1k and 100k records --------------------------------------------
 
 
-def synthetic_records(count: int, seed: int) -> tuple[list[Record], list[str], list[str]]:
-    """*count* records: SIZES_PER_DIGEST function identities per input digest."""
-    rng = random.Random(seed)
-    function_ids = [rng.randbytes(32).hex() for _ in range(SIZES_PER_DIGEST)]
-    digests = [rng.randbytes(32).hex() for _ in range(-(-count // SIZES_PER_DIGEST))]
-    records = []
-    for i in range(count):
-        fid, digest = function_ids[i % SIZES_PER_DIGEST], digests[i // SIZES_PER_DIGEST]
-        size = 16 << (i % SIZES_PER_DIGEST)
-        records.append(Record(
-            function="thumbnail", function_id=fid, input_digest=digest,
-            output=OutputRef("bench-none", f"thumbnail/{size}/{fid}/{digest}.jpg",
-                             rng.randint(500, 60_000), size, size * 3 // 4),
-            params={"size": size, "format": "jpeg", "quality": 85},
-            compute_ms=rng.uniform(5, 80), input_bytes=rng.randint(100_000, 9_000_000),
-            created="2025-01-01T00:00:00+00:00",
-        ))
-    complete = digests[: count // SIZES_PER_DIGEST]  # digests that have all their ids
-    return records, function_ids, complete
-
-
 @dataclass
 class LookupDb:
     label: str
-    count: int
     store: RecordStore
-    function_ids: list[str]
-    digests: list[str]
+    made: common.SyntheticRecords
     load_s: float
 
 
@@ -464,13 +440,8 @@ def load_db(resources: Resources, label: str, count: int, seed: int) -> LookupDb
     store = open_records(url)
     if not isinstance(store, CouchRecordStore):
         raise RuntimeError(f"{url} is not a CouchDB record store")
-    records, function_ids, digests = synthetic_records(count, seed)
-    started = time.perf_counter()
-    created = store.bulk_load(records)
-    load_s = time.perf_counter() - started
-    if created != count:
-        raise RuntimeError(f"bulk_load created {created} of {count} records")
-    return LookupDb(label, count, store, function_ids, digests, load_s)
+    made, load_s = common.load_records(store, count, seed)
+    return LookupDb(label, store, made, load_s)
 
 
 def bench_records(report: Report, resources: Resources, small: int, large: int,
@@ -480,28 +451,14 @@ def bench_records(report: Report, resources: Resources, small: int, large: int,
         console.print(f"  loading {count} records ...", highlight=False)
         dbs.append(load_db(resources, label, count, seed))
     report.extra["records_load_s"] = {db.label: db.load_s for db in dbs}
-    report.extra["records_counts"] = {db.label: db.count for db in dbs}
+    report.extra["records_counts"] = {db.label: db.made.count for db in dbs}
     rng = random.Random(3)
-
-    def one_round(db: LookupDb, record: bool) -> None:
-        digest = rng.choice(db.digests)
-        started = time.perf_counter()
-        found = db.store.get(rng.choice(db.function_ids), digest)
-        if record:
-            report.add(f"get_{db.label}", elapsed_ms(started))
-        if found is None:
-            raise RuntimeError(f"{db.label}: a loaded record was not found")
-        pairs = [(fid, digest) for fid in db.function_ids]
-        started = time.perf_counter()
-        many = db.store.get_many(pairs)
-        if record:
-            report.add(f"get_many6_{db.label}", elapsed_ms(started))
-        if len(many) != SIZES_PER_DIGEST:
-            raise RuntimeError(f"{db.label}: get_many found {len(many)} of {SIZES_PER_DIGEST}")
-
     for i in range(lookups + 50):  # 50 warm-up rounds first
         for db in dbs if i % 2 == 0 else reversed(dbs):
-            one_round(db, record=i >= 50)
+            one_ms, many_ms = common.time_lookups(db.store, db.made, rng)
+            if i >= 50:
+                report.add(f"get_{db.label}", one_ms)
+                report.add(f"get_many6_{db.label}", many_ms)
     for db in dbs:
         db.store.close()
 
@@ -538,7 +495,7 @@ def print_table(report: Report, console: Console) -> None:
     if "records_load_s" in report.extra:
         loads = report.extra["records_load_s"]
         counts = report.extra["records_counts"]
-        console.print("bulk_load: " + ", ".join(
+        console.print("put_many: " + ", ".join(
             f"{counts[k]} records in {v:.1f} s" for k, v in loads.items()), highlight=False)
     if env["load_average_start"][0] > 0.5 * cpus:
         console.print(

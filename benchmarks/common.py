@@ -1,5 +1,6 @@
-"""What ``bench_local.py`` and ``bench_services.py`` share: results, statistics, environment,
-the CPU ceiling, the thumbnail map run, the command line and the outputs.
+"""What the benchmarks (``bench_local.py``, ``bench_services.py``, ``bench_peers.py``) share:
+results, statistics, environment, the CPU ceiling, the thumbnail map run on fresh local
+stores, synthetic records and their lookups, the command line and the outputs.
 
 Run as scripts (``python benchmarks/bench_local.py``), the benchmarks import this module as
 ``common`` (``benchmarks/`` is then ``sys.path[0]``); under ``python -m benchmarks.bench_local``
@@ -13,13 +14,17 @@ level light. matplotlib, ~0.5 s per worker start, is imported only by :func:`pyp
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import multiprocessing
 import os
 import platform
+import random
+import shutil
 import subprocess
+import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -27,12 +32,19 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from owdedup.mapper import COMPUTED, DEDUPLICATED, MapRequest, MapSummary, run_map
+from owdedup.runtime.config import ENV_RECORDS, ENV_STORE, Settings
+from owdedup.runtime.context import Context
 from owdedup.runtime.functions import get_function
+from owdedup.runtime.records import OutputRef, Record, RecordStore
 
 SIZE = 256  # thumbnail size of every single-size measurement
+QUALITY = 85  # JPEG quality of every map run (and of the loops compared with them)
+SRC_BUCKET, DEST_BUCKET = "photos", "thumbs"  # of the local folder stores
+SIZES_PER_DIGEST = 6  # function identities per input digest in synthetic records
 WARMUP_PHOTOS = 4  # photos of the untimed warm-ups
 ROOT = Path(__file__).resolve().parents[1]  # the repository
 
@@ -200,12 +212,13 @@ def cpu_scaling(workers: int, loops: int) -> float:
 
 
 def thumbnail_map(env: Mapping[str, str], src: str, dest: str, keys: list[str], workers: int,
-                  label: str, manifest: Path | None = None) -> MapRun:
-    """What ``owdedup map thumbnail SRC DEST --size 256 --workers N`` runs; raises when an
-    object failed."""
+                  label: str, manifest: Path | None = None,
+                  sizes: Sequence[int] = (SIZE,)) -> MapRun:
+    """What ``owdedup map thumbnail SRC DEST --size 256 --workers N`` runs (``--size`` once
+    per entry of *sizes*); raises when an object failed."""
     spec = get_function("thumbnail")
-    params: dict[str, Any] = {"sizes": str(SIZE), "format": "jpeg", "quality": 85,
-                              "materialize": False}
+    params: dict[str, Any] = {"sizes": ",".join(map(str, sizes)), "format": "jpeg",
+                              "quality": QUALITY, "materialize": False}
     spec.normalise(params)
     request = MapRequest(
         function=spec.name, sequence=f"owdedup/{spec.sequence}", hash_action="owdedup/hash",
@@ -216,6 +229,158 @@ def thumbnail_map(env: Mapping[str, str], src: str, dest: str, keys: list[str], 
         raise RuntimeError(f"{label}: {len(summary.failed)} failed: {summary.failed[0].error}")
     return MapRun(label, workers, len(keys), summary.wall_s, [r.ms for r in summary.results],
                   summary.count(COMPUTED), summary.count(DEDUPLICATED))
+
+
+class StoreFactory:
+    """A fresh folder store + SQLite record store per map run, each in its own temporary
+    folder."""
+
+    def __init__(self) -> None:
+        self.parent = Path(tempfile.mkdtemp(prefix="owdedup-bench-"))
+        self.count = 0
+
+    def create(self, copies: dict[str, Path]) -> Path:
+        """A new root whose SRC bucket holds *copies* (object key -> source photo)."""
+        self.count += 1
+        root = self.parent / f"run{self.count:02d}"
+        bucket = root / "store" / SRC_BUCKET
+        bucket.mkdir(parents=True)
+        for key, source in copies.items():
+            shutil.copyfile(source, bucket / key)
+        return root
+
+    @staticmethod
+    def remove(root: Path) -> None:
+        shutil.rmtree(root, ignore_errors=True)
+
+    def close(self) -> None:
+        shutil.rmtree(self.parent, ignore_errors=True)
+
+
+def local_map(root: Path, workers: int, label: str,
+              sizes: Sequence[int] = (SIZE,)) -> MapRun:
+    """``thumbnail_map`` over every object of a root made by :class:`StoreFactory`."""
+    env = {**os.environ,
+           ENV_STORE: (root / "store").as_uri(),
+           ENV_RECORDS: f"sqlite://{root / 'records.sqlite'}"}
+    context = Context(Settings.resolve({}, env))
+    keys = [info.key for info in context.store.list(SRC_BUCKET, "")]
+    context.close()
+    return thumbnail_map(env, SRC_BUCKET, DEST_BUCKET, keys, workers, label, sizes=sizes)
+
+
+def half_split(photos: list[Path], cost_ms: Mapping[str, float]) -> list[Path]:
+    """Half of the photos carrying as close to half of the total cost as a greedy pass gets."""
+    ordered = sorted(photos, key=lambda p: cost_ms[p.name], reverse=True)
+    first: list[Path] = []
+    second: list[Path] = []
+    for i in range(0, len(ordered), 2):
+        pair = ordered[i:i + 2]
+        lighter = first if sum(cost_ms[p.name] for p in first) <= sum(
+            cost_ms[p.name] for p in second) else second
+        heavier = second if lighter is first else first
+        lighter.append(pair[0])
+        if len(pair) > 1:
+            heavier.append(pair[1])
+    return sorted(first)
+
+
+def half_duplicates(half: Sequence[Path]) -> dict[str, Path]:
+    """Object key -> photo: every photo of *half* under its name and once more as a copy."""
+    return {**{p.name: p for p in half}, **{f"copy-{p.name}": p for p in half}}
+
+
+def plain_thumbnails(data: bytes, sizes: Sequence[int], resample: int,
+                     jpeg_quality: int) -> list[bytes]:
+    """What a user writes to make several sizes from one decode, largest first: open,
+    ``thumbnail`` (the first one decodes at a reduced JPEG draft scale, in place), save; each
+    smaller size from a copy of the one above. JPEG bytes per size, largest first."""
+    from PIL import Image  # not at the top: see the module docstring
+
+    image: Image.Image = Image.open(io.BytesIO(data))
+    outputs: list[bytes] = []
+    for size in sorted(sizes, reverse=True):
+        if max(image.size) > size:
+            if outputs:
+                image = image.copy()
+            image.thumbnail((size, size), Image.Resampling(resample))
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=jpeg_quality)
+        outputs.append(buffer.getvalue())
+    return outputs
+
+
+# -- records -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SyntheticRecords:
+    """*count* records, :data:`SIZES_PER_DIGEST` function identities per input digest (as six
+    thumbnail sizes make), made on demand: a million of them never sit in memory at once."""
+
+    count: int
+    seed: int
+    function_ids: list[str]
+    all_digests: list[str]
+
+    @classmethod
+    def make(cls, count: int, seed: int) -> SyntheticRecords:
+        rng = random.Random(seed)
+        function_ids = [rng.randbytes(32).hex() for _ in range(SIZES_PER_DIGEST)]
+        digests = [rng.randbytes(32).hex() for _ in range(-(-count // SIZES_PER_DIGEST))]
+        return cls(count, seed, function_ids, digests)
+
+    @property
+    def digests(self) -> list[str]:
+        """The digests that have a record for every function identity."""
+        return self.all_digests[: self.count // SIZES_PER_DIGEST]
+
+    def records(self) -> Iterator[Record]:
+        rng = random.Random(self.seed + 1)
+        for i in range(self.count):
+            fid = self.function_ids[i % SIZES_PER_DIGEST]
+            digest = self.all_digests[i // SIZES_PER_DIGEST]
+            size = 16 << (i % SIZES_PER_DIGEST)
+            yield Record(
+                function="thumbnail", function_id=fid, input_digest=digest,
+                output=OutputRef("bench-none", f"thumbnail/{size}/{fid}/{digest}.jpg",
+                                 rng.randint(500, 60_000), size, size * 3 // 4),
+                params={"size": size, "format": "jpeg", "quality": QUALITY},
+                compute_ms=rng.uniform(5, 80), input_bytes=rng.randint(100_000, 9_000_000),
+                created="2025-01-01T00:00:00+00:00",
+            )
+
+
+def load_records(store: RecordStore, count: int, seed: int) -> tuple[SyntheticRecords, float]:
+    """*count* synthetic records into *store* with ``put_many``; (them, seconds taken)."""
+    made = SyntheticRecords.make(count, seed)
+    started = time.perf_counter()
+    created = store.put_many(made.records())
+    load_s = time.perf_counter() - started
+    if created != count:
+        raise RuntimeError(f"put_many created {created} of {count} records in "
+                           f"{store.describe()}")
+    return made, load_s
+
+
+def time_lookups(store: RecordStore, made: SyntheticRecords,
+                 rng: random.Random) -> tuple[float, float]:
+    """Milliseconds of a ``get`` of one loaded record and of a ``get_many`` of the
+    :data:`SIZES_PER_DIGEST` records of one digest; raises when one was not found."""
+    digest = rng.choice(made.digests)
+    started = time.perf_counter()
+    found = store.get(rng.choice(made.function_ids), digest)
+    one_ms = (time.perf_counter() - started) * 1000
+    if found is None:
+        raise RuntimeError(f"{store.describe()}: a loaded record was not found")
+    pairs = [(fid, digest) for fid in made.function_ids]
+    started = time.perf_counter()
+    many = store.get_many(pairs)
+    many_ms = (time.perf_counter() - started) * 1000
+    if len(many) != SIZES_PER_DIGEST:
+        raise RuntimeError(f"{store.describe()}: get_many found {len(many)} of "
+                           f"{SIZES_PER_DIGEST} loaded records")
+    return one_ms, many_ms
 
 
 # -- command line ------------------------------------------------------------------------------
@@ -260,7 +425,7 @@ def print_checks(console: Console, title: str, checks: Iterable[Check]) -> None:
         passed = check.passed
         verdict = "-" if passed is None else "[green]PASS[/]" if passed else "[red]FAIL[/]"
         table.add_row(
-            check.id, check.name, check.measured,
+            check.id, check.name, escape(check.measured),
             "" if check.ratio is None else f"{check.ratio:.3f}",
             "" if check.target is None else f"{check.op} {check.target:g}", verdict,
         )

@@ -105,3 +105,27 @@ class RecordStoreContract:
         assert thumb.saved_ms == 10.0 and thumb.saved_bytes == 300
         assert thumb.output_bytes == 150
         assert (stats["unseen"].records, stats["unseen"].hits) == (0, 1)
+
+    def test_put_many_inserts_the_absent_and_keeps_what_exists(
+        self, records: RecordStore
+    ) -> None:
+        assert records.put_many([]) == 0
+        records.put(make_record("a" * 64, "1" * 64, key="out/kept.jpg"))
+        made = [make_record("a" * 64, f"{i}" * 64, key=f"out/new-{i}.jpg") for i in range(1, 5)]
+        made.append(make_record("b" * 64, "1" * 64, function="other", size=7))
+        assert records.put_many(iter(made)) == 4  # any iterable; the existing one skipped
+        found = records.get_many([(r.function_id, r.input_digest) for r in made])
+        assert {pair: r.output.key for pair, r in found.items()} == {
+            ("a" * 64, "1" * 64): "out/kept.jpg",
+            **{("a" * 64, f"{i}" * 64): f"out/new-{i}.jpg" for i in range(2, 5)},
+            ("b" * 64, "1" * 64): "out/1.jpg",
+        }
+        assert found[("a" * 64, "2" * 64)] == made[1]  # stored whole, as put stores it
+        assert records.put_many(made) == 0  # a second load creates nothing
+        stats = {s.function: s.records for s in records.stats()}
+        assert stats == {"thumbnail": 4, "other": 1}
+
+    def test_put_many_then_put_meet_on_one_record(self, records: RecordStore) -> None:
+        assert records.put_many([make_record(key="out/bulk.jpg")]) == 1
+        stored, created = records.put(make_record(key="out/single.jpg"))
+        assert not created and stored.output.key == "out/bulk.jpg"

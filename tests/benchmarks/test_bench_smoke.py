@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.benchmarks.bench_run import assert_complete, make_photos, run_benchmark
 from tests.tooling import listen_ports, need_base_python
 
@@ -48,6 +50,48 @@ def test_cold_benchmark_measures_every_target(tmp_path: Path) -> None:
     assert_complete(run, ["t1", "t2", "m1", "m2"])
     assert {name: len(times) for name, times in run.results["rounds_s"].items()} == {
         "pillow-1": 2, "map-1w": 2, "pool-2": 2, "map-2w": 2}
+
+
+PEER_METHODS = ("pillow", "pool", "lithops", "cold-1w", "cold-2w", "warm-2w", "halfdup-2w")
+
+
+def test_peer_benchmark_measures_every_method_and_sqlite_lookups(tmp_path: Path) -> None:
+    photos = make_photos(tmp_path / "photos")
+    run = run_benchmark("bench_peers.py", [
+        "--photos", str(photos), "--rounds", "2", "--limit", "3", "--record-counts", "10,100",
+        "--couch-counts", "none", "--lookups", "5"], tmp_path / "out")
+    assert_complete(run, [*(f"{tag}.{method}" for tag in ("1", "6") for method in PEER_METHODS),
+                          "r.sqlite.10", "r.sqlite.100"])
+    walls = run.results["timings"]["wall_s_by_round"]
+    lithops = run.results["extra"]["lithops_failure"]
+    for tag in ("1", "6"):
+        for method in PEER_METHODS:
+            if method == "lithops" and lithops:  # not installed, or cannot run: it says why
+                assert f"{tag}/lithops" not in walls
+                assert f"not run: {lithops}" in {c["measured"] for c in run.results["checks"]}
+                continue
+            assert len(walls[f"{tag}/{method}"]) == 2, method  # one per round
+    first, second = run.results["extra"]["orders"]
+    assert second == [*first[1:], first[0]]  # the order rotates by one each round
+    lookups = run.results["timings"]["lookup_ms"]
+    assert {len(lookups[f"sqlite/{n}/{op}"]) for n in (10, 100) for op in ("get", "get_many6")
+            } == {5}
+
+
+@pytest.mark.services
+def test_peer_benchmark_measures_couchdb_lookups_and_says_what_it_skipped(
+    tmp_path: Path,
+) -> None:
+    """pouchdb-server started by the benchmark itself (as ``owdedup services`` does)."""
+    photos = make_photos(tmp_path / "photos", count=2)
+    run = run_benchmark("bench_peers.py", [
+        "--photos", str(photos), "--only", "records", "--record-counts", "10",
+        "--couch-counts", "10,100", "--couch-max-load-s", "0.001", "--lookups", "5"],
+        tmp_path / "out")
+    assert_complete(run, ["r.sqlite.10", "r.couchdb.10", "r.couchdb.100"])
+    checks = {c["id"]: c for c in run.results["checks"]}
+    assert checks["r.couchdb.100"]["measured"].startswith("not run: loading 100 records")
+    assert len(run.results["timings"]["lookup_ms"]["couchdb/10/get_many6"]) == 5
 
 
 def test_fanout_benchmark_measures_every_window(tmp_path: Path) -> None:

@@ -73,7 +73,7 @@ def raw_doc(store: CouchRecordStore, key: str) -> dict[str, Any]:
 def bulk_load(store: CouchRecordStore, count: int, fid: str = "f" * 64) -> list[Record]:
     """*count* records with digests 0..count-1 written by ``_bulk_docs`` (fast)."""
     made = [make_record(fid, f"{i:064x}", key=f"out/{i}.jpg") for i in range(count)]
-    assert store.bulk_load(made, batch_size=2000) == count
+    assert store.put_many(made, batch_size=2000) == count
     return made
 
 
@@ -148,7 +148,7 @@ def test_authenticated_store_reads_writes_and_counts(authed_records: CouchRecord
     records = authed_records
     assert records.auth.kind in ("basic", "session")
     made = [make_record("a" * 64, f"{i:064x}") for i in range(3)]
-    assert records.bulk_load(made[:2]) == 2
+    assert records.put_many(made[:2]) == 2
     assert records.put(made[2]) == (made[2], True)
     assert set(records.get_many([(r.function_id, r.input_digest) for r in made])) == {
         (r.function_id, r.input_digest) for r in made
@@ -250,7 +250,7 @@ def test_stats_pages_through_records_and_counters(
     monkeypatch.setattr(couch, "PAGE_SIZE", 4)  # many pages, and a last page that is full
     made = [make_record("a" * 64, f"{i:064x}", function="thumbnail", size=10) for i in range(12)]
     made += [make_record("b" * 64, f"{i:064x}", function="resize", size=7) for i in range(5)]
-    assert records.bulk_load(made) == 17
+    assert records.put_many(made) == 17
     for _ in range(9):  # nine processes: nine counter documents, over several pages
         writer = _open(couch_url, records.database)
         writer.add_counts("thumbnail", hits=1, saved_ms=1.5, saved_bytes=3)
@@ -265,10 +265,10 @@ def test_stats_pages_through_records_and_counters(
     assert (stats["other"].records, stats["other"].misses) == (0, 1)
 
 
-def test_bulk_load_skips_existing_records(records: CouchRecordStore) -> None:
+def test_put_many_skips_existing_records(records: CouchRecordStore) -> None:
     records.put(make_record("a" * 64, f"{1:064x}", key="out/kept.jpg"))
     made = [make_record("a" * 64, f"{i:064x}") for i in range(3)]
-    assert records.bulk_load(made) == 2
+    assert records.put_many(made) == 2
     kept = records.get("a" * 64, f"{1:064x}")
     assert kept is not None and kept.output.key == "out/kept.jpg"
 

@@ -323,6 +323,57 @@ def test_expected_statuses_come_back_without_a_body() -> None:
     assert store._request("x", "GET", "/x/y", expect=(404,)) == (404, None)
 
 
+
+class _RecordingTransport(_FakeTransport):
+    def __init__(self, reply: tuple[int, Any]) -> None:
+        super().__init__(reply)
+        self.requests: list[tuple[str, str, Any]] = []
+
+    def request(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        self.requests.append((method, path, kwargs.get("json")))
+        return super().request(method, path, **kwargs)
+
+
+def test_get_many_reads_the_primary_index_by_id_in_one_request() -> None:
+    """Six sizes of one input: one ``_all_docs`` read with their ids (CouchDB's primary
+    index, a B-tree by id), never a view, a Mango query or a range."""
+    keys = [(f"{size:064x}", "d" * 64) for size in (16, 32, 64, 128, 256, 512)]
+    stored = make_record(*keys[2])
+    rows = [{"key": doc_id(*keys[2]), "id": doc_id(*keys[2]),
+             "doc": {"_id": doc_id(*keys[2]), "_rev": "1-a", **record_doc(stored)}},
+            {"key": doc_id(*keys[0]), "error": "not_found"}]
+    store = _store_answering((200, {"rows": rows}))
+    transport = _RecordingTransport((200, {"rows": rows}))
+    store._transport = transport
+    assert store.get_many(keys) == {keys[2]: stored}
+    assert transport.requests == [("POST", "/x/_all_docs", {
+        "keys": [doc_id(*key) for key in keys], "include_docs": True})]
+
+def test_put_many_skips_conflicts_and_raises_for_other_refusals_after_every_batch() -> None:
+    """CouchDB answers ``_bulk_docs`` with one row per document: ``ok``, or an ``error``;
+    ``conflict`` means the id exists (left as it is, as put does), anything else is named."""
+    rows = [{"ok": True, "id": "x", "rev": "1-a"},
+            {"id": "y", "error": "conflict", "reason": "Document update conflict."},
+            {"id": "z", "error": "forbidden", "reason": f"read-only for {SECRET}"}]
+    store = _store_answering((201, rows))
+    made = [make_record("a" * 64, f"{i:064x}") for i in range(6)]
+    with pytest.raises(StoreError) as info:
+        store.put_many(made, batch_size=3)  # two batches, each answered as above
+    message = str(info.value)
+    assert "refused 2 record(s)" in message and "(2 created)" in message
+    for index in (2, 5):  # the third of each batch
+        assert f"{doc_id('a' * 64, f'{index:064x}')}: forbidden read-only for ***" in message
+    assert SECRET not in message
+    assert _store_answering((201, rows[:2])).put_many(made[:2]) == 1
+
+
+def test_put_many_refuses_a_reply_without_one_row_per_document() -> None:
+    store = _store_answering((201, [{"ok": True}]))
+    with pytest.raises(StoreError, match="not one result per document"):
+        store.put_many([make_record(digest="1" * 64), make_record(digest="2" * 64)])
+    with pytest.raises(StoreError, match="not one result per document"):
+        _store_answering((201, {"ok": True})).put_many([make_record()])
+
 def _unused_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -23,6 +23,8 @@ Why this shape:
   a write whose reply was lost is simply superseded by the next one (on its 409 the current
   ``_rev`` is read and the totals written again): nothing is counted twice. The number of
   counter documents grows with the number of processes (warm containers), not of lookups.
+* ``put_many()`` (bulk loads) posts new documents to ``_bulk_docs``, 2000 per request;
+  an id that exists comes back as a per-document ``conflict`` and is left as it is.
 * ``stats()`` adds the counters and records up with ``_all_docs`` range scans over the two
   id prefixes, a page of ``PAGE_SIZE`` documents at a time, so it never holds more than one
   page.
@@ -71,6 +73,8 @@ from owdedup.runtime.registry import redact_url, scrub
 DEFAULT_DATABASE = "owdedup"
 RECORD_PREFIX = "rec:"
 COUNTS_PREFIX = "counts:"
+#: Documents per ``_bulk_docs`` request of ``put_many()``.
+BULK_BATCH = 2000
 #: Documents per ``_all_docs`` page in ``stats()``.
 PAGE_SIZE = 1000
 DEFAULT_TIMEOUT_S = 10.0
@@ -365,29 +369,52 @@ class CouchRecordStore(RecordStore):
         raise StoreError(f"CouchDB counter update failed at {self.describe()}: "
                          "the document kept changing under this process")
 
-    def bulk_load(self, records: Iterable[Record], batch_size: int = 2000) -> int:
-        """Insert many records with ``_bulk_docs`` (imports, benchmarks); ids that exist are
-        left as they are. Returns how many were created."""
+    def put_many(self, records: Iterable[Record], batch_size: int = BULK_BATCH) -> int:
+        """``POST /db/_bulk_docs`` of *batch_size* new documents at a time (no ``_rev``, so an
+        id that exists is refused with a per-document ``conflict``, left as it is, as in
+        :meth:`put`). Any other per-document error is collected and raised once every batch
+        is written."""
         created = 0
+        refused: list[str] = []
         batch: list[dict[str, Any]] = []
-
-        def flush() -> int:
-            path, body = self.path("_bulk_docs"), {"docs": batch}
-            status, rows = self._request("bulk load", "POST", path, json=body, expect=(404,))
-            if status == 404:
-                self._create_database()
-                _, rows = self._request("bulk load", "POST", path, json=body)
-            return sum(1 for row in rows or [] if row.get("ok"))
-
         for record in records:
             batch.append(
                 {"_id": doc_id(record.function_id, record.input_digest), **record_doc(record)}
             )
             if len(batch) >= batch_size:
-                created += flush()
+                created += self._bulk_insert(batch, refused)
                 batch = []
         if batch:
-            created += flush()
+            created += self._bulk_insert(batch, refused)
+        if refused:
+            raise StoreError(
+                f"CouchDB refused {len(refused)} record(s) of a bulk write at "
+                f"{self.describe()} ({created} created): " + "; ".join(refused[:5])
+                + (" ..." if len(refused) > 5 else "")
+            )
+        return created
+
+    def _bulk_insert(self, docs: list[dict[str, Any]], refused: list[str]) -> int:
+        """Write *docs* in one ``_bulk_docs``; how many were created. Refusals other than
+        ``conflict`` (the id exists) are appended to *refused* as ``id: error reason``."""
+        path, body = self.path("_bulk_docs"), {"docs": docs}
+        status, rows = self._request("bulk record write", "POST", path, json=body,
+                                     expect=(404,))
+        if status == 404:  # the database is missing
+            self._create_database()
+            _, rows = self._request("bulk record write", "POST", path, json=body)
+        if not isinstance(rows, list) or len(rows) != len(docs):
+            raise StoreError(f"CouchDB bulk record write at {self.describe()} answered "
+                             f"{type(rows).__name__}, not one result per document")
+        created = 0
+        for doc, row in zip(docs, rows, strict=True):
+            if isinstance(row, dict) and row.get("ok"):
+                created += 1
+            elif not (isinstance(row, dict) and row.get("error") == "conflict"):
+                error = row.get("error", "?") if isinstance(row, dict) else repr(row)[:80]
+                reason = _reason(row)[:120] if isinstance(row, dict) else ""
+                refused.append(
+                    f"{doc['_id']}: {scrub(f'{error} {reason}'.strip(), self.auth.secrets)}")
         return created
 
     def stats(self) -> list[FunctionStats]:
