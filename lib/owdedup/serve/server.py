@@ -24,6 +24,7 @@ from typing import Annotated, Any
 
 import typer
 
+from owdedup.runtime import env as env_names
 from owdedup.serve.api import CONTENT_TYPE, ENTITY_LIMIT, Request, Response, RestApi
 from owdedup.serve.catalog import DEFAULT_NAMESPACE, SYSTEM_NAMESPACE, ServeCatalog
 from owdedup.serve.controller import Controller, SystemRunner
@@ -210,7 +211,7 @@ def serve_command(
         "--host", help="Address to bind; keep 127.0.0.1 (plain HTTP, one key)")] = "127.0.0.1",
     auth: Annotated[str | None, typer.Option(
         "--auth", help="UUID:KEY that clients must present (default: a new key, printed)",
-        envvar="OWDEDUP_SERVE_AUTH")] = None,
+        envvar=env_names.SERVE_AUTH)] = None,
     state: Annotated[Path | None, typer.Option(
         "--state", help="Keep entities, code and feed registrations in DIR across restarts"
     )] = None,

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from owdedup.runtime import env as env_names
 from owdedup.services.config import ServicesConfig
 from owdedup.services.couchdb import couchdb_ready, start_couchdb
 from owdedup.services.install import (
@@ -147,14 +148,14 @@ def env_vars(config: ServicesConfig) -> dict[str, str]:
     """What owdedup's clients need to reach these services (includes the MinIO secret)."""
     access, secret = minio_credentials(config)
     return {
-        "OWDEDUP_STORE": config.store_url,
-        "OWDEDUP_STORE_ACCESS_KEY": access,
-        "OWDEDUP_STORE_SECRET_KEY": secret,
-        "OWDEDUP_RECORDS": config.records_url,
-        "OWDEDUP_KAFKA": config.kafka_bootstrap,
-        "OWDEDUP_IN_BUCKET": config.in_bucket,
-        "OWDEDUP_OUT_BUCKET": config.out_bucket,
-        "OWDEDUP_KAFKA_TOPIC": config.topic,
+        env_names.STORE: config.store_url,
+        env_names.STORE_ACCESS_KEY: access,
+        env_names.STORE_SECRET_KEY: secret,
+        env_names.RECORDS: config.records_url,
+        env_names.KAFKA: config.kafka_bootstrap,
+        env_names.IN_BUCKET: config.in_bucket,
+        env_names.OUT_BUCKET: config.out_bucket,
+        env_names.KAFKA_TOPIC: config.topic,
     }
 
 
