@@ -27,7 +27,7 @@ import pytest
 from owdedup.deploy import build, install, zipper
 from owdedup.deploy.build import BuiltZip, plan_build, size_report
 from owdedup.deploy.needs import (
-    ACTION_REQUIREMENTS,
+    action_requirements,
     Pin,
     installed_version,
     resolve_packages,
@@ -204,7 +204,7 @@ def site_names(item: BuiltZip) -> set[str]:
 
 
 def needs(action: str, distribution: str) -> bool:
-    return distribution in ACTION_REQUIREMENTS[action]
+    return distribution in action_requirements()[action]
 
 
 # The zips ---------------------------------------------------------------------------------

@@ -51,8 +51,6 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import yaml
-
 import owdedup
 from owdedup.deploy.install import (
     _site_files,
@@ -62,9 +60,9 @@ from owdedup.deploy.install import (
     install_site_packages,
 )
 from owdedup.deploy.needs import (
-    ACTION_REQUIREMENTS,
     IDENTITY_LIBRARIES,
     Pin,
+    action_requirements,
     installed_version,
     resolve_packages,
     runtime_modules,
@@ -84,10 +82,13 @@ from owdedup.deploy.runtime import (
     _stderr,
 )
 from owdedup.deploy.zipper import check_build_python, compile_bytecode, write_zip
+from owdedup.engine.manifest import load_manifest
+from owdedup.runtime import env as env_names
+from owdedup.runtime.errors import OwdedupError
 from owdedup.services.config import cache_home
 
 _FUNCTION_PATH = re.compile(r"(?:\./)?build/actions/(?P<name>[A-Za-z0-9_-]+)\.zip")
-ENV_CACHE = "OWDEDUP_DEPLOY_CACHE"
+ENV_CACHE = env_names.DEPLOY_CACHE
 
 
 # The plan ---------------------------------------------------------------------------------
@@ -100,7 +101,7 @@ class ActionPlan:
     zip_path: Path
     #: Files under ``owdedup/`` (relative to the package's parent folder), sorted.
     modules: tuple[str, ...]
-    #: ACTION_REQUIREMENTS[name]: what the action needs directly.
+    #: action_requirements()[name]: what the action needs directly.
     requires: tuple[str, ...]
     #: Everything installed into the zip's virtualenv (requirements and their dependencies).
     packages: tuple[Pin, ...]
@@ -163,19 +164,18 @@ def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
 
 
 def manifest_actions(manifest_path: Path) -> list[tuple[str, str, str | None]]:
-    """(action name, zip stem, runtime) of every action whose function is a built zip."""
+    """(action name, zip stem, runtime) of every action whose function is a built zip, read
+    with the engine's manifest model (wskdeploy's rules; no variable is substituted here)."""
     try:
-        data = yaml.safe_load(manifest_path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+        manifest = load_manifest(manifest_path, {})
+    except OwdedupError as exc:
         raise BuildError(f"cannot read {manifest_path}: {exc}") from exc
     found: list[tuple[str, str, str | None]] = []
-    packages = (data or {}).get("packages") or {}
-    for package in packages.values():
-        for name, action in ((package or {}).get("actions") or {}).items():
-            match = _FUNCTION_PATH.fullmatch(str((action or {}).get("function") or ""))
+    for package in manifest.packages.values():
+        for action in package.actions.values():
+            match = _FUNCTION_PATH.fullmatch(action.function)
             if match:
-                runtime = action.get("runtime")
-                found.append((str(name), match["name"], None if runtime is None else str(runtime)))
+                found.append((action.name, match["name"], action.runtime or None))
     return found
 
 
@@ -205,6 +205,7 @@ def plan_build(
             f"choose from {', '.join(name for name, _, _ in listed)}"
         )
     actions: list[ActionPlan] = []
+    requirements = action_requirements()
     for name, stem, runtime in listed:
         if wanted and name not in wanted:
             continue
@@ -212,15 +213,16 @@ def plan_build(
             raise BuildError(
                 f"action {name}: runtime {runtime!r}, but the zip is built for {RUNTIME_KIND}"
             )
-        if stem not in ACTION_REQUIREMENTS:
+        if stem not in requirements:
             raise BuildError(
-                f"action {stem}: no entry in ACTION_REQUIREMENTS "
-                f"(owdedup.deploy.needs); say which packages it needs, even none"
+                f"action {stem}: neither a step in STEP_REQUIREMENTS (owdedup.deploy.needs) "
+                f"nor a registered function (owdedup.runtime.functions); say which packages "
+                f"it needs, even none"
             )
         source = project / "actions" / f"{stem}.py"
         if not source.is_file():
             raise BuildError(f"action {name}: {source} does not exist")
-        requires = ACTION_REQUIREMENTS[stem]
+        requires = requirements[stem]
         packages, from_runtime, conflicts = resolve_packages(requires)
         untrimmed = resolve_packages(requires, trims={})[0]
         kept = {pin.name for pin in packages}

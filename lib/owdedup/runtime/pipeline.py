@@ -1,8 +1,10 @@
-"""The four steps of the deduplicating sequence: hash -> lookup -> thumbnail -> record.
+"""The four steps of the deduplicating sequence: hash -> lookup -> compute -> record.
 
 Each step takes the job produced by the previous one and returns it completed; the action
-files in ``actions/`` are thin wrappers around these functions. Only ``thumbnail`` on a miss
-imports Pillow.
+files in ``actions/`` are thin wrappers around these functions. The steps are the same for
+every registered function (``owdedup.runtime.functions``): the compute step of function
+``NAME`` is deployed as the action ``NAME`` (``thumbnail``), in the sequence ``dedup-NAME``.
+Only the compute step, on a miss, imports what the function computes with (Pillow).
 """
 
 from __future__ import annotations
@@ -83,13 +85,15 @@ def lookup_step(job: Job, ctx: Context) -> Job:
     return job
 
 
-def thumbnail_step(job: Job, ctx: Context) -> Job:
-    """On a miss, make every requested size from one decode and write the missing ones."""
+def compute_step(job: Job, ctx: Context) -> Job:
+    """On a miss, make every variant of the job's function from one read of the input and
+    write the missing ones."""
     if job.all_hit:
-        return job  # nothing to compute: the image decoder is never imported
+        return job  # nothing to compute: the function's libraries are never imported
     digest = _require_digest(job)
     if not job.outputs:
-        raise ConfigError("no planned outputs: run 'lookup' before 'thumbnail'", key=job.key)
+        raise ConfigError(f"no planned outputs: run 'lookup' before '{job.function}'",
+                          key=job.key)
     spec = get_function(job.function)
     params = spec.normalise(job.params)
 
@@ -98,16 +102,11 @@ def thumbnail_step(job: Job, ctx: Context) -> Job:
         # Computing now would record this output under another content's name.
         raise StoreError("object was replaced after it was hashed; retry", key=job.key)
 
-    from owdedup.runtime.thumbnail import make_thumbnails  # Pillow is imported on a miss only
-
     started = time.perf_counter()
-    thumbs = make_thumbnails(
-        data, params.sizes, fmt=params.format, quality=params.quality,
-        max_pixels=params.max_pixels, max_memory_mb=params.max_memory_mb, name=job.key,
-    )
+    produced = spec.compute(data, params, name=job.key)
     job.compute_ms = (time.perf_counter() - started) * 1000
-    by_size = {t.size: t for t in thumbs}
-    share_ms = job.compute_ms / len(thumbs)
+    labels = {v.function_id: v.label for v in spec.variants(params)}
+    share_ms = job.compute_ms / max(1, len(produced))
     # A write that fails part-way leaves no record, so nothing refers to what was written;
     # the names are fixed by (identity, digest), so the retry rewrites the same objects. They
     # are not deleted: a concurrent activation of the same content may already have recorded
@@ -116,12 +115,15 @@ def thumbnail_step(job: Job, ctx: Context) -> Job:
     for output in job.outputs:
         if output.hit:
             continue
-        thumb = by_size[output.size]
+        made = produced.get(labels.get(output.function_id, ""))
+        if made is None:  # a planned output this function did not make: never record it
+            raise ConfigError(f"{spec.name} made no output for the planned {output.key}",
+                              key=job.key)
         ctx.store.put(
-            output.bucket, output.key, thumb.data,
-            content_type=thumb.content_type, sha256=hashlib.sha256(thumb.data).hexdigest(),
+            output.bucket, output.key, made.data,
+            content_type=made.content_type, sha256=hashlib.sha256(made.data).hexdigest(),
         )
-        output.bytes, output.width, output.height = len(thumb.data), thumb.width, thumb.height
+        output.bytes, output.width, output.height = len(made.data), made.width, made.height
         output.compute_ms = share_ms
     return job
 
@@ -135,7 +137,9 @@ def record_step(job: Job, ctx: Context) -> Job:
         spec = get_function(job.function)
         missing = [o for o in job.outputs if not o.hit and o.bytes == 0]
         if missing:
-            raise ConfigError("outputs were not computed: run 'thumbnail' first", key=job.key)
+            raise ConfigError(f"outputs were not computed: run '{spec.name}' first",
+                              key=job.key)
+        summaries = {v.function_id: v.summary for v in spec.variants(spec.normalise(job.params))}
         job.status, job.recorded = "computed", True
         created = datetime.now(UTC).isoformat(timespec="seconds")
         try:
@@ -146,7 +150,7 @@ def record_step(job: Job, ctx: Context) -> Job:
                     function=spec.name, function_id=output.function_id, input_digest=digest,
                     output=OutputRef(output.bucket, output.key, output.bytes, output.width,
                                      output.height),
-                    params={"size": output.size, **_identity_summary(job)},
+                    params=dict(summaries.get(output.function_id, {})),
                     compute_ms=output.compute_ms, input_bytes=job.input_bytes, created=created,
                 ))
                 # A concurrent writer may have won: its record names the same object anyway.
@@ -163,17 +167,17 @@ def _materialize(job: Job, ctx: Context) -> list[dict[str, object]]:
     """Server-side copies named after the input, for users who want one output per name."""
     folder, _, name = job.key.rpartition("/")
     stem = f"{folder}/" * bool(folder) + (name.rsplit(".", 1)[0] if "." in name else name)
+    spec = get_function(job.function)
+    variants = {v.function_id: v for v in spec.variants(spec.normalise(job.params))}
     copies = []
     for output in job.outputs:
-        extension = output.key[output.key.rfind("."):]
-        target = f"{stem}_{output.size}{extension}"
+        variant = variants.get(output.function_id)
+        if variant is None:
+            raise ConfigError(f"output {output.key} is no variant of {spec.name}", key=job.key)
+        target = f"{stem}_{variant.label}{variant.extension}"
         ctx.store.copy(output.bucket, output.key, job.dest_bucket, target)
         copies.append({"bucket": job.dest_bucket, "key": target, "size": output.size})
     return copies
-
-
-def _identity_summary(job: Job) -> dict[str, object]:
-    return {k: job.params[k] for k in ("format", "quality") if k in job.params}
 
 
 def _fill_from_record(output: Output, record: Record, *, hit: bool = True) -> None:
