@@ -27,8 +27,8 @@ import pytest
 from owdedup.deploy import build, install, zipper
 from owdedup.deploy.build import BuiltZip, plan_build, size_report
 from owdedup.deploy.needs import (
-    action_requirements,
     Pin,
+    action_requirements,
     installed_version,
     resolve_packages,
     runtime_modules,

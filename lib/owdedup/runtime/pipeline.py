@@ -106,24 +106,27 @@ def compute_step(job: Job, ctx: Context) -> Job:
     produced = spec.compute(data, params, name=job.key)
     job.compute_ms = (time.perf_counter() - started) * 1000
     labels = {v.function_id: v.label for v in spec.variants(params)}
+    missing = [o for o in job.outputs if not o.hit]
+    made = [produced.get(labels.get(o.function_id, "")) for o in missing]
+    for output, content in zip(missing, made, strict=True):
+        if content is None:  # a planned output this function did not make: write nothing
+            raise ConfigError(f"{spec.name} made no output for the planned {output.key}",
+                              key=job.key)
     share_ms = job.compute_ms / max(1, len(produced))
     # A write that fails part-way leaves no record, so nothing refers to what was written;
     # the names are fixed by (identity, digest), so the retry rewrites the same objects. They
     # are not deleted: a concurrent activation of the same content may already have recorded
     # those very objects.
     ctx.store.ensure_bucket(job.dest_bucket)
-    for output in job.outputs:
-        if output.hit:
-            continue
-        made = produced.get(labels.get(output.function_id, ""))
-        if made is None:  # a planned output this function did not make: never record it
-            raise ConfigError(f"{spec.name} made no output for the planned {output.key}",
-                              key=job.key)
+    for output, content in zip(missing, made, strict=True):
+        assert content is not None  # checked above, before anything was written
         ctx.store.put(
-            output.bucket, output.key, made.data,
-            content_type=made.content_type, sha256=hashlib.sha256(made.data).hexdigest(),
+            output.bucket, output.key, content.data,
+            content_type=content.content_type,
+            sha256=hashlib.sha256(content.data).hexdigest(),
         )
-        output.bytes, output.width, output.height = len(made.data), made.width, made.height
+        output.bytes, output.width, output.height = (
+            len(content.data), content.width, content.height)
         output.compute_ms = share_ms
     return job
 

@@ -80,12 +80,9 @@ class FunctionRegistry:
                 raise ConfigError(f"function {name!r} is already registered as {known}")
             self._targets[name] = target
             return
-        function = _checked(name, target, repr(target))
-        known_function = self._loaded.get(name)
-        if name in self._targets or (known_function is not None
-                                     and known_function is not function):
+        if name in self._targets or self._loaded.get(name, target) is not target:
             raise ConfigError(f"function {name!r} is already registered")
-        self._loaded[name] = function
+        self._loaded[name] = _checked(name, target, type(target).__name__)
 
     def names(self) -> list[str]:
         self._read_environ()

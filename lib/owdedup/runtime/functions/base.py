@@ -63,18 +63,36 @@ class DedupFunction(Protocol[P]):
     :meth:`compute` needs (import that inside ``compute``).
     """
 
-    #: Registry key; names its compute action, its sequence ``dedup-<name>``, its outputs.
-    name: str
-    #: The module whose source bytes are hashed into the identity (never imported for it):
-    #: keep everything that shapes the output in it, and nothing else.
-    code_module: str
-    #: Distributions whose versions are part of the identity.
-    libraries: tuple[str, ...]
-    #: The job parameters that belong to this function (nothing else of an invocation's
-    #: parameters reaches it, so bound credentials never travel in a job).
-    parameters: tuple[str, ...]
-    #: Third-party distributions the compute action's zip carries (beyond the store client).
-    requirements: tuple[str, ...]
+    # Read-only members: an implementation sets them as plain class attributes.
+
+    @property
+    def name(self) -> str:
+        """Registry key; names its compute action, its sequence ``dedup-<name>``, its
+        outputs' folder."""
+        ...
+
+    @property
+    def code_module(self) -> str:
+        """The module whose source bytes are hashed into the identity (never imported for
+        it): keep everything that shapes the output in it, and nothing else."""
+        ...
+
+    @property
+    def libraries(self) -> tuple[str, ...]:
+        """Distributions whose versions are part of the identity."""
+        ...
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        """The job parameters that belong to this function: nothing else of an invocation's
+        parameters reaches it, so bound credentials never travel in a job."""
+        ...
+
+    @property
+    def requirements(self) -> tuple[str, ...]:
+        """Third-party distributions its compute action's zip carries (beyond the store
+        client)."""
+        ...
 
     def normalise(self, params: Mapping[str, Any]) -> P:
         """Check and canonicalise; a bad parameter raises ``ConfigError``. An empty value
