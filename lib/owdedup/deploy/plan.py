@@ -266,7 +266,7 @@ def _function_problems(environ: Mapping[str, str], manifest: Path) -> list[str]:
 
 def _joined(variables: Sequence[str]) -> str:
     """``OWDEDUP_SIZES/FORMAT/QUALITY``: the names, their shared ``OWDEDUP_`` said once."""
-    prefix = "OWDEDUP_"
+    prefix = env_names.PREFIX
     return "/".join(v if i == 0 or not v.startswith(prefix) else v.removeprefix(prefix)
                     for i, v in enumerate(variables))
 

@@ -1,13 +1,19 @@
-"""Every environment variable owdedup reads or sets, named once.
+"""The environment variables owdedup reads or sets, named once.
 
-The runtime reads some of them inside actions; the tooling (CLI, deploy, serve, services)
-imports them from here instead of spelling the names again. ``__OW_*`` are OpenWhisk's own:
-its runtimes set them per activation (see the platform notes).
+Here: every name the runtime reads inside actions, and every name more than one module (or
+the manifest and the docs) uses; the tooling (CLI, deploy, serve, services) imports them from
+here instead of spelling them again. Two kinds stay with their single reader: the services'
+own settings (ports, install and state folders: ``owdedup.services.config``), and the serve
+launcher's ``__OW_<KEY>`` (a standard-library-only script that cannot import this).
+``__OW_*`` are OpenWhisk's own: its runtimes set them per activation.
 """
 
 from __future__ import annotations
 
 from typing import Final
+
+#: What every owdedup variable starts with.
+PREFIX: Final = "OWDEDUP_"
 
 # Where the stores are (owdedup.runtime.config); their options are PREFIX + option name.
 STORE: Final = "OWDEDUP_STORE"
