@@ -171,3 +171,17 @@ def test_compute_never_writes_an_output_it_was_not_asked_for(
     with pytest.raises(ConfigError, match="upper made no output for the planned"):
         compute_step(job, context)
     assert not (store_root / "out").exists()
+
+
+def test_the_thumbnail_identity_is_what_it_was_before_the_plug_ins() -> None:
+    """The same inputs as before the registry (name, code module, libraries, chain, format,
+    quality), so every record made before stays a hit."""
+    from owdedup.runtime.identity import function_identity
+
+    thumbnail = get_function("thumbnail")
+    ids = [v.function_id for v in thumbnail.variants(thumbnail.normalise({"sizes": "64,128"}))]
+    assert ids == [
+        function_identity("thumbnail", "owdedup.runtime.thumbnail", ("pillow",),
+                          {"chain": chain, "format": "jpeg", "quality": 85})
+        for chain in ([128], [64, 128])
+    ]
