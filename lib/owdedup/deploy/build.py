@@ -60,9 +60,9 @@ from owdedup.deploy.install import (
     install_site_packages,
 )
 from owdedup.deploy.needs import (
-    IDENTITY_LIBRARIES,
     Pin,
     action_requirements,
+    identity_libraries,
     installed_version,
     resolve_packages,
     runtime_modules,
@@ -237,7 +237,7 @@ def plan_build(
             conflicts=conflicts,
             trimmed=tuple(sorted(pin.name for pin in untrimmed if pin.name not in kept)),
         ))
-    pins = {lib: installed_version(lib) for lib in IDENTITY_LIBRARIES}
+    pins = {lib: installed_version(lib) for lib in identity_libraries()}
     virtualenv_version = RUNTIME_PACKAGES["virtualenv"]
     assert virtualenv_version is not None
     return BuildPlan(manifest, out, cache, package_dir, MappingProxyType(pins),

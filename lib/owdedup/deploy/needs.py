@@ -68,14 +68,17 @@ def action_requirements() -> Mapping[str, tuple[str, ...]]:
         raise BuildError(f"function(s) {', '.join(clash)} named like a step action")
     return MappingProxyType({**STEP_REQUIREMENTS, **computes})
 
+
 #: The subpackage that runs inside actions. It ships whole, by allowlist (as chalice ships
 #: ``app.py``): everything else in ``owdedup`` is tooling and never enters a zip.
 RUNTIME_PACKAGE: Final = f"{PACKAGE}.runtime"
 
-#: The libraries whose versions are part of function identities, written to ``_pins.json``.
-IDENTITY_LIBRARIES: Final[tuple[str, ...]] = tuple(
-    sorted({canonicalize_name(lib) for f in registry.all() for lib in f.libraries})
-)
+
+def identity_libraries() -> tuple[str, ...]:
+    """The libraries whose versions are part of the registered functions' identities, written
+    to ``_pins.json``."""
+    return tuple(sorted({canonicalize_name(lib) for f in registry.all() for lib in f.libraries}))
+
 
 _BACKEND_TARGET = re.compile(rf"({PACKAGE}(?:\.\w+)+):\w+")
 
