@@ -43,7 +43,7 @@ class Upper:
     name = "upper"
     code_module = __name__  # this file's bytes are its identity's code digest
     libraries: tuple[str, ...] = ()
-    parameters = ("suffix",)
+    parameters: tuple[str, ...] = ("suffix",)
     requirements: tuple[str, ...] = ()
 
     def normalise(self, params: Mapping[str, Any]) -> UpperParams:
@@ -95,7 +95,7 @@ def texts(store_root: Path) -> Path:
 
 
 def read_output(store_root: Path, output: Mapping[str, Any]) -> str:
-    return (store_root / output["bucket"] / output["key"]).read_text()
+    return (store_root / str(output["bucket"]) / str(output["key"])).read_text()
 
 
 def test_invoke_runs_a_function_registered_by_name_only(
