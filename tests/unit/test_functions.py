@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 
 from owdedup.deploy import needs, plan
+from owdedup.deploy.build import plan_build
+from owdedup.deploy.runtime import BuildError
 from owdedup.engine import local
 from owdedup.engine.local import FunctionCatalog
 from owdedup.engine.manifest import load_manifest
@@ -153,6 +155,10 @@ packages:
         function: build/actions/upper.zip
         runtime: python:3.11
 """)
+    # A function whose code is outside the runtime package cannot run from a zip.
+    with pytest.raises(BuildError, match=r"function upper: tests\.functional\..* is not in "
+                                         r"owdedup\.runtime"):
+        plan_build(manifest, tmp_path / "zips", cache_dir=tmp_path / "cache")
     problems = plan.variable_problems({"OWDEDUP_SUFFIX": "far-too-long"}, manifest=manifest)
     assert "OWDEDUP_SUFFIX: bad suffix 'far-too-long': at most 8 characters" in problems
     assert not [p for p in plan.variable_problems({"OWDEDUP_SUFFIX": "!"}, manifest=manifest)

@@ -60,8 +60,10 @@ from owdedup.deploy.install import (
     install_site_packages,
 )
 from owdedup.deploy.needs import (
+    STEP_REQUIREMENTS,
     Pin,
     action_requirements,
+    check_function_ships,
     identity_libraries,
     installed_version,
     resolve_packages,
@@ -219,6 +221,8 @@ def plan_build(
                 f"nor a registered function (owdedup.runtime.functions); say which packages "
                 f"it needs, even none"
             )
+        if stem not in STEP_REQUIREMENTS:
+            check_function_ships(stem)
         source = project / "actions" / f"{stem}.py"
         if not source.is_file():
             raise BuildError(f"action {name}: {source} does not exist")

@@ -74,6 +74,19 @@ def action_requirements() -> Mapping[str, tuple[str, ...]]:
 RUNTIME_PACKAGE: Final = f"{PACKAGE}.runtime"
 
 
+def check_function_ships(name: str) -> None:
+    """The compute action of function *name* can run only if the function's plug-in and its
+    code module are in the runtime package: nothing else of ``owdedup`` (or of the project)
+    enters a zip."""
+    function = registry.get(name)
+    for module in (type(function).__module__, function.code_module):
+        if not _is_runtime(module):
+            raise BuildError(
+                f"function {name}: {module} is not in {RUNTIME_PACKAGE}, the only code an "
+                f"action zip carries; move the function under lib/owdedup/runtime/"
+            )
+
+
 def identity_libraries() -> tuple[str, ...]:
     """The libraries whose versions are part of the registered functions' identities, written
     to ``_pins.json``."""
