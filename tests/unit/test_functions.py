@@ -161,8 +161,18 @@ packages:
         plan_build(manifest, tmp_path / "zips", cache_dir=tmp_path / "cache")
     problems = plan.variable_problems({"OWDEDUP_SUFFIX": "far-too-long"}, manifest=manifest)
     assert "OWDEDUP_SUFFIX: bad suffix 'far-too-long': at most 8 characters" in problems
+    assert f"{manifest}: the action upper needs the sequence dedup-upper = hash, lookup, " \
+           "upper, record" in problems
+    manifest.write_text(manifest.read_text() + """
+      hash: {function: build/actions/hash.zip, runtime: python:3.11}
+      lookup: {function: build/actions/lookup.zip, runtime: python:3.11}
+      record: {function: build/actions/record.zip, runtime: python:3.11}
+    sequences:
+      dedup-upper:
+        actions: hash, lookup, upper, record
+""")
     assert not [p for p in plan.variable_problems({"OWDEDUP_SUFFIX": "!"}, manifest=manifest)
-                if "SUFFIX" in p]
+                if "upper" in p or "SUFFIX" in p]
 
 
 def test_compute_never_writes_an_output_it_was_not_asked_for(

@@ -240,11 +240,11 @@ def variable_problems(environ: Mapping[str, str], *, kafka_feed: bool = True,
 
 
 def _function_problems(environ: Mapping[str, str], manifest: Path) -> list[str]:
-    """The package inputs that are parameters of a function the manifest deploys (its
-    compute action is there), checked as that function will read them: wskdeploy would bind
-    a bad value without a word, and every activation would then fail."""
+    """For each function the manifest deploys (its compute action is there): its sequence,
+    and the package inputs that are its parameters, checked as the function will read them
+    (wskdeploy would bind a bad value without a word, and every activation would fail)."""
     from owdedup.engine.manifest import load_manifest
-    from owdedup.runtime.functions import registry
+    from owdedup.runtime.functions import registry, sequence_of
 
     try:
         model = load_manifest(manifest, environ)
@@ -255,6 +255,13 @@ def _function_problems(environ: Mapping[str, str], manifest: Path) -> list[str]:
         for function in registry.all():
             if function.name not in package.actions:
                 continue
+            sequence = package.sequences.get(sequence_of(function.name))
+            expected = tuple(f"{package.name}/{step}"
+                             for step in ("hash", "lookup", function.name, "record"))
+            if sequence is None or sequence.components != expected:
+                problems.append(
+                    f"{manifest}: the action {function.name} needs the sequence "
+                    f"{sequence_of(function.name)} = hash, lookup, {function.name}, record")
             bound = [name for name in package.inputs if name in function.parameters]
             try:
                 function.normalise({name: package.inputs[name] for name in bound})
