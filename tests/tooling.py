@@ -22,6 +22,7 @@ import pytest
 
 from owdedup.services.config import ServicesConfig
 from owdedup.services.install import install_wskdeploy, is_wskdeploy_installed, wskdeploy_path
+from owdedup.services.wsk import install_wsk, is_wsk_installed, wsk_path
 
 T = TypeVar("T")
 
@@ -46,6 +47,16 @@ def real_wskdeploy() -> Path:
         need_command("go")
         install_wskdeploy(config)
     return wskdeploy_path(config)
+
+
+def real_wsk() -> Path:
+    """The pinned ``wsk`` CLI, built from its Go module on first use (as CI does on a fresh
+    machine)."""
+    config = ServicesConfig.from_env()
+    if not is_wsk_installed(config):
+        need_command("go")
+        install_wsk(config)
+    return wsk_path(config)
 
 
 def need_base_python() -> str:

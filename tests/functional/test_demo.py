@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.deploying import copy_project
+from tests.tooling import need_base_python, real_wsk, real_wskdeploy
 
 PROJECT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.functional
@@ -51,3 +55,27 @@ def test_demo_computes_each_distinct_photo_once(tmp_path: Path) -> None:
     assert [o["key"] for o in first[twins[0]]["outputs"]] == \
         [o["key"] for o in first[twins[1]]["outputs"]]
     assert "== second run: everything is deduplicated" in done.stdout
+
+
+def test_demo_openwhisk_part_deduplicates_through_wsk(tmp_path: Path) -> None:
+    """``demo.sh --openwhisk``: deployed onto ``owdedup serve`` with wskdeploy and invoked with
+    the real ``wsk``, the photo the local run computed is deduplicated; the key never shows."""
+    real_wskdeploy()
+    real_wsk()  # built here if missing, as CI does on a fresh machine
+    need_base_python()
+    copy_project(tmp_path)
+    shutil.copytree(PROJECT / "examples", tmp_path / "examples",
+                    ignore=shutil.ignore_patterns("thumbs", ".owdedup", "*.jsonl"))
+    (tmp_path / ".venv").symlink_to(Path(sys.prefix))
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("OW_", "OWDEDUP_STORE", "OWDEDUP_RECORDS", "WSK"))}
+    done = subprocess.run(
+        ["bash", str(tmp_path / "examples" / "demo.sh"), "--openwhisk"], capture_output=True,
+        text=True, stdin=subprocess.DEVNULL, timeout=1800, check=False,
+        env={**env, "COLUMNS": "120"},
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert "status: deduplicated" in done.stdout
+    assert "guest/dedup-thumbnail" in done.stdout  # wsk activation list
+    keys = re.findall(r"[0-9a-f-]{36}:[A-Za-z0-9]{64}", done.stdout + done.stderr)
+    assert keys == []

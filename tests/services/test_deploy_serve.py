@@ -46,7 +46,7 @@ from tests.deploying import (
 from tests.imagegen import jpeg, not_an_image
 from tests.serve.conftest import AUTH, Client
 from tests.service_fixtures import PROJECT, Services
-from tests.tooling import real_wskdeploy, wait_until
+from tests.tooling import real_wsk, real_wskdeploy, wait_until
 
 pytestmark = pytest.mark.services
 
@@ -175,7 +175,9 @@ def test_rest_invocations_match_the_local_executor(
 
 
 def js_invoke(deployed: Deployed, bucket: str, key: str) -> dict[str, Any]:
-    """The sequence invoked through Apache's JavaScript client (``openwhisk`` on npm)."""
+    """The sequence invoked through Apache's JavaScript client (``openwhisk`` on npm): kept
+    beside ``wsk`` for a program's view of an invoke (``ok``, the HTTP status, the error
+    object)."""
     config = ServicesConfig.from_env()
     install_openwhisk_js(config)
     done = subprocess.run(
@@ -209,6 +211,44 @@ def test_the_javascript_client_gets_what_the_local_executor_gets(
     code, local = local_invoke(deployed, inb, f"js-{run}/notes.jpg", tmp_path)
     assert code == 1 and bad["error"]["error"] == local["error"]
     assert f"js-{run}/notes.jpg" in bad["error"]["error"]
+
+
+def wsk_invoke(deployed: Deployed, bucket: str, key: str,
+               home: Path) -> subprocess.CompletedProcess[str]:
+    """The sequence invoked as a user does, with the real ``wsk`` CLI (key in a 0600
+    properties file, never on the command line)."""
+    props = home / "wskprops"
+    if not props.exists():
+        props.touch(mode=0o600)
+        props.write_text(f"APIHOST={deployed.client.url}\nAUTH={AUTH}\n")
+    return subprocess.run(
+        [str(real_wsk()), "action", "invoke", f"{PACKAGE}/{SEQUENCE}", "-p", "bucket", bucket,
+         "-p", "key", key, "-r"],
+        env={"WSK_CONFIG_FILE": str(props), "HOME": str(home), "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+
+
+def test_wsk_gets_what_the_local_executor_gets(
+    deployed: Deployed, context: Context, tmp_path: Path
+) -> None:
+    inb = REST_BUCKET
+    context.store.ensure_bucket(inb)
+    run = uuid.uuid4().hex[:8]
+    context.store.put(inb, f"wsk-{run}/a.jpg", jpeg(260, 193))
+    first = wsk_invoke(deployed, inb, f"wsk-{run}/a.jpg", tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["status"] == "computed"
+    again = wsk_invoke(deployed, inb, f"wsk-{run}/a.jpg", tmp_path)
+    assert again.returncode == 0 and json.loads(again.stdout)["status"] == "deduplicated"
+    code, local = local_invoke(deployed, inb, f"wsk-{run}/a.jpg", tmp_path)
+    assert code == 0 and summary(local) == summary(json.loads(again.stdout))
+    context.store.put(inb, f"wsk-{run}/notes.jpg", not_an_image())
+    bad = wsk_invoke(deployed, inb, f"wsk-{run}/notes.jpg", tmp_path)
+    assert bad.returncode != 0  # wsk reports the application error, on stderr with -r
+    error = json.loads(bad.stderr)["error"]
+    assert f"wsk-{run}/notes.jpg" in error and "not an image" in error
+    assert AUTH not in bad.stdout + bad.stderr
 
 
 def test_an_upload_alone_ends_as_a_thumbnail_and_a_record(

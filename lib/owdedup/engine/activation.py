@@ -13,6 +13,9 @@ APPLICATION_ERROR = "application error"
 DEVELOPER_ERROR = "action developer error"
 INTERNAL_ERROR = "whisk internal error"
 STATUS_CODES = {SUCCESS: 0, APPLICATION_ERROR: 1, DEVELOPER_ERROR: 2, INTERNAL_ERROR: 3}
+#: How OpenWhisk's invoker words a time-out; an activation whose error starts so carries the
+#: annotation ``timeout: true``.
+TIMED_OUT_PREFIX = "The action exceeded its time limits"
 
 
 def log_line(stream: str, text: str, when: float | None = None) -> str:
@@ -41,12 +44,13 @@ class Activation:
     name: str  # fully qualified inside the namespace: "pkg/action"
     start_ms: int
     end_ms: int
-    result: dict[str, Any]
+    result: Any  # a JSON object, or an array (OpenWhisk's runtimes accept both)
     status: str
     logs: list[str] = field(default_factory=list)
     kind: str = "python:3.11"
     components: list[Activation] = field(default_factory=list)  # for sequences
     annotations: dict[str, Any] = field(default_factory=dict)
+    version: str = "0.0.1"  # the action's (or sequence's) version when it ran
 
     @property
     def success(self) -> bool:
@@ -66,7 +70,7 @@ class Activation:
             "activationId": self.activation_id,
             "namespace": self.namespace,
             "name": action,
-            "version": "0.0.1",
+            "version": self.version,
             "subject": self.namespace,
             "start": self.start_ms,
             "end": self.end_ms,

@@ -8,8 +8,16 @@
   result ("application error").
 - An uncaught exception: the Python runtime answers ``{"error": str(exc)}`` (traceback in the
   logs), which the controller classes as an "application error" like any error result.
-- A runner failure (a result that is not a dict, a timeout, code that cannot start) is an
-  "action developer error": the runner reports it as *crashed*.
+- A runner failure (a result that is neither a JSON object nor an array, a timeout, code
+  that cannot start) is an "action developer error": the runner reports it as *crashed*.
+- A sequence counts the actions it runs, nested sequences included: beyond
+  :data:`SEQUENCE_LIMIT` it ends with OpenWhisk's "Too many actions in the sequence.", and a
+  sequence that (through others) contains itself ends with "Sequence may not refer to
+  itself." (both application errors; ``owdedup serve`` refuses such sequences at create).
+- Records carry what OpenWhisk's do: the entity's version, ``waitTime``, ``initTime`` on a
+  cold start (when the runner tells), ``timeout``, ``limits`` (with ``concurrency``),
+  ``binding`` when reached through a package binding, ``causedBy: sequence`` on a sequence's
+  components and ``topmost`` on the outermost sequence.
 
 The engine is pure bookkeeping: running code is the runner's job, so the same engine serves
 the in-process executor and the REST server.
@@ -25,8 +33,10 @@ from owdedup.engine.activation import (
     APPLICATION_ERROR,
     DEVELOPER_ERROR,
     SUCCESS,
+    TIMED_OUT_PREFIX,
     Activation,
     new_activation_id,
+    qualified_path,
 )
 from owdedup.engine.manifest import ActionDef, RuleDef, SequenceDef, TriggerDef
 from owdedup.runtime.errors import NotFoundError
@@ -34,6 +44,11 @@ from owdedup.runtime.platform import Invocation, local_invoker
 
 #: The ``kind`` of the failed activation standing for a rule whose action does not exist.
 RULE_FAILURE_KIND = "rule"
+#: OpenWhisk's default maximum of actions in a sequence (``limits.sequence_length``).
+SEQUENCE_LIMIT = 50
+SEQUENCE_TOO_LONG = "Too many actions in the sequence."
+SEQUENCE_CYCLIC = "Sequence may not refer to itself."
+SEQUENCE_COMPONENT_MISSING = "Sequence component does not exist."
 
 
 class MissingEntityError(NotFoundError):
@@ -69,15 +84,27 @@ def merge_params(*layers: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def classify(result: Any, crashed: bool) -> tuple[dict[str, Any], str]:
-    """The activation's (result, status) for what an action returned."""
+def classify(result: Any, crashed: bool) -> tuple[Any, str]:
+    """The activation's (result, status) for what an action returned: a JSON object or an
+    array (the Python runtime accepts both)."""
     if crashed:
         return result, DEVELOPER_ERROR
+    if isinstance(result, list):
+        return result, SUCCESS
     if not isinstance(result, dict):
-        return {"error": "The action did not return a dictionary."}, DEVELOPER_ERROR
+        return {"error": "The action did not return a dictionary or array."}, DEVELOPER_ERROR
     if "error" in result:
         return result, APPLICATION_ERROR
     return result, SUCCESS
+
+
+class _SequenceRun:
+    """What one top-level invocation's nested sequences share: the actions run so far and
+    the sequences under way."""
+
+    def __init__(self) -> None:
+        self.actions = 0
+        self.open: list[str] = []
 
 
 class Engine:
@@ -89,12 +116,15 @@ class Engine:
         namespace: str = "guest",
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
         on_activation: Callable[[Activation], None] | None = None,
+        init_ms: Callable[[str], int | None] | None = None,
     ) -> None:
         self.catalog = catalog
         self.runner = runner
         self.namespace = namespace
         self.clock_ms = clock_ms
         self.on_activation = on_activation
+        #: activation id -> how long the runner's cold start took (None: warm, or unknown).
+        self.init_ms = init_ms or (lambda _activation_id: None)
 
     def resolve(self, name: str) -> ActionDef | SequenceDef:
         entity = self.catalog.action(name) or self.catalog.sequence(name)
@@ -104,13 +134,17 @@ class Engine:
         return entity
 
     def invoke(
-        self, name: str, payload: Mapping[str, Any], *, activation_id: str | None = None
+        self, name: str, payload: Mapping[str, Any], *, activation_id: str | None = None,
+        accepted_ms: int | None = None,
     ) -> Activation:
-        """Run *name*; *activation_id* lets a front end announce the id before the run ends."""
+        """Run *name*; *activation_id* lets a front end announce the id before the run ends,
+        *accepted_ms* (when the request came in) gives the record its ``waitTime``."""
         entity = self.resolve(name)
+        activation_id = activation_id or new_activation_id()
         if isinstance(entity, SequenceDef):
-            return self._sequence(entity, dict(payload), activation_id or new_activation_id())
-        return self._action(entity, dict(payload), activation_id or new_activation_id())
+            return self._sequence(entity, dict(payload), activation_id, _SequenceRun(),
+                                  topmost=True)
+        return self._action(entity, dict(payload), activation_id, accepted_ms)
 
     def fire(
         self, trigger: str, payload: Mapping[str, Any], *, activation_id: str | None = None
@@ -135,7 +169,7 @@ class Engine:
         start = self.clock_ms()
         try:
             return self.invoke(rule.action, params)
-        except MissingEntityError as exc:  # the action, or a component of its sequence
+        except MissingEntityError as exc:  # the rule's action (a sequence ends on its own)
             return self._record(Activation(
                 new_activation_id(), self.namespace, rule.action, start, self.clock_ms(),
                 {"error": f"The requested resource does not exist: rule {rule.name!r} "
@@ -152,42 +186,77 @@ class Engine:
         return Invocation(activation.activation_id, activation.success, activation.result)
 
     def _action(
-        self, action: ActionDef, payload: dict[str, Any], activation_id: str
+        self, action: ActionDef, payload: dict[str, Any], activation_id: str,
+        accepted_ms: int | None = None, extra: Mapping[str, Any] | None = None,
     ) -> Activation:
-        params = merge_params(self.catalog.package_inputs(action.package), action.inputs, payload)
+        params = merge_params(self.catalog.package_inputs(action.binding or action.package),
+                              action.inputs, payload)
         start = self.clock_ms()
         with local_invoker(self._invoke_from_action):
             raw, logs, crashed = self.runner.run(action, params, activation_id)
         result, status = classify(raw, crashed)
+        annotations: dict[str, Any] = {
+            "waitTime": max(0, start - (start if accepted_ms is None else accepted_ms)),
+            "timeout": isinstance(result, dict) and crashed
+            and str(result.get("error", "")).startswith(TIMED_OUT_PREFIX),
+            "limits": {"concurrency": 1, "logs": action.limits.log_mb,
+                       "memory": action.limits.memory_mb, "timeout": action.limits.timeout_ms},
+        }
+        init_ms = self.init_ms(activation_id)
+        if init_ms is not None:
+            annotations["initTime"] = init_ms
+        if action.binding:
+            annotations["binding"] = qualified_path(self.namespace, action.binding)
+        annotations.update(extra or {})
         return self._record(Activation(
             activation_id, self.namespace, action.fqn, start, self.clock_ms(),
             result, status, logs, kind=action.runtime or "python:3.11",
-            annotations={"limits": {"timeout": action.limits.timeout_ms,
-                                    "memory": action.limits.memory_mb,
-                                    "logs": action.limits.log_mb}},
+            annotations=annotations, version=action.version,
         ))
 
     def _sequence(
-        self, sequence: SequenceDef, payload: dict[str, Any], activation_id: str
+        self, sequence: SequenceDef, payload: dict[str, Any], activation_id: str,
+        run: _SequenceRun, *, topmost: bool = False,
     ) -> Activation:
         start = self.clock_ms()
         components: list[Activation] = []
-        result: dict[str, Any] = payload
+        result: Any = payload
         status = SUCCESS
-        for name in sequence.components:
-            entity = self.resolve(name)
-            if isinstance(entity, SequenceDef):
-                step = self._sequence(entity, result, new_activation_id())
-            else:
-                step = self._action(entity, result, new_activation_id())
-            components.append(step)
-            result = step.result
-            if not step.success:
-                status = step.status
-                break
+        caused = {"causedBy": "sequence"}
+        run.open.append(sequence.fqn)
+        try:
+            for name in sequence.components:
+                try:
+                    entity = self.resolve(name)
+                except MissingEntityError:  # deleted since: OpenWhisk's words, no names
+                    result, status = {"error": SEQUENCE_COMPONENT_MISSING}, APPLICATION_ERROR
+                    break
+                if isinstance(entity, SequenceDef) and entity.fqn in run.open:
+                    result, status = {"error": SEQUENCE_CYCLIC}, APPLICATION_ERROR
+                    break
+                if isinstance(entity, ActionDef):
+                    run.actions += 1
+                    if run.actions > SEQUENCE_LIMIT:
+                        result, status = {"error": SEQUENCE_TOO_LONG}, APPLICATION_ERROR
+                        break
+                input_ = result if isinstance(result, dict) else {}
+                if isinstance(entity, SequenceDef):
+                    step = self._sequence(entity, input_, new_activation_id(), run)
+                    step.annotations.update(caused)
+                else:
+                    step = self._action(entity, input_, new_activation_id(), extra=caused)
+                components.append(step)
+                result = step.result
+                if not step.success:
+                    status = step.status
+                    break
+        finally:
+            run.open.pop()
+        annotations: dict[str, Any] = {"topmost": True} if topmost else {}
         return self._record(Activation(
             activation_id, self.namespace, sequence.fqn, start, self.clock_ms(),
             result, status, kind="sequence", components=components,
+            annotations=annotations, version=sequence.version,
         ))
 
     def _record(self, activation: Activation) -> Activation:

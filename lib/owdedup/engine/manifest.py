@@ -50,6 +50,10 @@ class ActionDef:
     inputs: dict[str, Any] = field(default_factory=dict)
     annotations: dict[str, Any] = field(default_factory=dict)
     limits: Limits = Limits()
+    version: str = "0.0.1"
+    #: The package binding the action was reached through ("" if none): its parameters
+    #: apply, and the activation says so, while ``package`` is the package that holds it.
+    binding: str = ""
 
     @property
     def fqn(self) -> str:
@@ -62,6 +66,7 @@ class SequenceDef:
     name: str
     components: tuple[str, ...]  # fully qualified: "pkg/action"
     annotations: dict[str, Any] = field(default_factory=dict)
+    version: str = "0.0.1"
 
     @property
     def fqn(self) -> str:

@@ -10,7 +10,7 @@ Endpoints (``{ns}`` is the namespace of the key, or ``_``): ``GET /`` (runtimes 
 read by wskdeploy), ``GET /api/v1``, ``GET /api/v1/namespaces``, and under
 ``/api/v1/namespaces/{ns}``: ``packages[/{p}]``, ``actions[/{p}]/[{a}]`` (``POST``
 invokes), ``triggers[/{t}]`` (``POST`` fires), ``rules[/{r}]`` (``POST`` sets the status),
-``activations[/{id}[/logs|/result]]``. ``/whisk.system/messaging/kafkaFeed`` can be read and
+``activations[/{id}[/logs|/result]]``, ``limits``. ``/whisk.system/messaging/kafkaFeed`` can be read and
 invoked by every key.
 """
 
@@ -53,6 +53,10 @@ log = logging.getLogger("owdedup.serve")
 
 PAYLOAD_LIMIT = 1 * MB  # invoke and fire payloads
 ENTITY_LIMIT = 72 * MB  # an action PUT: 48 MB of code, base64-encoded, plus the rest
+#: Any other request body: 1 MB of parameters plus annotations and names.
+OTHER_LIMIT = 2 * PAYLOAD_LIMIT
+#: A blocking invoke waits at most this long (OpenWhisk's maxWaitForBlockingActivation).
+MAX_BLOCKING_WAIT_MS = 60_000
 MAX_LIST = 200
 DEFAULT_LIST = 30
 CONTENT_TYPE = "application/json"  # exactly: wskdeploy checks it as a substring
@@ -79,7 +83,7 @@ class Response:
         return json.dumps(self.body).encode("utf-8")
 
 
-def runtimes_info() -> dict[str, Any]:
+def runtimes_info(ranges: Mapping[str, tuple[int, int, int]] = LIMIT_RANGES) -> dict[str, Any]:
     """``GET /``: the runtime kinds and limits, in OpenWhisk's shape."""
     runtimes: dict[str, list[dict[str, Any]]] = {}
     for family, kinds in RUNTIME_KINDS.items():
@@ -100,12 +104,12 @@ def runtimes_info() -> dict[str, Any]:
         "limits": {
             "actions_per_minute": 120, "triggers_per_minute": 60, "concurrent_actions": 100,
             "sequence_length": 50,
-            "min_action_duration": LIMIT_RANGES["timeout"][0],
-            "max_action_duration": LIMIT_RANGES["timeout"][1],
-            "min_action_memory": LIMIT_RANGES["memory"][0] * MB,
-            "max_action_memory": LIMIT_RANGES["memory"][1] * MB,
-            "min_action_logs": LIMIT_RANGES["logs"][0] * MB,
-            "max_action_logs": LIMIT_RANGES["logs"][1] * MB,
+            "min_action_duration": ranges["timeout"][0],
+            "max_action_duration": ranges["timeout"][1],
+            "min_action_memory": ranges["memory"][0] * MB,
+            "max_action_memory": ranges["memory"][1] * MB,
+            "min_action_logs": ranges["logs"][0] * MB,
+            "max_action_logs": ranges["logs"][1] * MB,
         },
     }
 
@@ -142,9 +146,8 @@ class RestApi:
             response = self._dispatch(request)
         except ApiError as exc:
             response = Response(exc.status, {"error": exc.message, "code": transaction})
-        except NotFoundError as exc:
-            response = Response(404, {"error": f"The requested resource does not exist. "
-                                               f"({exc})", "code": transaction})
+        except NotFoundError:  # the engine's message names the entities there are: not sent
+            response = Response(404, {"error": EntityNotFound().message, "code": transaction})
         except Exception:  # one place turns surprises into a 500
             log.exception("%s %s failed", request.method, request.target)
             response = Response(500, {"error": "The server encountered an internal error.",
@@ -162,7 +165,7 @@ class RestApi:
         method = request.method.upper()
         if not parts:
             self._only(method, "GET")
-            return Response(200, runtimes_info())
+            return Response(200, runtimes_info(self.catalog.limit_ranges))
         if parts[:2] != ["api", "v1"]:
             raise EntityNotFound()
         rest = parts[2:]
@@ -179,6 +182,9 @@ class RestApi:
         if len(rest) == 2:
             self._only(method, "GET")
             return Response(200, {c: self.catalog.list(c) for c in ServeCatalog.COLLECTIONS})
+        if rest[2:] == ["limits"]:
+            self._only(method, "GET")
+            return Response(200, namespace_limits())
         route = _Route(method, namespace, rest[2], rest[3:],
                        path.endswith("/") and len(rest) > 3, query, request)
         handler = {
@@ -188,6 +194,33 @@ class RestApi:
         if handler is None:
             raise EntityNotFound()
         return handler(route)
+
+    @staticmethod
+    def needs_authentication(target: str) -> bool:
+        """Whether *target* is behind the key (everything below ``/api/v1/``), so the HTTP
+        glue can refuse a stranger before reading the body."""
+        parts = [part for part in unquote(urlsplit(target).path).split("/") if part]
+        return parts[:2] == ["api", "v1"] and len(parts) > 2
+
+    @staticmethod
+    def body_limit(method: str, target: str) -> int:
+        """The largest body a request to *target* may carry: an action PUT (code) is
+        larger than anything else."""
+        parts = [part for part in unquote(urlsplit(target).path).split("/") if part]
+        is_action_put = method.upper() == "PUT" and len(parts) > 4 and parts[4] == "actions"
+        return ENTITY_LIMIT if is_action_put else OTHER_LIMIT
+
+    def authenticate(self, request: Request) -> Response | None:
+        """None when *request* may proceed; else the 401 answer."""
+        if not self.needs_authentication(request.target):
+            return None
+        try:
+            self._authenticate(request)
+        except Unauthorized as exc:
+            transaction = uuid.uuid4().hex
+            return Response(401, {"error": exc.message, "code": transaction},
+                            {"X-Request-ID": transaction})
+        return None
 
     def _authenticate(self, request: Request) -> None:
         header = request.headers.get("authorization", "")
@@ -247,30 +280,44 @@ class RestApi:
         payload = self._json_object(route.request, PAYLOAD_LIMIT)
         blocking = route.query.get("blocking", "false").lower() == "true"
         result_only = route.query.get("result", "false").lower() == "true"
+        wait_s = self._blocking_wait(route.query)
         pending = self.controller.invoke(name, payload)
         headers = {"x-openwhisk-activation-id": pending.activation_id}
         if not blocking:
             return Response(202, {"activationId": pending.activation_id}, headers)
-        activation = pending.wait(self.blocking_wait_s)
+        activation = pending.wait(wait_s)
         if activation is None:  # still running: OpenWhisk stops waiting and says where to look
             return Response(202, {"activationId": pending.activation_id}, headers)
-        body = activation.result if result_only else activation.to_dict()
+        body = activation.result if result_only else rest_record(activation)
         return Response(_invoke_status(activation), body, headers)
+
+    def _blocking_wait(self, query: Mapping[str, str]) -> float:
+        """Seconds a blocking invoke waits: the ``timeout`` query parameter (ms, at most
+        60000), else the server's wait."""
+        timeout = _int(query, "timeout")
+        if timeout is None:
+            return self.blocking_wait_s
+        if not 0 < timeout <= MAX_BLOCKING_WAIT_MS:
+            raise BadRequest(f"Timeout must be number of milliseconds up to "
+                             f"{MAX_BLOCKING_WAIT_MS}.")
+        return min(timeout / 1000, self.blocking_wait_s)
 
     def _packages(self, route: _Route) -> Response:
         if not route.names:
             self._only(route.method, "GET")
-            return self._listing(route, self.catalog.list("packages"), "packages")
+            public = _flag(route.query, "public")
+            return self._listing(route, self.catalog.list("packages", public=public),
+                                 "packages")
         if len(route.names) != 1:
             raise EntityNotFound()
         name = route.names[0]
         if route.method == "GET":
             return Response(200, self.catalog.package_view(name))
         if route.method == "PUT":
-            body = self._json_object(route.request, PAYLOAD_LIMIT * 2)
+            body = self._json_object(route.request, OTHER_LIMIT)
             return Response(200, self.catalog.put_package(name, body, _overwrite(route)))
         self._only(route.method, "DELETE")
-        return Response(200, self.catalog.delete_package(name))
+        return Response(200, self.catalog.delete_package(name, _flag(route.query, "force")))
 
     def _triggers(self, route: _Route) -> Response:
         if not route.names:
@@ -282,7 +329,7 @@ class RestApi:
         if route.method == "GET":
             return Response(200, self.catalog.trigger_view(name))
         if route.method == "PUT":
-            body = self._json_object(route.request, PAYLOAD_LIMIT * 2)
+            body = self._json_object(route.request, OTHER_LIMIT)
             return Response(200, self.catalog.put_trigger(name, body, _overwrite(route)))
         if route.method == "DELETE":
             return Response(200, self.catalog.delete_trigger(name))
@@ -311,21 +358,27 @@ class RestApi:
             return Response(200, self.catalog.delete_rule(name))
         self._only(route.method, "POST")
         body = self._json_object(route.request, PAYLOAD_LIMIT)
-        return Response(200, self.catalog.set_rule_status(name, body.get("status")))
+        self.catalog.set_rule_status(name, body.get("status"))
+        return Response(200)  # OpenWhisk answers a status change with an empty 200
 
     def _activations(self, route: _Route) -> Response:
         self._only(route.method, "GET")
         names = route.names
         if not names:
             since, upto = _int(route.query, "since"), _int(route.query, "upto")
+            docs = _flag(route.query, "docs")
+            if docs and _flag(route.query, "count"):
+                raise BadRequest("The parameter 'docs' is not permitted with 'count'.")
             found = self.controller.store.list(route.query.get("name"), since, upto)
-            docs = route.query.get("docs", "false").lower() == "true"
-            return self._listing(route, [a.to_dict() if docs else _summary(a) for a in found],
-                                 "activations")
-        activation = self.controller.store.get(names[0])
-        if activation is None or len(names) > 2:
+            return self._listing(route, [rest_record(a) if docs else _summary(a)
+                                         for a in found], "activations")
+        if len(names) > 2:
             raise EntityNotFound()
-        record = activation.to_dict()
+        _check_activation_id(names[0])
+        activation = self.controller.store.get(names[0])
+        if activation is None:
+            raise EntityNotFound()
+        record = rest_record(activation)
         if len(names) == 1:
             return Response(200, record)
         if names[1] == "logs":
@@ -363,13 +416,40 @@ class RestApi:
             value = json.loads(request.body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadRequest(f"The request content was malformed:\n{exc}") from None
+        except RecursionError:  # nested deeper than the parser goes: still the client's fault
+            raise BadRequest("The request content was malformed:\nnested too deeply") from None
         if not isinstance(value, dict):
             raise BadRequest("The request content was malformed:\nexpected a JSON object")
         return value
 
 
 def _overwrite(route: _Route) -> bool:
-    return route.query.get("overwrite", "false").lower() == "true"
+    return _flag(route.query, "overwrite")
+
+
+def _flag(query: Mapping[str, str], key: str) -> bool:
+    return query.get(key, "false").lower() == "true"
+
+
+def _check_activation_id(text: str) -> None:
+    """OpenWhisk's ActivationId: 32 hexadecimal digits, else 400."""
+    if len(text) != 32:
+        raise BadRequest(f"activation id length is {len(text)} but must be 32.")
+    if any(c not in "0123456789abcdefABCDEF" for c in text):
+        raise BadRequest("The activation id is not valid.")
+
+
+def namespace_limits() -> dict[str, Any]:
+    """``GET /namespaces/{ns}/limits``: the namespace's UserLimits, here core's defaults."""
+    return {"invocationsPerMinute": 120, "concurrentInvocations": 100, "firesPerMinute": 60}
+
+
+def rest_record(activation: Activation) -> dict[str, Any]:
+    """An activation record as the REST API returns it: OpenWhisk's ``toExtendedJson``
+    drops ``statusCode`` from ``response`` (the list summary carries it at the top)."""
+    record = activation.to_dict()
+    record["response"] = {k: v for k, v in record["response"].items() if k != "statusCode"}
+    return record
 
 
 def _int(query: Mapping[str, str], key: str) -> int | None:

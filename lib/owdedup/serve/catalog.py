@@ -49,11 +49,25 @@ KNOWN_KINDS = frozenset(kind for kinds in RUNTIME_KINDS.values() for kind in kin
 MB = 1024 * 1024
 PARAMETERS_LIMIT = 1 * MB
 CODE_LIMIT = 48 * MB
-#: (minimum, maximum, default) of each action limit, in OpenWhisk's units (ms, MB, MB).
-LIMIT_RANGES = {"timeout": (100, 300_000, 60_000), "memory": (128, 2048, 256),
-                "logs": (0, 10, 10), "concurrency": (1, 1, 1)}
+#: What a zip may unpack to. OpenWhisk caps the code itself (48 MB); the unpacked size is
+#: bounded by the container's disk. Here it lands on the host, so a zip bomb (2 MB -> 2 GiB)
+#: is refused: typical Python packages unpack to 2-4 times their zip, well under this.
+UNPACKED_CODE_LIMIT = 256 * MB
+#: OpenWhisk's default maximum of actions in a sequence, nested ones counted.
+SEQUENCE_LIMIT = 50
+#: (minimum, maximum, default) of each action limit, in OpenWhisk's units (ms, MB, MB), as
+#: core's defaults (``whisk.memory.max`` 512 MB; ``owdedup serve --max-memory`` raises it).
+LIMIT_RANGES: dict[str, tuple[int, int, int]] = {
+    "timeout": (100, 300_000, 60_000), "memory": (128, 512, 256), "logs": (0, 10, 10),
+    "concurrency": (1, 1, 1)}
+#: How OpenWhisk's ``require`` words each limit out of range (TimeLimit, MemoryLimit, ...).
+_LIMIT_WORDS = {"timeout": ("duration", "milliseconds"), "memory": ("memory", "MB"),
+                "logs": ("log size", "MB"), "concurrency": ("concurrency", "")}
 
-_NAME = re.compile(r"^[\w@.-][\w@ .-]*$")
+#: OpenWhisk's EntityName: a word character first, no blank last, at most 256 characters.
+_NAME = re.compile(r"\A(?:\w|\w[\w@ .-]*[\w@.-]+)\Z", re.ASCII)
+NAME_MAX = 256
+ILLEGAL_NAME = "The name of the entity contains illegal characters."
 _ZIP_BASE64_PREFIX = "UEsDB"  # base64 of a zip's "PK\x03\x04"
 
 Doc = dict[str, Any]
@@ -96,6 +110,20 @@ def parse_name(text: str, namespace: str) -> EntityPath:
     return EntityPath(ns, package, name)
 
 
+def check_entity_name(name: str) -> None:
+    """OpenWhisk's rule for an entity name (``.`` and ``..`` are not names)."""
+    if len(name) > NAME_MAX:
+        raise BadRequest(f"name longer than allowed: {len(name)} > {NAME_MAX}.")
+    if not _NAME.match(name):
+        raise BadRequest(ILLEGAL_NAME)
+
+
+def unpacked_size(archive: zipfile.ZipFile) -> int:
+    """What extracting *archive* writes: the sizes its directory declares (extraction stops
+    at a member's declared size, so a member cannot write more)."""
+    return sum(member.file_size for member in archive.infolist())
+
+
 def kv_dict(pairs: Iterable[Doc]) -> dict[str, Any]:
     return {str(pair["key"]): pair.get("value") for pair in pairs}
 
@@ -136,10 +164,14 @@ class CodeStore:
         data = self.path(digest, binary).read_bytes()
         return base64.b64encode(data).decode("ascii") if binary else data.decode("utf-8")
 
-    def keep_only(self, referenced: set[str]) -> None:
+    def keep_only(self, referenced: set[str]) -> list[str]:
+        """Delete the code no action refers to; returns the digests deleted."""
+        dropped = []
         for file in self.root.iterdir():
             if file.suffix in (".zip", ".py") and file.stem not in referenced:
                 file.unlink(missing_ok=True)
+                dropped.append(file.stem)
+        return dropped
 
 
 def write_atomic(target: Path, data: bytes) -> None:
@@ -154,8 +186,15 @@ class ServeCatalog:
 
     COLLECTIONS = ("packages", "actions", "triggers", "rules")
 
-    def __init__(self, namespace: str = DEFAULT_NAMESPACE, state_dir: Path | None = None) -> None:
+    def __init__(self, namespace: str = DEFAULT_NAMESPACE, state_dir: Path | None = None,
+                 max_memory_mb: int | None = None) -> None:
         self.namespace = namespace
+        low, high, default = LIMIT_RANGES["memory"]
+        high = high if max_memory_mb is None else max_memory_mb
+        if high < max(low, default):
+            raise ValueError(f"the memory maximum must be at least {max(low, default)} MB")
+        #: The action limits' ranges here: OpenWhisk's defaults, the memory maximum as set.
+        self.limit_ranges = {**LIMIT_RANGES, "memory": (low, high, default)}
         self._lock = threading.RLock()
         self._temp: tempfile.TemporaryDirectory[str] | None = None
         if state_dir is None:
@@ -170,6 +209,9 @@ class ServeCatalog:
         self._system: dict[str, ActionDef] = {}  # relative name in whisk.system -> builtin
         #: Called with a trigger's name after it is deleted (the feed provider listens).
         self.on_trigger_deleted: list[Callable[[str], None]] = []
+        #: Called with a code digest once no action uses it (the runner drops its unpacked
+        #: copy, so a deleted action leaves nothing on disk).
+        self.on_code_dropped: list[Callable[[str], None]] = []
         if self.state_file is not None and self.state_file.is_file():
             self._load(self.state_file)
 
@@ -201,9 +243,9 @@ class ServeCatalog:
             found = self._resolve_action(path)
             if found is None or found[1]["exec"]["kind"] != SEQUENCE_KIND:
                 return None
-            alias, doc = found
-            return SequenceDef(alias, doc["name"], tuple(doc["exec"]["components"]),
-                               kv_dict(doc["annotations"]))
+            _, doc = found
+            return SequenceDef(doc["package"], doc["name"], tuple(doc["exec"]["components"]),
+                               kv_dict(doc["annotations"]), version=str(doc["version"]))
 
     def trigger(self, name: str) -> TriggerDef | None:
         path = self._parse_or_none(name)
@@ -246,10 +288,7 @@ class ServeCatalog:
     # -- what the runner and the server need beyond the protocol -------------------------
 
     def action_version(self, action: ActionDef) -> str:
-        path = self._parse_or_none(action.fqn)
-        with self._lock:
-            found = None if path is None else self._resolve_action(path)
-            return "0.0.1" if found is None else str(found[1]["version"])
+        return action.version
 
     def add_system_action(self, relative: str, annotations: dict[str, Any] | None = None,
                           timeout_ms: int = 60_000) -> ActionDef:
@@ -289,27 +328,44 @@ class ServeCatalog:
                 binding = {}
             doc = self._common(name, body, existing)
             doc["binding"] = binding
+            # As OpenWhisk's controller: a binding carries the annotation "binding".
+            annotations = [a for a in doc["annotations"] if a.get("key") != "binding"]
+            doc["annotations"] = [*annotations, {"key": "binding", "value": binding}] \
+                if binding else annotations
             self._docs["packages"][name] = doc
             self._save()
             return self.package_view(name)
 
     def package_view(self, name: str) -> Doc:
+        """A package; a binding shows its target's actions, and its target's parameters
+        overlaid by its own (OpenWhisk's ``mergePackageWithBinding``)."""
         with self._lock:
             doc = self._get("packages", name)
+            target = self._binding_target(doc)
+            holder = name if target is None else target["name"]
             actions = [self._summary("actions", d)
                        for key, d in sorted(self._docs["actions"].items())
-                       if key.startswith(name + "/")]
-            return {**self._base_view(doc, self.namespace), "binding": doc["binding"],
+                       if key.startswith(holder + "/")]
+            view = {**self._base_view(doc, self.namespace), "binding": doc["binding"],
                     "actions": actions, "feeds": []}
+            if target is not None:
+                view["parameters"] = kv_list({**kv_dict(target["parameters"]),
+                                              **kv_dict(doc["parameters"])})
+            return view
 
-    def delete_package(self, name: str) -> Doc:
+    def delete_package(self, name: str, force: bool = False) -> Doc:
+        """Delete a package; one that still holds actions only with *force* (which deletes
+        them too), as OpenWhisk's ``DELETE ...?force=true``."""
         with self._lock:
             view = self.package_view(name)
             contained = [k for k in self._docs["actions"] if k.startswith(name + "/")]
-            if contained:
-                raise Conflict(f"Package not empty (contains {len(contained)} entities)")
+            if contained and not force:
+                noun = "entity" if len(contained) == 1 else "entities"
+                raise Conflict(f"Package not empty (contains {len(contained)} {noun})")
+            for key in contained:
+                del self._docs["actions"][key]
             del self._docs["packages"][name]
-            self._save()
+            self._save(collect_code=bool(contained))
             return view
 
     # -- REST: actions (and sequences) ---------------------------------------------------
@@ -331,7 +387,8 @@ class ServeCatalog:
             doc["package"] = path.package
             doc["exec"] = (self._exec(path, raw_exec) if raw_exec is not None
                            else existing["exec"] if existing is not None else {})
-            doc["limits"] = _limits(body.get("limits"), existing["limits"] if existing else None)
+            doc["limits"] = _limits(body.get("limits"), existing["limits"] if existing else None,
+                                    self.limit_ranges)
             annotations = [a for a in doc["annotations"] if a.get("key") != "exec"]
             doc["annotations"] = [*annotations, {"key": "exec", "value": doc["exec"]["kind"]}]
             self._docs["actions"][path.relative] = doc
@@ -441,12 +498,16 @@ class ServeCatalog:
 
     # -- REST: listings ------------------------------------------------------------------
 
-    def list(self, collection: str, package: str | None = None) -> list[Doc]:
-        """Summaries of a collection (``actions`` optionally of one package), by name."""
+    def list(self, collection: str, package: str | None = None,
+             public: bool = False) -> list[Doc]:
+        """Summaries of a collection (``actions`` optionally of one package), by name;
+        *public* keeps only what is published (OpenWhisk's ``packages?public=true``)."""
         with self._lock:
             docs = sorted(self._docs[collection].items())
             if collection == "actions" and package is not None:
                 docs = [(k, d) for k, d in docs if d["package"] == package]
+            if public:
+                docs = [(k, d) for k, d in docs if d["publish"]]
             return [self._summary(collection, doc) for _, doc in docs]
 
     # -- internals -----------------------------------------------------------------------
@@ -472,6 +533,14 @@ class ServeCatalog:
         doc = self._docs["actions"].get(relative)
         return None if doc is None else (path.package, doc)
 
+    def immutable_parameters(self, action: ActionDef) -> set[str]:
+        """The parameters a payload may not set: with the annotation ``final: true``, every
+        parameter the action (or its package or binding) defines with a value."""
+        if not is_true(action.annotations.get("final")):
+            return set()
+        bound = {**self.package_inputs(action.binding or action.package), **action.inputs}
+        return {key for key, value in bound.items() if value is not None}
+
     def _binding_target(self, package: Doc) -> Doc | None:
         binding = package.get("binding") or {}
         if not binding:
@@ -485,7 +554,7 @@ class ServeCatalog:
         namespace = self.namespace if namespace == "_" else namespace
         target = self._docs["packages"].get(binding["name"])
         if namespace != self.namespace or target is None:
-            raise EntityNotFound(f"binding target /{namespace}/{binding['name']} does not exist")
+            raise BadRequest("Binding references a package that does not exist.")
         if target.get("binding"):
             raise BadRequest("Cannot bind to another package binding.")
         return {"namespace": namespace, "name": binding["name"]}
@@ -496,11 +565,12 @@ class ServeCatalog:
         function = str(self.code.path(code_ref, exec_["binary"])) if code_ref else ""
         limits = doc["limits"]
         return ActionDef(
-            package=alias, name=doc["name"], function=function, runtime=exec_["kind"],
-            main=exec_.get("main") or "main", inputs=kv_dict(doc["parameters"]),
-            annotations=kv_dict(doc["annotations"]),
+            package=doc["package"], name=doc["name"], function=function,
+            runtime=exec_["kind"], main=exec_.get("main") or "main",
+            inputs=kv_dict(doc["parameters"]), annotations=kv_dict(doc["annotations"]),
             limits=Limits(timeout_ms=int(limits["timeout"]), memory_mb=int(limits["memory"]),
                           log_mb=int(limits["logs"])),
+            version=str(doc["version"]), binding=alias if alias != doc["package"] else "",
         )
 
     def _exec(self, path: EntityPath, raw: Any) -> Doc:
@@ -512,8 +582,9 @@ class ServeCatalog:
         family = kind.partition(":")[0]
         if kind.endswith(":default") and family in DEFAULT_KINDS:
             kind = DEFAULT_KINDS[family]
-        if kind not in KNOWN_KINDS:
-            raise BadRequest(f"kind '{kind}' not in {sorted(KNOWN_KINDS | {SEQUENCE_KIND})}")
+        if kind not in KNOWN_KINDS:  # worded as OpenWhisk's ExecManifest (a Scala Set)
+            raise BadRequest("The request content was malformed:\n"
+                             f"kind '{kind}' not in Set({', '.join(sorted(KNOWN_KINDS))})")
         code = raw.get("code")
         if not isinstance(code, str):
             raise BadRequest("The request content was malformed:\nexec.code must be a string")
@@ -525,8 +596,14 @@ class ServeCatalog:
                 data = base64.b64decode(code, validate=False)
             except (binascii.Error, ValueError):
                 raise BadRequest("exec.code is not valid base64") from None
-            if not zipfile.is_zipfile(io.BytesIO(data)):
-                raise BadRequest("exec.code is binary but not a zip archive")
+            try:
+                with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                    unpacked = unpacked_size(archive)
+            except zipfile.BadZipFile:
+                raise BadRequest("exec.code is binary but not a zip archive") from None
+            if unpacked > UNPACKED_CODE_LIMIT:
+                raise TooLarge(f"Code unpacks larger than allowed: {unpacked} > "
+                               f"{UNPACKED_CODE_LIMIT} bytes.")
         else:
             data = code.encode("utf-8")
         if len(data) > CODE_LIMIT:
@@ -552,7 +629,25 @@ class ServeCatalog:
             elif self._resolve_action(component_path) is None:
                 raise BadRequest(f"Sequence component does not exist: {component}")
             qualified.append(component_path.qualified)
+        # As OpenWhisk's controller at create: expand nested sequences, refuse one that
+        # (through others) contains the sequence being written, and count the actions.
+        atomic = sum(self._atomic_actions(c, path.qualified, ()) for c in qualified)
+        if atomic > SEQUENCE_LIMIT:
+            raise BadRequest("Too many actions in the sequence.")
         return {"kind": SEQUENCE_KIND, "components": qualified}
+
+    def _atomic_actions(self, component: str, writing: str, under: tuple[str, ...]) -> int:
+        """How many actions *component* runs; a BadRequest when it runs *writing* (the
+        sequence being written) or a sequence it is already inside."""
+        found = self._resolve_action(parse_name(component, self.namespace))
+        if found is None or found[1]["exec"]["kind"] != SEQUENCE_KIND:
+            return 1  # an action (or a built-in)
+        doc = found[1]
+        resolved = EntityPath(self.namespace, doc["package"], doc["name"]).qualified
+        if resolved == writing or resolved in under:
+            raise BadRequest("Sequence may not refer to itself.")
+        return sum(self._atomic_actions(c, writing, (*under, resolved))
+                   for c in doc["exec"]["components"])
 
     def _reference(self, value: Any, what: str, existing: str | None) -> str:
         if value is None and existing is not None:
@@ -576,8 +671,7 @@ class ServeCatalog:
         return doc
 
     def _check_name(self, name: str) -> None:
-        if not _NAME.match(name) or len(name) > 256:
-            raise BadRequest(f"malformed entity name {name!r}")
+        check_entity_name(name)
 
     def _common(self, name: str, body: Doc, existing: Doc | None) -> Doc:
         """The fields every entity has, with OpenWhisk's update rule: a field absent from
@@ -622,8 +716,12 @@ class ServeCatalog:
 
     def _save(self, collect_code: bool = False) -> None:
         if collect_code:
-            self.code.keep_only({d["exec"]["codeRef"] for d in self._docs["actions"].values()
-                                 if "codeRef" in d["exec"]})
+            dropped = self.code.keep_only({d["exec"]["codeRef"]
+                                           for d in self._docs["actions"].values()
+                                           if "codeRef" in d["exec"]})
+            for digest in dropped:
+                for listener in self.on_code_dropped:
+                    listener(digest)
         if self.state_file is None:
             return
         state = {"namespace": self.namespace, **self._docs}
@@ -646,18 +744,32 @@ def _kv_field(body: Doc, key: str) -> list[Doc] | None:
     return [{"key": p["key"], "value": p.get("value")} for p in value]
 
 
-def _limits(raw: Any, existing: Doc | None) -> Doc:
+def _limits(raw: Any, existing: Doc | None, ranges: dict[str, tuple[int, int, int]]) -> Doc:
     if raw is not None and not isinstance(raw, dict):
         raise BadRequest("The request content was malformed:\nlimits must be an object")
-    limits = dict(existing or {k: default for k, (_, _, default) in LIMIT_RANGES.items()})
+    limits = dict(existing or {k: default for k, (_, _, default) in ranges.items()})
     for key, value in (raw or {}).items():
-        if key not in LIMIT_RANGES or value is None:
+        if key not in ranges or value is None:
             continue
-        low, high, _ = LIMIT_RANGES[key]
-        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-            raise BadRequest(f"{key} limit {value!r} is not in [{low}, {high}]")
+        low, high, _ = ranges[key]
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise BadRequest(f"The request content was malformed:\n{key} limit must be an "
+                             "integer")
+        if not low <= value <= high:
+            raise BadRequest("The request content was malformed:\n"
+                             f"{_limit_out_of_range(key, value, low, high)}")
         limits[key] = value
     return limits
+
+
+def _limit_out_of_range(key: str, value: int, low: int, high: int) -> str:
+    """As OpenWhisk's limit classes word it, e.g. ``requirement failed: memory 1024 MB
+    exceeds allowed threshold of 512 MB``."""
+    what, unit = _LIMIT_WORDS[key]
+    suffix = f" {unit}" if unit else ""
+    side, bound = ("below", low) if value < low else ("exceeds", high)
+    return (f"requirement failed: {what} {value}{suffix} {side} allowed threshold of "
+            f"{bound}{suffix}")
 
 
 def _limits_view(limits: Limits) -> Doc:

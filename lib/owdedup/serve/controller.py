@@ -30,30 +30,59 @@ from owdedup.engine.executor import RULE_FAILURE_KIND, Engine, Runner, merge_par
 from owdedup.engine.manifest import ActionDef, RuleDef
 from owdedup.runtime.errors import NotFoundError
 from owdedup.serve.catalog import BUILTIN_KIND, ServeCatalog, now_ms
+from owdedup.serve.errors import BadRequest
 
 log = logging.getLogger("owdedup.serve")
+
+#: OpenWhisk's answer to a payload that sets a parameter the action made final.
+PARAMETERS_NOT_ALLOWED = ("Request defines parameters that are not allowed (e.g., reserved "
+                          "properties).")
 
 Builtin = Callable[[dict[str, Any]], dict[str, Any]]
 
 
-class ActivationStore:
-    """The most recent activations, by id (bounded, thread-safe)."""
+#: What the kept activation records may weigh together (their JSON), by default.
+STORE_BYTES = 64 * 1024 * 1024
 
-    def __init__(self, capacity: int = 10_000) -> None:
+
+def record_size(activation: Activation) -> int:
+    """The bytes an activation record weighs: its JSON, as a client would fetch it."""
+    return len(json.dumps(activation.to_dict(), default=str))
+
+
+class ActivationStore:
+    """The most recent activations, by id, thread-safe; bounded by count and by bytes (the
+    oldest go first), so chatty activations cannot grow the server without end."""
+
+    def __init__(self, capacity: int = 10_000, max_bytes: int = STORE_BYTES) -> None:
         self.capacity = capacity
-        self._items: OrderedDict[str, Activation] = OrderedDict()
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[str, tuple[Activation, int]] = OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
 
-    def put(self, activation: Activation) -> None:
+    @property
+    def bytes(self) -> int:
         with self._lock:
-            self._items[activation.activation_id] = activation
-            self._items.move_to_end(activation.activation_id)
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
+            return self._bytes
+
+    def put(self, activation: Activation) -> None:
+        size = record_size(activation)
+        with self._lock:
+            old = self._items.pop(activation.activation_id, None)
+            if old is not None:
+                self._bytes -= old[1]
+            self._items[activation.activation_id] = (activation, size)
+            self._bytes += size
+            while len(self._items) > 1 and (len(self._items) > self.capacity
+                                            or self._bytes > self.max_bytes):
+                _, (_, dropped) = self._items.popitem(last=False)
+                self._bytes -= dropped
 
     def get(self, activation_id: str) -> Activation | None:
         with self._lock:
-            return self._items.get(activation_id)
+            found = self._items.get(activation_id)
+        return None if found is None else found[0]
 
     def list(self, name: str | None = None, since: int | None = None, upto: int | None = None
              ) -> list[Activation]:
@@ -62,7 +91,7 @@ class ActivationStore:
         if wanted and wanted.count("/") >= 2:  # "ns/pkg/action": drop the namespace
             wanted = wanted.split("/", 1)[1]
         with self._lock:
-            items = list(self._items.values())
+            items = [activation for activation, _ in self._items.values()]
         found = []
         for activation in items:
             full = activation.name.strip("/")
@@ -126,20 +155,27 @@ class Controller:
         *,
         store: ActivationStore | None = None,
         clock_ms: Callable[[], int] = now_ms,
+        init_ms: Callable[[str], int | None] | None = None,
     ) -> None:
         self.catalog = catalog
         self.store = store or ActivationStore()
         self.clock_ms = clock_ms
         self.namespace = catalog.namespace
         self.engine = Engine(catalog, runner, namespace=catalog.namespace, clock_ms=clock_ms,
-                             on_activation=self.store.put)
+                             on_activation=self.store.put, init_ms=init_ms)
 
     def invoke(self, name: str, payload: dict[str, Any]) -> Pending:
-        """Start action or sequence *name*; raises NotFoundError for an unknown name."""
-        self.engine.resolve(name)
+        """Start action or sequence *name*; raises NotFoundError for an unknown name and
+        BadRequest for a payload that sets a ``final`` parameter (OpenWhisk's 400)."""
+        accepted = self.clock_ms()
+        entity = self.engine.resolve(name)
+        if isinstance(entity, ActionDef) and \
+                self.catalog.immutable_parameters(entity) & payload.keys():
+            raise BadRequest(PARAMETERS_NOT_ALLOWED)
         return self._start(
             name, lambda activation_id: self.engine.invoke(name, payload,
-                                                           activation_id=activation_id))
+                                                           activation_id=activation_id,
+                                                           accepted_ms=accepted))
 
     def fire(self, trigger: str, payload: dict[str, Any]) -> Pending | None:
         """Fire *trigger*; None when it has no active rule (nothing runs, nothing is

@@ -370,6 +370,7 @@ class ProcessRunner:
         self.clock_ms = clock_ms
         self._cache = CodeCache(cache_dir)
         self._pool = _Pool(warm_per_action)
+        self._init_ms: dict[str, int] = {}  # activation id -> its cold start's init time
         self._env = {"PATH": os.environ.get("PATH", os.defpath), "LANG": "C.UTF-8",
                      "LC_ALL": "C.UTF-8", "HOME": os.environ.get("HOME", "/tmp"),
                      **(env or {})}
@@ -393,6 +394,7 @@ class ProcessRunner:
         key = "\0".join((action.fqn, version, str(code_dir), action.main, interpreter))
         worker = self._pool.acquire(action.fqn, key)
         fresh = worker is None
+        init_start = time.monotonic()
         try:
             if worker is None:
                 worker = _Worker(self._argv(interpreter, code_dir, action.main), code_dir,
@@ -415,6 +417,7 @@ class ProcessRunner:
                     detail = ready.body.get("init_error") or "the process exited"
                     message = f"Cannot start action: {detail}. Check logs for details."
                 return {"error": message}, _format(lines, truncated, log_limit), True
+            self._init_ms[activation_id] = int((time.monotonic() - init_start) * 1000)
         reply = worker.call(self._request(action, params, activation_id, version, timeout_ms),
                             deadline, log_limit, memory_mb)
         if reply.body is None or reply.exited:
@@ -436,6 +439,15 @@ class ProcessRunner:
 
     def close(self) -> None:
         self._pool.close()
+
+    def take_init_ms(self, activation_id: str) -> int | None:
+        """How long *activation_id*'s cold start took (its record's ``initTime``); None for
+        a warm start. Asked once per activation."""
+        return self._init_ms.pop(activation_id, None)
+
+    def discard_code(self, digest: str) -> None:
+        """Drop the unpacked copy of code no action uses any more."""
+        shutil.rmtree(self._cache.root / digest, ignore_errors=True)
 
     def _argv(self, interpreter: str, code_dir: Path, main: str) -> list[str]:
         site = str(self.runtime_site) if self.runtime_site is not None else ""

@@ -61,6 +61,20 @@ def install_cmd(only: OnlyOpt = None) -> None:
         install_services(ServicesConfig.from_env(), only)
 
 
+@app.command("install-tools")
+def install_tools_cmd() -> None:
+    """Build the pinned OpenWhisk tools into the cache's bin/: wskdeploy and the wsk CLI
+    (needs Go; skips what is already there)."""
+    from owdedup.services.install import install_wskdeploy
+    from owdedup.services.wsk import install_wsk, wsk_path
+
+    with _failing_cleanly():
+        config = ServicesConfig.from_env()
+        install_wskdeploy(config)
+        install_wsk(config)
+    console.print(f"wsk: {wsk_path(config)}")
+
+
 @app.command()
 def up(only: OnlyOpt = None) -> None:
     """Install what is missing, start the services and create the buckets."""

@@ -297,8 +297,9 @@ def openwhisk_js_dir(config: ServicesConfig) -> Path:
 
 
 def install_openwhisk_js(config: ServicesConfig) -> bool:
-    """npm-install the ``openwhisk`` JavaScript client (the ``wsk`` CLI does not build from
-    its Go module: its generated i18n file is missing); False when already there."""
+    """npm-install the ``openwhisk`` JavaScript client (kept beside ``wsk``, see
+    :mod:`owdedup.services.wsk`, for a program's view of an invoke); False when already
+    there."""
     folder = openwhisk_js_dir(config)
     marker = folder / ".installed"
     package = folder / "node_modules" / "openwhisk" / "package.json"

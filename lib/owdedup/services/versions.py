@@ -41,9 +41,10 @@ POUCHDB_SERVER_VERSION: Final = "4.2.0"
 #: bundled linux-x64 prebuild; sqlite3's would download a binary, and it is not needed.
 POUCHDB_ALLOW_SCRIPTS: Final[dict[str, bool]] = {"leveldown": True, "sqlite3": False}
 
-#: wskdeploy (Apache OpenWhisk Whisk Deploy): commit 0e9b45ff5ff3 (2022-12-21), the commit
-#: apache/openwhisk-cli's go.mod requires. Its tags have no ``v`` prefix, so the module proxy
-#: only knows commits by pseudo-version; checked with ``go list -m -json
+#: wskdeploy (Apache OpenWhisk Whisk Deploy): commit 0e9b45ff5ff3 (2022-12-21). It is not
+#: the commit apache/openwhisk-cli's go.mod requires: that one pins 520cbbbffb6e (2022-08-15),
+#: which ``wsk`` compiles in as a library for ``wsk project``. Its tags have no ``v`` prefix,
+#: so the module proxy only knows commits by pseudo-version; checked with ``go list -m -json
 #: github.com/apache/openwhisk-wskdeploy@v0.0.0-20221221215944-0e9b45ff5ff3`` (the proxy used
 #: here answers 403 to ``@latest``, branch names and short commit hashes for this module).
 #: The main package is the module root, so the binary is named ``openwhisk-wskdeploy``.
@@ -51,5 +52,18 @@ WSKDEPLOY_MODULE: Final = "github.com/apache/openwhisk-wskdeploy"
 WSKDEPLOY_VERSION: Final = "v0.0.0-20221221215944-0e9b45ff5ff3"
 WSKDEPLOY_BINARY: Final = "openwhisk-wskdeploy"
 
-#: Apache's official JavaScript client for OpenWhisk (npm), used to invoke deployed actions.
+#: The ``wsk`` CLI (apache/openwhisk-cli): commit 23f3cf73b812 (2024-09-24). The module lacks
+#: its generated ``wski18n/i18n_resources.go``; the installer generates it with the pinned
+#: go-bindata below from the ``wski18n/resources/*.json`` the module ships, then builds
+#: ``wsk``. The proxy refuses this module's version list and ``.info`` but serves the pinned
+#: ``.mod`` and ``.zip``, so it is required from a build module, never looked up.
+WSK_MODULE: Final = "github.com/apache/openwhisk-cli"
+WSK_VERSION: Final = "v0.0.0-20240924142310-23f3cf73b812"
+WSK_BINARY: Final = "wsk"
+#: go-bindata, the generator openwhisk-cli's build uses (the maintained fork, v3 module).
+GO_BINDATA_MODULE: Final = "github.com/go-bindata/go-bindata/v3"
+GO_BINDATA_VERSION: Final = "v3.1.3"
+
+#: Apache's official JavaScript client for OpenWhisk (npm): the tests use it where it shows
+#: something ``wsk`` cannot (an invoke's raw HTTP answer as a program sees it).
 OPENWHISK_JS_VERSION: Final = "3.21.9"
