@@ -80,6 +80,15 @@ def _environment(store: str | None, records: str | None) -> dict[str, str]:
     return env
 
 
+def _require_other_dest(src_bucket: str, dest: str) -> None:
+    """Outputs written into the input bucket would become inputs (and, with watch, new
+    events): ``invoke`` and ``map`` both refuse it."""
+    if src_bucket == dest:
+        raise ConfigError(
+            f"DEST must be another bucket than {src_bucket!r}: outputs would become inputs"
+        )
+
+
 def _function_params(
     spec: DedupFunction[Any], size: str | None, fmt: str | None, quality: int | None,
     pairs: list[str] | None,
@@ -126,6 +135,7 @@ def invoke(
         bucket, _, key = source.partition("/")
         if not bucket or not key:
             raise ConfigError(f"SOURCE must be BUCKET/KEY, got {source!r}")
+        _require_other_dest(bucket, dest)
         engine = local_executor(manifest, _environment(store, records))
         payload = {"bucket": bucket, "key": key, "dest_bucket": dest, "function": spec.name,
                    "materialize": materialize,
@@ -158,8 +168,17 @@ def map_command(
     records: RecordsOpt = None,
     manifest: ManifestOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")] = False,
+    platform: Annotated[str, typer.Option(
+        "--platform", help="local: worker processes here; openwhisk: invoke the deployed "
+        "sequence on OW_APIHOST/OW_AUTH (or ~/.wskprops), once per distinct missing content")
+    ] = "local",
+    window: Annotated[int | None, typer.Option(
+        "--window", min=1, help="openwhisk: most invocations in flight (default: the "
+        "namespace's concurrentInvocations limit)")] = None,
 ) -> None:
     """Run the function on every object under SOURCE, in parallel, and summarise."""
+    if platform not in ("local", "openwhisk"):
+        raise _fail(f"--platform must be local or openwhisk, not {platform!r}")
     env = _environment(store, records)
     try:
         spec = get_function(function)
@@ -167,10 +186,7 @@ def map_command(
                   "materialize": materialize}
         spec.normalise(params)  # a bad parameter fails before any work starts
         bucket, _, prefix = source.partition("/")
-        if bucket == dest:
-            raise ConfigError(
-                f"DEST must be another bucket than {bucket!r}: outputs would become inputs"
-            )
+        _require_other_dest(bucket, dest)
         context = Context(Settings.resolve({}, env))
         keys = [info.key for info in context.store.list(bucket, prefix)]
         context.close()
@@ -182,7 +198,17 @@ def map_command(
         src_bucket=bucket, dest_bucket=dest, params=params,
         manifest=manifest, env=env,
     )
-    summary = _run_with_progress(request, keys, workers, quiet or not sys.stderr.isatty())
+    quiet = quiet or not sys.stderr.isatty()
+    if platform == "openwhisk":
+        from owdedup.openwhisk.command import run_on_openwhisk  # only this path needs it
+
+        try:
+            summary = run_on_openwhisk(request, keys, window=window, quiet=quiet,
+                                       console=console)
+        except OwdedupError as exc:
+            raise _fail(str(exc)) from None
+    else:
+        summary = _run_with_progress(request, keys, workers, quiet)
     if results is not None:
         with results.open("w") as out:
             for entry in summary.results:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.benchmarks.bench_run import assert_complete, make_photos, run_benchmark
-from tests.tooling import need_base_python
+from tests.tooling import listen_ports, need_base_python
 
 
 def test_local_benchmark_measures_every_target(tmp_path: Path) -> None:
@@ -36,3 +39,18 @@ def test_action_benchmark_measures_every_action(tmp_path: Path) -> None:
         "m.jpeg", "m.png_rgba", "m.png_grey16", "m.hash", "m.hash-growth",
         *warm, "w.noop/new-conn", "w.noop/keep-alive", "s.zip", "s.base64",
     ])
+
+
+def test_fanout_benchmark_measures_every_window(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve().parents[2] / "benchmarks" /
+                             "bench_fanout.py"), "--out", str(out), "--tasks", "6",
+         "--windows", "1,2", "--cpu-loops", "1000", "--port", str(listen_ports(1)[0])],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    points = json.loads((out / "results.json").read_text())
+    assert {(p["series"], p["window"]) for p in points} == {
+        ("io", 1), ("io", 2), ("cpu", 1), ("cpu", 2)}
+    assert all(p["client_cpu_ms"] > 0 and p["per_s"] > 0 for p in points)
+    assert (out / "chart.png").stat().st_size > 0

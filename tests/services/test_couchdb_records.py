@@ -12,15 +12,18 @@ import socket
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from owdedup.runtime.config import Settings
 from owdedup.runtime.errors import StoreError
 from owdedup.runtime.records import Record, open_records
 from owdedup.runtime.records import couchdb as couch
-from owdedup.runtime.records.couch_transport import Urllib3Transport
+from owdedup.runtime.records.couch_transport import Urllib3Transport, select_auth
 from owdedup.runtime.records.couchdb import CouchRecordStore, doc_id
+from tests.forged_records import check_a_forged_record_is_not_trusted
 from tests.record_store_contract import RecordStoreContract, make_record, race_to_put
 from tests.service_fixtures import Services
 
@@ -29,18 +32,20 @@ pytestmark = pytest.mark.services
 SECRET = "hunter2-s3cret"
 
 
+#: The server's admin, as the services export it (both tiers have one).
+_ADMIN: dict[str, str] = {}
+
+
 @pytest.fixture(scope="module")
 def couch_url(services: Services) -> str:
     """This session's CouchDB-API server."""
+    _ADMIN.update(username=services.env["OWDEDUP_RECORDS_USERNAME"],
+                  password=services.env["OWDEDUP_RECORDS_PASSWORD"])
     return services.env["OWDEDUP_RECORDS"].rstrip("/")
 
 
 def _with_admin(options: dict[str, str]) -> dict[str, str]:
-    # A real CouchDB (the Docker tier) has an admin; pouchdb-server runs as an admin party.
-    if os.environ.get("OWDEDUP_COUCHDB_PASSWORD") and "username" not in options:
-        return {"username": os.environ.get("OWDEDUP_COUCHDB_USER", "owdedup"),
-                "password": os.environ["OWDEDUP_COUCHDB_PASSWORD"], **options}
-    return options
+    return options if "username" in options else {**_ADMIN, **options}
 
 
 def _open(url: str, database: str, **options: str) -> CouchRecordStore:
@@ -91,16 +96,15 @@ class TestCouchContract(RecordStoreContract):
 
 @pytest.fixture(scope="module")
 def couch_user(couch_url: str) -> tuple[str, str]:
-    """A user to authenticate as: the admin of a real CouchDB, else a user made in
-    pouchdb-server's ``_users`` (an admin party, where a new admin would end the party for
-    every other test). Such a user may read and write documents but not create databases
-    (pouchdb-server 4.2.0 crashes on it), so the tests below make theirs first."""
+    """A user to authenticate as: the admin of a real CouchDB, else a user the admin makes
+    in pouchdb-server's ``_users``. Such a user may read and write documents but not create
+    databases, so the tests below make theirs first."""
     if os.environ.get("OWDEDUP_COUCHDB_PASSWORD"):
         return os.environ.get("OWDEDUP_COUCHDB_USER", "owdedup"), os.environ[
             "OWDEDUP_COUCHDB_PASSWORD"
         ]
     name, password = f"rectest-{uuid.uuid4().hex[:8]}", f"pw:{uuid.uuid4().hex}-é"
-    admin = CouchRecordStore(couch_url, "_users")
+    admin = CouchRecordStore(couch_url, "_users", select_auth(_with_admin({})))
     user: dict[str, Any] = {"_id": f"org.couchdb.user:{name}", "name": name, "password": password,
             "roles": [], "type": "user"}
     status, _ = admin._request("add user", "PUT", admin.path(user["_id"]), json=user)
@@ -343,3 +347,19 @@ def test_unreachable_server_names_the_endpoint_only() -> None:
     assert f"127.0.0.1:{port}/rectest-gone" in str(info.value)
     assert SECRET not in str(info.value)
     assert info.value.__context__ is None
+
+
+# -- issue 8, item 2 -----------------------------------------------------------------------
+
+def test_a_forged_record_in_couchdb_is_not_trusted(
+    couch_url: str, tmp_path: Path
+) -> None:
+    database = f"rectest-{uuid.uuid4().hex[:12]}"
+    settings = Settings(
+        store_url=f"file://{tmp_path / 'store'}", records_url=f"{couch_url}/{database}",
+        records_options=tuple(sorted(_with_admin({}).items())),
+    )
+    try:
+        check_a_forged_record_is_not_trusted(settings, tmp_path / "store")
+    finally:
+        _drop(_open(couch_url, database))

@@ -272,6 +272,65 @@ def test_an_upload_alone_ends_as_a_thumbnail_and_a_record(
     assert any(entry["key"].endswith("/upload me.jpg") for entry in invoked)
 
 
+def sequence_activations(deployed: Deployed) -> set[str]:
+    listed = deployed.client.request("GET", f"activations?name={SEQUENCE}&limit=200").json
+    return {entry["activationId"] for entry in listed}
+
+
+def platform_map(deployed: Deployed, bucket: str, tmp: Path) -> tuple[int, list[dict[str, Any]],
+                                                                     str]:
+    results = tmp / f"results-{uuid.uuid4().hex[:6]}.jsonl"
+    done = subprocess.run(
+        [sys.executable, "-m", "owdedup", "map", "thumbnail", bucket,
+         deployed.env["OWDEDUP_OUT_BUCKET"], "--platform", "openwhisk", "--size", str(SIZE),
+         "--window", "3", "--results", str(results), "--quiet"],
+        cwd=tmp, env=deployed.env, capture_output=True, text=True, timeout=600, check=False,
+    )
+    lines = [json.loads(line) for line in results.read_text().splitlines()] \
+        if results.exists() else []
+    return done.returncode, lines, done.stdout + done.stderr
+
+
+def test_map_on_openwhisk_invokes_each_missing_content_once(
+    deployed: Deployed, context: Context, tmp_path: Path
+) -> None:
+    bucket = f"owdedup-fanout-{uuid.uuid4().hex[:8]}"
+    context.store.ensure_bucket(bucket)
+    photos = {f"p{i}.jpg": jpeg(200 + i, 150 + i) for i in range(5)}
+    photos |= {"copy-of-p0.jpg": photos["p0.jpg"], "again/p1.jpg": photos["p1.jpg"],
+               "notes.jpg": not_an_image()}
+    for key, data in photos.items():
+        context.store.put(bucket, key, data)
+    before = sequence_activations(deployed)
+
+    code, lines, output = platform_map(deployed, bucket, tmp_path)
+    assert code == 1, output  # one object failed
+    status = {line["key"]: line["status"] for line in lines}
+    assert status.pop("notes.jpg") == "failed" and len(status) == 7, output
+    # Of each content, the first name in listing order computes; its twin shares the result.
+    assert [status.pop(k) for k in ("again/p1.jpg", "p1.jpg")] == ["computed", "deduplicated"]
+    assert [status.pop(k) for k in ("copy-of-p0.jpg", "p0.jpg")] == ["computed", "deduplicated"]
+    assert set(status.values()) == {"computed"}
+    bad = next(line for line in lines if line["key"] == "notes.jpg")
+    assert "notes.jpg" in bad["error"] and "not an image" in bad["error"]
+    made = sequence_activations(deployed) - before
+    assert len(made) == 6  # five distinct photos and the bad object; duplicates never invoked
+    for key in ("p0.jpg", "copy-of-p0.jpg"):
+        _, out_key = expected_key(photos[key])
+        (line,) = [entry for entry in lines if entry["key"] == key]
+        assert [o["key"] for o in line["outputs"]] == [out_key]
+        assert context.store.exists(deployed.env["OWDEDUP_OUT_BUCKET"], out_key)
+    assert deployed.env["OWDEDUP_STORE_SECRET_KEY"] not in output + json.dumps(lines)
+
+    # The re-run answers every done object here: only the refused one is invoked again.
+    before = sequence_activations(deployed)
+    code, lines, output = platform_map(deployed, bucket, tmp_path)
+    assert code == 1, output
+    assert {line["key"]: line["status"] for line in lines} == {
+        **{key: "deduplicated" for key in photos if key != "notes.jpg"}, "notes.jpg": "failed"}
+    assert len(sequence_activations(deployed) - before) == 1
+
+
 def test_undeploy_removes_everything(deployed: Deployed) -> None:
     env = {k: v for k, v in deployed.env.items()
            if not k.startswith("OWDEDUP_") or k == "OWDEDUP_PYTHON"}

@@ -7,6 +7,7 @@ MinIO's Go build) but its own state folder and free ports, so a developer's runn
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import urllib.error
@@ -18,24 +19,48 @@ from typing import Any
 
 import pytest
 
-from owdedup.services import ServicesConfig, env_vars, kafka, minio, start, status_all, stop
+from owdedup.services import (
+    ServicesConfig,
+    couchdb,
+    env_vars,
+    kafka,
+    minio,
+    start,
+    status_all,
+    stop,
+)
 from tests.service_fixtures import Services
 from tests.tooling import missing, wait_until
 
 pytestmark = pytest.mark.services
 
 
+#: The CouchDB-API server's admin (set by the fixture below).
+_ADMIN: tuple[str, str] = ("", "")
+ANONYMOUS = ("", "")
+
+
 @pytest.fixture(scope="module")
 def services(services: Services) -> ServicesConfig:
+    global _ADMIN
     if services.config is None:
         missing("these tests exercise the local process manager (not used with Docker)")
+    _ADMIN = couchdb.couchdb_credentials(services.config)
     return services.config
 
 
-def _http(method: str, url: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+def _http(
+    method: str, url: str, body: dict[str, Any] | None = None,
+    auth: tuple[str, str] | None = None,
+) -> tuple[int, Any]:
+    """One request to the CouchDB-API server, as its admin unless *auth* is ("", "")."""
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method)
     request.add_header("Content-Type", "application/json")
+    user, password = auth if auth is not None else _ADMIN
+    if user:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         with opener.open(request, timeout=10) as response:
@@ -103,6 +128,26 @@ def test_couchdb_api_put_get_and_conflict(services: ServicesConfig) -> None:
     assert _http("PUT", f"{db}/doc", {"value": 2, "_rev": created["rev"]})[0] == 201
     status, body = _http("PUT", f"{db}/doc", {"value": 3, "_rev": created["rev"]})
     assert (status, body["error"]) == (409, "conflict")
+
+
+def test_the_record_database_refuses_anonymous_writes_and_survives_them(
+    services: ServicesConfig,
+) -> None:
+    env = env_vars(services)
+    assert (env["OWDEDUP_RECORDS_USERNAME"], env["OWDEDUP_RECORDS_PASSWORD"]) == _ADMIN
+    db = f"{services.records_url}/owdedup"
+    forged = {"type": "record", "function_id": "f" * 64, "input_digest": "d" * 64}
+    assert _http("PUT", f"{db}/rec:forged", forged, auth=ANONYMOUS)[0] == 401
+    assert _http("PUT", f"{db}/rec:forged", forged, auth=(_ADMIN[0], "wrong"))[0] == 401
+    assert _http("GET", f"{db}/_all_docs", auth=ANONYMOUS)[0] == 401
+    # Refused creations and deletions used to crash the server or hang every later request.
+    assert _http("PUT", f"{services.records_url}/anon-{uuid.uuid4().hex[:8]}",
+                 auth=ANONYMOUS)[0] == 401
+    assert _http("DELETE", db, auth=ANONYMOUS)[0] == 401
+    assert _http("PUT", f"{db}/_security", {}, auth=ANONYMOUS)[0] == 401
+    status, created = _http("PUT", f"{db}/by-admin-{uuid.uuid4().hex[:8]}", {"value": 1})
+    assert status == 201 and created["ok"]
+    assert _http("GET", f"{db}/rec:forged")[0] == 404  # nothing was written
 
 
 def test_restart_keeps_data_and_queues_events(

@@ -76,6 +76,10 @@ def test_credentials_file_is_private_and_env_exports_evaluate(config: ServicesCo
     assert minio.minio_credentials(config, create=True) == (access, secret)  # generated once
     assert stat.S_IMODE(config.credentials_file.stat().st_mode) == 0o600
     assert len(secret) >= 32
+    admin, password = couchdb.couchdb_credentials(config, create=True)
+    assert couchdb.couchdb_credentials(config, create=True) == (admin, password)
+    assert stat.S_IMODE(config.couchdb_credentials_file.stat().st_mode) == 0o600
+    assert len(password) >= 32
     lines = env_exports(config)
     values = dict(shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in lines)
     assert values == {
@@ -83,6 +87,8 @@ def test_credentials_file_is_private_and_env_exports_evaluate(config: ServicesCo
         "OWDEDUP_STORE_ACCESS_KEY": access,
         "OWDEDUP_STORE_SECRET_KEY": secret,
         "OWDEDUP_RECORDS": "http://127.0.0.1:5984",
+        "OWDEDUP_RECORDS_USERNAME": admin,  # the record-store options the runtime reads
+        "OWDEDUP_RECORDS_PASSWORD": password,
         "OWDEDUP_KAFKA": "127.0.0.1:9092",
         "OWDEDUP_IN_BUCKET": "inbucket",
         "OWDEDUP_OUT_BUCKET": "outbucket",
@@ -212,12 +218,28 @@ def test_busy_port_is_reported(config: ServicesConfig, monkeypatch: pytest.Monke
             couchdb.start_couchdb(cfg)
 
 
+#: The stand-ins' request handler: it answers every GET and PUT (a start makes the record
+#: database admin-only with two PUTs) and remembers nothing.
+ANSWER = """\
+import http.server
+class Answer(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(201); self.end_headers(); self.wfile.write(b"{}")
+    do_PUT = do_GET
+"""
+#: A stand-in server under the pouchdb name: ``"$2" "$4"`` are its --host and --port.
+ANSWERING_SERVER = ANSWER + """\
+import sys
+http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), Answer).serve_forever()
+"""
+
+
 @pytest.mark.usefixtures("node")
 def test_start_status_stop_of_a_process(config: ServicesConfig) -> None:
     """The bookkeeping with a stand-in server: python's http.server under the pouchdb name."""
     _fake_pouchdb(
         config,
-        f'{shlex.quote(sys.executable)} -m http.server --bind "$2" "$4"\n',
+        f'{shlex.quote(sys.executable)} -c {shlex.quote(ANSWERING_SERVER)} "$2" "$4"\n',
     )
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -237,11 +259,11 @@ def test_start_status_stop_of_a_process(config: ServicesConfig) -> None:
 #: A stand-in server that, on SIGTERM, turns into another program (so its command line no
 #: longer names the service) while still holding its listening socket for LINGER seconds:
 #: what a real server looks like while it exits (memory released, files not yet closed).
-LINGERING_SERVER = """\
+LINGERING_SERVER = ANSWER + """\
 import os, signal, sys
-from http.server import HTTPServer, SimpleHTTPRequestHandler
+from http.server import HTTPServer
 
-server = HTTPServer((sys.argv[1], int(sys.argv[2])), SimpleHTTPRequestHandler)
+server = HTTPServer((sys.argv[1], int(sys.argv[2])), Answer)
 
 
 def linger(*_args: object) -> None:
@@ -286,7 +308,8 @@ def _wait_listening(port: int) -> None:
 
 @pytest.mark.usefixtures("node")
 def test_start_waits_for_a_port_that_is_being_released(config: ServicesConfig) -> None:
-    _fake_pouchdb(config, f'{shlex.quote(sys.executable)} -m http.server --bind "$2" "$4"\n')
+    _fake_pouchdb(
+        config, f'{shlex.quote(sys.executable)} -c {shlex.quote(ANSWERING_SERVER)} "$2" "$4"\n')
     port = listen_ports(1)[0]
     cfg = ServicesConfig(home=config.home, state=config.state, couchdb_port=port)
     # Another server, exiting a moment after the start begins, holds the port until then.
@@ -305,3 +328,58 @@ def test_start_waits_for_a_port_that_is_being_released(config: ServicesConfig) -
         holder.kill()
         holder.wait()
         launcher.stop(cfg, "couchdb", quiet=True)
+
+
+# -- the CouchDB-API server's admin (issue 8, item 2) -------------------------------------
+
+def test_the_admin_is_written_into_the_server_config_keeping_its_other_sections(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"couchdb": {"uuid": "kept"}, "admins": {"old": "-pbkdf2-x"}}))
+    couchdb.write_admin_config(path, "owdedup", "pw")
+    assert json.loads(path.read_text()) == {"couchdb": {"uuid": "kept"},
+                                            "admins": {"owdedup": "pw"}}
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_pouchdb_mends_apply_once_and_refuse_an_unknown_file(tmp_path: Path) -> None:
+    from owdedup.services.pouchdb_mends import MENDS, apply_mends
+
+    for mend in MENDS:
+        path = tmp_path / mend.file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = path.read_text() if path.exists() else "// head\n"
+        path.write_text(text + mend.shipped + "// tail\n")
+    apply_mends(tmp_path)
+    once = {mend.file: (tmp_path / mend.file).read_text() for mend in MENDS}
+    assert all(mend.mended in once[mend.file] and mend.shipped not in once[mend.file]
+               for mend in MENDS)
+    apply_mends(tmp_path)  # idempotent
+    assert {mend.file: (tmp_path / mend.file).read_text() for mend in MENDS} == once
+    (tmp_path / MENDS[0].file).write_text("// another version\n")
+    with pytest.raises(ServiceError, match="reinstall"):
+        apply_mends(tmp_path)
+
+
+def test_the_data_folders_are_private(config: ServicesConfig, tmp_path: Path) -> None:
+    config.data_dir.mkdir(parents=True)
+    config.data_dir.chmod(0o755)
+    (config.data_dir / "minio").mkdir(mode=0o755)
+    with contextlib.suppress(ServiceError, OSError):
+        minio.start_minio(config)  # no MinIO is installed here: only the folders are made
+    for folder in (config.data_dir, config.data_dir / "minio", config.data_dir / "minio-events"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+
+
+@pytest.mark.usefixtures("node")
+def test_a_server_whose_database_cannot_be_secured_is_stopped(config: ServicesConfig) -> None:
+    """python's http.server answers PUT with 501: the start fails and stops the server."""
+    _fake_pouchdb(config, f'{shlex.quote(sys.executable)} -m http.server --bind "$2" "$4"\n')
+    port = listen_ports(1)[0]
+    cfg = ServicesConfig(home=config.home, state=config.state, couchdb_port=port)
+    with pytest.raises(ServiceError, match="creating database owdedup answered HTTP 501"):
+        couchdb.start_couchdb(cfg)
+    assert proc.status(cfg, "couchdb").state == "stopped"
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()

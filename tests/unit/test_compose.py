@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from owdedup.services import couchdb
 from owdedup.services.config import ServicesConfig
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -81,3 +82,13 @@ def test_no_credential_is_written_in_the_file(compose: dict[str, Any]) -> None:
                 assert "${" in str(value), f"{name}.{variable} must come from the environment"
                 assert not re.search(r":-[^}]", str(value)) or "USER" in variable, (
                     f"{name}.{variable} must have no default")
+
+
+def test_couchdb_has_an_admin_as_the_local_services_do(compose: dict[str, Any]) -> None:
+    """Like ``owdedup services`` (issue 8, item 2): an admin whose password has no default,
+    named as the local one, so records are never written without credentials (CouchDB 3
+    makes every new database admin-only, as the local services make theirs)."""
+    env = compose["services"]["couchdb"]["environment"]
+    assert env["COUCHDB_USER"] == f"${{OWDEDUP_COUCHDB_USER:-{couchdb.ADMIN_USER}}}"
+    assert re.fullmatch(r"\$\{OWDEDUP_COUCHDB_PASSWORD:\?[^}]+\}", env["COUCHDB_PASSWORD"])
+    assert compose["services"]["couchdb"]["image"].split(":")[1].startswith("3.")

@@ -4,9 +4,11 @@ from pathlib import Path
 
 import pytest
 
+from owdedup.runtime.config import Settings
 from owdedup.runtime.errors import ConfigError
 from owdedup.runtime.records import open_records
 from owdedup.runtime.records.sqlite import SqliteRecordStore
+from tests.forged_records import check_a_forged_record_is_not_trusted
 from tests.record_store_contract import RecordStoreContract, make_record, race_to_put
 
 
@@ -58,3 +60,20 @@ def test_credentials_in_urls_are_redacted_in_errors() -> None:
     with pytest.raises(ConfigError) as info:
         open_records("nosuch://admin:hunter2@host/db")
     assert "hunter2" not in str(info.value)
+
+
+# -- forged records (issue 8, item 2) ------------------------------------------------------
+
+def test_a_forged_record_in_sqlite_is_not_trusted(settings: Settings, store_root: Path) -> None:
+    check_a_forged_record_is_not_trusted(settings, store_root)
+
+
+def test_a_record_is_believed_only_for_its_own_key_and_derived_output_name() -> None:
+    record = make_record("f" * 64, "d" * 64, key="thumbnail/64/fff/ddd.jpg")
+    assert record.mismatch("f" * 64, "d" * 64, "thumbnail/64/fff/ddd.jpg") is None
+    assert "function identity" in str(record.mismatch("e" * 64, "d" * 64,
+                                                       "thumbnail/64/fff/ddd.jpg"))
+    assert "input digest" in str(record.mismatch("f" * 64, "c" * 64, "thumbnail/64/fff/ddd.jpg"))
+    assert "not the name derived" in str(record.mismatch("f" * 64, "d" * 64,
+                                                          "thumbnail/64/fff/other.jpg"))
+

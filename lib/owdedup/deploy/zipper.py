@@ -22,9 +22,10 @@ import sys
 import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 
 from owdedup.deploy.runtime import RUNTIME_KIND, RUNTIME_PYTHON, BuildError
+from owdedup.runtime.atomic import write_atomic
 
 #: The bytecode shipped: checked against a hash of the source (not its timestamp, which the
 #: unpacked zip does not keep). Checking costs a read and a SipHash of each source file per
@@ -119,16 +120,18 @@ def write_zip(path: Path, files: Mapping[str, bytes], folders: Iterable[str] = (
     entries += list(files.items())
     entries.sort(key=lambda entry: entry[0])
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with zipfile.ZipFile(staging, "w") as archive:
-        for name, content in entries:
-            info = zipfile.ZipInfo(name, date_time=ZIP_DATE)
-            info.create_system = 3  # Unix: the permission bits below are honoured
-            if content is None:
-                info.external_attr = ((stat.S_IFDIR | 0o755) << 16) | 0x10
-                archive.writestr(info, b"", compress_type=zipfile.ZIP_STORED)
-            else:
-                info.external_attr = (stat.S_IFREG | _mode(name)) << 16
-                archive.writestr(info, content, compress_type=zipfile.ZIP_DEFLATED,
-                                 compresslevel=ZIP_LEVEL)
-    staging.replace(path)
+
+    def write(out: BinaryIO) -> None:
+        with zipfile.ZipFile(out, "w") as archive:
+            for name, content in entries:
+                info = zipfile.ZipInfo(name, date_time=ZIP_DATE)
+                info.create_system = 3  # Unix: the permission bits below are honoured
+                if content is None:
+                    info.external_attr = ((stat.S_IFDIR | 0o755) << 16) | 0x10
+                    archive.writestr(info, b"", compress_type=zipfile.ZIP_STORED)
+                else:
+                    info.external_attr = (stat.S_IFREG | _mode(name)) << 16
+                    archive.writestr(info, content, compress_type=zipfile.ZIP_DEFLATED,
+                                     compresslevel=ZIP_LEVEL)
+
+    write_atomic(path, write, mode=0o666)

@@ -39,6 +39,7 @@ from owdedup.engine.activation import (
     qualified_path,
 )
 from owdedup.engine.manifest import ActionDef, RuleDef, SequenceDef, TriggerDef
+from owdedup.engine.pool import ContainerPool
 from owdedup.runtime.errors import NotFoundError
 from owdedup.runtime.platform import Invocation, local_invoker
 
@@ -117,6 +118,7 @@ class Engine:
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
         on_activation: Callable[[Activation], None] | None = None,
         init_ms: Callable[[str], int | None] | None = None,
+        pool: ContainerPool | None = None,
     ) -> None:
         self.catalog = catalog
         self.runner = runner
@@ -125,6 +127,7 @@ class Engine:
         self.on_activation = on_activation
         #: activation id -> how long the runner's cold start took (None: warm, or unknown).
         self.init_ms = init_ms or (lambda _activation_id: None)
+        self.pool = pool or ContainerPool()
 
     def resolve(self, name: str) -> ActionDef | SequenceDef:
         entity = self.catalog.action(name) or self.catalog.sequence(name)
@@ -191,12 +194,14 @@ class Engine:
     ) -> Activation:
         params = merge_params(self.catalog.package_inputs(action.binding or action.package),
                               action.inputs, payload)
-        start = self.clock_ms()
-        with local_invoker(self._invoke_from_action):
-            raw, logs, crashed = self.runner.run(action, params, activation_id)
+        requested = self.clock_ms() if accepted_ms is None else accepted_ms
+        with self.pool.activation():  # waits for a free container
+            start = self.clock_ms()
+            with local_invoker(self._invoke_from_action):
+                raw, logs, crashed = self.runner.run(action, params, activation_id)
         result, status = classify(raw, crashed)
         annotations: dict[str, Any] = {
-            "waitTime": max(0, start - (start if accepted_ms is None else accepted_ms)),
+            "waitTime": max(0, start - requested),
             "timeout": isinstance(result, dict) and crashed
             and str(result.get("error", "")).startswith(TIMED_OUT_PREFIX),
             "limits": {"concurrency": 1, "logs": action.limits.log_mb,

@@ -45,3 +45,4 @@ OW_PREFIX: Final = "__OW_"
 OW_API_HOST: Final = "__OW_API_HOST"
 OW_API_KEY: Final = "__OW_API_KEY"
 OW_NAMESPACE: Final = "__OW_NAMESPACE"
+OW_DEADLINE: Final = "__OW_DEADLINE"  # epoch milliseconds

@@ -68,6 +68,8 @@ class Job:
     status: str | None = None
     recorded: bool | None = None
     copies: list[dict[str, Any]] = field(default_factory=list)
+    #: Records found but not believed (see Record.mismatch): each one was a miss.
+    rejected_records: int = 0
 
     @property
     def name(self) -> str:
@@ -110,6 +112,7 @@ class Job:
             status=params.get("status"),
             recorded=params.get("recorded"),
             copies=list(params.get("copies") or []),
+            rejected_records=_count(params.get("rejected_records")),
         )
 
     def to_result(self) -> dict[str, Any]:
@@ -133,7 +136,16 @@ class Job:
             result["recorded"] = self.recorded
         if self.copies:
             result["copies"] = self.copies
+        if self.rejected_records:
+            result["rejected_records"] = self.rejected_records
         return result
+
+
+def _count(value: Any) -> int:
+    try:
+        return max(0, int(value or 0))
+    except (TypeError, ValueError):
+        raise ConfigError(f"bad parameter 'rejected_records': {value!r}") from None
 
 
 def _flag(value: Any) -> bool:

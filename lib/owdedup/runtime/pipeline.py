@@ -63,7 +63,7 @@ def lookup_step(job: Job, ctx: Context) -> Job:
     saved_ms, output_bytes = 0.0, []
     for output in job.outputs:
         record = found.get((output.function_id, digest))
-        if record is None:
+        if record is None or _rejected(job, record, output, digest):
             continue
         if not ctx.store.exists(record.output.bucket, record.output.key):
             log.warning("output %s/%s of a record has vanished; recomputing",
@@ -149,13 +149,20 @@ def record_step(job: Job, ctx: Context) -> Job:
             for output in job.outputs:
                 if output.hit:
                     continue
-                stored, _ = ctx.records.put(Record(
+                record = Record(
                     function=spec.name, function_id=output.function_id, input_digest=digest,
                     output=OutputRef(output.bucket, output.key, output.bytes, output.width,
                                      output.height),
                     params=dict(summaries.get(output.function_id, {})),
                     compute_ms=output.compute_ms, input_bytes=job.input_bytes, created=created,
-                ))
+                )
+                stored, _ = ctx.records.put(record)
+                if stored.mismatch(output.function_id, digest, output.key) is not None:
+                    # A forged record holds this id (lookup rejected it): ours replaces it.
+                    ctx.records.delete(output.function_id, digest)
+                    stored, _ = ctx.records.put(record)
+                    if stored.mismatch(output.function_id, digest, output.key) is not None:
+                        raise StoreError("a record that is not believable keeps taking its id")
                 # A concurrent writer may have won: its record names the same object anyway.
                 _fill_from_record(output, stored, hit=False)
         except OwdedupError as exc:
@@ -181,6 +188,17 @@ def _materialize(job: Job, ctx: Context) -> list[dict[str, object]]:
         ctx.store.copy(output.bucket, output.key, job.dest_bucket, target)
         copies.append({"bucket": job.dest_bucket, "key": target, "size": output.size})
     return copies
+
+
+def _rejected(job: Job, record: Record, output: Output, digest: str) -> bool:
+    """True (counted on the job and logged) when *record* is not believable for *output*."""
+    problem = record.mismatch(output.function_id, digest, output.key)
+    if problem is None:
+        return False
+    job.rejected_records += 1
+    log.warning("rejected the record for %s (size %d): %s; treating it as a miss",
+                job.name, output.size, problem)
+    return True
 
 
 def _fill_from_record(output: Output, record: Record, *, hit: bool = True) -> None:

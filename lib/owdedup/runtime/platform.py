@@ -10,6 +10,8 @@ action code runs unchanged in ``owdedup invoke``/``map``/``watch``.
 from __future__ import annotations
 
 import os
+import random
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -48,10 +50,26 @@ def invoke(name: str, params: dict[str, Any], *, blocking: bool) -> Invocation:
     local = _LOCAL_INVOKER.get()
     if local is not None:
         return local(name, params, blocking)
-    return _invoke_rest(name, params, blocking, os.environ)
+    return invoke_rest(name, params, blocking, os.environ)
 
 
-def _invoke_rest(
+#: Back-off between attempts when OpenWhisk answers 429 (doubling, with jitter).
+THROTTLED_FIRST_PAUSE_S = 0.5
+THROTTLED_MAX_PAUSE_S = 8.0
+#: What is kept of the activation's time for the work after the invoke.
+DEADLINE_MARGIN_S = 2.0
+
+
+def _deadline_s(env: Mapping[str, str]) -> float:
+    """This activation's deadline (``__OW_DEADLINE``, epoch ms) less a margin, in seconds;
+    a minute from now where it is not set (a local run)."""
+    try:
+        return int(env[env_names.OW_DEADLINE]) / 1000 - DEADLINE_MARGIN_S
+    except (KeyError, ValueError):
+        return time.time() + 60.0
+
+
+def invoke_rest(
     name: str, params: dict[str, Any], blocking: bool, env: Mapping[str, str]
 ) -> Invocation:
     host, key = env.get(env_names.OW_API_HOST), env.get(env_names.OW_API_KEY)
@@ -67,10 +85,23 @@ def _invoke_rest(
     url = (f"{host.rstrip('/')}/api/v1/namespaces/{namespace}/actions/"
            f"{quote(name.strip('/'), safe='/')}?blocking={'true' if blocking else 'false'}")
     user, _, password = key.partition(":")
-    try:
-        response = requests.post(url, json=params, auth=(user, password), timeout=70)
-    except requests.RequestException as exc:
-        raise StoreError(f"invoking {name} failed: {type(exc).__name__}") from exc
+    deadline = _deadline_s(env)
+    pause = THROTTLED_FIRST_PAUSE_S
+    while True:
+        try:
+            response = requests.post(url, json=params, auth=(user, password), timeout=70)
+        except requests.RequestException as exc:
+            raise StoreError(f"invoking {name} failed: {type(exc).__name__}") from exc
+        if response.status_code != 429:
+            break
+        # The namespace is at its limits: wait and ask again while this activation has time
+        # (giving up early would drop the work, e.g. a dispatched upload).
+        wait = pause * random.uniform(0.5, 1.0)
+        if time.time() + wait > deadline:
+            raise StoreError(f"invoking {name} failed: the namespace stayed at its limits "
+                             f"(429 {response.text[:200]}) until this activation's deadline")
+        time.sleep(wait)
+        pause = min(THROTTLED_MAX_PAUSE_S, pause * 2)
     if response.status_code in (200, 202, 502):
         try:
             body = response.json()

@@ -10,8 +10,8 @@ Endpoints (``{ns}`` is the namespace of the key, or ``_``): ``GET /`` (runtimes 
 read by wskdeploy), ``GET /api/v1``, ``GET /api/v1/namespaces``, and under
 ``/api/v1/namespaces/{ns}``: ``packages[/{p}]``, ``actions[/{p}]/[{a}]`` (``POST``
 invokes), ``triggers[/{t}]`` (``POST`` fires), ``rules[/{r}]`` (``POST`` sets the status),
-``activations[/{id}[/logs|/result]]``, ``limits``. ``/whisk.system/messaging/kafkaFeed`` can be read and
-invoked by every key.
+``activations[/{id}[/logs|/result]]``, ``limits`` (the namespace's, enforced with 429s:
+see ``limits``). ``/whisk.system/messaging/kafkaFeed`` can be read and invoked by every key.
 """
 
 from __future__ import annotations
@@ -184,7 +184,7 @@ class RestApi:
             return Response(200, {c: self.catalog.list(c) for c in ServeCatalog.COLLECTIONS})
         if rest[2:] == ["limits"]:
             self._only(method, "GET")
-            return Response(200, namespace_limits())
+            return Response(200, self.controller.throttle.limits.to_json())
         route = _Route(method, namespace, rest[2], rest[3:],
                        path.endswith("/") and len(rest) > 3, query, request)
         handler = {
@@ -437,11 +437,6 @@ def _check_activation_id(text: str) -> None:
         raise BadRequest(f"activation id length is {len(text)} but must be 32.")
     if any(c not in "0123456789abcdefABCDEF" for c in text):
         raise BadRequest("The activation id is not valid.")
-
-
-def namespace_limits() -> dict[str, Any]:
-    """``GET /namespaces/{ns}/limits``: the namespace's UserLimits, here core's defaults."""
-    return {"invocationsPerMinute": 120, "concurrentInvocations": 100, "firesPerMinute": 60}
 
 
 def rest_record(activation: Activation) -> dict[str, Any]:

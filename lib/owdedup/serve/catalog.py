@@ -4,7 +4,9 @@ Entities are kept as OpenWhisk's own JSON documents (``name``, ``version``, ``pu
 ``exec``, ``parameters``/``annotations`` as ``[{key, value}]``, ``limits``, ``updated``), one
 namespace per catalog; action code lives beside them in a content-addressed code store. With a
 state directory the documents are written to ``catalog.json`` (atomically, after every change)
-and the code to ``code/``; without one, both live in a temporary directory.
+and the code to ``code/``; without one, both live in a temporary directory. Bound parameters
+(credentials among them) are in those documents: the state directory and its folders are
+made 0700, its files 0600.
 
 Name forms accepted wherever an entity is referenced: ``name``, ``pkg/name`` (relative to the
 catalog's namespace), ``/ns/name`` and ``/ns/pkg/name`` (fully qualified; ``_`` is the
@@ -18,7 +20,6 @@ import binascii
 import hashlib
 import io
 import json
-import os
 import re
 import tempfile
 import threading
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from owdedup.engine.manifest import ActionDef, Limits, RuleDef, SequenceDef, TriggerDef
+from owdedup.runtime.atomic import private_dir, write_atomic
 from owdedup.serve.errors import BadRequest, Conflict, EntityNotFound, TooLarge
 
 DEFAULT_NAMESPACE = "guest"
@@ -147,7 +149,7 @@ class CodeStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        root.mkdir(parents=True, exist_ok=True)
+        private_dir(root)
 
     def path(self, digest: str, binary: bool) -> Path:
         return self.root / f"{digest}{'.zip' if binary else '.py'}"
@@ -174,13 +176,6 @@ class CodeStore:
         return dropped
 
 
-def write_atomic(target: Path, data: bytes) -> None:
-    """Replace *target* with *data* at once: a reader sees the old content or the new."""
-    temp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    temp.write_bytes(data)
-    temp.replace(target)
-
-
 class ServeCatalog:
     """Packages, actions (and sequences), triggers and rules of one namespace."""
 
@@ -202,7 +197,7 @@ class ServeCatalog:
             root = Path(self._temp.name)
         else:
             root = state_dir
-        root.mkdir(parents=True, exist_ok=True)
+        private_dir(root)
         self.state_file: Path | None = None if state_dir is None else root / "catalog.json"
         self.code = CodeStore(root / "code")
         self._docs: dict[str, dict[str, Doc]] = {c: {} for c in self.COLLECTIONS}

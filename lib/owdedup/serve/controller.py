@@ -28,9 +28,11 @@ from owdedup.engine.activation import (
 )
 from owdedup.engine.executor import RULE_FAILURE_KIND, Engine, Runner, merge_params
 from owdedup.engine.manifest import ActionDef, RuleDef
+from owdedup.engine.pool import ContainerPool
 from owdedup.runtime.errors import NotFoundError
 from owdedup.serve.catalog import BUILTIN_KIND, ServeCatalog, now_ms
 from owdedup.serve.errors import BadRequest
+from owdedup.serve.limits import NamespaceLimits, Throttle
 
 log = logging.getLogger("owdedup.serve")
 
@@ -156,18 +158,24 @@ class Controller:
         store: ActivationStore | None = None,
         clock_ms: Callable[[], int] = now_ms,
         init_ms: Callable[[str], int | None] | None = None,
+        limits: NamespaceLimits | None = None,
+        containers: int | None = None,
     ) -> None:
         self.catalog = catalog
         self.store = store or ActivationStore()
         self.clock_ms = clock_ms
         self.namespace = catalog.namespace
+        pool = ContainerPool(containers)
+        self.throttle = Throttle(limits or NamespaceLimits(), pool)
         self.engine = Engine(catalog, runner, namespace=catalog.namespace, clock_ms=clock_ms,
-                             on_activation=self.store.put, init_ms=init_ms)
+                             on_activation=self.store.put, init_ms=init_ms, pool=pool)
 
     def invoke(self, name: str, payload: dict[str, Any]) -> Pending:
         """Start action or sequence *name*; raises NotFoundError for an unknown name and
-        BadRequest for a payload that sets a ``final`` parameter (OpenWhisk's 400)."""
+        BadRequest for a payload that sets a ``final`` parameter (OpenWhisk's 400), and
+        TooManyRequests past the namespace's limits (checked first, as OpenWhisk does)."""
         accepted = self.clock_ms()
+        self.throttle.admit_invoke()
         entity = self.engine.resolve(name)
         if isinstance(entity, ActionDef) and \
                 self.catalog.immutable_parameters(entity) & payload.keys():
@@ -179,7 +187,9 @@ class Controller:
 
     def fire(self, trigger: str, payload: dict[str, Any]) -> Pending | None:
         """Fire *trigger*; None when it has no active rule (nothing runs, nothing is
-        recorded). Raises NotFoundError for an unknown trigger."""
+        recorded). Raises NotFoundError for an unknown trigger and TooManyRequests past the
+        namespace's fires per minute."""
+        self.throttle.admit_fire()
         definition = self.catalog.trigger(trigger)
         if definition is None:
             raise NotFoundError(f"no trigger {trigger!r}")

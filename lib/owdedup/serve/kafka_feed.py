@@ -33,9 +33,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from owdedup.runtime.atomic import write_atomic
 from owdedup.runtime.errors import NotFoundError
 from owdedup.runtime.events import as_bytes, feed_message
-from owdedup.serve.catalog import is_true, now_ms, write_atomic
+from owdedup.serve.catalog import is_true, now_ms
 
 log = logging.getLogger("owdedup.serve.feed")
 

@@ -29,11 +29,16 @@ from owdedup.serve.api import CONTENT_TYPE, Request, Response, RestApi
 from owdedup.serve.catalog import DEFAULT_NAMESPACE, SYSTEM_NAMESPACE, ServeCatalog
 from owdedup.serve.controller import Controller, SystemRunner
 from owdedup.serve.kafka_feed import FEED_ACTION, KafkaFeeds
+from owdedup.serve.limits import NamespaceLimits
 from owdedup.serve.process_runner import ProcessRunner
 
 log = logging.getLogger("owdedup.serve")
 
 DEFAULT_PORT = 3233  # OpenWhisk standalone's port
+
+
+#: 2 GiB of invoker user memory in 256 MB containers, as OpenWhisk standalone runs them.
+DEFAULT_CONTAINERS = 8
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,16 @@ class ServeConfig:
     max_memory_mb: int | None = None
     warm_per_action: int = 2
     action_env: Mapping[str, str] = field(default_factory=dict)
+    #: The namespace's invocation limits, OpenWhisk's defaults unless raised (``--limits``).
+    limits: NamespaceLimits = field(default_factory=NamespaceLimits)
+    #: Action processes that may run at once (an invoker's container pool: 2 GiB of user
+    #: memory in 256 MB containers); further activations wait, and their ``waitTime`` says
+    #: how long. None: no cap.
+    containers: int | None = DEFAULT_CONTAINERS
+
+
+#: The key ``serve`` requires, from the environment (a command-line value shows in ``ps``).
+ENV_SERVE_AUTH = env_names.SERVE_AUTH
 
 
 def generate_auth() -> str:
@@ -205,7 +220,8 @@ class DevServer:
         self.runner = SystemRunner(self.process_runner)
         self.catalog.on_code_dropped.append(self.process_runner.discard_code)
         self.controller = Controller(self.catalog, self.runner,
-                                     init_ms=self.process_runner.take_init_ms)
+                                     init_ms=self.process_runner.take_init_ms,
+                                     limits=config.limits, containers=config.containers)
         self.feeds = KafkaFeeds(
             self._fire_from_feed, namespace=config.namespace, auth_key=config.auth,
             state_file=None if config.state_dir is None else config.state_dir / "feeds.json",
@@ -273,12 +289,14 @@ def usage_lines(url: str, namespace: str, auth: str, generated: bool) -> list[st
 
 
 def serve_command(
+    ctx: typer.Context,
     port: Annotated[int, typer.Option("--port", help="Port to listen on")] = DEFAULT_PORT,
     host: Annotated[str, typer.Option(
         "--host", help="Address to bind; keep 127.0.0.1 (plain HTTP, one key)")] = "127.0.0.1",
     auth: Annotated[str | None, typer.Option(
-        "--auth", help="UUID:KEY that clients must present (default: a new key, printed)",
-        envvar=env_names.SERVE_AUTH)] = None,
+        "--auth", help=f"UUID:KEY that clients must present: set {ENV_SERVE_AUTH} rather than "
+        "--auth, which every user of the machine sees in `ps` (default: a new key, printed)",
+        envvar=ENV_SERVE_AUTH, show_envvar=True)] = None,
     state: Annotated[Path | None, typer.Option(
         "--state", help="Keep entities, code and feed registrations in DIR across restarts"
     )] = None,
@@ -290,19 +308,36 @@ def serve_command(
     max_memory: Annotated[int | None, typer.Option(
         "--max-memory", help="Largest memory limit (MB) an action may set; default 512, "
         "OpenWhisk's whisk.memory.max", min=256)] = None,
+    limits: Annotated[str, typer.Option(
+        "--limits", help="The namespace's limits over OpenWhisk's defaults, as wskadmin "
+        "limits names them, e.g. invocationsPerMinute=6000,concurrentInvocations=64,"
+        "firesPerMinute=600 (default 120, 100, 60)")] = "",
+    containers: Annotated[int, typer.Option(
+        "--containers", min=1, help="Action processes that may run at once; the rest wait "
+        "their turn (an invoker's container pool)")] = DEFAULT_CONTAINERS,
 ) -> None:
     """Development server for the OpenWhisk REST API subset that wskdeploy, wsk and the
     openwhisk JS client use: actions run in local Python processes, Kafka feeds fire
-    triggers. Not for production (plain HTTP, one namespace, one key)."""
+    triggers. Not for production (plain HTTP, one namespace, one key). The key: set
+    OWDEDUP_SERVE_AUTH=UUID:KEY, or let serve make one and print it."""
+    source = ctx.get_parameter_source("auth")  # typer's own (vendored) click enum: by name
+    if source is not None and source.name == "COMMANDLINE":
+        typer.echo(f"warning: a key given with --auth is visible to every user in `ps`; "
+                   f"set {ENV_SERVE_AUTH} instead", err=True)
     generated = auth is None
     key = auth or generate_auth()
     user, sep, secret = key.partition(":")
     if not sep or not user or not secret:
         raise typer.BadParameter("must be UUID:KEY", param_hint="--auth")
+    try:
+        namespace_limits = NamespaceLimits.parse(limits)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--limits") from None
     config = ServeConfig(auth=key, host=host, port=port, namespace=namespace,
                          state_dir=state.resolve() if state else None,
                          runtime_site=runtime_site.resolve() if runtime_site else None,
-                         max_memory_mb=max_memory)
+                         max_memory_mb=max_memory, limits=namespace_limits,
+                         containers=containers)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
         server = DevServer(config)

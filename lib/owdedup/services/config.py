@@ -144,6 +144,11 @@ class ServicesConfig:
         return self.state / "minio-credentials"
 
     @property
+    def couchdb_credentials_file(self) -> Path:
+        """The CouchDB-API server's admin (0600, like MinIO's)."""
+        return self.state / "couchdb-credentials"
+
+    @property
     def mc_config_dir(self) -> Path:
         return self.state / "mc"
 

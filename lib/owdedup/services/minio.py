@@ -12,34 +12,22 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
-import string
 from pathlib import Path
 
+from owdedup.runtime.atomic import private_dir
 from owdedup.services.config import ServicesConfig
 from owdedup.services.launcher import http_ok, launch, service_ports
-from owdedup.services.tools import ServiceError, run_tool, say
-
-_ALPHABET = string.ascii_letters + string.digits
+from owdedup.services.tools import generated_credentials, random_token, run_tool, say
 
 
 def minio_credentials(config: ServicesConfig, *, create: bool = False) -> tuple[str, str]:
     """MinIO's root (access key, secret key), generated once into a 0600 file."""
-    path = config.credentials_file
-    if not path.exists():
-        if not create:
-            raise ServiceError(
-                f"no MinIO credentials in {path}: run `owdedup services up` first"
-            )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        access = "owdedup-" + "".join(secrets.choice(_ALPHABET) for _ in range(8))
-        secret = "".join(secrets.choice(_ALPHABET) for _ in range(40))
-        with contextlib.suppress(FileExistsError):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                json.dump({"access_key": access, "secret_key": secret}, handle)
-    data = json.loads(path.read_text())
-    return str(data["access_key"]), str(data["secret_key"])
+    data = generated_credentials(
+        config.credentials_file,
+        lambda: {"access_key": "owdedup-" + random_token(8), "secret_key": random_token(40)},
+        create=create, service="MinIO",
+    )
+    return data["access_key"], data["secret_key"]
 
 
 def minio_env(config: ServicesConfig) -> dict[str, str]:
@@ -114,9 +102,10 @@ def minio_ready(config: ServicesConfig) -> bool:
 
 
 def start_minio(config: ServicesConfig) -> int:
-    data = config.data_dir / "minio"
-    data.mkdir(parents=True, exist_ok=True)
-    (config.data_dir / "minio-events").mkdir(parents=True, exist_ok=True)
+    # The objects and the queued events are the users' data: nobody else's to read.
+    private_dir(config.data_dir)
+    data = private_dir(config.data_dir / "minio")
+    private_dir(config.data_dir / "minio-events")
     argv: list[str | Path] = [
         config.minio_bin, "server", data,
         "--address", f"{config.host}:{config.minio_port}",

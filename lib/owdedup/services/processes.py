@@ -12,9 +12,9 @@ Each service runs in its own session with a pid file and a log file in ``<state>
   (:mod:`owdedup.services.minio`).
 
 This module holds what spans them: start/up/down in dependency order, their status, and the
-environment for clients. MinIO's root credentials are generated on the first ``up`` and kept
-in a 0600 file; they are printed only by :func:`env_exports` (meant for
-``eval "$(owdedup services env)"``).
+environment for clients. MinIO's root credentials and the CouchDB-API server's admin are
+generated on the first ``up`` and kept in 0600 files; they are printed only by
+:func:`env_exports` (meant for ``eval "$(owdedup services env)"``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from owdedup.runtime import env as env_names
 from owdedup.services.config import ServicesConfig
-from owdedup.services.couchdb import couchdb_ready, start_couchdb
+from owdedup.services.couchdb import couchdb_credentials, couchdb_ready, start_couchdb
 from owdedup.services.install import (
     SERVICES,
     _pseudo_version_stamp,
@@ -145,13 +145,19 @@ def status_all(config: ServicesConfig) -> list[ServiceStatus]:
 
 
 def env_vars(config: ServicesConfig) -> dict[str, str]:
-    """What owdedup's clients need to reach these services (includes the MinIO secret)."""
+    """What owdedup's clients need to reach these services (includes the MinIO secret and
+    the record server's admin, as the record-store options the runtime reads)."""
     access, secret = minio_credentials(config)
+    records: dict[str, str] = {}
+    if config.couchdb_credentials_file.exists():  # absent until couchdb was first started
+        username, password = couchdb_credentials(config)
+        records = {env_names.RECORDS_USERNAME: username, env_names.RECORDS_PASSWORD: password}
     return {
         env_names.STORE: config.store_url,
         env_names.STORE_ACCESS_KEY: access,
         env_names.STORE_SECRET_KEY: secret,
         env_names.RECORDS: config.records_url,
+        **records,
         env_names.KAFKA: config.kafka_bootstrap,
         env_names.IN_BUCKET: config.in_bucket,
         env_names.OUT_BUCKET: config.out_bucket,

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import secrets
 import shutil
+import string
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from owdedup.runtime.errors import OwdedupError
 
 TAIL_LINES = 30
+_ALPHABET = string.ascii_letters + string.digits
 
 
 class ServiceError(OwdedupError):
@@ -40,6 +45,30 @@ def tail_file(path: Path, lines: int = TAIL_LINES) -> str:
     except FileNotFoundError:
         return ""
     return tail(data, lines)
+
+
+def random_token(length: int) -> str:
+    """Letters and digits only: safe in a URL, a shell word and every server's config."""
+    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
+
+
+def generated_credentials(
+    path: Path, make: Callable[[], dict[str, str]], *, create: bool, service: str
+) -> dict[str, str]:
+    """A service's credentials: generated once by *make* into the 0600 JSON file *path*
+    (created exclusively, so two concurrent first starts agree), read back afterwards."""
+    if not path.exists():
+        if not create:
+            raise ServiceError(
+                f"no {service} credentials in {path}: run `owdedup services up` first"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                json.dump(make(), handle)
+    data = json.loads(path.read_text())
+    return {str(key): str(value) for key, value in data.items()}
 
 
 def require(tool: str, purpose: str) -> str:

@@ -63,6 +63,23 @@ class Record:
         data["output"] = self.output.to_dict()
         return data
 
+    def mismatch(self, function_id: str, input_digest: str, output_key: str) -> str | None:
+        """Why this record cannot be the one for (*function_id*, *input_digest*), whose
+        output is named *output_key*; None when it can.
+
+        A record store can be written by others than this code (a CouchDB without
+        credentials, a shared SQLite file), so a record is believed only when its own key
+        fields are the lookup's and its output has the one name those fields derive: a
+        forged record pointing at another content's object is then a miss, not a hit.
+        """
+        if self.function_id != function_id:
+            return f"its function identity is {self.function_id[:16]}..."
+        if self.input_digest != input_digest:
+            return f"its input digest is {self.input_digest[:16]}..."
+        if self.output.key != output_key:
+            return f"its output {self.output.key!r} is not the name derived from its key"
+        return None
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Record:
         try:

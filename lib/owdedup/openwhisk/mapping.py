@@ -1,0 +1,159 @@
+"""``owdedup map --platform openwhisk``: the client hashes and looks up, OpenWhisk computes.
+
+1. Every object is hashed here, in threads (a checksum HEAD where the store keeps one, a
+   streamed hash otherwise): the same :func:`~owdedup.runtime.pipeline.hash_step` the
+   ``hash`` action runs.
+2. Identical contents are folded together, and each distinct one is looked up with the
+   ``lookup`` step's own code: work already done is answered here and **never invoked**.
+3. The deployed sequence is invoked once per distinct missing content through
+   :class:`~owdedup.openwhisk.fanout.FanOut`, as fast as the namespace allows; the other
+   objects with that content share its result.
+
+The results have the shape of the local ``map``'s (:class:`~owdedup.mapper.ObjectResult`),
+plus what the platform cost: :class:`PlatformReport`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from owdedup.mapper import (
+    DEDUPLICATED,
+    FAILED,
+    MapRequest,
+    MapSummary,
+    ObjectResult,
+    _Hashed,
+    _object_result,
+)
+from owdedup.openwhisk.fanout import FAILED as TASK_FAILED
+from owdedup.openwhisk.fanout import FanOut, FanOutStats, Outcome, Task
+from owdedup.runtime.config import Settings
+from owdedup.runtime.context import Context
+from owdedup.runtime.errors import OwdedupError
+from owdedup.runtime.job import Job
+from owdedup.runtime.pipeline import hash_step, lookup_step
+
+
+@dataclass(frozen=True)
+class PlatformReport:
+    fanout: FanOutStats
+    saved_invocations: int  # objects settled without invoking anything
+
+
+def run_platform_map(
+    request: MapRequest,
+    keys: list[str],
+    fanout: FanOut,
+    *,
+    threads: int = 16,
+    on_hashed: Callable[[str], None] | None = None,
+    on_result: Callable[[ObjectResult], None] | None = None,
+    stop: threading.Event | None = None,
+) -> tuple[MapSummary, PlatformReport]:
+    started = time.perf_counter()
+    results: dict[str, ObjectResult] = {}
+
+    def settle(entry: ObjectResult) -> None:
+        results[entry.key] = entry
+        if on_result is not None:
+            on_result(entry)
+
+    local = threading.local()
+    contexts: list[Context] = []
+    lock = threading.Lock()
+
+    def context() -> Context:
+        # One context per thread: a SQLite connection belongs to the thread that opened it.
+        if not hasattr(local, "context"):
+            local.context = Context(Settings.resolve({}, request.env))
+            with lock:
+                contexts.append(local.context)
+        found: Context = local.context
+        return found
+
+    def hashed(key: str) -> Job | ObjectResult:
+        job = Job(request.src_bucket, key, request.dest_bucket, request.function,
+                  {k: v for k, v in request.params.items() if k != "materialize"})
+        started_at = time.perf_counter()
+        try:
+            job = hash_step(job, context())
+        except OwdedupError as exc:
+            return ObjectResult(key, FAILED, error=_named(key, str(exc)),
+                                ms=(time.perf_counter() - started_at) * 1000)
+        finally:
+            if on_hashed is not None:
+                on_hashed(key)
+        return job
+
+    def looked_up(job: Job) -> Job | ObjectResult:
+        try:
+            return lookup_step(job, context())
+        except OwdedupError as exc:
+            return ObjectResult(job.key, FAILED, error=_named(job.key, str(exc)))
+
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+            jobs: dict[str, Job] = {}
+            for item in pool.map(hashed, keys):
+                if isinstance(item, ObjectResult):
+                    settle(item)
+                else:
+                    jobs[item.key] = item
+            groups: dict[str, list[str]] = {}
+            for key in keys:  # key order: the first name of a content is its representative
+                if key in jobs and jobs[key].digest is not None:
+                    groups.setdefault(str(jobs[key].digest), []).append(key)
+            representatives = [jobs[members[0]] for members in groups.values()]
+            planned: dict[str, Job] = {}
+            for item in pool.map(looked_up, representatives):
+                if isinstance(item, ObjectResult):
+                    for key in groups[str(jobs[item.key].digest)]:
+                        settle(ObjectResult(key, FAILED, error=_named(key, item.error or "")))
+                    continue
+                planned[str(item.digest)] = item
+    finally:
+        for opened in contexts:
+            opened.close()
+
+    saved = 0
+    tasks: list[Task] = []
+    for digest, job in planned.items():
+        if job.all_hit and not request.params.get("materialize"):
+            result = {"status": DEDUPLICATED, "outputs": [o.to_dict() for o in job.outputs]}
+            for index, key in enumerate(groups[digest]):
+                settle(_object_result(key, digest, result, True, 0.0,
+                                      _Hashed(0.0, jobs[key].input_bytes), index > 0))
+            saved += len(groups[digest])
+            continue
+        payload: dict[str, Any] = {**request.params, "bucket": request.src_bucket,
+                                   "key": job.key, "dest_bucket": request.dest_bucket,
+                                   "function": request.function}
+        tasks.append(Task(digest, request.sequence, payload))
+        saved += len(groups[digest]) - 1
+
+    def on_outcome(outcome: Outcome) -> None:
+        digest = outcome.key
+        ok = outcome.status != TASK_FAILED
+        result: Mapping[str, Any] = outcome.result or {}
+        if not ok and "error" not in result:
+            result = {"error": outcome.error or "failed"}
+        for index, key in enumerate(groups[digest]):
+            entry = _object_result(key, digest, dict(result), ok,
+                                   outcome.platform_ms if index == 0 else 0.0,
+                                   _Hashed(0.0, jobs[key].input_bytes), index > 0)
+            settle(entry)
+
+    _, stats = fanout.run(tasks, on_outcome=on_outcome, stop=stop)
+    ordered = [results[key] for key in keys]
+    return (MapSummary(ordered, time.perf_counter() - started),
+            PlatformReport(stats, saved_invocations=saved))
+
+
+def _named(key: str, error: str) -> str:
+    return error if error.startswith(key) else f"{key}: {error}"

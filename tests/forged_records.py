@@ -1,0 +1,52 @@
+"""A forged record, planted in any record store: the check shared by the SQLite (unit) and
+CouchDB (services) tests of issue 8, item 2. Runs the four steps on a folder store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from owdedup.runtime.config import Settings
+from owdedup.runtime.context import Context
+from owdedup.runtime.job import Job
+from owdedup.runtime.pipeline import hash_step, lookup_step, record_step, thumbnail_step
+from owdedup.runtime.records import OutputRef, Record
+from tests.imagegen import jpeg
+
+
+def run(ctx: Context, key: str) -> Job:
+    job = Job(bucket="photos", key=key, dest_bucket="thumbs", params={"sizes": [64, 32]})
+    for step in (hash_step, lookup_step, thumbnail_step, record_step):
+        job = step(job, ctx)
+    return job
+
+
+def check_a_forged_record_is_not_trusted(settings: Settings, store_root: Path) -> None:
+    """Someone else's thumbnail, named by a forged record for my photo, is never my output."""
+    (store_root / "photos").mkdir(parents=True, exist_ok=True)
+    (store_root / "photos" / "theirs.jpg").write_bytes(jpeg(320, 240))
+    (store_root / "photos" / "mine.jpg").write_bytes(jpeg(240, 320))
+    ctx = Context(settings)
+    try:
+        theirs = run(ctx, "theirs.jpg")
+        planned = lookup_step(hash_step(
+            Job(bucket="photos", key="mine.jpg", dest_bucket="thumbs",
+                params={"sizes": [64, 32]}), ctx), ctx)
+        assert planned.digest is not None and not planned.all_hit
+        for mine, their in zip(planned.outputs, theirs.outputs, strict=True):
+            forged = Record(
+                function="thumbnail", function_id=mine.function_id,
+                input_digest=planned.digest,
+                output=OutputRef(their.bucket, their.key, their.bytes, their.width, their.height),
+            )
+            ctx.records.put(forged)
+        mine_job = run(ctx, "mine.jpg")
+        assert mine_job.status == "computed"  # not "deduplicated" to their thumbnail
+        assert mine_job.rejected_records == 2
+        assert [o.key for o in mine_job.outputs] == [o.key for o in planned.outputs]
+        assert not {o.key for o in mine_job.outputs} & {o.key for o in theirs.outputs}
+        # My record replaced the forged one: the next run is a hit on my own outputs.
+        again = run(ctx, "mine.jpg")
+        assert again.status == "deduplicated" and again.rejected_records == 0
+        assert [o.key for o in again.outputs] == [o.key for o in planned.outputs]
+    finally:
+        ctx.close()
