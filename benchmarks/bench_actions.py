@@ -6,14 +6,16 @@ Run from the repository root::
     .venv/bin/python benchmarks/bench_actions.py --out bench-results/actions \\
         [--photos /work/shared/corpus/photos]
 
-How a zip runs here (as in ``tests/deploy/test_build.py``): unpacked, ``__main__.py`` renamed
-``main__.py`` (the runtime's ``compile`` step), started by the base interpreter with ``-I -S``
-(nothing of this project's venv), with only the zip and a "runtime site" on ``sys.path``
-(``requests==2.31.0 python-dateutil==2.8.2`` and their dependencies, byte-compiled as the
-runtime image ships them), through a launcher that does what the runtime's ``launcher.py``
-does: its own imports, ``exec`` of ``virtualenv/bin/activate_this.py``, ``from main__ import
-main``, then ``main(params)``. The backends are local (a folder store ``file:///tmp/...`` and
-SQLite records), so nothing needs a network.
+How a zip runs here (as in ``tests/deploy/test_build.py`` and ``owdedup serve``): unpacked by
+the one unpacker (:mod:`owdedup.actionloop.code`: ``__main__.py`` renamed ``main__.py``, the
+runtime's launcher copied in as ``exec__.py``, as the runtime's ``compile`` step does),
+started by the base interpreter with ``-I -S`` (nothing of this project's venv), with only
+the zip and the runtime image's packages (:mod:`owdedup.actionloop.site`: requests 2.32.2,
+python-dateutil 2.8.2, ... byte-compiled, prepared once in the cache) on ``sys.path``,
+through a probe that calls the launcher's own steps: ``prepare`` (the runtime's packages,
+``exec`` of ``virtualenv/bin/activate_this.py``), ``load_main`` (``from main__ import
+main``), then ``call`` (``main(params)`` under the runtime's contract). The backends are
+local (a folder store ``file:///tmp/...`` and SQLite records), so nothing needs a network.
 
 c. Cold start of each action in a fresh process, median of ``--runs`` processes per action
    (interleaved across actions), split into: interpreter start (spawn to the launcher's first
@@ -106,11 +108,12 @@ if TYPE_CHECKING or __package__:  # python -m benchmarks.bench_actions, and mypy
 else:  # python benchmarks/bench_actions.py: benchmarks/ is sys.path[0]
     import common
 
+from owdedup.actionloop.code import unpack
+from owdedup.actionloop.site import prepare_runtime_site
 from owdedup.deploy.build import build_actions, request_bytes
 from owdedup.deploy.runtime import (
     MAX_ZIP_BYTES,
     REQUEST_LIMIT_BYTES,
-    RUNTIME_PACKAGES,
     SITE_PACKAGES,
 )
 from owdedup.runtime.records import Record, RecordStore, open_records
@@ -184,25 +187,23 @@ def hit_path_note(package: str, chain: Sequence[str]) -> str:
     return HIT_PATH_NOTES.get(package, "")
 
 
-# -- the launcher ------------------------------------------------------------------------------
+# -- the probe around the launcher -----------------------------------------------------------------
 
-#: Written into each unpacked folder as ``exec__.py`` (where the runtime's ``compile`` puts its
-#: launcher). Does what apache/openwhisk-runtime-python core/python3ActionLoop/lib/launcher.py
-#: does (its imports, activate_this.py, ``from main__ import main``), stamping each phase with
+#: Runs one unpacked action (``python -I -S -c PROBE`` in its folder) through the runtime's
+#: own launcher, ``exec__.py`` (the copy of :mod:`owdedup.actionloop.launcher` that the one
+#: unpacker puts there, as the runtime's ``compile`` does; run as a script, as the image runs
+#: it): ``prepare`` (``sys.path``, the runtime's packages, ``activate_this.py``), ``load_main``
+#: (``from main__ import main``), ``call`` (the runtime's contract). Stamps each phase with
 #: CLOCK_MONOTONIC (shared by all processes); reads one request file, writes one report file.
-LAUNCHER = r'''
+PROBE = r'''
 import time
 _t0 = time.monotonic()
-from sys import stdin, stdout, stderr
-from os import fdopen
-import sys, os, json, traceback, warnings
+import json, os, runpy, sys, types
 request_file, report_file = sys.argv[1], sys.argv[2]
 with open(request_file) as f:
     request = json.load(f)
-sys.path.insert(0, os.getcwd())  # `python exec__.py` in the action folder
-if request.get("runtime_site"):
-    sys.path.append(request["runtime_site"])  # the image's site-packages
 os.environ.update(request.get("env") or {})
+launcher = types.SimpleNamespace(**runpy.run_path("exec__.py", run_name="exec__"))
 
 
 def _status():
@@ -217,22 +218,17 @@ def _status():
 
 def _mark(name):
     if request.get("markers"):
-        stderr.write("@@phase " + name + "\n")
-        stderr.flush()
+        sys.stderr.write("@@phase " + name + "\n")
+        sys.stderr.flush()
 
 
 stamps = {"t0": _t0, "setup": time.monotonic()}
 rss = {}
 _mark("activate")
-path_to_virtualenv = os.path.abspath("./virtualenv")
-if os.path.isdir(path_to_virtualenv):
-    activate_this_file = path_to_virtualenv + "/bin/activate_this.py"
-    with open(activate_this_file) as f:
-        code = compile(f.read(), activate_this_file, "exec")
-        exec(code, dict(__file__=activate_this_file))
+launcher.prepare(os.getcwd(), [request["runtime_site"]] if request.get("runtime_site") else [])
 stamps["activated"] = time.monotonic()
 _mark("import")
-from main__ import main as main
+main = launcher.load_main("main")
 stamps["imported"] = time.monotonic()
 rss["imported"] = _status()
 new = {}
@@ -241,7 +237,7 @@ for phase in (["clients", "call"] if request.get("clients_first") else ["call", 
     _mark(phase)
     before = set(sys.modules)
     if phase == "call":
-        result = main(request["params"])
+        result = launcher.call(main, request["params"])
     else:
         for target in request.get("clients") or []:
             name, _, function = target.partition(":")
@@ -367,35 +363,6 @@ def base_python() -> str:
     return str(base)
 
 
-def make_runtime_site(path: Path, python: str, console: Console) -> Path:
-    """The runtime image's site-packages, as far as these actions use it: requests and
-    python-dateutil at the runtime's versions, byte-compiled as pip left them in the image."""
-    wanted = [f"{name}=={RUNTIME_PACKAGES[name]}" for name in ("requests", "python-dateutil")]
-    marker = path / ".owdedup-bench-complete"
-    if marker.is_file() and marker.read_text().split() == wanted:
-        return path
-    console.print(f"runtime site: pip install {' '.join(wanted)} -> {path}", highlight=False)
-    shutil.rmtree(path, ignore_errors=True)
-    done = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         "--no-compile", "--target", str(path), *wanted],
-        capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False,
-    )  # pip warns that the venv's ibmcloudant wants newer ones: the runtime has these
-    if done.returncode != 0:
-        sys.exit(f"pip install {' '.join(wanted)} failed:\n{done.stdout}{done.stderr}")
-    subprocess.run([python, "-I", "-S", "-m", "compileall", "-q", str(path)],
-                   capture_output=True, check=False)
-    marker.write_text("\n".join(wanted) + "\n")
-    return path
-
-
-def unpack(zip_path: Path, target: Path) -> Path:
-    """The zip as the runtime's ``compile`` leaves it, plus the launcher."""
-    with zipfile.ZipFile(zip_path) as archive:
-        archive.extractall(target)
-    (target / "__main__.py").rename(target / "main__.py")
-    (target / "exec__.py").write_text(LAUNCHER)
-    return target
 
 
 def clear_xattrs(path: Path) -> None:
@@ -478,7 +445,7 @@ class Harness:
             "clients_first": clients_first,
         }))
         argv = [self.python, "-I", "-S", *(["-X", "importtime"] if importtime else []),
-                "exec__.py", str(request_file), str(report_file)]
+                "-c", PROBE, str(request_file), str(report_file)]
         started = time.monotonic()
         done = subprocess.run(argv, cwd=folder, env=self.env, capture_output=True, text=True,
                               stdin=subprocess.DEVNULL, check=False)
@@ -1251,8 +1218,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--zips", type=Path,
                         help="use these built zips (default: build them into a temp folder)")
     parser.add_argument("--runtime-site", type=Path,
-                        default=Path(tempfile.gettempdir()) / "owdedup-bench-runtime-site",
-                        help="the runtime's packages (created with pip when missing)")
+                        help="a folder of the runtime's packages (default: the python:3.11 "
+                             "image's, prepared once in the cache, as owdedup serve does)")
     parser.add_argument("--runs", type=int, default=15,
                         help="fresh processes per action, bytecode cached (c)")
     parser.add_argument("--fresh-runs", type=int, default=10,
@@ -1292,7 +1259,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             zips = {item.name: item.path for item in built}
         report.environment["zip_sha256"] = {
             a: hashlib.sha256(p.read_bytes()).hexdigest() for a, p in zips.items()}
-        site = make_runtime_site(args.runtime_site.resolve(), python, console)
+        if args.runtime_site is None:
+            console.print("runtime site: the python:3.11 image's packages (cached) ...")
+        site = (args.runtime_site.resolve() if args.runtime_site is not None
+                else prepare_runtime_site(python=python, log=console.print))
         harness = Harness(python, site, work)
         folders = {a: unpack(zips[a], work / "actions" / a) for a in ACTIONS}
         if sections & {"cold", "imports", "memory"}:

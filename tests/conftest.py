@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from owdedup.actionloop.site import prepare_runtime_site
 from owdedup.runtime.config import Settings
 from owdedup.runtime.context import Context
 from tests.service_fixtures import (  # noqa: F401
@@ -18,7 +19,6 @@ from tests.service_fixtures import (  # noqa: F401
 
 # Registered here, at the root, so that every tier shares one session of the services (a
 # conftest further down would start a second set for its own directory).
-from tests.tooling import install_runtime_site
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -57,7 +57,7 @@ def env(settings: Settings) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def runtime_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The runtime image's packages, installed once per session for every tier that runs
-    actions as the Python runtime does."""
-    return install_runtime_site(tmp_path_factory.mktemp("runtime-site"))
+def runtime_site() -> Path:
+    """The runtime image's packages for every tier that runs actions as the Python runtime
+    does: what ``owdedup serve`` uses by default, prepared (once, into the cache) here."""
+    return prepare_runtime_site()

@@ -230,7 +230,7 @@ def png(
     """A PNG of the card in *mode*: "RGB", "RGBA", "L", "LA", "P" (index 255 transparent),
     "I;16" (16-bit grey) or "1". *orientation* adds an eXIf chunk with that Orientation.
 
-    *colour_key* (RGB or L only) paints the right half black and declares black transparent
+    *colour_key* (RGB, L or I;16) paints the right half black and declares black transparent
     with a tRNS chunk: transparency without an alpha channel.
     """
     image = picture(width, height, mode)
@@ -238,9 +238,9 @@ def png(
     if mode == "P":
         options["transparency"] = 255
     if colour_key:
-        if mode not in ("RGB", "L"):
-            raise ValueError("a colour key needs mode RGB or L")
-        key: int | tuple[int, int, int] = 0 if mode == "L" else (0, 0, 0)
+        if mode not in ("RGB", "L", "I;16"):
+            raise ValueError("a colour key needs mode RGB, L or I;16")
+        key: int | tuple[int, int, int] = (0, 0, 0) if mode == "RGB" else 0
         image.paste(key, (width // 2, 0, width, height))
         options["transparency"] = key
     if orientation is not None:
@@ -341,6 +341,72 @@ def unsupported_image() -> bytes:
 
 def _chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    chunks, pos = [], 8
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        chunks.append((kind, data[pos + 8:pos + 8 + length]))
+        pos += 12 + length
+    return chunks
+
+
+def _png_with_idat(data: bytes, idat: bytes) -> bytes:
+    """*data* (a PNG) with all its IDAT chunks replaced by one holding *idat* (CRCs valid)."""
+    out, placed = data[:8], False
+    for kind, body in _png_chunks(data):
+        if kind != b"IDAT":
+            out += _chunk(kind, body)
+        elif not placed:
+            out += _chunk(b"IDAT", idat)
+            placed = True
+    return out
+
+
+def png_interlaced(width: int = 301, height: int = 199) -> bytes:
+    """The RGBA card as an Adam7-interlaced PNG (Pillow reads these but cannot write them)."""
+    image = rgba_card(width, height)
+    pixels = image.tobytes()
+    raw = bytearray()
+    for x0, y0, dx, dy in ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4),
+                           (1, 0, 2, 2), (0, 1, 1, 2)):
+        if x0 >= width:
+            continue
+        for y in range(y0, height, dy):
+            raw.append(0)  # filter type None
+            for x in range(x0, width, dx):
+                raw += pixels[(y * width + x) * 4:(y * width + x) * 4 + 4]
+    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 1)
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header)
+            + _chunk(b"IDAT", zlib.compress(bytes(raw))) + _chunk(b"IEND", b""))
+
+
+def png_broken_stream(data: bytes) -> bytes:
+    """*data* (a PNG) with 64 bytes in the middle of its compressed pixel stream scrambled.
+
+    Every chunk CRC is valid: only the zlib stream is broken, part-way through the image."""
+    idat = b"".join(body for kind, body in _png_chunks(data) if kind == b"IDAT")
+    mid = len(idat) // 2
+    return _png_with_idat(
+        data, idat[:mid] + bytes(b ^ 0x55 for b in idat[mid:mid + 64]) + idat[mid + 64:]
+    )
+
+
+def png_short_stream(data: bytes) -> bytes:
+    """*data* (a PNG) whose pixel stream is a valid zlib stream of only the first half of the
+    rows: the file is well-formed, the image is cut short part-way."""
+    idat = b"".join(body for kind, body in _png_chunks(data) if kind == b"IDAT")
+    raw = zlib.decompress(idat)
+    return _png_with_idat(data, zlib.compress(raw[: len(raw) // 2]))
+
+
+def jpeg_broken_scan(data: bytes) -> bytes:
+    """*data* (a baseline JPEG) with 64 bytes in the middle of its entropy-coded data
+    scrambled (libjpeg reports this one as an error; see the thumbnail tests)."""
+    start = data.find(b"\xff\xda")
+    mid = (start + len(data)) // 2
+    return data[:mid] + bytes(b ^ 0x55 for b in data[mid:mid + 64]) + data[mid + 64:]
 
 
 def bomb_png(width: int = 20000, height: int = 20000, mode: str = "L") -> bytes:

@@ -121,19 +121,3 @@ def wait_until(predicate: Callable[[], T | None], *, timeout: float, what: str,
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(interval)
-
-
-def install_runtime_site(target: Path) -> Path:
-    """A stand-in for the runtime image's site-packages: what the actions use of it
-    (requests and python-dateutil at the runtime's versions, with their dependencies), for
-    ``owdedup serve --runtime-site`` and for running the zips as the runtime does."""
-    from owdedup.deploy.runtime import RUNTIME_PACKAGES
-
-    wanted = [f"{name}=={RUNTIME_PACKAGES[name]}" for name in ("requests", "python-dateutil")]
-    done = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         "--no-compile", "--target", str(target), *wanted],
-        capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False,
-    )  # pip also warns that the venv's ibmcloudant wants newer ones: that is the point
-    assert done.returncode == 0, done.stdout + done.stderr
-    return target

@@ -26,7 +26,7 @@ def test_action_benchmark_measures_every_action(tmp_path: Path) -> None:
     photos = make_photos(tmp_path / "photos", count=1)
     run = run_benchmark(
         "bench_actions.py",
-        ["--photos", str(photos), "--runtime-site", str(tmp_path / "runtime-site"),
+        ["--photos", str(photos),  # the runtime's packages: the cached prepare
          "--runs", "1", "--fresh-runs", "1", "--mem-runs", "1", "--big-mib", "8",
          "--invokes", "2", "--warmup", "1"],
         tmp_path / "out",

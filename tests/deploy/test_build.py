@@ -2,9 +2,10 @@
 
 The key test runs every zip the way the runtime does, in a fresh base interpreter started
 with ``-I -S`` (no site-packages at all: not the project's venv, not the interpreter's own),
-with only the zip and a stand-in for the runtime image's site-packages (requests and
-python-dateutil at the runtime's versions) on ``sys.path``. A zip that leans on anything
-installed for development fails there.
+through the runtime's launcher (:mod:`owdedup.actionloop.launcher`, the one serve uses),
+with only the zip and the runtime image's packages at the image's versions
+(:mod:`owdedup.actionloop.site`) on ``sys.path``. A zip that leans on anything installed
+for development fails there.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from owdedup.actionloop.code import unpack
 from owdedup.deploy import build, install, zipper
 from owdedup.deploy.build import BuiltZip, plan_build, size_report
 from owdedup.deploy.needs import (
@@ -52,30 +54,22 @@ MANIFEST = PROJECT / "manifest.yaml"
 ACTIONS = ("hash", "lookup", "thumbnail", "record", "dispatch")
 HIT_PATH = ("hash", "lookup", "record", "dispatch")
 
-#: Mimics apache/openwhisk-runtime-python core/python3ActionLoop/lib/launcher.py: `compile`
-#: renamed the zip's __main__.py to main__.py and the image runs `python exec__.py` in the
-#: action folder, which activates virtualenv/ with activate_this.py and imports main__.
-#: Then it reports what the process imported, and from where.
-LAUNCHER = r'''
-import importlib, json, os, sys
+#: Runs an unpacked zip with the runtime's own launcher (``exec__.py``, which the one unpacker
+#: copies in as the runtime's ``compile`` does): run as a script (no bytecode of it, as
+#: ``python exec__.py``), it prepares ``sys.path``, the runtime's packages and the virtualenv,
+#: loads ``main`` and calls it with the runtime's contract. Around that, the probe does what
+#: the test asks and reports what the process imported, and from where. Run with ``-c``, so
+#: that nothing of the probe itself shows up as a module.
+PROBE = r'''
+import importlib, json, os, runpy, sys, types
 action_dir, runtime_site, request_file, report_file = sys.argv[1:5]
 with open(request_file) as f:
     request = json.load(f)
 stdlib = os.path.dirname(os.__file__)
 os.chdir(action_dir)
-sys.path.insert(0, action_dir)     # `python exec__.py`: the script's folder comes first
-sys.path.append(runtime_site)      # the runtime image's site-packages
 os.environ.update(request.get("env", {}))
-
-# -- as launcher.py --
-path_to_virtualenv = os.path.abspath("./virtualenv")
-if os.path.isdir(path_to_virtualenv):
-    activate_this_file = path_to_virtualenv + "/bin/activate_this.py"
-    if not os.path.exists(activate_this_file):
-        sys.exit("Invalid virtualenv. Zip file does not include /virtualenv/bin/activate_this.py")
-    with open(activate_this_file) as f:
-        code = compile(f.read(), activate_this_file, "exec")
-        exec(code, dict(__file__=activate_this_file))
+launcher = types.SimpleNamespace(**runpy.run_path("exec__.py", run_name="exec__"))
+launcher.prepare(action_dir, [runtime_site])
 
 report = {"stdlib": stdlib, "failed": {}}
 for name in request.get("import", []):
@@ -94,8 +88,7 @@ if "identity" in request:
     variants = spec.variants(spec.normalise(request["identity"]))
     report["identity"] = [v.function_id for v in variants]
 if "params" in request:
-    from main__ import main as main
-    report["result"] = main(request["params"])
+    report["result"] = launcher.call(launcher.load_main("main"), request["params"])
 report["modules"] = {
     name: os.path.realpath(module.__file__)
     for name, module in list(sys.modules.items())
@@ -137,13 +130,11 @@ def base_python() -> str:
 
 @pytest.fixture(scope="session")
 def unpacked(zips: dict[str, BuiltZip], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Each zip unpacked as the runtime's `compile` leaves it (__main__.py -> main__.py)."""
+    """Each zip unpacked as the runtime's `compile` leaves it (__main__.py -> main__.py,
+    the launcher as exec__.py), by the one unpacker serve uses too."""
     root = tmp_path_factory.mktemp("actions")
     for name, item in zips.items():
-        target = root / name
-        with zipfile.ZipFile(item.path) as archive:
-            archive.extractall(target)
-        (target / "__main__.py").rename(target / "main__.py")
+        unpack(item.path, root / name)
     return root
 
 
@@ -162,10 +153,8 @@ class Runner:
         request_file = self.work / f"request-{self.count}.json"
         report_file = self.work / f"report-{self.count}.json"
         request_file.write_text(json.dumps(request))
-        launcher = folder / "exec__.py"  # where the runtime's `compile` puts its launcher
-        launcher.write_text(LAUNCHER)
         done = subprocess.run(
-            [self.python, "-I", "-S", "exec__.py", str(folder), str(self.runtime_site),
+            [self.python, "-I", "-S", "-c", PROBE, str(folder), str(self.runtime_site),
              str(request_file), str(report_file)],
             cwd=folder, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False,
         )
@@ -306,7 +295,7 @@ def test_only_what_the_action_needs_and_the_runtime_lacks(zips: dict[str, BuiltZ
         assert ("ibmcloudant" in top) == needs(name, "ibmcloudant"), name
         for shipped_by_runtime in ("urllib3", "certifi", "idna", "six"):
             assert shipped_by_runtime not in top, (name, shipped_by_runtime)
-        # The runtime's requests 2.31 and python-dateutil 2.8 are too old for ibmcloudant:
+        # The runtime's requests 2.32.2 and python-dateutil 2.8 are too old for ibmcloudant:
         # the zips that need it carry their own.
         assert ("requests" in top) == needs(name, "ibmcloudant"), name
         assert ("dateutil" in top) == needs(name, "ibmcloudant"), name
@@ -556,11 +545,7 @@ def test_a_fresh_unpack_runs_on_the_shipped_bytecode(
     same run without the shipped pycs writes them: the check can fail."""
     request = {**_forced("lookup"), "params": {**photo_store, "bucket": "b", "key": "k"}}
     for ship_bytecode in (True, False):
-        folder = tmp_path / f"lookup-{ship_bytecode}"
-        with zipfile.ZipFile(zips["lookup"].path) as archive:
-            archive.extractall(folder)
-        (folder / "__main__.py").rename(folder / "main__.py")
-        (folder / "exec__.py").write_text("")  # the runner writes it
+        folder = unpack(zips["lookup"].path, tmp_path / f"lookup-{ship_bytecode}")
         if not ship_bytecode:
             for cache in list(folder.rglob("__pycache__")):
                 shutil.rmtree(cache)

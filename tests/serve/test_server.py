@@ -360,9 +360,14 @@ def test_uncaught_exception_gives_error_and_traceback(client: Client) -> None:
     logs = "\n".join(reply.json["logs"])
     assert "stdout: before" in logs
     assert "stderr: Traceback" in logs and "ValueError: boom" in logs
-    # An array is a result (the python:3.11 runtime accepts it); a bare number is not.
+    # An array is a result (the python:3.11 runtime accepts it); a bare number or a string
+    # is not.
     client.action("listy", "def main(p):\n    return 42\n")
     assert client.invoke("listy").status == 502
+    client.action("stringy", "def main(p):\n    return 'x'\n")
+    stringy = client.invoke("stringy")
+    assert stringy.status == 502
+    assert result_of(stringy) == {"error": "The action did not return a dictionary or array."}
     client.action("broken", "def main(p)\n    return {}\n")  # a syntax error
     broken = client.invoke("broken")
     assert broken.status == 502 and "Cannot start action" in result_of(broken)["error"]

@@ -211,6 +211,34 @@ def test_large_object_streams_in_bounded_chunks(store: S3Store, buckets: list[st
     assert store.read_bytes(src, "big.bin") == data
 
 
+def test_read_prefix_is_a_ranged_get(store: S3Store, buckets: list[str]) -> None:
+    src, _ = buckets
+    data = os.urandom(3 * 1024 * 1024)
+    store.put(src, "big.bin", data)
+    store.put(src, "empty.bin", b"")
+    sent: list[int] = []
+    urlopen = store._http.urlopen
+
+    def counting(*args: object, **kwargs: object) -> object:
+        response = urlopen(*args, **kwargs)  # type: ignore[arg-type]
+        sent.append(int(response.headers.get("Content-Length", 0)))
+        return response
+
+    store._http.urlopen = counting  # type: ignore[method-assign,assignment]
+    try:
+        assert store.read_prefix(src, "big.bin", 4096) == data[:4096]
+        assert sent == [4096]  # the server sent the range, not the object
+    finally:
+        store._http.urlopen = urlopen  # type: ignore[method-assign]
+    assert store.read_prefix(src, "big.bin", len(data) + 10) == data
+    assert store.read_prefix(src, "empty.bin", 4096) == b""
+    assert store.read_bytes(src, "big.bin", max_bytes=len(data)) == data
+    with pytest.raises(StoreError, match="more than"):
+        store.read_bytes(src, "big.bin", max_bytes=len(data) - 1)
+    with pytest.raises(NotFoundError):
+        store.read_prefix(src, "missing.bin", 4096)
+
+
 def test_gzip_encoded_object_is_read_as_stored(store: S3Store, buckets: list[str]) -> None:
     src, _ = buckets
     body = gzip.compress(b"x" * 1000)

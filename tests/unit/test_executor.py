@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -181,3 +182,29 @@ def test_qualified_path_and_activation_path_annotation() -> None:
     system = Activation("id", "guest", "/whisk.system/pkg/a", 0, 1, {}, SUCCESS).to_dict()
     assert {"key": "path", "value": "whisk.system/pkg/a"} in system["annotations"]
     assert system["package"] == "pkg"
+
+
+ZIP_MANIFEST = """
+packages:
+  p:
+    actions:
+      zipped:
+        function: actions/zipped.zip
+        runtime: python:3.11
+        main: handler
+"""
+
+
+def test_a_users_zip_is_unpacked_as_the_runtime_does_and_runs(tmp_path: Path) -> None:
+    """A zip that deploy.sh did not build from actions/ runs from the runtime's unpacker's
+    layout (__main__.py as main__.py, its own modules importable)."""
+    (tmp_path / "manifest.yaml").write_text(ZIP_MANIFEST)
+    (tmp_path / "actions").mkdir()
+    with zipfile.ZipFile(tmp_path / "actions" / "zipped.zip", "w") as archive:
+        archive.writestr("__main__.py", "import zipped_helper\n\n"
+                                        "def handler(params):\n"
+                                        "    return {'said': zipped_helper.say(params['x'])}\n")
+        archive.writestr("zipped_helper.py", "def say(x):\n    return f'hello {x}'\n")
+    activation = local_executor(tmp_path / "manifest.yaml", {}).invoke("p/zipped", {"x": 1})
+    assert activation.status == SUCCESS, activation.result
+    assert activation.result == {"said": "hello 1"}

@@ -53,7 +53,9 @@ RUNTIME_MARKERS: Final[Mapping[str, str]] = MappingProxyType({
 #: Distributions the runtime image already has (apache/openwhisk-runtime-python,
 #: core/python311Action/requirements.txt, plus pip, six and wheel from its Dockerfile, plus
 #: requests' own dependencies), name -> version; None where the version is whatever pip
-#: chose when the image was built. The zips never ship these.
+#: chose when the image was built. The zips never ship these; ``owdedup serve`` installs
+#: them (:mod:`owdedup.actionloop.site`). requests: 2.32.2 in the image since 2024-09
+#: (still older than ibm-cloud-sdk-core's minimum, so the zips that need it carry theirs).
 RUNTIME_PACKAGES: Final[Mapping[str, str | None]] = MappingProxyType({
     "beautifulsoup4": "4.11.2",
     "httplib2": "0.21.0",
@@ -61,7 +63,7 @@ RUNTIME_PACKAGES: Final[Mapping[str, str | None]] = MappingProxyType({
     "lxml": "4.9.2",
     "netifaces": "0.11.0",
     "python-dateutil": "2.8.2",
-    "requests": "2.31.0",
+    "requests": "2.32.2",
     "scrapy": "2.11.2",
     "setuptools": "67.4.0",
     "simplejson": "3.18.3",

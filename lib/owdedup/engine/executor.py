@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from owdedup.actionloop.proxy import NOT_A_DICTIONARY
 from owdedup.engine.activation import (
     APPLICATION_ERROR,
     DEVELOPER_ERROR,
@@ -93,7 +94,7 @@ def classify(result: Any, crashed: bool) -> tuple[Any, str]:
     if isinstance(result, list):
         return result, SUCCESS
     if not isinstance(result, dict):
-        return {"error": "The action did not return a dictionary or array."}, DEVELOPER_ERROR
+        return {"error": NOT_A_DICTIONARY}, DEVELOPER_ERROR
     if "error" in result:
         return result, APPLICATION_ERROR
     return result, SUCCESS

@@ -1,8 +1,10 @@
 """Run one action's code in this process, the way the Python runtime would.
 
-The runtime contract reproduced here: ``main(params)`` must return a dict; an uncaught
-exception becomes ``{"error": str(exc)}`` with the traceback on stderr; stdout and stderr
-are the activation's logs.
+The runtime contract is the launcher's own (:func:`owdedup.actionloop.launcher.call`):
+``main(params)`` returns a dict (or an array); an uncaught exception becomes
+``{"error": str(exc)}`` with the traceback on stderr; stdout and stderr are the
+activation's logs. Out of process, with the runtime's environment, limits and the zips
+themselves, actions run under ``owdedup serve`` (:mod:`owdedup.actionloop`).
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ import importlib.util
 import io
 import logging
 import sys
+import tempfile
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from owdedup.actionloop import launcher
+from owdedup.actionloop.code import CodeCache, CodeError
+from owdedup.actionloop.launcher import MAIN_MODULE
 from owdedup.engine.activation import log_line
 from owdedup.engine.manifest import ActionDef, Manifest
 from owdedup.runtime.errors import ConfigError
@@ -45,13 +50,31 @@ class InProcessRunner:
     def __init__(self, manifest: Manifest) -> None:
         self.manifest = manifest
         self._mains: dict[str, Main] = {}
+        self._unpacked: tempfile.TemporaryDirectory[str] | None = None
 
     def load(self, action: ActionDef) -> Main:
         main = self._mains.get(action.fqn)
         if main is None:
-            main = self._mains[action.fqn] = _load_main(action_source(self.manifest, action),
-                                                        action)
+            main = self._mains[action.fqn] = _load_main(self._source(action), action)
         return main
+
+    def _source(self, action: ActionDef) -> Path:
+        """The action's source; a zip of the user's own (not one deploy.sh builds from
+        ``actions/``) is unpacked by the runtime's unpacker first, and its folder put on
+        ``sys.path`` so that its own modules import (its ``virtualenv/`` is not activated
+        in process: ``owdedup serve`` runs zips as the runtime does)."""
+        source = action_source(self.manifest, action)
+        if source.suffix != ".zip":
+            return source
+        if self._unpacked is None:
+            self._unpacked = tempfile.TemporaryDirectory(prefix="owdedup-inprocess-")
+        try:
+            folder = CodeCache(Path(self._unpacked.name)).prepare(source)
+        except CodeError as exc:
+            raise ConfigError(f"action {action.fqn}: {exc}") from None
+        if str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+        return folder / f"{MAIN_MODULE}.py"
 
     def run(
         self, action: ActionDef, params: dict[str, Any], activation_id: str = ""
@@ -66,11 +89,7 @@ class InProcessRunner:
         root.addHandler(handler)
         try:
             with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-                try:
-                    result = main(params)
-                except Exception as exc:  # noqa: BLE001 - the runtime turns any exception into an error
-                    traceback.print_exc(file=sys.stderr)
-                    result = {"error": str(exc) or type(exc).__name__}
+                result = launcher.call(main, params)  # the runtime's own contract
         finally:
             root.removeHandler(handler)
             stdout.flush()

@@ -87,7 +87,9 @@ class FanOutPolicy:
     backoff_max_s: float = 15.0
     straggler_after: float = 0.8
     straggler_factor: float = 3.0
-    straggler_min_s: float = 1.0  # never back up an attempt younger than this
+    #: Never back up an attempt younger than this: a backup is for a stuck invoker, not for
+    #: a cold start on a busy machine (it costs an invocation, though never a wrong result).
+    straggler_min_s: float = 30.0
 
 
 # -- one attempt (runs in a worker thread) ----------------------------------------------------

@@ -38,9 +38,11 @@ DEFAULT_NAMESPACE = "guest"
 SYSTEM_NAMESPACE = "whisk.system"
 BUILTIN_KIND = "builtin"
 SEQUENCE_KIND = "sequence"
+BLACKBOX_KIND = "blackbox"  # a Docker image: accepted, not runnable here
 
 #: Kinds this server accepts, per runtime family; the first of each family's defaults list
-#: is what ``<family>:default`` means. Only Python kinds can run here.
+#: is what ``<family>:default`` means. Python kinds run on the base interpreter, nodejs:20 on
+#: the machine's node (:mod:`owdedup.actionloop`); blackbox is accepted, not run.
 RUNTIME_KINDS: dict[str, tuple[str, ...]] = {
     "python": ("python:3.9", "python:3.10", "python:3.11", "python:3.12"),
     "nodejs": ("nodejs:20",),
@@ -577,9 +579,25 @@ class ServeCatalog:
         family = kind.partition(":")[0]
         if kind.endswith(":default") and family in DEFAULT_KINDS:
             kind = DEFAULT_KINDS[family]
+        if kind == BLACKBOX_KIND:
+            return self._blackbox_exec(raw)
         if kind not in KNOWN_KINDS:  # worded as OpenWhisk's ExecManifest (a Scala Set)
             raise BadRequest("The request content was malformed:\n"
                              f"kind '{kind}' not in Set({', '.join(sorted(KNOWN_KINDS))})")
+        return self._code_exec(kind, raw)
+
+    def _blackbox_exec(self, raw: Doc) -> Doc:
+        """A Docker action (``wsk action create --docker IMAGE``): accepted and kept as
+        OpenWhisk keeps it, code optional; the runner answers its invocations with an error
+        saying that this server cannot run it."""
+        image = raw.get("image")
+        if not isinstance(image, str) or not image:
+            raise BadRequest("The request content was malformed:\nexec.image must be a string")
+        if not isinstance(raw.get("code"), str):
+            return {"kind": BLACKBOX_KIND, "image": image, "binary": False}
+        return {**self._code_exec(BLACKBOX_KIND, raw), "image": image}
+
+    def _code_exec(self, kind: str, raw: Doc) -> Doc:
         code = raw.get("code")
         if not isinstance(code, str):
             raise BadRequest("The request content was malformed:\nexec.code must be a string")

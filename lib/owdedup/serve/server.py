@@ -288,6 +288,19 @@ def usage_lines(url: str, namespace: str, auth: str, generated: bool) -> list[st
     ]
 
 
+def _prepared_site() -> Path:
+    """The runtime image's packages, installed once into the cache (``--runtime-site``
+    overrides): without them every action importing requests fails."""
+    from owdedup.actionloop.site import RuntimeSiteError, prepare_runtime_site
+
+    try:
+        return prepare_runtime_site(log=lambda line: typer.echo(line, err=True))
+    except RuntimeSiteError as exc:
+        typer.echo(f"error: {exc}\n(or give a folder of packages with --runtime-site)",
+                   err=True)
+        raise typer.Exit(1) from None
+
+
 def serve_command(
     ctx: typer.Context,
     port: Annotated[int, typer.Option("--port", help="Port to listen on")] = DEFAULT_PORT,
@@ -302,7 +315,8 @@ def serve_command(
     )] = None,
     runtime_site: Annotated[Path | None, typer.Option(
         "--runtime-site", help="Folder of packages every action can import, standing for the "
-        "runtime's preinstalled ones (e.g. requests)")] = None,
+        "runtime's preinstalled ones (default: the python:3.11 image's packages, installed "
+        "once into ~/.cache/owdedup/runtime-site)")] = None,
     namespace: Annotated[str, typer.Option("--namespace", help="The key's namespace")] = (
         DEFAULT_NAMESPACE),
     max_memory: Annotated[int | None, typer.Option(
@@ -335,7 +349,7 @@ def serve_command(
         raise typer.BadParameter(str(exc), param_hint="--limits") from None
     config = ServeConfig(auth=key, host=host, port=port, namespace=namespace,
                          state_dir=state.resolve() if state else None,
-                         runtime_site=runtime_site.resolve() if runtime_site else None,
+                         runtime_site=(runtime_site or _prepared_site()).resolve(),
                          max_memory_mb=max_memory, limits=namespace_limits,
                          containers=containers)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")

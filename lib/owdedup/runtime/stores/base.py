@@ -13,6 +13,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from owdedup.runtime.errors import StoreError
+
 
 @dataclass(frozen=True)
 class ObjectInfo:
@@ -27,6 +29,20 @@ class ObjectInfo:
     #: What identifies this version of the object to its store (the folder store: size and
     #: mtime), so a digest taken from it is never remembered for content written after.
     version: str | None = None
+
+
+def read_at_most(stream: BinaryIO, length: int) -> bytes:
+    """Up to *length* bytes from *stream*, fewer only at its end (``read(n)`` of a socket or
+    an HTTP body may return less than asked before the end)."""
+    parts: list[bytes] = []
+    left = length
+    while left > 0:
+        part = stream.read(left)
+        if not part:
+            break
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
 
 
 class ObjectStore(ABC):
@@ -98,9 +114,25 @@ class ObjectStore(ABC):
             return False
         return True
 
-    def read_bytes(self, bucket: str, key: str) -> bytes:
+    def read_bytes(self, bucket: str, key: str, *, max_bytes: int | None = None) -> bytes:
+        """The whole object; with *max_bytes*, refused (``StoreError``) once it holds more,
+        after reading no more than one byte past the limit."""
         with self.open(bucket, key) as stream:
-            return stream.read()
+            if max_bytes is None:
+                return stream.read()
+            data = read_at_most(stream, max_bytes + 1)
+        if len(data) > max_bytes:
+            raise StoreError(
+                f"object {bucket}/{key} holds more than the {max_bytes} bytes expected "
+                "(it changed since it was listed or hashed)", key=None)
+        return data
+
+    def read_prefix(self, bucket: str, key: str, length: int) -> bytes:
+        """The object's first *length* bytes (all of it when it is shorter): what a reader
+        needs to judge a header without holding the body. Backends with ranged reads
+        override it so no more than *length* bytes are even sent."""
+        with self.open(bucket, key) as stream:
+            return read_at_most(stream, length)
 
     def describe(self) -> str:
         """A short, credential-free description for logs and messages."""

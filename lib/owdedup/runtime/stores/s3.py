@@ -49,7 +49,7 @@ from urllib3.response import BaseHTTPResponse
 from owdedup.runtime.digest import is_sha256_hex
 from owdedup.runtime.errors import ConfigError, NotFoundError, OwdedupError, StoreError
 from owdedup.runtime.registry import redact_url, scrub
-from owdedup.runtime.stores.base import ObjectInfo, ObjectStore
+from owdedup.runtime.stores.base import ObjectInfo, ObjectStore, read_at_most
 
 SCHEMES = ("http", "https", "s3")
 
@@ -388,10 +388,24 @@ class S3Store(ObjectStore):
         )
 
     def open(self, bucket: str, key: str) -> AbstractContextManager[BinaryIO]:
+        return self._get(bucket, key)
+
+    def read_prefix(self, bucket: str, key: str, length: int) -> bytes:
+        """A ranged GET (``Range: bytes=0-<length-1>``): the server sends no more."""
+        try:
+            with self._get(bucket, key, length=length) as stream:
+                return read_at_most(stream, length)
+        except StoreError as exc:
+            if isinstance(exc.__cause__, S3Error) and exc.__cause__.code == "InvalidRange":
+                return b""  # an empty object has no byte 0 to start a range at
+            raise
+
+    def _get(self, bucket: str, key: str, length: int = 0) -> AbstractContextManager[BinaryIO]:
+        """GET the object's body (its first *length* bytes when *length* > 0) as a stream."""
         _check_bucket(bucket)
         _check_key(key)
         try:
-            response = self._client.get_object(bucket, key)
+            response = self._client.get_object(bucket, key, offset=0, length=length)
         except S3Error as exc:
             if exc.code == "NoSuchKey":
                 raise NotFoundError(f"object {bucket}/{key} does not exist") from None
