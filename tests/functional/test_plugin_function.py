@@ -12,7 +12,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,12 @@ class Upper:
     def variants(self, params: UpperParams) -> list[Variant]:
         function_id = identity_of(self, params.to_dict())
         return [Variant("text", 0, function_id, ".txt", summary=params.to_dict())]
+
+    def check_input(
+        self, read_prefix: Callable[[int], bytes], size: int, params: UpperParams, *, name: str
+    ) -> None:
+        if size > 1 << 20:
+            raise BadInputError("over 1 MiB of text", key=name)
 
     def compute(self, data: bytes, params: UpperParams, *, name: str) -> dict[str, Produced]:
         try:

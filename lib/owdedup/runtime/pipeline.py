@@ -18,7 +18,7 @@ from owdedup.runtime.context import Context
 from owdedup.runtime.counters import hit_saved_bytes
 from owdedup.runtime.digest import sha256_stream
 from owdedup.runtime.errors import ConfigError, OwdedupError, StoreError
-from owdedup.runtime.functions import ThumbnailParams, get_function
+from owdedup.runtime.functions import get_function
 from owdedup.runtime.job import Job, Output
 from owdedup.runtime.records import OutputRef, Record
 
@@ -97,9 +97,11 @@ def compute_step(job: Job, ctx: Context) -> Job:
     spec = get_function(job.function)
     params = spec.normalise(job.params)
 
-    from owdedup.runtime.thumbnail import make_thumbnails  # Pillow is imported on a miss only
-
-    size = _check_input_header(job, params, ctx)
+    # The function judges the input from a bounded prefix before its body is read: what it
+    # would refuse costs only those bytes. The body read is then bounded by the hashed size.
+    size = job.input_bytes or ctx.store.head(job.bucket, job.key).size
+    spec.check_input(lambda length: ctx.store.read_prefix(job.bucket, job.key, length), size,
+                     params, name=job.key)
     data = ctx.store.read_bytes(job.bucket, job.key, max_bytes=size)
     if hashlib.sha256(data).hexdigest() != digest:
         # Computing now would record this output under another content's name.
@@ -132,20 +134,6 @@ def compute_step(job: Job, ctx: Context) -> Job:
             len(content.data), content.width, content.height)
         output.compute_ms = share_ms
     return job
-
-
-def _check_input_header(job: Job, params: ThumbnailParams, ctx: Context) -> int:
-    """Judge the input from a bounded prefix before its body is read: what is not an image,
-    or over the pixel or memory limits (its own bytes counted), is refused having cost
-    HEADER_BYTES. Returns the object's size, the most bytes the body read may then take."""
-    from owdedup.runtime.thumbnail import HEADER_BYTES, check_header
-
-    size = job.input_bytes or ctx.store.head(job.bucket, job.key).size
-    check_header(
-        ctx.store.read_prefix(job.bucket, job.key, HEADER_BYTES), size, params.sizes,
-        max_pixels=params.max_pixels, max_memory_mb=params.max_memory_mb, name=job.key,
-    )
-    return size
 
 
 def record_step(job: Job, ctx: Context) -> Job:

@@ -125,7 +125,7 @@ def _checked(name: str, function: object, where: str) -> DedupFunction[Any]:
     """*function* if it implements the protocol under *name*; else an error saying why."""
     if not isinstance(function, DedupFunction):
         missing = [member for member in ("name", "code_module", *_TUPLE_ATTRIBUTES,
-                                         "normalise", "variants", "compute")
+                                         "normalise", "variants", "check_input", "compute")
                    if not hasattr(function, member)]
         raise ConfigError(f"{where} is not a DedupFunction (missing {', '.join(missing)})")
     if function.name != name:

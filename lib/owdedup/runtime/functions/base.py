@@ -9,7 +9,7 @@ of one request may share an identity.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -101,6 +101,15 @@ class DedupFunction(Protocol[P]):
 
     def variants(self, params: P) -> list[Variant]:
         """The outputs one request makes, each with its identity (see :func:`identity_of`)."""
+        ...
+
+    def check_input(
+        self, read_prefix: Callable[[int], bytes], size: int, params: P, *, name: str
+    ) -> None:
+        """Refuse, before the body is read, an input the function would refuse anyway
+        (``BadInputError`` naming *name*), from its *size* and at most a prefix of it
+        (``read_prefix(n)``: its first n bytes or fewer). Do nothing when there is nothing to
+        judge early. Called on a miss only, like :meth:`compute`."""
         ...
 
     def compute(self, data: bytes, params: P, *, name: str) -> Mapping[str, Produced]:

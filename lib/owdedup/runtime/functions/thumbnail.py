@@ -7,7 +7,7 @@ that module (and Pillow) inside :meth:`ThumbnailFunction.compute`, on a miss onl
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +83,19 @@ class ThumbnailFunction:
                 summary={"size": size, "format": params.format, "quality": params.quality},
             ))
         return result
+
+    def check_input(
+        self, read_prefix: Callable[[int], bytes], size: int, params: ThumbnailParams, *,
+        name: str,
+    ) -> None:
+        # Not an image, or over the pixel or memory limits (its own bytes counted): refused
+        # having cost HEADER_BYTES, not the body.
+        from owdedup.runtime.thumbnail import HEADER_BYTES, check_header  # Pillow
+
+        check_header(
+            read_prefix(HEADER_BYTES), size, params.sizes,
+            max_pixels=params.max_pixels, max_memory_mb=params.max_memory_mb, name=name,
+        )
 
     def compute(
         self, data: bytes, params: ThumbnailParams, *, name: str
