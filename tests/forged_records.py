@@ -50,3 +50,30 @@ def check_a_forged_record_is_not_trusted(settings: Settings, store_root: Path) -
         assert [o.key for o in again.outputs] == [o.key for o in planned.outputs]
     finally:
         ctx.close()
+
+
+def check_a_forged_record_into_another_bucket_is_not_trusted(settings: Settings,
+                                                              store_root: Path) -> None:
+    """The derived output name is public: an uploader who plants an object under it in the
+    upload bucket and forges a record pointing there must not become my thumbnail."""
+    (store_root / "photos").mkdir(parents=True, exist_ok=True)
+    (store_root / "photos" / "mine.jpg").write_bytes(jpeg(240, 320))
+    ctx = Context(settings)
+    try:
+        planned = lookup_step(hash_step(
+            Job(bucket="photos", key="mine.jpg", dest_bucket="thumbs",
+                params={"sizes": [64, 32]}), ctx), ctx)
+        assert planned.digest is not None and not planned.all_hit
+        for mine in planned.outputs:
+            ctx.store.put("photos", mine.key, jpeg(8, 8))  # the planted "thumbnail"
+            ctx.records.put(Record(
+                function="thumbnail", function_id=mine.function_id,
+                input_digest=planned.digest, output=OutputRef("photos", mine.key, 1, 8, 8)))
+        mine_job = run(ctx, "mine.jpg")
+        seen = (mine_job.status, mine_job.rejected_records, {o.bucket for o in mine_job.outputs})
+        assert seen == ("computed", 2, {"thumbs"}), seen  # not deduplicated to the plant
+        again = run(ctx, "mine.jpg")
+        assert again.status == "deduplicated" and again.rejected_records == 0
+        assert {o.bucket for o in again.outputs} == {"thumbs"}
+    finally:
+        ctx.close()

@@ -180,6 +180,13 @@ def _object_result(
     if not ok:
         return ObjectResult(key, FAILED, error=_error_text(result, key), ms=total_ms,
                             digest=digest)
+    computed_for = result.get("digest")
+    if computed_for is not None and computed_for != digest:
+        # The representative was replaced between its hash here and its run: these outputs
+        # are another content's, wrong for every object of the group (a re-run redoes them).
+        return ObjectResult(key, FAILED, ms=total_ms, digest=digest, error=(
+            f"{key}: {result.get('key', 'its representative')} changed after it was hashed; "
+            "the outputs made are another content's, re-run to process it"))
     outputs = [
         {"bucket": o["bucket"], "key": o["key"], "size": o["size"], "bytes": o["bytes"],
          "hit": o["hit"] or duplicate_in_run, "compute_ms": o["compute_ms"]}

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from owdedup.openwhisk.client import Credentials, OpenWhiskClient
-from owdedup.openwhisk.fanout import FAILED, INTERRUPTED, SUCCEEDED, FanOut, FanOutPolicy, Task
+from owdedup.openwhisk.client import Credentials, OpenWhiskClient, Reply
+from owdedup.openwhisk.fanout import (
+    ABANDONED,
+    FAILED,
+    INTERRUPTED,
+    SUCCEEDED,
+    FanOut,
+    FanOutPolicy,
+    Task,
+)
 from owdedup.runtime.errors import ConfigError
 from owdedup.serve.server import DevServer
 from tests.serve.conftest import AUTH, Client, ServerFactory
@@ -150,3 +163,171 @@ def main(p):
     (outcome,) = outcomes
     assert outcome.status == SUCCEEDED and outcome.result == {"n": 5}
     assert outcome.attempts == 2 and stats.retries == 1 and stats.invocations == 2
+
+
+def test_the_deadline_counts_from_a_tasks_first_attempt_not_from_the_run(
+        server: DevServer, client: Client) -> None:
+    # One at a time, each call ~1 s: the last task starts ~3 s into the run, past a 2.5 s
+    # deadline counted from the start; a task's deadline bounds its own attempts only.
+    client.action("second", "import time\ndef main(p):\n    time.sleep(1)\n"
+                            "    return {'n': p['n']}\n")
+    outcomes, _ = fanout(server, window=1, task_deadline_s=2.5).run(
+        tasks("second", [0, 1, 2, 3]))
+    assert [(o.status, o.error) for o in outcomes] == [(SUCCEEDED, None)] * 4
+
+
+class _ThrottledThenServed(OpenWhiskClient):
+    """Answers 429 to the first *refusals* invocations, then succeeds. A full window of
+    simultaneous 429s cannot be provoked deterministically through serve (its concurrency
+    count lags its admissions), so this stands in for the platform's replies."""
+
+    def __init__(self, refusals: int) -> None:
+        super().__init__(Credentials("http://127.0.0.1:9", "user:key"))
+        self._lock = threading.Lock()
+        self._refusals = refusals
+
+    def invoke(self, action: str, params: Mapping[str, Any], *, blocking: bool,
+               timeout_ms: int | None = None) -> Reply:
+        with self._lock:
+            self._refusals -= 1
+            refuse = self._refusals >= 0
+        if refuse:
+            return Reply(429, {"error": "Too many concurrent requests in flight "
+                                        "(count: 8, allowed: 8)."})
+        return Reply(200, {"activationId": "a1", "duration": 1,
+                           "response": {"success": True, "status": "success",
+                                        "result": {"n": params["n"]}}})
+
+
+def test_a_window_of_simultaneous_429s_halves_the_window_once() -> None:
+    policy = FanOutPolicy(**{**FAST, "window": 8})  # type: ignore[arg-type]
+    fan = FanOut(_ThrottledThenServed(refusals=8), policy)
+    outcomes, stats = fan.run(tasks("double", list(range(8))))
+    assert [o.status for o in outcomes] == [SUCCEEDED] * 8
+    assert stats.throttled == 8
+    # One congestion event (8 answers to one window) is one decrease: 8 -> 4, not 8 -> 1,
+    # which would then take thousands of successes to climb back.
+    assert stats.window_min == 4
+
+
+def test_a_backup_races_loser_stops_polling_once_the_task_is_settled(
+        make_server: ServerFactory, tmp_path: Path) -> None:
+    # Every call polls (serve stops waiting after 0.2 s); the first call of n=0 sleeps 30 s
+    # and loses to its backup. Its worker thread must not poll on to the task's deadline:
+    # executor threads are joined at interpreter exit, so `owdedup map` would hang there.
+    server = make_server(blocking_wait_s=0.2)
+    marker = tmp_path / "first-call"
+    Client(server.url).action("lagger", f"""
+import os, time
+def main(p):
+    if p["n"] == 0:
+        try:
+            os.close(os.open({str(marker)!r}, os.O_CREAT | os.O_EXCL))
+            time.sleep(30)
+        except FileExistsError:
+            pass
+    return {{"n": p["n"]}}
+""")
+    before = set(threading.enumerate())
+    outcomes, stats = fanout(server, window=4, straggler_after=0.5, straggler_factor=3,
+                             straggler_min_s=1.0).run(tasks("lagger", list(range(8))))
+    assert [o.status for o in outcomes] == [SUCCEEDED] * 8 and stats.backups >= 1
+    left = [t for t in threading.enumerate()
+            if t not in before and t.name.startswith("owdedup-fanout")]
+    for thread in left:
+        thread.join(timeout=10)  # well before the loser's 30 s sleep ends
+    assert [t.name for t in left if t.is_alive()] == []
+
+
+class _Garbled(OpenWhiskClient):
+    """A platform (or a proxy in front of it) answering 200 with a body that is JSON but no
+    activation record."""
+
+    def __init__(self) -> None:
+        super().__init__(Credentials("http://127.0.0.1:9", "user:key"))
+
+    def invoke(self, action: str, params: Mapping[str, Any], *, blocking: bool,
+               timeout_ms: int | None = None) -> Reply:
+        return Reply(200, {"activationId": "a1", "duration": "soon", "response": "fine"})
+
+
+def test_an_unreadable_activation_is_retried_then_reported_not_raised() -> None:
+    policy = FanOutPolicy(**{**FAST, "max_attempts": 2})  # type: ignore[arg-type]
+    outcomes, stats = FanOut(_Garbled(), policy).run(tasks("double", [1, 2]))
+    assert [o.status for o in outcomes] == [FAILED] * 2
+    assert all("without a readable activation (after 2 attempts)" in (o.error or "")
+               for o in outcomes)
+    assert stats.invocations == 4 and stats.retries == 2
+
+
+def test_a_window_wider_than_64_keeps_its_connections(
+        server: DevServer, client: Client, caplog: pytest.LogCaptureFixture) -> None:
+    # OpenWhisk's default concurrentInvocations is 100: a connection pool smaller than the
+    # window discards (and later re-opens) a connection per extra request, and says so on
+    # stderr for each one ("Connection pool is full, discarding connection").
+    client.action("nap", "import time\ndef main(p):\n    time.sleep(0.3)\n    return {}\n")
+    outcomes, _ = fanout(server, window=80).run(tasks("nap", [0] * 80))
+    assert [o.status for o in outcomes] == [SUCCEEDED] * 80
+    assert not [r for r in caplog.records if "pool is full" in r.getMessage()]
+
+
+def test_a_second_ctrl_c_abandons_what_is_in_flight_and_keeps_what_is_done(
+        server: DevServer, client: Client) -> None:
+    # The first Ctrl-C sets `stop`; the second raises KeyboardInterrupt in the main thread,
+    # where run() waits. The run must still return: done tasks kept, the rest reported.
+    client.action("double", DOUBLE)
+    client.action("sleepy", "import time\ndef main(p):\n    time.sleep(30)\n    return {}\n",
+                  limits={"timeout": 60000})
+    fan = fanout(server, window=2)
+    stop = threading.Event()
+
+    def ctrl_c_twice() -> None:
+        stop.set()
+        os.kill(os.getpid(), signal.SIGINT)
+
+    interrupt = threading.Timer(1.5, ctrl_c_twice)
+    interrupt.start()
+    try:
+        outcomes, _ = fan.run([Task("quick", "double", {"n": 1}), *tasks("sleepy", [0, 1]),
+                               Task("later", "sleepy", {})], stop=stop)
+    except KeyboardInterrupt:
+        pytest.fail("a second Ctrl-C lost every result of the run")
+    finally:
+        interrupt.cancel()
+    assert [(o.key, o.status, o.error) for o in outcomes] == [
+        ("quick", SUCCEEDED, None), ("k0", FAILED, ABANDONED), ("k1", FAILED, ABANDONED),
+        ("later", FAILED, INTERRUPTED)]
+
+
+class _SlowFirstThenThrottled(OpenWhiskClient):
+    """k0's first call takes 3 s and succeeds; its second call (the backup) meets a 429;
+    every other call succeeds at once."""
+
+    def __init__(self) -> None:
+        super().__init__(Credentials("http://127.0.0.1:9", "user:key"))
+        self._lock = threading.Lock()
+        self._k0_calls = 0
+
+    def invoke(self, action: str, params: Mapping[str, Any], *, blocking: bool,
+               timeout_ms: int | None = None) -> Reply:
+        if params["n"] == 0:
+            with self._lock:
+                self._k0_calls += 1
+                first = self._k0_calls == 1
+            if not first:
+                return Reply(429, {"error": "Too many requests in the last minute "
+                                            "(count: 121, allowed: 120)."})
+            time.sleep(3)
+        return Reply(200, {"activationId": "a", "duration": 1,
+                           "response": {"success": True, "status": "success",
+                                        "result": {"n": params["n"]}}})
+
+
+def test_a_throttled_backup_does_not_uncount_the_original_attempt() -> None:
+    policy = FanOutPolicy(**{**FAST, "window": 4, "straggler_after": 0.5,  # type: ignore[arg-type]
+                             "straggler_factor": 3, "straggler_min_s": 0.5})
+    outcomes, stats = FanOut(_SlowFirstThenThrottled(), policy).run(
+        tasks("double", list(range(8))))
+    assert [o.status for o in outcomes] == [SUCCEEDED] * 8
+    assert stats.backups == 1 and stats.throttled == 1
+    assert outcomes[0].attempts == 1  # the original's; the backup's 429 took none away

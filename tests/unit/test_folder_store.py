@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -253,3 +255,23 @@ def test_a_file_where_the_bucket_should_be_is_named_with_the_cause(
     with pytest.raises(ConfigError, match=r"'out\.jpg' as a bucket: .* is not a folder"):
         store.ensure_bucket("out.jpg")
 
+
+
+def test_a_copy_of_a_source_replaced_meanwhile_is_not_given_the_old_digest(
+    store: FolderStore, store_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old, new = b"the content that was hashed", b"another content, put in its place"
+    store.put("photos", "a.jpg", old, sha256=hashlib.sha256(old).hexdigest())
+    opened = store.open
+
+    def replaced_first(bucket: str, key: str) -> AbstractContextManager[BinaryIO]:
+        # Someone renames another file over the source just as the copy begins.
+        (store_root / "photos" / "new.tmp").write_bytes(new)
+        (store_root / "photos" / "new.tmp").replace(store_root / "photos" / "a.jpg")
+        return opened(bucket, key)
+
+    monkeypatch.setattr(store, "open", replaced_first)
+    store.copy("photos", "a.jpg", "thumbs", "a.jpg")
+    monkeypatch.undo()
+    assert store.read_bytes("thumbs", "a.jpg") == new
+    assert store.head("thumbs", "a.jpg").sha256 in (None, hashlib.sha256(new).hexdigest())

@@ -8,7 +8,10 @@ from owdedup.runtime.config import Settings
 from owdedup.runtime.errors import ConfigError
 from owdedup.runtime.records import open_records
 from owdedup.runtime.records.sqlite import SqliteRecordStore
-from tests.forged_records import check_a_forged_record_is_not_trusted
+from tests.forged_records import (
+    check_a_forged_record_into_another_bucket_is_not_trusted,
+    check_a_forged_record_is_not_trusted,
+)
 from tests.record_store_contract import RecordStoreContract, make_record, race_to_put
 
 
@@ -66,6 +69,11 @@ def test_credentials_in_urls_are_redacted_in_errors() -> None:
 
 def test_a_forged_record_in_sqlite_is_not_trusted(settings: Settings, store_root: Path) -> None:
     check_a_forged_record_is_not_trusted(settings, store_root)
+
+
+def test_a_forged_record_pointing_into_another_bucket_is_not_trusted(
+        settings: Settings, store_root: Path) -> None:
+    check_a_forged_record_into_another_bucket_is_not_trusted(settings, store_root)
 
 
 def test_a_record_is_believed_only_for_its_own_key_and_derived_output_name() -> None:

@@ -108,6 +108,14 @@ class OpenWhiskClient:
     def limits(self) -> Reply:
         return self._call("GET", "/limits")
 
+    def hold_connections(self, count: int) -> None:
+        """Keep up to *count* connections open: one per request in flight. Fewer, and every
+        request beyond them opens a connection, then discards it with a warning. Call it
+        before issuing (pools already made keep their size)."""
+        if count > self._http.connection_pool_kw.get("maxsize", 1):
+            self._http.connection_pool_kw["maxsize"] = count
+            self._http.clear()
+
     def close(self) -> None:
         self._http.clear()
 

@@ -19,11 +19,14 @@ task ends as exactly one :class:`Outcome`, ``succeeded`` or ``failed`` with its 
   ``straggler_factor`` times the median gets one backup attempt; the first result wins.
 
 ``stop`` (an event, set on Ctrl-C) ends issuing; what is in flight is awaited, and the tasks
-never started end as failed with ``interrupted`` so a re-run picks them up.
+never started end as failed with ``interrupted`` so a re-run picks them up. A
+``KeyboardInterrupt`` while running (a second Ctrl-C) abandons what is in flight: those
+tasks end as failed with ``interrupted: abandoned...``, and the run still returns.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
 import threading
@@ -38,6 +41,8 @@ from owdedup.openwhisk.client import OpenWhiskClient, PlatformUnreachable, Reply
 
 SUCCEEDED, FAILED = "succeeded", "failed"
 INTERRUPTED = "interrupted: the run was stopped before this object was invoked"
+ABANDONED = ("interrupted: abandoned while in flight (its activation may still finish; "
+             "a re-run picks up what it did not)")
 #: OpenWhisk's ``response.status`` values for an activation that did not succeed.
 APPLICATION_ERROR = "application error"
 
@@ -107,17 +112,29 @@ class _Attempt:
 
 
 def _attempt(client: OpenWhiskClient, task: Task, policy: FanOutPolicy, deadline: float,
-             clock: Callable[[], float], sleep: Callable[[float], None]) -> _Attempt:
+             clock: Callable[[], float], sleep: Callable[[float], None],
+             wanted: Callable[[], bool]) -> _Attempt:
     wait_ms = max(1, min(policy.blocking_wait_ms, int((deadline - clock()) * 1000)))
     try:
         reply = client.invoke(task.action, task.params, blocking=True, timeout_ms=wait_ms)
     except PlatformUnreachable as exc:
         return _Attempt("retry", error=f"OpenWhisk did not answer ({exc})", accepted=False)
-    if reply.status in (200, 502) and isinstance(reply.body, dict) and "response" in reply.body:
+    if reply.status in (200, 502) and _is_activation(reply.body):
         return _Attempt("done", activation=reply.body)
     if reply.status == 202 and isinstance(reply.body, dict) and reply.body.get("activationId"):
-        return _poll(client, str(reply.body["activationId"]), policy, deadline, clock, sleep)
+        return _poll(client, str(reply.body["activationId"]), policy, deadline, clock, sleep,
+                     wanted)
+    if reply.status in (200, 502):
+        return _Attempt("retry", error=f"HTTP {reply.status} without a readable activation")
     return _refused(task, reply)
+
+
+def _is_activation(body: Any) -> bool:
+    """An activation record the coordinator can read: anything else from the platform (or a
+    proxy in front of it) is an attempt to retry, never an exception that ends the run."""
+    return (isinstance(body, dict) and isinstance(body.get("response"), dict)
+            and isinstance(body.get("duration", 0), int | float)
+            and isinstance(body.get("annotations", []), list))
 
 
 def _refused(task: Task, reply: Reply) -> _Attempt:
@@ -139,15 +156,20 @@ def _refused(task: Task, reply: Reply) -> _Attempt:
 
 
 def _poll(client: OpenWhiskClient, activation_id: str, policy: FanOutPolicy, deadline: float,
-          clock: Callable[[], float], sleep: Callable[[float], None]) -> _Attempt:
+          clock: Callable[[], float], sleep: Callable[[float], None],
+          wanted: Callable[[], bool]) -> _Attempt:
     interval = policy.poll_initial_s
     while clock() < deadline:
+        if not wanted():  # the task was settled by another attempt, or the run is over
+            return _Attempt("retry", error=f"activation {activation_id} no longer awaited")
         try:
             reply = client.activation(activation_id)
         except PlatformUnreachable:
             reply = None
-        if reply is not None and reply.status == 200 and isinstance(reply.body, dict):
-            return _Attempt("done", activation=reply.body)
+        if reply is not None and reply.status == 200:
+            if _is_activation(reply.body):
+                return _Attempt("done", activation=reply.body)
+            return _Attempt("retry", error=f"activation {activation_id} is not readable")
         sleep(min(interval, max(0.0, deadline - clock())))
         interval = min(policy.poll_max_s, interval * 2)
     return _Attempt("retry", error=f"activation {activation_id} never reported")
@@ -166,7 +188,7 @@ class _Running:
 @dataclass
 class _State:
     attempts: int = 0
-    deadline: float = 0.0
+    deadline: float = math.inf  # set when first issued: time waiting in the queue is free
     not_before: float = 0.0  # a retry's back-off
     last_error: str | None = None
     running: int = 0
@@ -183,9 +205,18 @@ class _Window:
     successes: int = 0
     paused_until: float = 0.0
     failures_in_row: int = 0
+    decreased_at: float = -math.inf
     seen: list[int] = field(default_factory=list)
 
-    def throttled(self, now: float, retry_after: float | None, policy: FanOutPolicy) -> None:
+    def throttled(self, now: float, issued_at: float, retry_after: float | None,
+                  policy: FanOutPolicy) -> None:
+        if issued_at < self.decreased_at:
+            # Issued before the last decrease: the same congestion, already answered. A full
+            # window of 429s arriving together halves the window once, not down to one.
+            if retry_after is not None:
+                self.paused_until = max(self.paused_until, now + retry_after)
+            return
+        self.decreased_at = now
         self.size = max(1, self.size // 2)
         self.failures_in_row += 1
         backoff = min(policy.backoff_max_s,
@@ -224,11 +255,18 @@ class FanOut:
         stats = self.stats = FanOutStats()
         window = _Window(size=max(1, policy.window), ceiling=max(1, policy.window))
         window.seen.append(window.size)
-        states = {t.key: _State(deadline=clock() + policy.task_deadline_s) for t in todo}
+        states = {t.key: _State() for t in todo}
         queue: deque[Task] = deque(todo)
         running: dict[Future[_Attempt], _Running] = {}
         durations: list[float] = []
         fatal_all: str | None = None
+        over = threading.Event()  # the run has returned: its attempts need not poll on
+
+        def wanted(key: str) -> Callable[[], bool]:
+            # A backup race's loser, or an attempt abandoned by a second Ctrl-C, stops
+            # polling: a worker thread left polling to its deadline (15 min by default)
+            # would hold the process at exit, which joins executor threads.
+            return lambda: not over.is_set() and states[key].outcome is None
 
         def finish(key: str, outcome: Outcome) -> None:
             state = states[key]
@@ -242,6 +280,7 @@ class FanOut:
             finish(task.key, Outcome(task.key, FAILED, error=error,
                                      attempts=states[task.key].attempts))
 
+        self.client.hold_connections(window.ceiling)
         pool = ThreadPoolExecutor(max_workers=window.ceiling + 8,
                                   thread_name_prefix="owdedup-fanout")
         try:
@@ -254,7 +293,11 @@ class FanOut:
                     state = states[task.key]
                     if state.outcome is not None:
                         continue
-                    if now >= state.deadline:
+                    if state.deadline == math.inf:
+                        # The deadline bounds the task's own attempts, not its time in the
+                        # queue: a run longer than one deadline must not fail its tail unrun.
+                        state.deadline = now + policy.task_deadline_s
+                    elif now >= state.deadline:
                         fail(task, state.last_error or "deadline passed before it could run")
                         continue
                     if now < state.not_before:
@@ -263,12 +306,12 @@ class FanOut:
                     state.attempts += 1
                     state.running += 1
                     future = pool.submit(_attempt, self.client, task, policy, state.deadline,
-                                         clock, self._sleep)
+                                         clock, self._sleep, wanted(task.key))
                     running[future] = _Running(task, now, backup=False)
                 queue.extendleft(reversed(deferred))
                 if issuing and policy.straggler_factor > 0:
                     self._back_up_stragglers(running, states, durations, len(todo), window,
-                                             pool, stats)
+                                             pool, stats, wanted)
                 if not running:
                     if stop.is_set() or fatal_all is not None:
                         break
@@ -298,8 +341,9 @@ class FanOut:
                         continue
                     if attempt.kind == "throttled":
                         stats.throttled += 1
-                        state.attempts -= 1  # a 429 is not an attempt at the work
-                        window.throttled(clock(), attempt.retry_after_s, policy)
+                        if not slot.backup:  # a backup was never counted as an attempt
+                            state.attempts -= 1  # a 429 is not an attempt at the work
+                        window.throttled(clock(), slot.started, attempt.retry_after_s, policy)
                         if state.running == 0:
                             queue.appendleft(task)
                     elif attempt.kind == "fatal-all":
@@ -319,12 +363,16 @@ class FanOut:
                                 policy.backoff_max_s,
                                 policy.backoff_initial_s * 2 ** (state.attempts - 1))
                             queue.append(task)
+        except KeyboardInterrupt:
+            pass  # a second Ctrl-C: abandon what is in flight, keep what is done
         finally:
+            over.set()
             pool.shutdown(wait=False, cancel_futures=True)
         self.in_flight = 0
         for task in todo:
             if states[task.key].outcome is None:
-                fail(task, fatal_all or INTERRUPTED)
+                fail(task, fatal_all or (ABANDONED if states[task.key].running
+                                         else INTERRUPTED))
         stats.window_min, stats.window_max = min(window.seen), max(window.seen)
         outcomes = [states[t.key].outcome for t in todo]
         return [o for o in outcomes if o is not None], stats
@@ -357,8 +405,8 @@ class FanOut:
 
     def _back_up_stragglers(self, running: dict[Future[_Attempt], _Running],
                             states: Mapping[str, _State], durations: list[float], total: int,
-                            window: _Window, pool: ThreadPoolExecutor,
-                            stats: FanOutStats) -> None:
+                            window: _Window, pool: ThreadPoolExecutor, stats: FanOutStats,
+                            wanted: Callable[[str], Callable[[], bool]]) -> None:
         policy = self.policy
         if not durations or len(durations) < policy.straggler_after * total:
             return
@@ -374,5 +422,5 @@ class FanOut:
             state.running += 1
             stats.backups += 1
             future = pool.submit(_attempt, self.client, slot.task, policy, state.deadline,
-                                 self._clock, self._sleep)
+                                 self._clock, self._sleep, wanted(slot.task.key))
             running[future] = _Running(slot.task, now, backup=True)

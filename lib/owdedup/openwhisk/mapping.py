@@ -32,7 +32,7 @@ from owdedup.mapper import (
     _object_result,
 )
 from owdedup.openwhisk.fanout import FAILED as TASK_FAILED
-from owdedup.openwhisk.fanout import FanOut, FanOutStats, Outcome, Task
+from owdedup.openwhisk.fanout import INTERRUPTED, FanOut, FanOutStats, Outcome, Task
 from owdedup.runtime.config import Settings
 from owdedup.runtime.context import Context
 from owdedup.runtime.errors import OwdedupError
@@ -150,7 +150,10 @@ def run_platform_map(
             settle(entry)
 
     _, stats = fanout.run(tasks, on_outcome=on_outcome, stop=stop)
-    ordered = [results[key] for key in keys]
+    # A second Ctrl-C can land while a group's objects are being settled: the rest of the
+    # group was not invoked on its own, so it is reported as interrupted, never left out.
+    ordered = [results.get(key) or ObjectResult(key, FAILED, error=INTERRUPTED)
+               for key in keys]
     return (MapSummary(ordered, time.perf_counter() - started),
             PlatformReport(stats, saved_invocations=saved))
 

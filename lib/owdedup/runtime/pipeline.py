@@ -162,11 +162,13 @@ def record_step(job: Job, ctx: Context) -> Job:
                     compute_ms=output.compute_ms, input_bytes=job.input_bytes, created=created,
                 )
                 stored, _ = ctx.records.put(record)
-                if stored.mismatch(output.function_id, digest, output.key) is not None:
+                if stored.mismatch(output.function_id, digest, output.key,
+                                   output.bucket) is not None:
                     # A forged record holds this id (lookup rejected it): ours replaces it.
                     ctx.records.delete(output.function_id, digest)
                     stored, _ = ctx.records.put(record)
-                    if stored.mismatch(output.function_id, digest, output.key) is not None:
+                    if stored.mismatch(output.function_id, digest, output.key,
+                                   output.bucket) is not None:
                         raise StoreError("a record that is not believable keeps taking its id")
                 # A concurrent writer may have won: its record names the same object anyway.
                 _fill_from_record(output, stored, hit=False)
@@ -197,7 +199,7 @@ def _materialize(job: Job, ctx: Context) -> list[dict[str, object]]:
 
 def _rejected(job: Job, record: Record, output: Output, digest: str) -> bool:
     """True (counted on the job and logged) when *record* is not believable for *output*."""
-    problem = record.mismatch(output.function_id, digest, output.key)
+    problem = record.mismatch(output.function_id, digest, output.key, output.bucket)
     if problem is None:
         return False
     job.rejected_records += 1

@@ -63,9 +63,10 @@ class Record:
         data["output"] = self.output.to_dict()
         return data
 
-    def mismatch(self, function_id: str, input_digest: str, output_key: str) -> str | None:
+    def mismatch(self, function_id: str, input_digest: str, output_key: str,
+                 output_bucket: str | None = None) -> str | None:
         """Why this record cannot be the one for (*function_id*, *input_digest*), whose
-        output is named *output_key*; None when it can.
+        output is named *output_key* (in *output_bucket*, when given); None when it can.
 
         A record store can be written by others than this code (a CouchDB without
         credentials, a shared SQLite file), so a record is believed only when its own key
@@ -78,6 +79,10 @@ class Record:
             return f"its input digest is {self.input_digest[:16]}..."
         if self.output.key != output_key:
             return f"its output {self.output.key!r} is not the name derived from its key"
+        if output_bucket is not None and self.output.bucket != output_bucket:
+            # The derived name is public: anyone who can write some other bucket (an upload
+            # bucket, say) could plant an object under it there and point a record at it.
+            return f"its output is in bucket {self.output.bucket!r}, not {output_bucket!r}"
         return None
 
     @classmethod

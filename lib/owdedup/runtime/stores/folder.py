@@ -239,15 +239,23 @@ class FolderStore(ObjectStore):
                           version=file_version(st))
 
     def copy(self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str) -> ObjectInfo:
-        info = self.head(src_bucket, src_key)
         with self.open(src_bucket, src_key) as source:
+            # The digest of the very file opened, and only if it did not change while it was
+            # copied: a source replaced or rewritten meanwhile must not lend the copy the
+            # digest of content the copy does not hold.
+            before = os.fstat(source.fileno())
+            sha256 = self.digests.get(before)
+            copied: list[bool] = []
 
             def write(out: BinaryIO) -> None:
                 while chunk := source.read(1 << 20):
                     out.write(chunk)
+                copied.append(file_version(os.fstat(source.fileno())) == file_version(before))
 
-            st = self._publish(dst_bucket, dst_key, write, info.sha256)
-        return ObjectInfo(dst_bucket, dst_key, st.st_size, sha256=info.sha256)
+            st = self._publish(dst_bucket, dst_key, write,
+                               sha256 if copied == [True] else None)
+        return ObjectInfo(dst_bucket, dst_key, st.st_size,
+                          sha256=sha256 if copied == [True] else None)
 
     def delete(self, bucket: str, key: str) -> None:
         try:
