@@ -5,8 +5,9 @@ Run as scripts (``python benchmarks/bench_local.py``), the benchmarks import thi
 ``common`` (``benchmarks/`` is then ``sys.path[0]``); under ``python -m benchmarks.bench_local``
 and mypy it is ``benchmarks.common``.
 
-Spawned map workers re-import the running script, and with it this module: keep the imports at
-module level light. matplotlib, ~0.5 s per worker start, is imported only by :func:`pyplot`.
+Map workers are forked from the running script, but a fork server's workers (used when the
+script runs other threads) re-import it, and with it this module: keep the imports at module
+level light. matplotlib, ~0.5 s per worker start, is imported only by :func:`pyplot`.
 """
 
 from __future__ import annotations

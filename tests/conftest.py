@@ -21,6 +21,36 @@ from tests.service_fixtures import (  # noqa: F401
 # conftest further down would start a second set for its own directory).
 
 PROJECT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+
+#: Each test folder's tier markers: set here, by folder, and nowhere else. The integration
+#: tier starts the services too (it deploys onto ``owdedup serve`` wired to them), so
+#: ``-m "not services"`` leaves it out as well.
+TIERS: dict[str, tuple[str, ...]] = {
+    "unit": ("unit",),
+    "functional": ("functional",),
+    "serve": ("serve",),
+    "deploy": ("deploy",),
+    "services": ("services",),
+    "integration": ("integration", "services"),
+    "benchmarks": ("benchmarks",),
+}
+#: A test that asks for one of these starts the real services, wherever it lives.
+SERVICE_FIXTURES = frozenset({"services", "services_env", "docker_compose_file"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = Path(item.path).resolve().relative_to(TESTS).parts
+        tiers = TIERS.get(parts[0]) if len(parts) > 1 else None
+        if tiers is None:
+            raise pytest.UsageError(f"{item.nodeid}: a test file belongs in a tier folder: "
+                                    f"tests/{{{','.join(TIERS)}}}/")
+        for tier in tiers:
+            item.add_marker(tier)
+        if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker("services")
 
 
 @pytest.fixture

@@ -8,44 +8,94 @@ rooted at the current directory and a SQLite file in ``.owdedup/``.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from typer.core import TyperCommand, TyperGroup
 
-from owdedup.mapper import COMPUTED, DEDUPLICATED, FAILED, MapRequest, MapSummary, run_map
+from owdedup import locations
 from owdedup.runtime import env as env_names
 from owdedup.runtime.config import ENV_RECORDS, ENV_STORE, Settings
 from owdedup.runtime.context import Context
 from owdedup.runtime.errors import ConfigError, OwdedupError
 from owdedup.runtime.functions import DedupFunction, get_function, sequence_of
-from owdedup.services.cli import console
-from owdedup.services.cli import fail as _fail
+from owdedup.runtime.pipeline import materialized_stem
+from owdedup.terminal import console
+from owdedup.terminal import fail as _fail
+
+if TYPE_CHECKING:
+    from owdedup.mapper import MapRequest, MapSummary
+
+PACKAGE = "owdedup"
+
+
+@dataclass(frozen=True)
+class LazyCommand:
+    """A subcommand whose module is imported only when it runs or shows its own help:
+    ``owdedup --help`` and ``owdedup invoke`` load neither the server nor the services."""
+
+    module: str
+    attribute: str  # a typer.Typer (a group) or a typer command function
+    help: str
+
+    def load(self, name: str) -> Any:
+        found = getattr(importlib.import_module(self.module), self.attribute)
+        if isinstance(found, typer.Typer):
+            return typer.main.get_command(found)
+        single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+        single.command(name)(found)
+        return typer.main.get_command(single)
+
+
+LAZY_COMMANDS: dict[str, LazyCommand] = {
+    "deploy": LazyCommand("owdedup.deploy.command", "deploy_command",
+                          "Build the action zips and deploy manifest.yaml with wskdeploy."),
+    "serve": LazyCommand("owdedup.serve.server", "serve_command",
+                         "Development server for the OpenWhisk REST API subset."),
+    "services": LazyCommand("owdedup.services.cli", "app",
+                            "Run MinIO, Kafka and a CouchDB-API server as local processes."),
+    "undeploy": LazyCommand("owdedup.deploy.command", "undeploy_command",
+                            "Delete what the last deployment made (as recorded)."),
+}
+
+
+class LazyGroup(TyperGroup):
+    """click's LazyGroup pattern: the group's help lists a lazy command by its name and
+    help alone; resolving it to run it (or to show its own help) imports its module.
+    (click's types are left as Any: typer ships its own copy of click in recent versions.)"""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        lazy = LAZY_COMMANDS.get(cmd_name)
+        if lazy is not None:
+            return TyperCommand(cmd_name, help=lazy.help, short_help=lazy.help)
+        return super().get_command(ctx, cmd_name)
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        name, command, rest = super().resolve_command(ctx, args)
+        if name in LAZY_COMMANDS:
+            command = LAZY_COMMANDS[name].load(name)
+        return name, command, rest
+
 
 app = typer.Typer(
+    cls=LazyGroup,
     help="Deduplicate cloud-function executions: run a function once per distinct content.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-PACKAGE = "owdedup"
+EXIT_FAILED = 1  # an object failed (or the command could not start)
+EXIT_NOT_RECORDED = 3  # every object done, but the record store did not keep some records
 
-
-def _mount_services() -> None:
-    from owdedup.serve.server import serve_command
-    from owdedup.services.cli import app as services_app
-
-    app.add_typer(services_app, name="services")
-    app.command("serve")(serve_command)
-
-
-_mount_services()
 
 StoreOpt = Annotated[
     str | None, typer.Option("--store", help=f"Object-store URL [env: {env_names.STORE}]")
@@ -116,8 +166,8 @@ def _function_params(
 @app.command()
 def invoke(
     function: Annotated[str, typer.Argument(help="Function to run, e.g. thumbnail")],
-    source: Annotated[str, typer.Argument(help="SRC_BUCKET/KEY")],
-    dest: Annotated[str, typer.Argument(help="DEST_BUCKET")],
+    source: Annotated[str, typer.Argument(help="SRC_BUCKET/KEY, or a file path")],
+    dest: Annotated[str, typer.Argument(help="DEST_BUCKET, or a folder path")],
     size: SizeOpt = None,
     fmt: FormatOpt = None,
     quality: QualityOpt = None,
@@ -129,16 +179,20 @@ def invoke(
 ) -> None:
     """Run the deduplicating sequence on one object and print its result as JSON."""
     from owdedup.engine.local import local_executor
+    from owdedup.runtime import handover
+    from owdedup.workers import HANDOVER_BYTES
 
+    handover.enable(HANDOVER_BYTES)  # the sequence runs in this process: one read of the input
     try:
         spec = get_function(function)
-        bucket, _, key = source.partition("/")
+        where = locations.resolve(source, dest, _environment(store, records), key=True)
+        bucket, key = where.bucket, where.rest
         if not bucket or not key:
             raise ConfigError(f"SOURCE must be BUCKET/KEY, got {source!r}")
-        _require_other_dest(bucket, dest)
-        engine = local_executor(manifest, _environment(store, records))
-        payload = {"bucket": bucket, "key": key, "dest_bucket": dest, "function": spec.name,
-                   "materialize": materialize,
+        _require_other_dest(bucket, where.dest_bucket)
+        engine = local_executor(manifest, where.env)
+        payload = {"bucket": bucket, "key": key, "dest_bucket": where.dest_bucket,
+                   "function": spec.name, "materialize": materialize,
                    **_function_params(spec, size, fmt, quality, param)}
         activation = engine.invoke(f"{PACKAGE}/{sequence_of(spec.name)}", payload)
     except OwdedupError as exc:
@@ -151,8 +205,9 @@ def invoke(
 @app.command("map")
 def map_command(
     function: Annotated[str, typer.Argument(help="Function to run, e.g. thumbnail")],
-    source: Annotated[str, typer.Argument(help="SRC_BUCKET[/PREFIX]: every object under it")],
-    dest: Annotated[str, typer.Argument(help="DEST_BUCKET")],
+    source: Annotated[str, typer.Argument(
+        help="SRC_BUCKET[/PREFIX], or a folder path (/abs, ./rel, ../rel): every object under it")],
+    dest: Annotated[str, typer.Argument(help="DEST_BUCKET, or a folder path")],
     workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Parallel processes")] = (
         max(1, os.cpu_count() or 1)
     ),
@@ -176,22 +231,33 @@ def map_command(
         "--window", min=1, help="openwhisk: most invocations in flight (default: the "
         "namespace's concurrentInvocations limit)")] = None,
 ) -> None:
-    """Run the function on every object under SOURCE, in parallel, and summarise."""
+    """Run the function on every object under SOURCE, in parallel, and summarise.
+
+    Exit status: 0 when every object was computed or deduplicated and recorded; 1 when an
+    object failed; 3 when nothing failed but some records were not written (the record store
+    failed: the outputs are valid, the next run computes those objects again).
+    """
+    from owdedup.mapper import FAILED, MapRequest, ObjectResult
+
     if platform not in ("local", "openwhisk"):
         raise _fail(f"--platform must be local or openwhisk, not {platform!r}")
-    env = _environment(store, records)
     try:
         spec = get_function(function)
         params = {**_function_params(spec, size, fmt, quality, param),
                   "materialize": materialize}
         spec.normalise(params)  # a bad parameter fails before any work starts
-        bucket, _, prefix = source.partition("/")
+        where = locations.resolve(source, dest, _environment(store, records), key=False)
+        bucket, prefix, dest, env = where.bucket, where.rest, where.dest_bucket, where.env
         _require_other_dest(bucket, dest)
         context = Context(Settings.resolve({}, env))
-        keys = [info.key for info in context.store.list(bucket, prefix)]
+        unreadable: dict[str, str] = {}
+        keys = [info.key for info in context.store.list(
+            bucket, prefix, on_unreadable=unreadable.__setitem__)]
         context.close()
     except OwdedupError as exc:
         raise _fail(str(exc)) from None
+    refused = {**unreadable, **(_materialize_collisions(keys) if materialize else {})}
+    keys = sorted({*keys, *unreadable})
     request = MapRequest(
         function=spec.name, sequence=f"{PACKAGE}/{sequence_of(spec.name)}",
         hash_action=f"{PACKAGE}/hash",
@@ -199,54 +265,102 @@ def map_command(
         manifest=manifest, env=env,
     )
     quiet = quiet or not sys.stderr.isatty()
-    if platform == "openwhisk":
-        from owdedup.openwhisk.command import run_on_openwhisk  # only this path needs it
+    try:
+        if platform == "openwhisk":
+            from owdedup.openwhisk.command import run_on_openwhisk  # only this path needs it
 
-        try:
-            summary = run_on_openwhisk(request, keys, window=window, quiet=quiet,
-                                       console=console)
-        except OwdedupError as exc:
-            raise _fail(str(exc)) from None
-    else:
-        summary = _run_with_progress(request, keys, workers, quiet)
+            summary = run_on_openwhisk(request, [k for k in keys if k not in refused],
+                                       window=window, quiet=quiet, console=console)
+            summary.results = sorted(
+                [*summary.results,
+                 *(ObjectResult(k, FAILED, error=f"{k}: {why}") for k, why in refused.items())],
+                key=lambda entry: entry.key)
+        else:
+            summary = _run_with_progress(request, keys, refused, workers, quiet)
+    except OwdedupError as exc:  # the workers could not start (a bad manifest, say)
+        raise _fail(str(exc)) from None
     if results is not None:
         with results.open("w") as out:
             for entry in summary.results:
                 out.write(json.dumps(entry.to_json(), sort_keys=True) + "\n")
     _print_summary(summary)
     if summary.failed:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
+    if summary.not_recorded:
+        raise typer.Exit(EXIT_NOT_RECORDED)
+
+
+def _materialize_collisions(keys: list[str]) -> dict[str, str]:
+    """Objects whose --materialize copies would overwrite those of an earlier key (``a``,
+    ``a.jpg`` and ``a.png`` all give ``a_<size>.<ext>``): refused before anything is
+    written, the first key in order keeps the name."""
+    owner: dict[str, str] = {}
+    refused: dict[str, str] = {}
+    for key in keys:
+        stem = materialized_stem(key)
+        if stem in owner:
+            refused[key] = (f"its --materialize copies ({stem}_<size>.<ext>) would overwrite "
+                            f"those of {owner[stem]}; rename one of them")
+        else:
+            owner[stem] = key
+    return refused
 
 
 def _run_with_progress(
-    request: MapRequest, keys: list[str], workers: int, quiet: bool
+    request: MapRequest, keys: list[str], refused: dict[str, str], workers: int, quiet: bool
 ) -> MapSummary:
-    if quiet:
-        return run_map(request, keys, workers=workers)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        hashing = progress.add_task("hashing", total=len(keys))
-        processing = progress.add_task(request.function, total=len(keys))
-        return run_map(
-            request, keys, workers=workers,
-            on_hashed=lambda _key: progress.advance(hashing),
-            on_result=lambda _result: progress.advance(processing),
-        )
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from owdedup.mapper import run_map
+    from owdedup.workpool import WorkerPool
+
+    # Workers first: forked before the progress bar starts its thread (see workpool).
+    with WorkerPool(workers, request.manifest, request.env) as pool:
+        if quiet:
+            return run_map(request, keys, workers=workers, failed=refused, pool=pool)
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=True) as progress:
+            hashing = progress.add_task("hashing", total=len(keys))
+            processing = progress.add_task(request.function, total=len(keys))
+            return run_map(
+                request, keys, workers=workers, failed=refused, pool=pool,
+                on_hashed=lambda _key: progress.advance(hashing),
+                on_result=lambda _result: progress.advance(processing),
+            )
 
 
 def _print_summary(summary: MapSummary) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from owdedup.mapper import COMPUTED, DEDUPLICATED, FAILED
+
     table = Table(title="owdedup map", show_header=False)
     table.add_row("objects", str(len(summary.results)))
     table.add_row("computed", str(summary.count(COMPUTED)))
     table.add_row("deduplicated", str(summary.count(DEDUPLICATED)))
     table.add_row("failed", str(summary.count(FAILED)))
+    if summary.not_recorded:
+        table.add_row("records not written", str(len(summary.not_recorded)))
     table.add_row("wall time", f"{summary.wall_s:.2f} s")
     table.add_row("compute time", f"{summary.compute_ms / 1000:.2f} s")
     table.add_row("compute time saved", f"{summary.saved_ms / 1000:.2f} s")
     Console().print(table)
     for entry in summary.failed:
         console.print(f"[red]failed[/red] {entry.error}", highlight=False)
+    causes = sorted({entry.record_error or "" for entry in summary.not_recorded})
+    if causes:
+        console.print(
+            f"[yellow]records not written: {len(summary.not_recorded)}[/yellow] (the outputs "
+            f"are valid; the next run computes these objects again): {'; '.join(causes)}",
+            highlight=False)
 
 
 @app.command()
@@ -301,6 +415,9 @@ def watch(
 @app.command()
 def stats(records: RecordsOpt = None) -> None:
     """Per function: records, hits, misses and the compute time and bytes saved."""
+    from rich.console import Console
+    from rich.table import Table
+
     try:
         context = Context(Settings.resolve({}, _environment(None, records)))
         rows = context.records.stats()

@@ -1,17 +1,21 @@
 """Fan a function out over every object under a prefix, in parallel processes.
 
-Two phases, so that identical contents inside one run are computed once whatever the number
-of workers: first every object is hashed (the ``hash`` action), then the whole sequence runs
-once per distinct digest; the other objects with that digest share its result.
+Identical contents inside one run are computed once whatever the number of workers: each
+object is hashed first (the ``hash`` action); the first object of each digest (the first to
+claim it) then runs the rest of the sequence in the same worker, on the bytes that worker has
+just read; the other objects with that digest share its result.
 
-Each worker process holds its own engine (see ``workers``).
+Each worker process holds its own engine (see ``workers`` and ``workpool``); a worker that
+dies fails only the object it held, and is replaced.
 """
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,8 +23,7 @@ from typing import Any
 from owdedup.runtime.config import Settings
 from owdedup.runtime.context import Context
 from owdedup.runtime.counters import hit_saved_bytes
-from owdedup.workers import invoke
-from owdedup.workers import pool as workers_pool
+from owdedup.workpool import WorkerDied, WorkerPool
 
 COMPUTED, DEDUPLICATED, FAILED = "computed", "deduplicated", "failed"
 
@@ -35,10 +38,14 @@ class ObjectResult:
     saved_ms: float = 0.0  # compute time not spent because of deduplication
     digest: str | None = None
     input_bytes: int = 0
+    record_error: str | None = None  # computed, but the record store did not keep it
 
     def to_json(self) -> dict[str, Any]:
-        return {"key": self.key, "status": self.status, "outputs": self.outputs,
-                "error": self.error, "ms": round(self.ms, 3)}
+        entry = {"key": self.key, "status": self.status, "outputs": self.outputs,
+                 "error": self.error, "ms": round(self.ms, 3)}
+        if self.record_error is not None:
+            entry["record_error"] = self.record_error
+        return entry
 
 
 @dataclass
@@ -52,6 +59,11 @@ class MapSummary:
     @property
     def failed(self) -> list[ObjectResult]:
         return [r for r in self.results if r.status == FAILED]
+
+    @property
+    def not_recorded(self) -> list[ObjectResult]:
+        """Computed, but their records were not written: the next run computes them again."""
+        return [r for r in self.results if r.record_error is not None]
 
     @property
     def saved_ms(self) -> float:
@@ -77,7 +89,6 @@ class MapRequest:
 
 # -- coordinator ------------------------------------------------------------------------------
 
-
 def run_map(
     request: MapRequest,
     keys: list[str],
@@ -85,31 +96,118 @@ def run_map(
     workers: int,
     on_result: Callable[[ObjectResult], None] | None = None,
     on_hashed: Callable[[str], None] | None = None,
+    failed: Mapping[str, str] | None = None,
+    pool: WorkerPool | None = None,
 ) -> MapSummary:
+    """Hash every object; the first object of each digest runs the rest of the sequence.
+
+    A worker hashes an object and, if no other worker has claimed that digest in this run,
+    goes straight on with the sequence after ``hash`` (``Engine.resume``), on the bytes it has
+    just read (``workers.process``); the later objects of that digest share its result.
+    *failed* (key -> reason) are objects that fail before any work (a name that would
+    collide, say): they are reported in key order with the others. *pool*: workers started
+    beforehand (the CLI starts them before its progress bar's thread), else the run starts
+    and stops its own.
+    """
     started = time.perf_counter()
-    results: dict[str, ObjectResult] = {}
-    with workers_pool(workers, request.manifest, request.env) as pool:
-        groups, hashed = _hash_all(pool, request, keys, results, on_hashed)
-        for key in keys:
-            if key in results and on_result is not None:
-                on_result(results[key])  # failed while hashing
-        futures: dict[Future[tuple[dict[str, Any], bool, float]], str] = {}
-        for digest, members in groups.items():
-            payload = {**request.params, "bucket": request.src_bucket, "key": members[0],
-                       "dest_bucket": request.dest_bucket, "function": request.function}
-            futures[pool.submit(invoke, request.sequence, payload)] = digest
-        for future in as_completed(futures):
-            digest = futures[future]
-            result, ok, ms = future.result()
-            for index, key in enumerate(groups[digest]):
-                entry = _object_result(key, digest, result, ok,
-                                       ms if index == 0 else 0.0, hashed[key], index > 0)
-                results[key] = entry
-                if on_result is not None:
-                    on_result(entry)
-    ordered = [results[key] for key in keys]
-    _count_in_run_duplicates(request, ordered, groups)
+    run = _Run(on_result, on_hashed)
+    for key, reason in (failed or {}).items():
+        run.settle(ObjectResult(key, FAILED, error=f"{key}: {reason}"))
+    pending = deque(key for key in keys if key not in run.results)
+    with contextlib.ExitStack() as stack:
+        claims = stack.enter_context(tempfile.TemporaryDirectory(prefix="owdedup-map-"))
+        if pool is None:
+            pool = stack.enter_context(WorkerPool(workers, request.manifest, request.env))
+        while pending or pool.busy:
+            while pending and pool.free:
+                key = pending.popleft()
+                pool.start(key, ("process", request.hash_action, request.sequence,
+                                 _payload(request, key), claims))
+            for tag, answer in pool.wait():
+                run.answer(str(tag), answer)
+    run.orphans()
+    ordered = [run.results[key] for key in keys]
+    _count_in_run_duplicates(request, ordered, run.groups)
     return MapSummary(ordered, time.perf_counter() - started)
+
+
+def _payload(request: MapRequest, key: str) -> dict[str, Any]:
+    return {**request.params, "bucket": request.src_bucket, "key": key,
+            "dest_bucket": request.dest_bucket, "function": request.function}
+
+
+class _Run:
+    """The coordinator's bookkeeping: which object computes each digest, who shares it."""
+
+    def __init__(self, on_result: Callable[[ObjectResult], None] | None,
+                 on_hashed: Callable[[str], None] | None) -> None:
+        self.on_result, self.on_hashed = on_result, on_hashed
+        self.results: dict[str, ObjectResult] = {}
+        self.hashed: dict[str, _Hashed] = {}
+        self.claimed: dict[str, str] = {}  # key -> the digest it computes
+        self.groups: dict[str, list[str]] = {}  # digest -> keys, the computing one first
+        self.waiting: dict[str, list[str]] = {}  # digest -> duplicates without a result yet
+        self.outcome: dict[str, tuple[dict[str, Any], bool, float]] = {}  # digest -> result
+
+    def settle(self, entry: ObjectResult) -> None:
+        self.results[entry.key] = entry
+        if self.on_result is not None:
+            self.on_result(entry)
+
+    def answer(self, key: str, answer: Any) -> None:
+        if isinstance(answer, WorkerDied):
+            self._died(key, answer.reason)
+            return
+        if answer[0] == "note":  # ("note", "claimed", digest): this object computes it
+            digest = answer[2]
+            self.claimed[key] = digest
+            self.groups.setdefault(digest, []).insert(0, key)
+            return
+        kind, hash_result, hash_ms, *rest = answer
+        self.hashed[key] = _Hashed(hash_ms, int(hash_result.get("input_bytes", 0)))
+        if self.on_hashed is not None:
+            self.on_hashed(key)
+        if kind == "failed":
+            self.settle(ObjectResult(key, FAILED, error=_error_text(hash_result), ms=hash_ms))
+        elif kind == "duplicate":
+            digest = hash_result["digest"]
+            self.groups.setdefault(digest, []).append(key)
+            if digest in self.outcome:
+                self._share(key, digest, *self.outcome[digest])
+            else:
+                self.waiting.setdefault(digest, []).append(key)
+        else:
+            self._computed(self.claimed[key], *rest)
+
+    def _computed(self, digest: str, result: dict[str, Any], ok: bool, ms: float) -> None:
+        self.outcome[digest] = (result, ok, ms)
+        self._share(self.groups[digest][0], digest, result, ok, ms)
+        for key in self.waiting.pop(digest, []):
+            self._share(key, digest, result, ok, ms)
+
+    def _share(self, key: str, digest: str, result: dict[str, Any], ok: bool,
+               ms: float) -> None:
+        first = self.groups[digest][0] == key
+        hashed = self.hashed.get(key, _Hashed(0.0, 0))
+        self.settle(_object_result(key, digest, result, ok, ms if first else 0.0, hashed,
+                                   not first))
+
+    def _died(self, key: str, reason: str) -> None:
+        error = {"error": f"{key}: {reason} while processing it"}
+        if key in self.claimed:  # the others of its content must not wait for it
+            self._computed(self.claimed[key], error, False, 0.0)
+        else:
+            self.settle(ObjectResult(key, FAILED, error=error["error"]))
+
+    def orphans(self) -> None:
+        """Duplicates of a content whose computing object ended without a word (its worker
+        died between claiming and saying so): failed, never left out."""
+        for digest, keys in self.waiting.items():
+            for key in keys:
+                self.settle(ObjectResult(
+                    key, FAILED, digest=digest,
+                    error=f"{key}: the object with the same content ended without a result"))
+        self.waiting.clear()
 
 
 def _count_in_run_duplicates(
@@ -139,39 +237,6 @@ class _Hashed:
     input_bytes: int
 
 
-def _hash_all(
-    pool: ProcessPoolExecutor,
-    request: MapRequest,
-    keys: list[str],
-    results: dict[str, ObjectResult],
-    on_hashed: Callable[[str], None] | None,
-) -> tuple[dict[str, list[str]], dict[str, _Hashed]]:
-    """Phase one: digest of every object; failures are final results already."""
-    futures = {
-        pool.submit(invoke, request.hash_action,
-                    {**request.params, "bucket": request.src_bucket, "key": key,
-                     "dest_bucket": request.dest_bucket, "function": request.function}): key
-        for key in keys
-    }
-    digests: dict[str, str] = {}
-    hashed: dict[str, _Hashed] = {}
-    for future in as_completed(futures):
-        key = futures[future]
-        result, ok, ms = future.result()
-        hashed[key] = _Hashed(ms, int(result.get("input_bytes", 0)))
-        if ok:
-            digests[key] = result["digest"]
-        else:
-            results[key] = ObjectResult(key, FAILED, error=_error_text(result), ms=ms)
-        if on_hashed is not None:
-            on_hashed(key)
-    groups: dict[str, list[str]] = {}
-    for key in keys:  # key order: the first name of a content is its representative
-        if key in digests:
-            groups.setdefault(digests[key], []).append(key)
-    return groups, hashed
-
-
 def _object_result(
     key: str, digest: str, result: dict[str, Any], ok: bool, ms: float, hashed: _Hashed,
     duplicate_in_run: bool,
@@ -194,9 +259,12 @@ def _object_result(
     ]
     deduplicated = duplicate_in_run or result.get("status") == DEDUPLICATED
     saved = sum(o["compute_ms"] for o in outputs) if deduplicated else 0.0
+    record_error = None
+    if result.get("recorded") is False and not duplicate_in_run:
+        record_error = str(result.get("record_error") or "the record store failed")
     return ObjectResult(key, DEDUPLICATED if deduplicated else COMPUTED, outputs,
                         ms=total_ms, saved_ms=saved, digest=digest,
-                        input_bytes=hashed.input_bytes)
+                        input_bytes=hashed.input_bytes, record_error=record_error)
 
 
 def _error_text(result: dict[str, Any], key: str | None = None) -> str:

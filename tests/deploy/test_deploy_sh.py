@@ -28,6 +28,8 @@ import pytest
 import yaml
 
 from owdedup.deploy import build, plan
+from owdedup.deploy.deployed import Entity
+from owdedup.deploy.executor import DeployError, Rest
 from owdedup.runtime.records import open_records
 from owdedup.serve.server import DevServer, ServeConfig
 from tests import tooling
@@ -43,6 +45,9 @@ SEQUENCE = "dedup-thumbnail"
 FEED_TRIGGER, WEBHOOK_TRIGGER = "image-uploaded", "image-uploaded-webhook"
 FEED_RULE, WEBHOOK_RULE = "on-image-uploaded", "on-image-uploaded-webhook"
 SIZE = 64
+#: The credentials the project's environment sets (checked never to be recorded).
+SECRET_VARIABLES_SET = ("OWDEDUP_STORE_ACCESS_KEY", "OWDEDUP_STORE_SECRET_KEY",
+                        "OWDEDUP_RECORDS_PASSWORD")
 
 #: Records argv, environment and the --config file of every wskdeploy run, then runs it.
 RECORDER = """#!/usr/bin/env python3
@@ -325,4 +330,66 @@ def test_unreachable_kafka_fails_the_deployment_as_wskdeploy_does(
     assert left["triggers"] <= {WEBHOOK_TRIGGER} and left["rules"] == set()
     done = project.run("undeploy")
     assert done.returncode == 0, done.stdout + done.stderr
+    assert entities(client) == NOTHING
+
+
+def test_a_redeploy_removes_what_the_manifest_dropped_and_undeploy_needs_no_flags(
+    project: Project, client: Client
+) -> None:
+    """The deployment is recorded (per API host and namespace, private, no secret in it), so
+    a redeploy deletes what the new plan no longer has (the old deploy.sh left it), and
+    ``undeploy`` finds everything without the deploy's flags or settings."""
+    done = project.run("--no-kafka-feed")
+    assert done.returncode == 0, done.stdout + done.stderr
+    (record,) = (project.root / ".owdedup" / "deployed").iterdir()
+    assert stat.S_IMODE(record.stat().st_mode) == 0o600
+    text = record.read_text()
+    for name in (*SECRET_VARIABLES_SET, "OW_AUTH"):
+        assert project.env[name] not in text, f"{name}'s value in the record"
+    saved = json.loads(text)
+    assert (saved["apihost"], saved["namespace"], saved["complete"]) == (
+        project.env["OW_APIHOST"], "_", True)
+    assert {e["name"] for e in saved["entities"] if e["kind"] == "trigger"} == {WEBHOOK_TRIGGER}
+
+    # the webhook trigger and its rule leave the manifest: the redeploy deletes them
+    manifest_path = project.root / "manifest.yaml"
+    manifest = yaml.safe_load(manifest_path.read_text())
+    package = manifest["packages"][PACKAGE]
+    del package["triggers"][WEBHOOK_TRIGGER], package["rules"][WEBHOOK_RULE]
+    manifest_path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    done = project.run("--no-kafka-feed")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"deleted trigger {WEBHOOK_TRIGGER}" in done.stdout
+    assert entities(client) == {"packages": {PACKAGE}, "actions": DEPLOYED_ACTIONS,
+                                "triggers": set(), "rules": set()}
+
+    env = {k: v for k, v in project.env.items() if not k.startswith("OWDEDUP_")}
+    env["OWDEDUP_PYTHON"] = sys.executable
+    done = project.run("undeploy", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert entities(client) == NOTHING
+    assert not record.exists()
+
+
+def test_deleting_through_the_rest_api_as_wsk_does(client: Client) -> None:
+    """The executor's deletions on owdedup serve: a trigger whose feed refuses (here: it
+    never registered) is deleted all the same, with a warning; a package that still holds an
+    action is refused with OpenWhisk's conflict, named; what is gone already is no error."""
+    rest = Rest(plan.Target(client.url, AUTH, "_", {}))
+    assert client.put("triggers/orphan", {"annotations": [
+        {"key": "feed", "value": "/whisk.system/messaging/kafkaFeed"}]}).status == 200
+    warnings: list[str] = []
+    assert rest.delete(Entity("trigger", "orphan", None), warnings.append) is True
+    (warning,) = warnings
+    assert "did not take back trigger orphan" in warning and "has no Kafka feed" in warning
+    assert client.request("GET", "triggers/orphan").status == 404
+    assert rest.delete(Entity("trigger", "orphan"), warnings.append) is False  # gone already
+
+    assert client.put("packages/kept", {}).status == 200
+    client.action("kept/inside", "def main(args):\n    return args\n")
+    with pytest.raises(DeployError, match="cannot delete package kept: HTTP 409 Package not "
+                                          "empty"):
+        rest.delete(Entity("package", "kept"), warnings.append)
+    assert rest.delete(Entity("action", "kept/inside"), warnings.append) is True
+    assert rest.delete(Entity("package", "kept"), warnings.append) is True
     assert entities(client) == NOTHING

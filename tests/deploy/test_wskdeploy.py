@@ -10,10 +10,10 @@ from owdedup.services.config import ServicesConfig
 from owdedup.services.install import (
     _pseudo_version_stamp,
     is_wskdeploy_installed,
+    pseudo_label,
     wskdeploy_build_module,
     wskdeploy_path,
 )
-from owdedup.services.processes import _pseudo_label
 from owdedup.services.versions import WSKDEPLOY_BINARY, WSKDEPLOY_MODULE, WSKDEPLOY_VERSION
 from tests.tooling import real_wskdeploy
 
@@ -33,8 +33,8 @@ def test_pseudo_version_stamp_rejects_other_versions(version: str) -> None:
 
 
 def test_status_label_reuses_the_stamp() -> None:
-    assert _pseudo_label("v0.0.0-20260212201848-7aac2a2c5b7c") == "2026-02-12 7aac2a2c5b7c"
-    assert _pseudo_label("v1.2.3") == "v1.2.3"
+    assert pseudo_label("v0.0.0-20260212201848-7aac2a2c5b7c") == "2026-02-12 7aac2a2c5b7c"
+    assert pseudo_label("v1.2.3") == "v1.2.3"
 
 
 def test_build_module_requires_exactly_the_pin() -> None:

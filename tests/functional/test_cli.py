@@ -14,8 +14,6 @@ import pytest
 from owdedup.runtime.records import open_records
 from tests.imagegen import bomb_png, jpeg, not_an_image, png, truncated, unsupported_image
 
-pytestmark = pytest.mark.functional
-
 
 class Cli:
     def __init__(self, cwd: Path, env: dict[str, str]) -> None:
@@ -26,15 +24,15 @@ class Cli:
                               env=self.env, capture_output=True, text=True, timeout=300)
 
     def map(self, *args: str, results: str = "r.jsonl") -> tuple[int, list[dict[str, Any]]]:
-        proc = self("map", "thumbnail", "photos", "thumbs", "--results", results, *args)
+        return self.map_paths("photos", "thumbs", *args, results=results)
+
+    def map_paths(self, src: str, dest: str, *args: str,
+                  results: str = "r.jsonl") -> tuple[int, list[dict[str, Any]]]:
+        out = self.cwd / results  # an absolute *results* stays as it is
+        proc = self("map", "thumbnail", src, dest, "--results", str(out), *args)
         assert "Traceback" not in proc.stderr, proc.stderr
-        lines = (self.cwd / results).read_text().splitlines()
+        lines = out.read_text().splitlines()
         return proc.returncode, [json.loads(line) for line in lines]
-
-
-@pytest.fixture
-def cli(tmp_path: Path, env: dict[str, str]) -> Cli:
-    return Cli(tmp_path, env)
 
 
 def photos(store_root: Path, count: int) -> list[bytes]:

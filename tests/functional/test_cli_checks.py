@@ -8,8 +8,6 @@ import pytest
 
 from tests.functional.test_cli import Cli, photos
 
-pytestmark = pytest.mark.functional
-
 
 @pytest.fixture
 def cli(tmp_path: Path, env: dict[str, str]) -> Cli:

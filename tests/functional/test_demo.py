@@ -13,13 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.deploying import copy_project
 from tests.tooling import need_base_python, real_wsk, real_wskdeploy
 
 PROJECT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.functional
 
 
 def _results(path: Path) -> list[dict[str, Any]]:

@@ -13,8 +13,6 @@ from owdedup.runtime.digest import is_sha256_hex
 from tests.conftest import PROJECT
 from tests.imagegen import jpeg
 
-pytestmark = pytest.mark.functional
-
 SEQUENCES = sorted(p.name for p in (PROJECT / "sequences").iterdir() if p.is_dir())
 TYPES: dict[str, type | tuple[type, ...]] = {
     "string": str, "integer": int, "boolean": bool, "number": (int, float)}

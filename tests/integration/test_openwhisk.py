@@ -43,8 +43,6 @@ from tests.serve.conftest import AUTH, Client
 from tests.service_fixtures import Services
 from tests.tooling import real_wskdeploy, wait_until
 
-pytestmark = pytest.mark.integration
-
 PACKAGE, SEQUENCE = "owdedup", "dedup-thumbnail"
 BUCKET = "owdedup-integration"
 #: What deploy.sh needs besides the target (it names any that is missing, too).

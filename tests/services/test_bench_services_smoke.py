@@ -9,12 +9,8 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import pytest
-
 from tests.benchmarks.bench_run import assert_complete, make_photos, run_benchmark
 from tests.service_fixtures import Services
-
-pytestmark = pytest.mark.services
 
 
 def test_services_benchmark_measures_every_section(services: Services, tmp_path: Path) -> None:

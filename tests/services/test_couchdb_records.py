@@ -27,8 +27,6 @@ from tests.forged_records import check_a_forged_record_is_not_trusted
 from tests.record_store_contract import RecordStoreContract, make_record, race_to_put
 from tests.service_fixtures import Services
 
-pytestmark = pytest.mark.services
-
 SECRET = "hunter2-s3cret"
 
 

@@ -48,8 +48,6 @@ from tests.serve.conftest import AUTH, Client
 from tests.service_fixtures import PROJECT, Services
 from tests.tooling import real_wsk, real_wskdeploy, wait_until
 
-pytestmark = pytest.mark.services
-
 SIZE = 64
 PACKAGE, SEQUENCE = "owdedup", "dedup-thumbnail"
 ACTIONS = ("hash", "lookup", "thumbnail", "record", "dispatch")
@@ -329,6 +327,34 @@ def test_map_on_openwhisk_invokes_each_missing_content_once(
     assert {line["key"]: line["status"] for line in lines} == {
         **{key: "deduplicated" for key in photos if key != "notes.jpg"}, "notes.jpg": "failed"}
     assert len(sequence_activations(deployed) - before) == 1
+
+
+def test_a_redeploy_without_the_feed_deletes_its_trigger_rule_and_registration(
+    deployed: Deployed,
+) -> None:
+    """The issue: a redeploy with --no-kafka-feed left the feed trigger behind. Now the record
+    of the first deployment says it is there and the new plan has it not: the rule goes, the
+    feed is told (lifecycleEvent DELETE, as ``wsk trigger delete`` does), the trigger goes."""
+    done = run_deploy_sh(deployed.project, deployed.env, "--no-kafka-feed")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "deleted trigger image-uploaded (feed /whisk.system/messaging/kafkaFeed)" in (
+        done.stdout)
+    assert entities(deployed.client) == {
+        "packages": {PACKAGE},
+        "actions": {f"{PACKAGE}/{a}" for a in (*ACTIONS, SEQUENCE)},
+        "triggers": {"image-uploaded-webhook"},
+        "rules": {"on-image-uploaded-webhook"},
+    }
+    runs = deployed.client.request("GET", "activations?name=kafkaFeed&docs=true&limit=50").json
+    deletes = [run for run in runs
+               if run["response"]["result"].get("message") == "deleted trigger"]
+    assert deletes and deletes[0]["response"]["success"], runs
+    read = deployed.client.request(
+        "POST", f"{deployed.client.url}/api/v1/namespaces/whisk.system/actions/messaging/"
+        "kafkaFeed?blocking=true",
+        {"lifecycleEvent": "READ", "triggerName": "/_/image-uploaded", "authKey": AUTH},
+        absolute=True).json
+    assert "has no Kafka feed" in read["response"]["result"]["error"]
 
 
 def test_undeploy_removes_everything(deployed: Deployed) -> None:

@@ -29,7 +29,6 @@ from tests.imagegen import jpeg, not_an_image
 from tests.service_fixtures import PROJECT, Services
 from tests.tooling import wait_until
 
-pytestmark = pytest.mark.services
 SIZES = [64]
 
 

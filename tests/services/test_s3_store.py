@@ -30,10 +30,9 @@ from owdedup.services import ServiceError, ServicesConfig, minio
 from owdedup.services.install import install_mc
 from tests.conftest import PROJECT
 from tests.imagegen import jpeg
+from tests.object_store_contract import ObjectStoreContract
 from tests.service_fixtures import Services
 from tests.tooling import missing
-
-pytestmark = pytest.mark.services
 
 
 def _options(env: dict[str, str]) -> dict[str, str]:
@@ -63,6 +62,12 @@ def buckets(store: S3Store) -> Iterator[list[str]]:
             for info in list(store.list(name)):
                 store.delete(name, info.key)
             store._client.remove_bucket(name)
+
+
+class TestMinioContract(ObjectStoreContract):
+    @pytest.fixture
+    def object_store(self, store: S3Store) -> S3Store:
+        return store
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,9 @@ import json
 import uuid
 from typing import Any
 
-import pytest
-
 from owdedup.serve.server import DevServer, ServeConfig
 from tests.serve.conftest import AUTH, Client, params, wait_for
 from tests.service_fixtures import Services
-
-pytestmark = pytest.mark.services
 
 RECORDER = "def main(params):\n    return {'messages': params.get('messages', [])}\n"
 FEED = "/api/v1/namespaces/whisk.system/actions/messaging/kafkaFeed?blocking=true"

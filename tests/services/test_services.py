@@ -32,9 +32,6 @@ from owdedup.services import (
 from tests.service_fixtures import Services
 from tests.tooling import missing, wait_until
 
-pytestmark = pytest.mark.services
-
-
 #: The CouchDB-API server's admin (set by the fixture below).
 _ADMIN: tuple[str, str] = ("", "")
 ANONYMOUS = ("", "")

@@ -31,7 +31,8 @@ from owdedup.services import (
     minio,
 )
 from owdedup.services import processes as proc
-from owdedup.services.install import check_names, kafka_pom, pouchdb_package_json
+from owdedup.services.install import kafka_pom, pouchdb_package_json
+from owdedup.services.registry import check_names
 from owdedup.services.versions import KAFKA_ARTIFACTS
 from tests.tooling import listen_ports, need_command
 
@@ -383,3 +384,61 @@ def test_a_server_whose_database_cannot_be_secured_is_stopped(config: ServicesCo
     assert proc.status(cfg, "couchdb").state == "stopped"
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+class _FakeService:
+    """A service defined here: the registry alone makes it known to up/status/logs."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def install(self, config: ServicesConfig) -> list[str]:
+        self.calls.append("install")
+        return ["fake"]
+
+    def installed(self, config: ServicesConfig) -> bool:
+        return "install" in self.calls
+
+    def start(self, config: ServicesConfig) -> int:
+        self.calls.append("start")
+        return 4242
+
+    def ready(self, config: ServicesConfig) -> bool:
+        return True
+
+    def endpoint(self, config: ServicesConfig) -> str:
+        return "fake://127.0.0.1:1"
+
+    def version(self) -> str:
+        return "fake 1.0"
+
+
+def test_every_service_goes_through_the_one_registry(
+    config: ServicesConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from owdedup.services import registry
+
+    assert registry.SERVICES == ("couchdb", "kafka", "minio")
+    assert launcher.service_ports(config, "kafka") == (config.kafka_port,
+                                                       config.kafka_controller_port)
+    for service in registry.REGISTRY:
+        assert isinstance(service.version(), str) and service.version()
+        assert service.endpoint(config)
+    assert registry.service("kafka").endpoint(config) == config.kafka_bootstrap
+    fake = _FakeService()
+    monkeypatch.setattr(registry, "REGISTRY", (*registry.REGISTRY, fake))
+    monkeypatch.setattr(registry, "SERVICES", (*registry.SERVICES, "fake"))
+    monkeypatch.setitem(launcher._PROCESSES, "fake",
+                        launcher.ProcessSpec("no-such-fake-service", lambda _config: (1,)))
+    proc.up(config, ["fake"])
+    assert fake.calls == ["install", "start"]
+    assert proc.start(config, "fake") == 4242 and fake.calls[-1] == "start"
+    status = proc.status(config, "fake")
+    assert (status.endpoint, status.version, status.state) == ("fake://127.0.0.1:1", "fake 1.0",
+                                                               "stopped")
+    assert "fake" in [s.name for s in proc.status_all(config)]
+    with pytest.raises(ServiceError, match="unknown service redis; choose from couchdb, kafka, "
+                                           "minio, fake"):
+        proc.logs(config, "redis")

@@ -75,3 +75,76 @@ def test_the_engine_takes_an_array_as_a_result_and_words_other_values_as_the_pro
     assert cast(Any, classify([1, {"a": 2}], False)) == ([1, {"a": 2}], SUCCESS)
     assert classify("x", False) == (
         {"error": "The action did not return a dictionary or array."}, DEVELOPER_ERROR)
+
+
+def test_kill_tree_never_kills_a_pid_it_could_not_stop(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A descendant found in /proc that is gone (reaped) before it is stopped left a pid that
+    # another process may have by the time the tree is killed: it must not be signalled again.
+    import signal
+
+    from owdedup.actionloop import proxy
+
+    gone, stoppable, root = 40001, 40002, 40000
+    signals: list[tuple[int, int]] = []
+
+    def fake_kill(pid: int, sig: int) -> None:
+        if pid == gone and not any(p == gone for p, _ in reused):
+            reused.append((pid, sig))  # gone now; from here on the pid is someone else's
+            raise ProcessLookupError(pid)
+        signals.append((pid, sig))
+
+    reused: list[tuple[int, int]] = []
+
+    monkeypatch.setattr(proxy, "descendants", lambda _root: {gone, stoppable})
+    monkeypatch.setattr(os, "kill", fake_kill)
+    monkeypatch.setattr(os, "killpg", lambda pid, sig: signals.append((-pid, sig)))
+    proxy.kill_tree(root)
+    assert (stoppable, signal.SIGKILL) in signals
+    assert all(pid != gone for pid, _ in signals)
+
+
+def test_a_dead_action_process_still_takes_its_children_with_it(tmp_path: Path) -> None:
+    # The launcher exited with a child still running, and ``alive`` was asked first (as the
+    # warm pool does): the kill must still reach the child, as a container's removal does.
+    import subprocess
+    import sys
+    import time
+
+    from owdedup.actionloop.proxy import ActionProcess, init_env
+
+    (tmp_path / launcher.LAUNCHER_NAME).write_text(Path(launcher.__file__).read_text())
+    (tmp_path / f"{launcher.MAIN_MODULE}.py").write_text(
+        "import os, subprocess, sys\n"
+        "def main(p):\n"
+        "    child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "    print('child', child.pid, flush=True)\n"
+        "    os._exit(3)\n")
+    process = ActionProcess([sys.executable, "-S", "-u", launcher.LAUNCHER_NAME, "main",
+                             "--subreaper"], tmp_path, init_env({"value": {}}))
+    try:
+        assert process.reply(time.monotonic() + 30).body == b'{"ok": true}'
+        assert process.send({"value": {}}, 1 << 20)
+        assert process.reply(time.monotonic() + 30).exited
+        deadline = time.monotonic() + 10
+        while process.alive and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not process.alive
+    finally:
+        process.kill()
+    lines, _ = process.take_logs(until_eof=True)
+    [child] = [int(text.split()[-1]) for _, _, text in lines if text.startswith("child ")]
+    deadline = time.monotonic() + 10
+    while _running(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _running(child):
+        subprocess.run(["kill", "-9", str(child)], check=False)
+        pytest.fail(f"the action's child {child} outlived it")
+
+
+def _running(pid: int) -> bool:
+    """True while *pid* exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

@@ -7,6 +7,7 @@ import io
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,10 @@ import pytest
 
 from owdedup.engine.executor import Engine
 from owdedup.engine.local import local_executor
+from owdedup.runtime import handover
 from owdedup.runtime.digest import CHUNK_BYTES, sha256_stream
 from owdedup.runtime.records import open_records
+from owdedup.runtime.stores.folder import FolderStore
 from tests.conftest import PROJECT
 from tests.imagegen import jpeg, not_an_image
 
@@ -248,3 +251,60 @@ def test_settings_repr_shows_no_secret() -> None:
     assert dict(settings.store_options)["secret_key"] == secret  # still held, only not shown
     assert secret not in repr(settings)
     assert secret not in repr(Context(settings))
+
+
+@pytest.fixture
+def handed_over() -> Iterator[None]:
+    """The hand-over on, as in a ``map`` worker; off again afterwards (as on OpenWhisk)."""
+    handover.enable(1 << 20)
+    yield
+    handover.enable(0)
+
+
+def count_opens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    opened: list[str] = []
+    real = FolderStore.open
+
+    def counting(self: FolderStore, bucket: str, key: str) -> Any:
+        opened.append(f"{bucket}/{key}")
+        return real(self, bucket, key)
+
+    monkeypatch.setattr(FolderStore, "open", counting)
+    return opened
+
+
+def test_in_one_process_a_cold_object_is_read_once(
+    engine: Engine, photo: bytes, handed_over: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened = count_opens(monkeypatch)
+    hashed = engine.invoke("owdedup/hash", job())
+    activation = engine.resume(SEQUENCE, "owdedup/hash", hashed.result)
+    assert activation.success and activation.result["status"] == "computed"
+    assert [c.name for c in activation.components] == [
+        "owdedup/lookup", "owdedup/thumbnail", "owdedup/record"]
+    assert opened == ["photos/a.jpg"]  # hash read it; thumbnail took those bytes (header too)
+
+
+def test_without_the_hand_over_thumbnail_reads_and_checks_the_bytes_itself(
+    engine: Engine, photo: bytes, store_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened = count_opens(monkeypatch)
+    looked_up = engine.invoke("owdedup/lookup", engine.invoke("owdedup/hash", job()).result)
+    assert engine.invoke("owdedup/thumbnail", looked_up.result).success
+    assert opened == ["photos/a.jpg"] * 3  # hash; then thumbnail: the header, the body
+
+
+def test_handed_over_bytes_serve_only_their_own_object_and_digest(context: Any) -> None:
+    handover.enable(1 << 20)
+    try:
+        handover.keep(context.store, "photos", "a.jpg", "d1", b"bytes")
+        assert handover.take(context.store, "photos", "b.jpg", "d1") is None
+        handover.keep(context.store, "photos", "a.jpg", "d1", b"bytes")
+        assert handover.take(context.store, "photos", "a.jpg", "d2") is None
+        handover.keep(context.store, "photos", "a.jpg", "d1", b"bytes")
+        assert handover.take(context.store, "photos", "a.jpg", "d1") == b"bytes"
+        assert handover.take(context.store, "photos", "a.jpg", "d1") is None  # taken once
+    finally:
+        handover.enable(0)
+    handover.keep(context.store, "photos", "a.jpg", "d1", b"bytes")  # off: nothing kept
+    assert handover.take(context.store, "photos", "a.jpg", "d1") is None

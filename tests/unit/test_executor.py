@@ -16,7 +16,7 @@ from owdedup.engine.activation import (
 )
 from owdedup.engine.executor import Engine
 from owdedup.engine.local import local_executor
-from owdedup.runtime.errors import NotFoundError
+from owdedup.runtime.errors import ConfigError, NotFoundError
 
 MANIFEST = """
 packages:
@@ -100,6 +100,22 @@ def test_error_result_ends_the_sequence(engine: Engine) -> None:
     assert activation.status == APPLICATION_ERROR
     assert activation.result == {"error": "bad thing", "key": "k"}
     assert len(activation.components) == 2  # the last `add` never ran
+
+
+def test_resume_runs_what_follows_the_first_step_on_its_result(engine: Engine) -> None:
+    first = engine.invoke("p/add", {"only_first": True})
+    activation = engine.resume("p/chain", "p/add", first.result)
+    assert activation.status == SUCCESS and activation.name == "p/chain"
+    assert [c.name for c in activation.components] == ["p/add", "p/echo"]
+    assert activation.result["total"] == 20  # what invoking the whole sequence gives
+    assert activation.result == engine.invoke("p/chain", {"only_first": True}).result
+
+
+def test_resume_needs_a_sequence_that_starts_with_the_step(engine: Engine) -> None:
+    with pytest.raises(ConfigError, match="not a sequence that starts with 'p/echo'"):
+        engine.resume("p/chain", "p/echo", {})
+    with pytest.raises(ConfigError, match="not a sequence"):
+        engine.resume("p/add", "p/add", {})
 
 
 def test_uncaught_exception_becomes_error_with_traceback_in_logs(engine: Engine) -> None:

@@ -16,6 +16,7 @@ from owdedup.runtime.job import Job
 from owdedup.runtime.pipeline import hash_step
 from owdedup.runtime.stores import open_store
 from owdedup.runtime.stores.folder import FolderStore
+from tests.object_store_contract import ObjectStoreContract
 
 
 @pytest.fixture
@@ -23,6 +24,19 @@ def store(store_root: Path) -> FolderStore:
     s = open_store(f"file://{store_root}")
     assert isinstance(s, FolderStore)
     return s
+
+
+class TestFolderStoreContract(ObjectStoreContract):
+    @pytest.fixture
+    def object_store(self, store: FolderStore) -> FolderStore:
+        return store
+
+    @pytest.fixture
+    def buckets(self, store: FolderStore) -> list[str]:
+        names = ["contract-in", "contract-out"]
+        for name in names:
+            store.ensure_bucket(name)
+        return names
 
 
 def test_put_head_read_list_copy_delete(store: FolderStore) -> None:

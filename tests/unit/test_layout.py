@@ -56,8 +56,8 @@ def test_the_scan_sees_a_violation(tmp_path: Path) -> None:
 
 
 def test_tooling_is_beside_the_runtime_not_inside() -> None:
-    for tooling in ("cli.py", "mapper.py", "watch.py", "workers.py", "engine", "serve",
-                    "services", "deploy"):
+    for tooling in ("cli.py", "mapper.py", "watch.py", "workers.py", "workpool.py",
+                    "locations.py", "engine", "serve", "services", "deploy"):
         assert (PACKAGE_DIR / tooling).exists(), tooling
         assert not (RUNTIME_DIR / tooling).exists(), tooling
 

@@ -1,7 +1,17 @@
 from __future__ import annotations
 
+from typing import Any
+
 from owdedup.engine.activation import APPLICATION_ERROR, SUCCESS, Activation
-from owdedup.watch import OffsetTracker, feed_payload, outcomes
+from owdedup.feedloop import OffsetTracker
+from owdedup.runtime.events import feed_message
+from owdedup.watch import outcomes
+
+
+def feed_payload(topic: str, partition: int, offset: int, key: bytes | None,
+                 value: bytes | None) -> dict[str, Any]:
+    """The Kafka feed's trigger payload for one message (``isJSONData``: value parsed)."""
+    return {"messages": [feed_message(topic, partition, offset, key, value)]}
 
 
 def test_commit_position_never_passes_an_unfinished_message() -> None:

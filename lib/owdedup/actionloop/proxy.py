@@ -121,14 +121,20 @@ def kill_tree(root: int) -> None:
     """SIGKILL *root* and all its descendants: stopped first, so that none forks again or
     is re-parented out of reach while the others die."""
     stopped: set[int] = set()
+    seen: set[int] = set()
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(root, signal.SIGSTOP)  # nor does it reap a child whose pid is in hand
     for _ in range(50):
-        found = descendants(root) - stopped
+        found = descendants(root) - seen
         if not found:
             break
+        seen |= found
         for pid in found:
+            # Only a process that was stopped is killed below: one that was gone by now
+            # (reaped by its parent) left a pid that another process may already have.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGSTOP)
-        stopped |= found
+                stopped.add(pid)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(root, signal.SIGKILL)  # its own group (start_new_session), in any case
     for pid in (root, *stopped):
@@ -354,7 +360,10 @@ class ActionProcess:
 
     def kill(self) -> None:
         """Kill the process and everything it started (a container's removal)."""
-        if self.proc.poll() is None:  # never a reaped pid: it may be someone else's by now
+        # Never a reaped pid: it may be someone else's by now. An exited but unreaped one is
+        # still ours (a zombie keeps its pid), and so is its process group, which holds what
+        # it started that is still running: ``alive`` never reaps, for that reason.
+        if self.proc.returncode is None:
             kill_tree(self.proc.pid)
         self._close_log_pipes()
         self._reap()
@@ -377,4 +386,11 @@ class ActionProcess:
 
     @property
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        """Whether the process still runs; an exited one is left unreaped for ``kill``."""
+        if self.proc.returncode is not None:
+            return False
+        try:
+            exited = os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return False
+        return exited is None

@@ -167,7 +167,7 @@ def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
 
 def manifest_actions(manifest_path: Path) -> list[tuple[str, str, str | None]]:
     """(action name, zip stem, runtime) of every action whose function is a built zip, read
-    with the engine's manifest model (wskdeploy's rules; no variable is substituted here)."""
+    through the one manifest model (:mod:`owdedup.engine.manifest`)."""
     try:
         manifest = load_manifest(manifest_path, {})
     except OwdedupError as exc:

@@ -161,7 +161,9 @@ def substitute(value: Any, env: Mapping[str, str]) -> Any:
 
 def load_manifest(path: Path, env: Mapping[str, str]) -> Manifest:
     try:
-        raw = yaml.safe_load(path.read_text())
+        # libyaml's loader when PyYAML has it: the same safe subset, 10x faster, and every
+        # map worker and invoke parses the manifest before its first object.
+        raw = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except FileNotFoundError:
         raise ConfigError(f"manifest not found: {path}") from None
     except yaml.YAMLError as exc:

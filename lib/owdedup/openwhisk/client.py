@@ -102,6 +102,11 @@ class OpenWhiskClient:
         path = f"/actions/{quote(action.strip('/'), safe='/')}?{query}"
         return self._call("POST", path, json.dumps(dict(params)).encode())
 
+    def entity(self, method: str, collection: str, name: str) -> Reply:
+        """GET or DELETE one entity: ``collection`` as the REST API names it (``actions``,
+        ``triggers``...), ``name`` as ``[package/]name``."""
+        return self._call(method, f"/{collection}/{quote(name.strip('/'), safe='/')}")
+
     def activation(self, activation_id: str) -> Reply:
         return self._call("GET", f"/activations/{quote(activation_id, safe='')}")
 

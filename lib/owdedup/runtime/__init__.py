@@ -3,6 +3,6 @@
 This subpackage ships whole in each action zip (an allowlist; see ``owdedup.deploy.needs``).
 It must stay small and cheap to import: nothing here imports Pillow, network clients or any
 tooling module (``owdedup.cli``, ``deploy``, ``engine``, ``serve``, ``services``, ``mapper``,
-``watch``, ``workers``); the tooling beside it imports the runtime, never the reverse, and
-``tests/unit/test_layout.py`` enforces that direction.
+``watch``, ``workers``, ``workpool``, ``locations``); the tooling beside it imports the
+runtime, never the reverse, and ``tests/unit/test_layout.py`` enforces that direction.
 """

@@ -25,6 +25,12 @@ Main = Callable[[dict[str, Any]], dict[str, Any]]
 _CONTEXTS = ContextCache()
 
 
+def close_contexts() -> None:
+    """Close this process's contexts, writing their buffered counts: for a process that ends
+    without running exit hooks (a forked worker ends with ``os._exit``)."""
+    _CONTEXTS.close()
+
+
 def make_main(step: Step) -> Main:
     def main(params: dict[str, Any]) -> dict[str, Any]:
         return run_step(step, params)

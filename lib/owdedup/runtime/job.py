@@ -67,6 +67,7 @@ class Job:
     compute_ms: float = 0.0
     status: str | None = None
     recorded: bool | None = None
+    record_error: str | None = None  # why 'recorded' is false
     copies: list[dict[str, Any]] = field(default_factory=list)
     #: Records found but not believed (see Record.mismatch): each one was a miss.
     rejected_records: int = 0
@@ -111,6 +112,7 @@ class Job:
             compute_ms=float(params.get("compute_ms") or 0.0),
             status=params.get("status"),
             recorded=params.get("recorded"),
+            record_error=params.get("record_error"),
             copies=list(params.get("copies") or []),
             rejected_records=_count(params.get("rejected_records")),
         )
@@ -134,6 +136,8 @@ class Job:
         if self.status is not None:
             result["status"] = self.status
             result["recorded"] = self.recorded
+            if self.record_error is not None:
+                result["record_error"] = self.record_error
         if self.copies:
             result["copies"] = self.copies
         if self.rejected_records:

@@ -14,6 +14,7 @@ import logging
 import time
 from datetime import UTC, datetime
 
+from owdedup.runtime import handover
 from owdedup.runtime.context import Context
 from owdedup.runtime.counters import hit_saved_bytes
 from owdedup.runtime.digest import sha256_stream
@@ -34,7 +35,12 @@ def hash_step(job: Job, ctx: Context) -> Job:
         job.digest, job.digest_source = info.sha256, "checksum"
     else:
         with ctx.store.open(job.bucket, job.key) as stream:
-            digest, size = sha256_stream(stream)
+            if handover.wanted(info.size):  # in one process with 'thumbnail': keep the bytes
+                data = stream.read()
+                digest, size = hashlib.sha256(data).hexdigest(), len(data)
+                handover.keep(ctx.store, job.bucket, job.key, digest, data)
+            else:
+                digest, size = sha256_stream(stream)
         if size != info.size:
             raise StoreError("object changed while it was being hashed", key=job.key)
         job.digest, job.digest_source = digest, "computed"
@@ -98,14 +104,19 @@ def compute_step(job: Job, ctx: Context) -> Job:
     params = spec.normalise(job.params)
 
     # The function judges the input from a bounded prefix before its body is read: what it
-    # would refuse costs only those bytes. The body read is then bounded by the hashed size.
-    size = job.input_bytes or ctx.store.head(job.bucket, job.key).size
-    spec.check_input(lambda length: ctx.store.read_prefix(job.bucket, job.key, length), size,
-                     params, name=job.key)
-    data = ctx.store.read_bytes(job.bucket, job.key, max_bytes=size)
-    if hashlib.sha256(data).hexdigest() != digest:
-        # Computing now would record this output under another content's name.
-        raise StoreError("object was replaced after it was hashed; retry", key=job.key)
+    # would refuse costs only those bytes (or, handed over by 'hash', nothing more).
+    data = handover.take(ctx.store, job.bucket, job.key, digest)  # read and hashed just now
+    if data is not None:
+        in_hand = data
+        spec.check_input(lambda length: in_hand[:length], len(in_hand), params, name=job.key)
+    else:
+        size = job.input_bytes or ctx.store.head(job.bucket, job.key).size
+        spec.check_input(lambda length: ctx.store.read_prefix(job.bucket, job.key, length),
+                         size, params, name=job.key)
+        data = ctx.store.read_bytes(job.bucket, job.key, max_bytes=size)
+        if hashlib.sha256(data).hexdigest() != digest:
+            # Computing now would record this output under another content's name.
+            raise StoreError("object was replaced after it was hashed; retry", key=job.key)
 
     started = time.perf_counter()
     produced = spec.compute(data, params, name=job.key)
@@ -174,7 +185,7 @@ def record_step(job: Job, ctx: Context) -> Job:
                 _fill_from_record(output, stored, hit=False)
         except OwdedupError as exc:
             log.warning("computed %s but could not record it: %s", job.name, exc)
-            job.recorded = False
+            job.recorded, job.record_error = False, str(exc)
     if job.materialize:
         job.copies = _materialize(job, ctx)
     return job
@@ -182,8 +193,7 @@ def record_step(job: Job, ctx: Context) -> Job:
 
 def _materialize(job: Job, ctx: Context) -> list[dict[str, object]]:
     """Server-side copies named after the input, for users who want one output per name."""
-    folder, _, name = job.key.rpartition("/")
-    stem = f"{folder}/" * bool(folder) + (name.rsplit(".", 1)[0] if "." in name else name)
+    stem = materialized_stem(job.key)
     spec = get_function(job.function)
     variants = {v.function_id: v for v in spec.variants(spec.normalise(job.params))}
     copies = []
@@ -195,6 +205,14 @@ def _materialize(job: Job, ctx: Context) -> list[dict[str, object]]:
         ctx.store.copy(output.bucket, output.key, job.dest_bucket, target)
         copies.append({"bucket": job.dest_bucket, "key": target, "size": output.size})
     return copies
+
+
+def materialized_stem(key: str) -> str:
+    """The name of *key*'s materialized copies before ``_<size>.<ext>``: the key without
+    its extension, so ``a``, ``a.jpg`` and ``a.png`` share one (``map`` refuses the later
+    ones)."""
+    folder, _, name = key.rpartition("/")
+    return f"{folder}/" * bool(folder) + (name.rsplit(".", 1)[0] if "." in name else name)
 
 
 def _rejected(job: Job, record: Record, output: Output, digest: str) -> bool:

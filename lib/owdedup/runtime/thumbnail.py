@@ -20,7 +20,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from PIL import Image, ImageChops, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageChops, ImageFile, PngImagePlugin, UnidentifiedImageError
 
 from owdedup.runtime.errors import BadInputError, ConfigError
 from owdedup.runtime.functions import DEFAULT_MAX_MEMORY_MB, DEFAULT_MAX_PIXELS, DEFAULT_QUALITY
@@ -98,6 +98,13 @@ _COEFFICIENT_BYTES = 2
 # Everything per-call that does not grow with the input (decoder state, the reduced image
 # for a 256 px box, the encoder): the measured intercepts were 0.8-7.2 MiB.
 _FIXED_BYTES = 8 * _MIB
+# A PNG's text chunks (tEXt, zTXt, iTXt) are decompressed into memory while the header is
+# read, before anything can be judged: Pillow allows 64 MiB of them, so a 64 KiB file of
+# zTXt took 65 MiB where the estimate said 9. The thumbnail keeps no metadata, so the text
+# Pillow may hold is capped here (a PNG with more is refused as corrupt) and counted in the
+# estimate of every PNG. Editors' XMP packets are tens of kB; 4 MiB leaves them ample room.
+_PNG_TEXT_BYTES = 4 * _MIB
+PngImagePlugin.MAX_TEXT_MEMORY = _PNG_TEXT_BYTES
 # The estimate is the measured cost times this (decoders' rounding, allocator slack): the
 # one safety margin.
 _SAFETY = 1.1
@@ -264,6 +271,7 @@ def estimate_memory(image: Image.Image, data_bytes: int, box: int) -> int:
     width, height = image.size
     pixels = width * height
     coefficients, bpp = 0, 4
+    metadata = _metadata_bytes(image)
     if image.format in ("JPEG", "MPO"):
         scale = _jpeg_draft_scale(width, height, box)
         width, height = math.ceil(width / scale), math.ceil(height / scale)
@@ -288,7 +296,19 @@ def estimate_memory(image: Image.Image, data_bytes: int, box: int) -> int:
     fitted = math.ceil(width * ratio) * math.ceil(height * ratio) * 4 * 3
     # The coefficient buffer is gone before the resize starts (see _COEFFICIENT_BYTES).
     working = decoded + max(coefficients, reduced + fitted)
-    return int((data_bytes + working + _FIXED_BYTES) * _SAFETY)
+    return int((data_bytes + metadata + working + _FIXED_BYTES) * _SAFETY)
+
+
+def _metadata_bytes(image: Image.Image) -> int:
+    """Metadata Pillow holds beside the file's bytes: a JPEG's APP segments are copied into
+    ``applist`` (and its ICC profile joined once more), as big as the file allows (a 50 MiB
+    file of APP segments took 50 MiB more); a PNG's text, up to ``_PNG_TEXT_BYTES``."""
+    if image.format == "PNG":
+        return _PNG_TEXT_BYTES
+    applist = getattr(image, "applist", None) or []
+    icc_profile = image.info.get("icc_profile")
+    return sum(len(segment) for _, segment in applist) + (
+        len(icc_profile) if isinstance(icc_profile, bytes) else 0)
 
 
 def _jpeg_draft_scale(width: int, height: int, box: int) -> int:

@@ -10,6 +10,7 @@ What the openwhisk-package-kafka provider does, in process:
 - Messages are fired in batches of up to ~900 kB as ``{"messages": [{"topic", "partition",
   "offset", "key", "value"}]}`` (``value`` parsed when ``isJSONData``; key/value base64 when
   binary); the offsets are committed once the fire was accepted, so delivery is at least once.
+  The loop is :class:`owdedup.feedloop.FeedLoop`, the same as ``owdedup watch``'s.
   A fire that fails is retried with backoff; a trigger that no longer exists ends the feed.
 - ``DELETE`` stops and forgets it, ``READ`` reports it, ``PAUSE``/``UNPAUSE`` stop and
   restart consumption. Registrations are kept in a JSON file (when the server has a state
@@ -27,21 +28,21 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from owdedup.feedloop import ConsumerFactory, FeedLoop, default_consumer, done_future
 from owdedup.runtime.atomic import write_atomic
 from owdedup.runtime.errors import NotFoundError
-from owdedup.runtime.events import as_bytes, feed_message
+from owdedup.runtime.events import feed_message
 from owdedup.serve.catalog import is_true, now_ms
 
 log = logging.getLogger("owdedup.serve.feed")
 
 FEED_ACTION = "messaging/kafkaFeed"  # in /whisk.system
-BATCH_BYTES = 900_000
 #: Pause before a failed consumer is replaced (or a failed fire is retried), doubling up to
 #: the maximum.
 RESTART_BACKOFF_S = 0.5
@@ -49,7 +50,6 @@ MAX_RESTART_BACKOFF_S = 30.0
 
 #: Fires a trigger with a payload; raises NotFoundError when the trigger no longer exists.
 Fire = Callable[[str, dict[str, Any]], None]
-ConsumerFactory = Callable[[dict[str, Any]], Any]
 
 
 class FeedError(Exception):
@@ -118,31 +118,6 @@ def message_entry(config: FeedConfig, topic: str, partition: int, offset: int,
                         binary_key=config.binary_key, binary_value=config.binary_value)
 
 
-def batches(entries: Iterable[dict[str, Any]], limit: int = BATCH_BYTES
-            ) -> list[list[dict[str, Any]]]:
-    """Consecutive groups of messages whose JSON stays under *limit* bytes (a message
-    larger than the limit travels alone)."""
-    grouped: list[list[dict[str, Any]]] = []
-    current: list[dict[str, Any]] = []
-    size = 0
-    for entry in entries:
-        entry_size = len(json.dumps(entry))
-        if current and size + entry_size > limit:
-            grouped.append(current)
-            current, size = [], 0
-        current.append(entry)
-        size += entry_size
-    if current:
-        grouped.append(current)
-    return grouped
-
-
-def _default_consumer(conf: dict[str, Any]) -> Any:
-    from confluent_kafka import Consumer
-
-    return Consumer(conf)
-
-
 class FeedConsumer:
     """One trigger's consumer loop, on a daemon thread."""
 
@@ -186,35 +161,25 @@ class FeedConsumer:
 
     def _consume(self) -> str:
         """One consumer's life: "stopped" on request, "ended" when the trigger is gone."""
-        consumer = self._factory(consumer_conf(self.config))
-        try:
-            consumer.subscribe([self.config.topic])
-            while not self._stop.is_set():
-                messages = consumer.consume(num_messages=500, timeout=0.5)
-                entries = []
-                for message in messages or []:
-                    if message.error():
-                        log.warning("feed %s: %s", self.config.trigger, message.error())
-                        continue
-                    entries.append(message_entry(
-                        self.config, message.topic(), message.partition(), message.offset(),
-                        as_bytes(message.key()), as_bytes(message.value())))
-                for batch in batches(entries):
-                    if not self._deliver(consumer, batch):
-                        return "stopped" if self._stop.is_set() else "ended"
-            return "stopped"
-        finally:
-            consumer.close()
+        loop: FeedLoop[bool] = FeedLoop(
+            factory=self._factory,
+            conf=consumer_conf(self.config),
+            topic=self.config.topic,
+            to_entry=lambda topic, partition, offset, key, value: message_entry(
+                self.config, topic, partition, offset, key, value),
+            submit=lambda batch: done_future(self._deliver(batch)),
+            settle=lambda _batch, delivered: delivered,
+            client_label=f"feed {self.config.trigger}",
+        )
+        return loop.run(self._stop)
 
-    def _deliver(self, consumer: Any, batch: list[dict[str, Any]]) -> bool:
-        """Fire until accepted, then commit; False when the feed must end."""
-        from confluent_kafka import KafkaException, TopicPartition
-
+    def _deliver(self, batch: list[dict[str, Any]]) -> bool:
+        """Fire until accepted (the loop then commits); False when the feed must end."""
         backoff = RESTART_BACKOFF_S
         while not self._stop.is_set():
             try:
                 self._fire(self.config.trigger, {"messages": batch})
-                break
+                return True
             except NotFoundError:
                 log.warning("feed %s: the trigger is gone; stopping", self.config.trigger)
                 self._on_gone(self.config.trigger)
@@ -224,19 +189,7 @@ class FeedConsumer:
                               backoff)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, MAX_RESTART_BACKOFF_S)
-        else:
-            return False
-        positions: dict[tuple[str, int], int] = {}
-        for entry in batch:
-            where = (entry["topic"], entry["partition"])
-            positions[where] = max(positions.get(where, 0), entry["offset"] + 1)
-        try:
-            consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in positions.items()],
-                            asynchronous=False)
-        except KafkaException as exc:
-            # A later commit covers this one; until then a restart replays the batch.
-            log.warning("feed %s: offset commit failed: %s", self.config.trigger, exc)
-        return True
+        return False
 
 
 def consumer_conf(config: FeedConfig) -> dict[str, Any]:
@@ -260,7 +213,7 @@ class KafkaFeeds:
         namespace: str,
         auth_key: str,
         state_file: Path | None = None,
-        consumer_factory: ConsumerFactory = _default_consumer,
+        consumer_factory: ConsumerFactory = default_consumer,
         trigger_exists: Callable[[str], bool] = lambda _name: True,
         start_timeout_s: float = 30.0,
     ) -> None:

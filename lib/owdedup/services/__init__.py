@@ -9,18 +9,19 @@ Entry points: :func:`up`, :func:`down`, :func:`status_all`, :func:`env_exports`,
 from __future__ import annotations
 
 from owdedup.services.config import ServicesConfig
-from owdedup.services.install import install, is_installed
-from owdedup.services.launcher import logs, stop
+from owdedup.services.launcher import stop
 from owdedup.services.processes import (
     ServiceStatus,
     down,
     env_exports,
     env_vars,
+    logs,
     start,
     status,
     status_all,
     up,
 )
+from owdedup.services.registry import install, is_installed
 from owdedup.services.tools import ServiceError
 
 __all__ = [

@@ -18,9 +18,10 @@ from rich.table import Table
 from owdedup.runtime.errors import OwdedupError
 from owdedup.services import processes
 from owdedup.services.config import ServicesConfig
-from owdedup.services.install import SERVICES
-from owdedup.services.install import install as install_services
-from owdedup.services.launcher import logs as service_logs
+from owdedup.services.processes import logs as service_logs
+from owdedup.services.registry import SERVICES
+from owdedup.services.registry import install as install_services
+from owdedup.terminal import console, fail
 
 app = typer.Typer(
     help="Run MinIO, Kafka and a CouchDB-API server as local processes on 127.0.0.1.",
@@ -28,20 +29,11 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-#: Messages for the person at the terminal, on stderr; shared with :mod:`owdedup.cli`.
-console = Console(stderr=True)
 
 OnlyOpt = Annotated[
     list[str] | None,
     typer.Option("--only", help=f"Only this service (repeatable): {', '.join(SERVICES)}"),
 ]
-
-
-def fail(message: object, code: int = 1) -> typer.Exit:
-    """Print ``error: <message>`` on stderr and return the Exit to raise (no traceback).
-    Shared with :mod:`owdedup.cli` (which mounts this app), so both fail alike."""
-    console.print(f"[red]error:[/red] {message}", highlight=False, markup=True, soft_wrap=True)
-    return typer.Exit(code)
 
 
 @contextmanager

@@ -32,11 +32,22 @@ from typing import Any
 from owdedup.runtime.atomic import private_dir, write_atomic
 from owdedup.runtime.records.couchdb import DEFAULT_DATABASE
 from owdedup.services.config import ServicesConfig
-from owdedup.services.launcher import http_ok, launch, service_ports, stop
+from owdedup.services.install import install_pouchdb, pouchdb_installed
+from owdedup.services.launcher import (
+    ProcessSpec,
+    http_ok,
+    launch,
+    register_process,
+    service_ports,
+    stop,
+)
 from owdedup.services.pouchdb_mends import apply_mends
 from owdedup.services.tools import ServiceError, generated_credentials, random_token, require
+from owdedup.services.versions import POUCHDB_SERVER_VERSION
 
-ADMIN_USER = "owdedup"
+#: Not the package's own name: a credential must be findable (and so checked absent) in
+#: output that names the package everywhere.
+ADMIN_USER = "owdedup-admin"
 #: Members by role ``_admin`` only: what CouchDB 3 gives a new database by default.
 ADMIN_ONLY = {"admins": {"names": [], "roles": []}, "members": {"names": [], "roles": ["_admin"]}}
 
@@ -122,3 +133,31 @@ def _admin_request(config: ServicesConfig, method: str, url: str, body: Any) -> 
         return int(error.code)
     except OSError as exc:
         raise ServiceError(f"couchdb: {method} {url} failed: {exc}") from None
+
+
+class CouchDB:
+    """pouchdb-server as a :class:`owdedup.services.registry.Service`."""
+
+    name = "couchdb"
+
+    def install(self, config: ServicesConfig) -> list[str]:
+        return ["pouchdb"] if install_pouchdb(config) else []
+
+    def installed(self, config: ServicesConfig) -> bool:
+        return pouchdb_installed(config)
+
+    def start(self, config: ServicesConfig) -> int:
+        return start_couchdb(config)
+
+    def ready(self, config: ServicesConfig) -> bool:
+        return couchdb_ready(config)
+
+    def endpoint(self, config: ServicesConfig) -> str:
+        return config.records_url
+
+    def version(self) -> str:
+        return f"pouchdb-server {POUCHDB_SERVER_VERSION}"
+
+
+SERVICE = CouchDB()
+register_process("couchdb", ProcessSpec("pouchdb-server", lambda config: (config.couchdb_port,)))

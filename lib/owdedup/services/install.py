@@ -9,7 +9,8 @@
   generated one-line module, into ``<home>/bin/openwhisk-wskdeploy``.
 
 A step is skipped when its marker file names the pinned version. Each prints what it does;
-a failure names the tool and shows the tail of its output.
+a failure names the tool and shows the tail of its output. Which steps a service needs is
+the service's own business (:mod:`owdedup.services.registry`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Callable, Iterable
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -37,9 +37,6 @@ from owdedup.services.versions import (
     WSKDEPLOY_MODULE,
     WSKDEPLOY_VERSION,
 )
-
-#: Service name -> the installers it needs (``minio`` also needs ``mc`` to set up buckets).
-SERVICES: tuple[str, ...] = ("couchdb", "kafka", "minio")
 
 
 def _marker_ok(marker: Path, expected: str, *required: Path) -> bool:
@@ -123,6 +120,16 @@ def _pseudo_version_stamp(version: str) -> tuple[str, str]:
     date = (f"{stamp[0:4]}-{stamp[4:6]}-{stamp[6:8]}T"
             f"{stamp[8:10]}:{stamp[10:12]}:{stamp[12:14]}Z")
     return commit, date
+
+
+def pseudo_label(version: str) -> str:
+    """``v0.0.0-20260212201848-7aac2a2c5b7c`` -> ``2026-02-12 7aac2a2c5b7c`` (a version that
+    is not a pseudo-version is shown as it is)."""
+    try:
+        commit, date = _pseudo_version_stamp(version)
+    except ValueError:
+        return version
+    return f"{date[:10]} {commit}"
 
 
 def install_wskdeploy(config: ServicesConfig) -> bool:
@@ -321,44 +328,17 @@ def install_openwhisk_js(config: ServicesConfig) -> bool:
     return True
 
 
-#: Service -> installers it needs, in order.
-INSTALLERS: dict[str, tuple[Callable[[ServicesConfig], bool], ...]] = {
-    "couchdb": (install_pouchdb,),  # the CouchDB-API service is always pouchdb-server
-    "kafka": (install_kafka,),
-    "minio": (install_minio, install_mc),
-}
+def minio_installed(config: ServicesConfig) -> bool:
+    """The MinIO server and ``mc`` (which sets up its buckets) are both installed."""
+    return _marker_ok(
+        config.bin_dir / ".minio.version", f"{MINIO_MODULE}@{MINIO_VERSION}", config.minio_bin
+    ) and _marker_ok(config.bin_dir / ".mc.version", f"{MC_MODULE}@{MC_VERSION}", config.mc_bin)
 
 
-def check_names(names: Iterable[str] | None) -> list[str]:
-    """The requested service names in start order (all when ``names`` is empty)."""
-    wanted = list(names or ())
-    unknown = [name for name in wanted if name not in SERVICES]
-    if unknown:
-        raise ServiceError(
-            f"unknown service {', '.join(unknown)}; choose from {', '.join(SERVICES)}"
-        )
-    return [name for name in SERVICES if not wanted or name in wanted]
+def kafka_installed(config: ServicesConfig) -> bool:
+    return _marker_ok(config.kafka_dir / ".installed", _kafka_stamp(), config.kafka_libs)
 
 
-def install(config: ServicesConfig, only: Iterable[str] | None = None) -> list[str]:
-    """Install the named services (all by default); returns the installers that ran."""
-    ran: list[str] = []
-    for name in check_names(only):
-        for installer in INSTALLERS[name]:
-            if installer(config):
-                ran.append(installer.__name__.removeprefix("install_"))
-    return ran
-
-
-def is_installed(config: ServicesConfig, service: str) -> bool:
-    if service == "minio":
-        return _marker_ok(
-            config.bin_dir / ".minio.version", f"{MINIO_MODULE}@{MINIO_VERSION}", config.minio_bin
-        ) and _marker_ok(config.bin_dir / ".mc.version", f"{MC_MODULE}@{MC_VERSION}", config.mc_bin)
-    if service == "kafka":
-        return _marker_ok(config.kafka_dir / ".installed", _kafka_stamp(), config.kafka_libs)
-    if service == "couchdb":
-        return _marker_ok(
-            config.pouchdb_dir / ".installed", POUCHDB_SERVER_VERSION, config.pouchdb_bin
-        )
-    raise ServiceError(f"unknown service {service}; choose from {', '.join(SERVICES)}")
+def pouchdb_installed(config: ServicesConfig) -> bool:
+    return _marker_ok(config.pouchdb_dir / ".installed", POUCHDB_SERVER_VERSION,
+                      config.pouchdb_bin)

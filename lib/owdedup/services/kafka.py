@@ -18,10 +18,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from owdedup.services.config import ServicesConfig
-from owdedup.services.launcher import KAFKA_CLASS, launch, read_pid, service_ports
+from owdedup.services.install import install_kafka, kafka_installed
+from owdedup.services.launcher import (
+    ProcessSpec,
+    launch,
+    read_pid,
+    register_process,
+    service_ports,
+)
 from owdedup.services.tools import ServiceError, require, run_tool, say
 from owdedup.services.versions import KAFKA_VERSION
 
+#: The broker's main class: the launcher knows its process by it.
+KAFKA_CLASS = "kafka.Kafka"
 TOPIC_TOOL = "org.apache.kafka.tools.TopicCommand"
 STORAGE_TOOL = "kafka.tools.StorageTool"
 #: Kafka 4.x moved the console consumer into kafka-tools.
@@ -256,3 +265,32 @@ def ensure_topic(config: ServicesConfig, topic: str, partitions: int = 1) -> Non
         timeout=120,
     )
     say(f"kafka: created topic {topic}")
+
+
+class Kafka:
+    """The single-node KRaft broker as a :class:`owdedup.services.registry.Service`."""
+
+    name = "kafka"
+
+    def install(self, config: ServicesConfig) -> list[str]:
+        return ["kafka"] if install_kafka(config) else []
+
+    def installed(self, config: ServicesConfig) -> bool:
+        return kafka_installed(config)
+
+    def start(self, config: ServicesConfig) -> int:
+        return start_kafka(config)
+
+    def ready(self, config: ServicesConfig) -> bool:
+        return kafka_ready(config)
+
+    def endpoint(self, config: ServicesConfig) -> str:
+        return config.kafka_bootstrap
+
+    def version(self) -> str:
+        return f"kafka {KAFKA_VERSION}"
+
+
+SERVICE = Kafka()
+register_process("kafka", ProcessSpec(
+    KAFKA_CLASS, lambda config: (config.kafka_port, config.kafka_controller_port), 120.0))

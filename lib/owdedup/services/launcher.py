@@ -18,34 +18,46 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from owdedup.services.config import ServicesConfig
-from owdedup.services.install import check_names
 from owdedup.services.tools import ServiceError, say, tail_file
 
-START_TIMEOUT = {"couchdb": 60.0, "kafka": 120.0, "minio": 60.0}
 STOP_TIMEOUT = 45.0
 #: How long a start waits for a port that a just-stopped process may still hold.
 PORT_FREE_TIMEOUT = 10.0
-#: The broker's main class, by which :func:`_marker` knows its process (run by
-#: :func:`owdedup.services.kafka.start_kafka`).
-KAFKA_CLASS = "kafka.Kafka"
 
 
-def _marker(name: str) -> str:
-    """A token of the command line that identifies this service's process."""
-    return {"couchdb": "pouchdb-server", "kafka": KAFKA_CLASS, "minio": "minio"}[name]
+@dataclass(frozen=True)
+class ProcessSpec:
+    """How the launcher knows one service's process, registered by the service's module
+    (:func:`register_process`): a token of its command line (a reused pid is not taken for
+    it), the TCP ports it listens on, how long it may take to become ready."""
+
+    marker: str
+    ports: Callable[[ServicesConfig], tuple[int, ...]]
+    start_timeout_s: float = 60.0
+
+
+_PROCESSES: dict[str, ProcessSpec] = {}
+
+
+def register_process(name: str, spec: ProcessSpec) -> None:
+    _PROCESSES[name] = spec
+
+
+def _spec(name: str) -> ProcessSpec:
+    try:
+        return _PROCESSES[name]
+    except KeyError:
+        raise ServiceError(f"no process is registered for service {name!r}") from None
 
 
 def service_ports(config: ServicesConfig, name: str) -> tuple[int, ...]:
     """The TCP ports service ``name`` listens on."""
-    return {
-        "couchdb": (config.couchdb_port,),
-        "kafka": (config.kafka_port, config.kafka_controller_port),
-        "minio": (config.minio_port, config.minio_console_port),
-    }[name]
+    return _spec(name).ports(config)
 
 
 def _proc_exists(pid: int) -> bool:
@@ -121,7 +133,7 @@ def read_pid(config: ServicesConfig, name: str) -> int | None:
         pid = int(path.read_text().split()[0])
     except (FileNotFoundError, ValueError, IndexError):
         return None
-    if _proc_alive(pid, _marker(name)):
+    if _proc_alive(pid, _spec(name).marker):
         return pid
     path.unlink(missing_ok=True)
     return None
@@ -189,12 +201,12 @@ def launch(
     else:
         process = None
         say(f"{name}: already running (pid {pid})")
-    deadline = time.monotonic() + START_TIMEOUT[name]
+    deadline = time.monotonic() + _spec(name).start_timeout_s
     while True:
         if ready():
             say(f"{name}: ready")
             return pid
-        alive = _proc_alive(pid, _marker(name), starting=process is not None)
+        alive = _proc_alive(pid, _spec(name).marker, starting=process is not None)
         exited = process.poll() if process is not None else None
         if exited is not None or not alive:
             config.pid_file(name).unlink(missing_ok=True)
@@ -206,7 +218,7 @@ def launch(
         if time.monotonic() > deadline:
             stop(config, name, quiet=True)
             raise ServiceError(
-                f"{name} was not ready after {START_TIMEOUT[name]:.0f}s (stopped it); "
+                f"{name} was not ready after {_spec(name).start_timeout_s:.0f}s (stopped it); "
                 f"last lines of {config.log_file(name)}:\n{tail_file(config.log_file(name))}"
             )
         time.sleep(0.3)
@@ -245,6 +257,6 @@ def stop(config: ServicesConfig, name: str, *, quiet: bool = False) -> bool:
 
 
 def logs(config: ServicesConfig, name: str, lines: int = 50) -> str:
-    """The last ``lines`` lines of service ``name``'s log file."""
-    check_names([name])
+    """The last ``lines`` lines of service ``name``'s log file (a known name: see
+    :func:`owdedup.services.processes.logs`)."""
     return tail_file(config.log_file(name), lines)

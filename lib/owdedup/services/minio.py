@@ -16,8 +16,16 @@ from pathlib import Path
 
 from owdedup.runtime.atomic import private_dir
 from owdedup.services.config import ServicesConfig
-from owdedup.services.launcher import http_ok, launch, service_ports
+from owdedup.services.install import install_mc, install_minio, minio_installed, pseudo_label
+from owdedup.services.launcher import (
+    ProcessSpec,
+    http_ok,
+    launch,
+    register_process,
+    service_ports,
+)
 from owdedup.services.tools import generated_credentials, random_token, run_tool, say
+from owdedup.services.versions import MINIO_VERSION
 
 
 def minio_credentials(config: ServicesConfig, *, create: bool = False) -> tuple[str, str]:
@@ -118,3 +126,34 @@ def start_minio(config: ServicesConfig) -> int:
     )
     setup_buckets(config)
     return pid
+
+
+class MinIO:
+    """The MinIO server (and ``mc``, which sets up its buckets) as a
+    :class:`owdedup.services.registry.Service`."""
+
+    name = "minio"
+
+    def install(self, config: ServicesConfig) -> list[str]:
+        return [step for step, installer in (("minio", install_minio), ("mc", install_mc))
+                if installer(config)]
+
+    def installed(self, config: ServicesConfig) -> bool:
+        return minio_installed(config)
+
+    def start(self, config: ServicesConfig) -> int:
+        return start_minio(config)
+
+    def ready(self, config: ServicesConfig) -> bool:
+        return minio_ready(config)
+
+    def endpoint(self, config: ServicesConfig) -> str:
+        return f"{config.store_url} (console :{config.minio_console_port})"
+
+    def version(self) -> str:
+        return f"minio {pseudo_label(MINIO_VERSION)}"
+
+
+SERVICE = MinIO()
+register_process("minio", ProcessSpec(
+    "minio", lambda config: (config.minio_port, config.minio_console_port)))

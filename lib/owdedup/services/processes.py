@@ -11,33 +11,27 @@ Each service runs in its own session with a pid file and a log file in ``<state>
   creates the buckets and subscribes the input bucket's puts to that target
   (:mod:`owdedup.services.minio`).
 
-This module holds what spans them: start/up/down in dependency order, their status, and the
-environment for clients. MinIO's root credentials and the CouchDB-API server's admin are
-generated on the first ``up`` and kept in 0600 files; they are printed only by
-:func:`env_exports` (meant for ``eval "$(owdedup services env)"``).
+Each is a :class:`~owdedup.services.registry.Service` in the registry; this module holds
+what spans them: start/up/down in dependency order, their status, and the environment for
+clients. MinIO's root credentials and the CouchDB-API server's admin are generated on the
+first ``up`` and kept in 0600 files; they are printed only by :func:`env_exports` (meant for
+``eval "$(owdedup services env)"``).
 """
 
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from owdedup.runtime import env as env_names
+from owdedup.services import launcher
 from owdedup.services.config import ServicesConfig
-from owdedup.services.couchdb import couchdb_credentials, couchdb_ready, start_couchdb
-from owdedup.services.install import (
-    SERVICES,
-    _pseudo_version_stamp,
-    check_names,
-    install,
-    is_installed,
-)
-from owdedup.services.kafka import kafka_ready, start_kafka
+from owdedup.services.couchdb import couchdb_credentials
 from owdedup.services.launcher import read_pid, stop
-from owdedup.services.minio import minio_credentials, minio_ready, start_minio
-from owdedup.services.versions import KAFKA_VERSION, MINIO_VERSION, POUCHDB_SERVER_VERSION
+from owdedup.services.minio import minio_credentials
+from owdedup.services.registry import check_names, install, service
 
 
 @dataclass(frozen=True)
@@ -59,28 +53,22 @@ class ServiceStatus:
 
 # All services -----------------------------------------------------------------------------
 
-STARTERS: dict[str, Callable[[ServicesConfig], int]] = {
-    "couchdb": start_couchdb,
-    "kafka": start_kafka,
-    "minio": start_minio,
-}
-
 
 def start(config: ServicesConfig, name: str) -> int:
     """Start one service (installing it first if needed); returns its pid."""
-    check_names([name])
-    if not is_installed(config, name):
-        install(config, [name])
-    return STARTERS[name](config)
+    chosen = service(name)
+    if not chosen.installed(config):
+        chosen.install(config)
+    return chosen.start(config)
 
 
 def up(config: ServicesConfig, only: Iterable[str] | None = None) -> None:
-    """Install what is missing and start the services (all by default) in dependency order:
-    couchdb, kafka, then minio (whose notification target is Kafka)."""
+    """Install what is missing and start the services (all by default) in the registry's
+    order: couchdb, kafka, then minio (whose notification target is Kafka)."""
     names = check_names(only)
     install(config, names)
     for name in names:
-        STARTERS[name](config)
+        service(name).start(config)
 
 
 def down(config: ServicesConfig, only: Iterable[str] | None = None) -> None:
@@ -89,56 +77,28 @@ def down(config: ServicesConfig, only: Iterable[str] | None = None) -> None:
         stop(config, name)
 
 
-def _endpoint(config: ServicesConfig, name: str) -> str:
-    return {
-        "couchdb": config.records_url,
-        "kafka": config.kafka_bootstrap,
-        "minio": f"{config.store_url} (console :{config.minio_console_port})",
-    }[name]
-
-
-def _version(name: str) -> str:
-    return {
-        "couchdb": f"pouchdb-server {POUCHDB_SERVER_VERSION}",
-        "kafka": f"kafka {KAFKA_VERSION}",
-        "minio": f"minio {_pseudo_label(MINIO_VERSION)}",
-    }[name]
-
-
-def _pseudo_label(version: str) -> str:
-    """``v0.0.0-20260212201848-7aac2a2c5b7c`` -> ``2026-02-12 7aac2a2c5b7c`` (a version that
-    is not a pseudo-version is shown as it is)."""
-    try:
-        commit, date = _pseudo_version_stamp(version)
-    except ValueError:
-        return version
-    return f"{date[:10]} {commit}"
-
-
-def _ready(config: ServicesConfig, name: str) -> bool:
-    if name == "couchdb":
-        return couchdb_ready(config)
-    if name == "kafka":
-        return kafka_ready(config)
-    return minio_ready(config)
-
-
 def status(config: ServicesConfig, name: str) -> ServiceStatus:
-    check_names([name])
+    chosen = service(name)
     pid = read_pid(config, name)
     return ServiceStatus(
         name=name,
         running=pid is not None,
-        ready=pid is not None and _ready(config, name),
+        ready=pid is not None and chosen.ready(config),
         pid=pid,
-        endpoint=_endpoint(config, name),
-        version=_version(name),
+        endpoint=chosen.endpoint(config),
+        version=chosen.version(),
         log=config.log_file(name),
     )
 
 
+def logs(config: ServicesConfig, name: str, lines: int = 50) -> str:
+    """The last ``lines`` lines of service ``name``'s log file."""
+    check_names([name])
+    return launcher.logs(config, name, lines)
+
+
 def status_all(config: ServicesConfig) -> list[ServiceStatus]:
-    return [status(config, name) for name in SERVICES]
+    return [status(config, name) for name in check_names(None)]
 
 
 # Environment for clients ------------------------------------------------------------------

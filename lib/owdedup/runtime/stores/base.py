@@ -8,7 +8,7 @@ reader never sees a partial object.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -86,8 +86,16 @@ class ObjectStore(ABC):
         """Remove an object; removing a missing object is not an error."""
 
     @abstractmethod
-    def list(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Every object under *prefix*, in key order."""
+    def list(
+        self, bucket: str, prefix: str = "", *,
+        on_unreadable: Callable[[str, str], None] | None = None,
+    ) -> Iterator[ObjectInfo]:
+        """Every object under *prefix*, in key order.
+
+        A part of the bucket that cannot be read (a folder store's unreadable sub-folder) is
+        never skipped silently: ``on_unreadable(name, cause)`` is called for it, or, without
+        that callback, the listing raises ``StoreError``.
+        """
 
     @abstractmethod
     def ensure_bucket(self, bucket: str) -> None:

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import BinaryIO
@@ -186,12 +187,27 @@ class FolderStore(ObjectStore):
     def open(self, bucket: str, key: str) -> AbstractContextManager[BinaryIO]:
         return os.fdopen(self._open_object(bucket, key), "rb")
 
-    def list(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
+    def list(
+        self, bucket: str, prefix: str = "", *,
+        on_unreadable: Callable[[str, str], None] | None = None,
+    ) -> Iterator[ObjectInfo]:
         """Every object under *prefix*. A link is listed as what it is named (its own size),
-        so that reading it is refused with the reason instead of it being skipped silently."""
+        so that reading it is refused with the reason instead of it being skipped silently;
+        an unreadable folder is reported (see ``ObjectStore.list``)."""
         base = self._require_bucket(bucket)
         entries: list[tuple[str, os.stat_result]] = []
-        for dirpath, dirnames, filenames in os.walk(base):
+
+        def unreadable(exc: OSError) -> None:  # os.walk would skip the folder silently
+            rel = os.path.relpath(exc.filename or base, base).replace(os.sep, "/")
+            name = "" if rel == "." else f"{rel}/"
+            if not (name.startswith(prefix) or prefix.startswith(name)):
+                return  # outside the listing anyway
+            cause = exc.strerror or str(exc)
+            if on_unreadable is None:
+                raise StoreError(f"cannot list folder {bucket}/{name}: {cause}")
+            on_unreadable(name or "./", f"cannot list folder {bucket}/{name}: {cause}")
+
+        for dirpath, dirnames, filenames in os.walk(base, onerror=unreadable):
             # Hidden folders and files (our temp files among them) are not objects.
             links = [d for d in dirnames if Path(dirpath, d).is_symlink()]
             dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in links]
@@ -234,6 +250,10 @@ class FolderStore(ObjectStore):
         content_type: str = "application/octet-stream",
         sha256: str | None = None,
     ) -> ObjectInfo:
+        if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256.lower():
+            # as S3 refuses it: a kept checksum lets `hash` trust it without reading the body
+            raise StoreError(f"{self.describe()} rejected {bucket}/{key}: the data does not "
+                             "match its SHA-256 checksum")
         st = self._publish(bucket, key, data, sha256)
         return ObjectInfo(bucket, key, st.st_size, sha256=sha256, content_type=content_type,
                           version=file_version(st))

@@ -29,7 +29,7 @@ import binascii
 import hashlib
 import io
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -427,8 +427,12 @@ class S3Store(ObjectStore):
             response.close()
             response.release_conn()
 
-    def list(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Every object under *prefix* (recursively), in key order as S3 lists them."""
+    def list(
+        self, bucket: str, prefix: str = "", *,
+        on_unreadable: Callable[[str, str], None] | None = None,
+    ) -> Iterator[ObjectInfo]:
+        """Every object under *prefix* (recursively), in key order as S3 lists them; a listing
+        that fails fails whole (there are no unreadable parts to report)."""
         _check_bucket(bucket)
         try:
             for obj in self._client.list_objects(bucket, prefix=prefix or None, recursive=True):
