@@ -1,5 +1,8 @@
 """thumbnail: compute the thumbnails that ``lookup`` did not find; pass hits through untouched.
 
+The compute step of the ``thumbnail`` function (``owdedup.runtime.functions.thumbnail``); its
+zip carries that function's requirements (Pillow).
+
 Input:  the result of ``lookup``.
 Output: the same job; every "hit": false output now has "bytes", "width", "height" and
         "compute_ms", and "compute_ms" at the top gives the whole decode + resize + encode time.
@@ -8,6 +11,6 @@ Error:  {"error": "<key>: not an image ...", "error_kind": "bad-input", ...}; no
 """
 
 from owdedup.runtime.action import make_main
-from owdedup.runtime.pipeline import thumbnail_step
+from owdedup.runtime.pipeline import compute_step
 
-main = make_main(thumbnail_step)
+main = make_main(compute_step)

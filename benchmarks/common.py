@@ -38,7 +38,7 @@ from rich.table import Table
 from owdedup.mapper import COMPUTED, DEDUPLICATED, MapRequest, MapSummary, run_map
 from owdedup.runtime.config import ENV_RECORDS, ENV_STORE, Settings
 from owdedup.runtime.context import Context
-from owdedup.runtime.functions import get_function
+from owdedup.runtime.functions import get_function, sequence_of
 from owdedup.runtime.records import OutputRef, Record, RecordStore
 
 SIZE = 256  # thumbnail size of every single-size measurement
@@ -221,7 +221,8 @@ def thumbnail_map(env: Mapping[str, str], src: str, dest: str, keys: list[str], 
                               "quality": QUALITY, "materialize": False}
     spec.normalise(params)
     request = MapRequest(
-        function=spec.name, sequence=f"owdedup/{spec.sequence}", hash_action="owdedup/hash",
+        function=spec.name, sequence=f"owdedup/{sequence_of(spec.name)}",
+        hash_action="owdedup/hash",
         src_bucket=src, dest_bucket=dest, params=params, manifest=manifest, env=dict(env),
     )
     summary: MapSummary = run_map(request, keys, workers=workers)

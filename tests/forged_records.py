@@ -8,14 +8,14 @@ from pathlib import Path
 from owdedup.runtime.config import Settings
 from owdedup.runtime.context import Context
 from owdedup.runtime.job import Job
-from owdedup.runtime.pipeline import hash_step, lookup_step, record_step, thumbnail_step
+from owdedup.runtime.pipeline import compute_step, hash_step, lookup_step, record_step
 from owdedup.runtime.records import OutputRef, Record
 from tests.imagegen import jpeg
 
 
 def run(ctx: Context, key: str) -> Job:
     job = Job(bucket="photos", key=key, dest_bucket="thumbs", params={"sizes": [64, 32]})
-    for step in (hash_step, lookup_step, thumbnail_step, record_step):
+    for step in (hash_step, lookup_step, compute_step, record_step):
         job = step(job, ctx)
     return job
 

@@ -20,10 +20,11 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from owdedup import locations
+from owdedup.runtime import env as env_names
 from owdedup.runtime.config import ENV_RECORDS, ENV_STORE, Settings
 from owdedup.runtime.context import Context
 from owdedup.runtime.errors import ConfigError, OwdedupError
-from owdedup.runtime.functions import get_function
+from owdedup.runtime.functions import DedupFunction, get_function, sequence_of
 from owdedup.runtime.pipeline import materialized_stem
 from owdedup.terminal import console
 from owdedup.terminal import fail as _fail
@@ -97,14 +98,22 @@ EXIT_NOT_RECORDED = 3  # every object done, but the record store did not keep so
 
 
 StoreOpt = Annotated[
-    str | None, typer.Option("--store", help="Object-store URL [env: OWDEDUP_STORE]")
+    str | None, typer.Option("--store", help=f"Object-store URL [env: {env_names.STORE}]")
 ]
 RecordsOpt = Annotated[
-    str | None, typer.Option("--records", help="Record-store URL [env: OWDEDUP_RECORDS]")
+    str | None, typer.Option("--records", help=f"Record-store URL [env: {env_names.RECORDS}]")
 ]
-SizeOpt = Annotated[str, typer.Option("--size", help="Box size in px, or several: 16,32,64")]
-FormatOpt = Annotated[str, typer.Option("--format", help="jpeg, png or webp")]
-QualityOpt = Annotated[int, typer.Option("--quality", help="JPEG/WebP quality (1-100)")]
+# The thumbnail's parameters have options of their own (given to any function that takes
+# them, with these defaults); every function's parameters can be given with --param.
+OPTION_DEFAULTS: dict[str, Any] = {"sizes": "256", "format": "jpeg", "quality": 85}
+SizeOpt = Annotated[str | None, typer.Option(
+    "--size", help="Box size in px, or several: 16,32,64  [default: 256]")]
+FormatOpt = Annotated[str | None, typer.Option(
+    "--format", help="jpeg, png or webp  [default: jpeg]")]
+QualityOpt = Annotated[int | None, typer.Option(
+    "--quality", help="JPEG/WebP quality (1-100)  [default: 85]")]
+ParamOpt = Annotated[list[str] | None, typer.Option(
+    "--param", "-p", help="A parameter of the function, NAME=VALUE (repeatable)")]
 ManifestOpt = Annotated[Path | None, typer.Option("--manifest", help="manifest.yaml to run")]
 MaterializeOpt = Annotated[
     bool, typer.Option("--materialize", help="Also copy each output under the input's name")
@@ -130,8 +139,28 @@ def _require_other_dest(src_bucket: str, dest: str) -> None:
         )
 
 
-def _function_params(size: str, fmt: str, quality: int) -> dict[str, Any]:
-    return {"sizes": size, "format": fmt, "quality": quality}
+def _function_params(
+    spec: DedupFunction[Any], size: str | None, fmt: str | None, quality: int | None,
+    pairs: list[str] | None,
+) -> dict[str, Any]:
+    """The parameters of *spec* given on the command line: ``--size/--format/--quality``
+    where the function takes them (with their defaults, as before), and every ``--param``.
+    A parameter the function does not take is an error, not silently dropped."""
+    options = {"sizes": size, "format": fmt, "quality": quality}
+    params: dict[str, Any] = {}
+    for name, value in options.items():
+        if name in spec.parameters:
+            params[name] = OPTION_DEFAULTS[name] if value is None else value
+        elif value is not None:
+            raise ConfigError(f"{spec.name} takes no {name}; its parameters: "
+                              f"{', '.join(spec.parameters) or 'none'}")
+    for pair in pairs or ():
+        name, sep, value = pair.partition("=")
+        if not sep or name not in spec.parameters:
+            raise ConfigError(f"bad --param {pair!r}: give NAME=VALUE with NAME one of "
+                              f"{spec.name}'s parameters: {', '.join(spec.parameters) or 'none'}")
+        params[name] = value
+    return params
 
 
 @app.command()
@@ -139,9 +168,10 @@ def invoke(
     function: Annotated[str, typer.Argument(help="Function to run, e.g. thumbnail")],
     source: Annotated[str, typer.Argument(help="SRC_BUCKET/KEY, or a file path")],
     dest: Annotated[str, typer.Argument(help="DEST_BUCKET, or a folder path")],
-    size: SizeOpt = "256",
-    fmt: FormatOpt = "jpeg",
-    quality: QualityOpt = 85,
+    size: SizeOpt = None,
+    fmt: FormatOpt = None,
+    quality: QualityOpt = None,
+    param: ParamOpt = None,
     materialize: MaterializeOpt = False,
     store: StoreOpt = None,
     records: RecordsOpt = None,
@@ -162,9 +192,9 @@ def invoke(
         _require_other_dest(bucket, where.dest_bucket)
         engine = local_executor(manifest, where.env)
         payload = {"bucket": bucket, "key": key, "dest_bucket": where.dest_bucket,
-                   "function": spec.name,
-                   "materialize": materialize, **_function_params(size, fmt, quality)}
-        activation = engine.invoke(f"{PACKAGE}/{spec.sequence}", payload)
+                   "function": spec.name, "materialize": materialize,
+                   **_function_params(spec, size, fmt, quality, param)}
+        activation = engine.invoke(f"{PACKAGE}/{sequence_of(spec.name)}", payload)
     except OwdedupError as exc:
         raise _fail(str(exc)) from None
     typer.echo(json.dumps(activation.result, indent=2, sort_keys=True))
@@ -181,9 +211,10 @@ def map_command(
     workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Parallel processes")] = (
         max(1, os.cpu_count() or 1)
     ),
-    size: SizeOpt = "256",
-    fmt: FormatOpt = "jpeg",
-    quality: QualityOpt = 85,
+    size: SizeOpt = None,
+    fmt: FormatOpt = None,
+    quality: QualityOpt = None,
+    param: ParamOpt = None,
     materialize: MaterializeOpt = False,
     results: Annotated[
         Path | None, typer.Option("--results", help="Write one JSON line per input object")
@@ -212,8 +243,9 @@ def map_command(
         raise _fail(f"--platform must be local or openwhisk, not {platform!r}")
     try:
         spec = get_function(function)
-        params = {**_function_params(size, fmt, quality), "materialize": materialize}
-        spec.normalise(params)  # a bad --size fails before any work starts
+        params = {**_function_params(spec, size, fmt, quality, param),
+                  "materialize": materialize}
+        spec.normalise(params)  # a bad parameter fails before any work starts
         where = locations.resolve(source, dest, _environment(store, records), key=False)
         bucket, prefix, dest, env = where.bucket, where.rest, where.dest_bucket, where.env
         _require_other_dest(bucket, dest)
@@ -227,7 +259,8 @@ def map_command(
     refused = {**unreadable, **(_materialize_collisions(keys) if materialize else {})}
     keys = sorted({*keys, *unreadable})
     request = MapRequest(
-        function=spec.name, sequence=f"{PACKAGE}/{spec.sequence}", hash_action=f"{PACKAGE}/hash",
+        function=spec.name, sequence=f"{PACKAGE}/{sequence_of(spec.name)}",
+        hash_action=f"{PACKAGE}/hash",
         src_bucket=bucket, dest_bucket=dest, params=params,
         manifest=manifest, env=env,
     )
@@ -333,10 +366,11 @@ def _print_summary(summary: MapSummary) -> None:
 @app.command()
 def watch(
     brokers: Annotated[
-        str | None, typer.Option("--brokers", help="Kafka brokers [env: OWDEDUP_KAFKA]")
+        str | None, typer.Option("--brokers", help=f"Kafka brokers [env: {env_names.KAFKA}]")
     ] = None,
     topic: Annotated[
-        str | None, typer.Option("--topic", help="Upload-event topic [env: OWDEDUP_KAFKA_TOPIC]")
+        str | None,
+        typer.Option("--topic", help=f"Upload-event topic [env: {env_names.KAFKA_TOPIC}]")
     ] = None,
     group: Annotated[str, typer.Option("--group", help="Kafka consumer group")] = "owdedup-watch",
     workers: Annotated[int, typer.Option("--workers", "-w", min=1)] = 2,
@@ -354,11 +388,11 @@ def watch(
     from owdedup.watch import ObjectOutcome, WatchConfig, run_watch
 
     env = _environment(store, records)
-    brokers = brokers or env.get("OWDEDUP_KAFKA")
-    topic = topic or env.get("OWDEDUP_KAFKA_TOPIC")
+    brokers = brokers or env.get(env_names.KAFKA)
+    topic = topic or env.get(env_names.KAFKA_TOPIC)
     if not brokers or not topic:
-        raise _fail("no Kafka brokers/topic: pass --brokers/--topic or set OWDEDUP_KAFKA and "
-                    "OWDEDUP_KAFKA_TOPIC (eval \"$(owdedup services env)\")")
+        raise _fail(f"no Kafka brokers/topic: pass --brokers/--topic or set {env_names.KAFKA} "
+                    f"and {env_names.KAFKA_TOPIC} (eval \"$(owdedup services env)\")")
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: object) -> None:

@@ -29,8 +29,8 @@ from owdedup.actionloop.code import unpack
 from owdedup.deploy import build, install, zipper
 from owdedup.deploy.build import BuiltZip, plan_build, size_report
 from owdedup.deploy.needs import (
-    ACTION_REQUIREMENTS,
     Pin,
+    action_requirements,
     installed_version,
     resolve_packages,
     runtime_modules,
@@ -193,7 +193,7 @@ def site_names(item: BuiltZip) -> set[str]:
 
 
 def needs(action: str, distribution: str) -> bool:
-    return distribution in ACTION_REQUIREMENTS[action]
+    return distribution in action_requirements()[action]
 
 
 # The zips ---------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import pytest
 
 from owdedup.engine.local import default_manifest_path
 from owdedup.mapper import MapRequest, run_map
-from owdedup.runtime.functions import get_function
+from owdedup.runtime.functions import get_function, sequence_of
 from owdedup.runtime.records import open_records
 from tests.functional.test_cli import Cli, by_status, photos
 from tests.imagegen import jpeg
@@ -165,7 +165,7 @@ def test_with_other_threads_running_workers_come_from_the_fork_server(
     (store_root / "photos" / "die.jpg").write_bytes(jpeg(120, 90))
     spec = get_function("thumbnail")
     params = spec.normalise({"sizes": "32"}).to_dict()
-    request = MapRequest(function="thumbnail", sequence=f"owdedup/{spec.sequence}",
+    request = MapRequest(function="thumbnail", sequence=f"owdedup/{sequence_of(spec.name)}",
                          hash_action="owdedup/hash", src_bucket="photos", dest_bucket="thumbs",
                          params=params, manifest=faulty_manifest, env={**os.environ, **env})
     stop = threading.Event()

@@ -17,7 +17,7 @@ import pytest
 from owdedup.runtime.context import Context
 from owdedup.runtime.errors import BadInputError, StoreError
 from owdedup.runtime.job import Job
-from owdedup.runtime.pipeline import lookup_step, thumbnail_step
+from owdedup.runtime.pipeline import compute_step, lookup_step
 from owdedup.runtime.stores.folder import FolderStore
 from owdedup.runtime.thumbnail import HEADER_BYTES, check_header
 from tests import imagegen
@@ -40,7 +40,7 @@ def _thumbnail_peak(context: Context, key: str, size: int) -> tuple[BadInputErro
     tracemalloc.start()
     try:
         with pytest.raises(BadInputError) as caught:
-            thumbnail_step(job, context)
+            compute_step(job, context)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

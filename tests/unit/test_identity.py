@@ -4,7 +4,7 @@ import pytest
 
 from owdedup.runtime import identity
 from owdedup.runtime.errors import ConfigError
-from owdedup.runtime.functions import ThumbnailFunction, parse_sizes
+from owdedup.runtime.functions.thumbnail import ThumbnailFunction, parse_sizes
 
 SPEC = ThumbnailFunction()
 

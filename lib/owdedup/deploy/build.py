@@ -60,9 +60,11 @@ from owdedup.deploy.install import (
     install_site_packages,
 )
 from owdedup.deploy.needs import (
-    ACTION_REQUIREMENTS,
-    IDENTITY_LIBRARIES,
+    STEP_REQUIREMENTS,
     Pin,
+    action_requirements,
+    check_function_ships,
+    identity_libraries,
     installed_version,
     resolve_packages,
     runtime_modules,
@@ -83,11 +85,12 @@ from owdedup.deploy.runtime import (
 )
 from owdedup.deploy.zipper import check_build_python, compile_bytecode, write_zip
 from owdedup.engine.manifest import load_manifest
-from owdedup.runtime.errors import ConfigError
+from owdedup.runtime import env as env_names
+from owdedup.runtime.errors import OwdedupError
 from owdedup.services.config import cache_home
 
 _FUNCTION_PATH = re.compile(r"(?:\./)?build/actions/(?P<name>[A-Za-z0-9_-]+)\.zip")
-ENV_CACHE = "OWDEDUP_DEPLOY_CACHE"
+ENV_CACHE = env_names.DEPLOY_CACHE
 
 
 # The plan ---------------------------------------------------------------------------------
@@ -100,7 +103,7 @@ class ActionPlan:
     zip_path: Path
     #: Files under ``owdedup/`` (relative to the package's parent folder), sorted.
     modules: tuple[str, ...]
-    #: ACTION_REQUIREMENTS[name]: what the action needs directly.
+    #: action_requirements()[name]: what the action needs directly.
     requires: tuple[str, ...]
     #: Everything installed into the zip's virtualenv (requirements and their dependencies).
     packages: tuple[Pin, ...]
@@ -167,7 +170,7 @@ def manifest_actions(manifest_path: Path) -> list[tuple[str, str, str | None]]:
     through the one manifest model (:mod:`owdedup.engine.manifest`)."""
     try:
         manifest = load_manifest(manifest_path, {})
-    except ConfigError as exc:
+    except OwdedupError as exc:
         raise BuildError(f"cannot read {manifest_path}: {exc}") from exc
     found: list[tuple[str, str, str | None]] = []
     for package in manifest.packages.values():
@@ -204,6 +207,7 @@ def plan_build(
             f"choose from {', '.join(name for name, _, _ in listed)}"
         )
     actions: list[ActionPlan] = []
+    requirements = action_requirements()
     for name, stem, runtime in listed:
         if wanted and name not in wanted:
             continue
@@ -211,15 +215,18 @@ def plan_build(
             raise BuildError(
                 f"action {name}: runtime {runtime!r}, but the zip is built for {RUNTIME_KIND}"
             )
-        if stem not in ACTION_REQUIREMENTS:
+        if stem not in requirements:
             raise BuildError(
-                f"action {stem}: no entry in ACTION_REQUIREMENTS "
-                f"(owdedup.deploy.needs); say which packages it needs, even none"
+                f"action {stem}: neither a step in STEP_REQUIREMENTS (owdedup.deploy.needs) "
+                f"nor a registered function (owdedup.runtime.functions); say which packages "
+                f"it needs, even none"
             )
+        if stem not in STEP_REQUIREMENTS:
+            check_function_ships(stem)
         source = project / "actions" / f"{stem}.py"
         if not source.is_file():
             raise BuildError(f"action {name}: {source} does not exist")
-        requires = ACTION_REQUIREMENTS[stem]
+        requires = requirements[stem]
         packages, from_runtime, conflicts = resolve_packages(requires)
         untrimmed = resolve_packages(requires, trims={})[0]
         kept = {pin.name for pin in packages}
@@ -234,7 +241,7 @@ def plan_build(
             conflicts=conflicts,
             trimmed=tuple(sorted(pin.name for pin in untrimmed if pin.name not in kept)),
         ))
-    pins = {lib: installed_version(lib) for lib in IDENTITY_LIBRARIES}
+    pins = {lib: installed_version(lib) for lib in identity_libraries()}
     virtualenv_version = RUNTIME_PACKAGES["virtualenv"]
     assert virtualenv_version is not None
     return BuildPlan(manifest, out, cache, package_dir, MappingProxyType(pins),

@@ -3,7 +3,7 @@
 ``owdedup/...``: the runtime subpackage (:data:`RUNTIME_PACKAGE`), whole, by allowlist. An
 action whose imports reach a CLI or tooling module is a build error.
 
-Third-party: the distributions :data:`ACTION_REQUIREMENTS` lists for the action and their
+Third-party: the distributions :func:`action_requirements` lists for the action and their
 dependencies, found from the installed metadata and pinned (:class:`Pin`) at the versions
 installed here, so the zips run what the tests ran; but the ones the runtime already ships
 (:data:`~owdedup.deploy.runtime.RUNTIME_PACKAGES`) and the requirements a trim
@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Final
+from typing import Any, Final
 
 from packaging.markers import Marker
 from packaging.requirements import Requirement
@@ -35,26 +35,63 @@ from owdedup.deploy.runtime import (
     BuildError,
     Trim,
 )
-from owdedup.runtime.functions import FUNCTIONS
+from owdedup.runtime.functions import DedupFunction, registry
 
-#: The distributions each action needs beyond the runtime, their dependencies found from the
-#: installed metadata. One place: an action that is not listed here cannot be built.
-ACTION_REQUIREMENTS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType({
-    "hash": ("minio",),
-    "lookup": ("minio", "ibmcloudant"),
-    "thumbnail": ("minio", "pillow"),
-    "record": ("minio", "ibmcloudant"),
+#: The clients of the stores a step talks to: the object store (S3: minio) and the record
+#: store (CouchDB/Cloudant: ibmcloudant).
+OBJECT_STORE_CLIENTS: Final = ("minio",)
+RECORD_STORE_CLIENTS: Final = ("ibmcloudant",)
+
+#: The distributions each step action needs beyond the runtime, their dependencies found
+#: from the installed metadata. A function's compute action (named after the function)
+#: needs the object-store client and the function's own ``requirements``.
+STEP_REQUIREMENTS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType({
+    "hash": OBJECT_STORE_CLIENTS,
+    "lookup": OBJECT_STORE_CLIENTS + RECORD_STORE_CLIENTS,
+    "record": OBJECT_STORE_CLIENTS + RECORD_STORE_CLIENTS,
     "dispatch": (),
 })
+
+
+def compute_requirements(function: DedupFunction[Any]) -> tuple[str, ...]:
+    """What the compute action of *function* needs: it reads and writes objects."""
+    return OBJECT_STORE_CLIENTS + tuple(r for r in function.requirements
+                                        if r not in OBJECT_STORE_CLIENTS)
+
+
+def action_requirements() -> Mapping[str, tuple[str, ...]]:
+    """Every buildable action and what it needs: the steps, and one compute action per
+    registered function. An action that is not listed here cannot be built."""
+    computes = {function.name: compute_requirements(function) for function in registry.all()}
+    clash = sorted(set(computes) & set(STEP_REQUIREMENTS))
+    if clash:
+        raise BuildError(f"function(s) {', '.join(clash)} named like a step action")
+    return MappingProxyType({**STEP_REQUIREMENTS, **computes})
+
 
 #: The subpackage that runs inside actions. It ships whole, by allowlist (as chalice ships
 #: ``app.py``): everything else in ``owdedup`` is tooling and never enters a zip.
 RUNTIME_PACKAGE: Final = f"{PACKAGE}.runtime"
 
-#: The libraries whose versions are part of function identities, written to ``_pins.json``.
-IDENTITY_LIBRARIES: Final[tuple[str, ...]] = tuple(
-    sorted({canonicalize_name(lib) for f in FUNCTIONS.values() for lib in f.libraries})
-)
+
+def check_function_ships(name: str) -> None:
+    """The compute action of function *name* can run only if the function's plug-in and its
+    code module are in the runtime package: nothing else of ``owdedup`` (or of the project)
+    enters a zip."""
+    function = registry.get(name)
+    for module in (type(function).__module__, function.code_module):
+        if not _is_runtime(module):
+            raise BuildError(
+                f"function {name}: {module} is not in {RUNTIME_PACKAGE}, the only code an "
+                f"action zip carries; move the function under lib/owdedup/runtime/"
+            )
+
+
+def identity_libraries() -> tuple[str, ...]:
+    """The libraries whose versions are part of the registered functions' identities, written
+    to ``_pins.json``."""
+    return tuple(sorted({canonicalize_name(lib) for f in registry.all() for lib in f.libraries}))
+
 
 _BACKEND_TARGET = re.compile(rf"({PACKAGE}(?:\.\w+)+):\w+")
 

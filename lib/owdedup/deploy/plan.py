@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from owdedup.deploy.build import manifest_actions
+from owdedup.runtime import env as env_names
 from owdedup.runtime import stores
 from owdedup.runtime.errors import OwdedupError
 from owdedup.runtime.records import registry as records_registry
@@ -52,6 +53,8 @@ DEFAULT_NAMESPACE: Final = "_"
 #: certificate authentication); wskdeploy reads nothing else of it that deploying needs.
 CARRIED_PROPS: Final = ("CERT", "KEY")
 
+#: The project's manifest, as installed with the package (deploy.sh deploys this one).
+BUNDLED_MANIFEST: Final = Path(__file__).resolve().parents[1] / "bundle" / "manifest.yaml"
 FEED_KEYS: Final = ("feed", "source")  # wskdeploy: `source` is the deprecated `feed`
 EMPTY_ZIP: Final = b"PK\x05\x06" + b"\x00" * 18
 
@@ -166,16 +169,17 @@ class Variable:
     purpose: str
 
 
-STORE: Final = Variable("OWDEDUP_STORE", "object-store URL, e.g. http://minio.example:9000")
-STORE_ACCESS_KEY: Final = Variable("OWDEDUP_STORE_ACCESS_KEY", "object-store access key")
-STORE_SECRET_KEY: Final = Variable("OWDEDUP_STORE_SECRET_KEY", "object-store secret key")
-RECORDS: Final = Variable("OWDEDUP_RECORDS", "record-store URL, e.g. http://couchdb:5984/owdedup")
-OUT_BUCKET: Final = Variable("OWDEDUP_OUT_BUCKET", "bucket that receives the thumbnails")
-KAFKA: Final = Variable("OWDEDUP_KAFKA", "Kafka brokers for the feed, host:port[,host:port]")
-KAFKA_TOPIC: Final = Variable("OWDEDUP_KAFKA_TOPIC", "topic of MinIO's upload events")
+STORE: Final = Variable(env_names.STORE, "object-store URL, e.g. http://minio.example:9000")
+STORE_ACCESS_KEY: Final = Variable(env_names.STORE_ACCESS_KEY, "object-store access key")
+STORE_SECRET_KEY: Final = Variable(env_names.STORE_SECRET_KEY, "object-store secret key")
+RECORDS: Final = Variable(env_names.RECORDS,
+                          "record-store URL, e.g. http://couchdb:5984/owdedup")
+OUT_BUCKET: Final = Variable(env_names.OUT_BUCKET, "bucket that receives the thumbnails")
+KAFKA: Final = Variable(env_names.KAFKA, "Kafka brokers for the feed, host:port[,host:port]")
+KAFKA_TOPIC: Final = Variable(env_names.KAFKA_TOPIC, "topic of MinIO's upload events")
 #: The manifest inputs holding credentials: masked in a ``--preview``.
-SECRET_VARIABLES: Final = ("OWDEDUP_STORE_ACCESS_KEY", "OWDEDUP_STORE_SECRET_KEY",
-                           "OWDEDUP_RECORDS_USERNAME", "OWDEDUP_RECORDS_PASSWORD")
+SECRET_VARIABLES: Final = (env_names.STORE_ACCESS_KEY, env_names.STORE_SECRET_KEY,
+                           env_names.RECORDS_USERNAME, env_names.RECORDS_PASSWORD)
 
 #: Backends that live on the machine the actions run on: no keys, and only useful where the
 #: actions share its disk (``owdedup serve``), never on a real OpenWhisk.
@@ -204,8 +208,10 @@ def _brokers_problem(value: str) -> str | None:
     return None
 
 
-def variable_problems(environ: Mapping[str, str], *, kafka_feed: bool = True) -> list[str]:
-    """Every required ``OWDEDUP_*`` variable that is unset or empty, and every malformed one."""
+def variable_problems(environ: Mapping[str, str], *, kafka_feed: bool = True,
+                      manifest: Path | None = None) -> list[str]:
+    """Every required ``OWDEDUP_*`` variable that is unset or empty, and every malformed one
+    (*manifest*: the one deployed, by default the project's)."""
     missing: list[Variable] = []
     bad: list[str] = []
     required = [STORE, RECORDS, OUT_BUCKET, *((KAFKA, KAFKA_TOPIC) if kafka_feed else ())]
@@ -228,21 +234,47 @@ def variable_problems(environ: Mapping[str, str], *, kafka_feed: bool = True) ->
         problem = _brokers_problem(_value(environ, KAFKA))
         if problem:
             bad.append(problem)
-    bad += _function_problems(environ)
+    bad += _function_problems(environ, manifest or BUNDLED_MANIFEST)
     return [f"{v.name}: {v.purpose} (unset)" for v in missing] + bad
 
 
-def _function_problems(environ: Mapping[str, str]) -> list[str]:
-    """OWDEDUP_SIZES/FORMAT/QUALITY, checked as the thumbnail function will read them."""
-    from owdedup.runtime.functions import get_function
+def _function_problems(environ: Mapping[str, str], manifest: Path) -> list[str]:
+    """For each function the manifest deploys (its compute action is there): its sequence,
+    and the package inputs that are its parameters, checked as the function will read them
+    (wskdeploy would bind a bad value without a word, and every activation would fail)."""
+    from owdedup.engine.manifest import load_manifest
+    from owdedup.runtime.functions import registry, sequence_of
 
-    params = {name: environ.get(f"OWDEDUP_{name.upper()}", "").strip()
-              for name in ("sizes", "format", "quality")}
     try:
-        get_function("thumbnail").normalise(params)
+        model = load_manifest(manifest, environ)
     except OwdedupError as exc:
-        return [f"OWDEDUP_SIZES/FORMAT/QUALITY: {exc}"]
-    return []
+        return [str(exc)]
+    problems = []
+    for package in model.packages.values():
+        for function in registry.all():
+            if function.name not in package.actions:
+                continue
+            sequence = package.sequences.get(sequence_of(function.name))
+            expected = tuple(f"{package.name}/{step}"
+                             for step in ("hash", "lookup", function.name, "record"))
+            if sequence is None or sequence.components != expected:
+                problems.append(
+                    f"{manifest}: the action {function.name} needs the sequence "
+                    f"{sequence_of(function.name)} = hash, lookup, {function.name}, record")
+            bound = [name for name in package.inputs if name in function.parameters]
+            try:
+                function.normalise({name: package.inputs[name] for name in bound})
+            except OwdedupError as exc:
+                variables = [v for name in bound for v in package.input_variables.get(name, ())]
+                problems.append(f"{_joined(variables) or function.name}: {exc}")
+    return problems
+
+
+def _joined(variables: Sequence[str]) -> str:
+    """``OWDEDUP_SIZES/FORMAT/QUALITY``: the names, their shared ``OWDEDUP_`` said once."""
+    prefix = env_names.PREFIX
+    return "/".join(v if i == 0 or not v.startswith(prefix) else v.removeprefix(prefix)
+                    for i, v in enumerate(variables))
 
 
 @dataclass(frozen=True)

@@ -100,6 +100,8 @@ class PackageDef:
     triggers: dict[str, TriggerDef] = field(default_factory=dict)
     rules: dict[str, RuleDef] = field(default_factory=dict)
     annotations: dict[str, Any] = field(default_factory=dict)
+    #: The environment variables each package input is bound from (``$VAR``), by input.
+    input_variables: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -223,6 +225,7 @@ def _package(name: str, body: dict[str, Any], env: Mapping[str, str]) -> Package
         inputs=_inputs(body.get("inputs"), env, f"package {name}"),
         actions=actions, sequences=sequences, triggers=triggers, rules=rules,
         annotations=dict(body.get("annotations") or {}),
+        input_variables=_input_variables(body.get("inputs")),
     )
 
 
@@ -261,6 +264,18 @@ def _inputs(raw: Any, env: Mapping[str, str], where: str) -> dict[str, Any]:
         else:
             values[key] = substitute(spec, env)
     return values
+
+
+def _input_variables(raw: Any) -> dict[str, tuple[str, ...]]:
+    if not isinstance(raw, dict):
+        return {}
+    found: dict[str, tuple[str, ...]] = {}
+    for key, spec in raw.items():
+        value = spec.get("value", spec.get("default")) if isinstance(spec, dict) else spec
+        names = tuple(a or b for a, b in _VAR.findall(value)) if isinstance(value, str) else ()
+        if names:
+            found[str(key)] = names
+    return found
 
 
 def _typed(value: Any, type_name: Any, where: str) -> Any:

@@ -12,12 +12,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from owdedup.runtime import env as env_names
+
 DEFAULT_STORE = "file://."
 DEFAULT_RECORDS = "sqlite://.owdedup/records.sqlite"
 
-ENV_STORE = "OWDEDUP_STORE"
-ENV_RECORDS = "OWDEDUP_RECORDS"
-ENV_OUT_BUCKET = "OWDEDUP_OUT_BUCKET"
+ENV_STORE = env_names.STORE
+ENV_RECORDS = env_names.RECORDS
+ENV_OUT_BUCKET = env_names.OUT_BUCKET
+_OPTION_PREFIXES = {"store": env_names.STORE_OPTION_PREFIX,
+                    "records": env_names.RECORDS_OPTION_PREFIX}
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,7 @@ def _options(
 ) -> tuple[tuple[str, str], ...]:
     """``<prefix>_<name>`` parameters over ``OWDEDUP_<PREFIX>_<NAME>`` variables."""
     found: dict[str, str] = {}
-    env_prefix = f"OWDEDUP_{prefix.upper()}_"
+    env_prefix = _OPTION_PREFIXES[prefix]
     for name, value in env.items():
         if name.startswith(env_prefix):
             found[name[len(env_prefix):].lower()] = value

@@ -1,7 +1,9 @@
 """The payload that travels through the sequence: each step's result is the next one's input.
 
-Only the fields below travel. Store URLs and credentials arrive as bound parameters of each
-action and are deliberately not part of a job, so they never appear in a result.
+Only the fields below travel, and of the invocation's other parameters only those the job's
+function declares (``DedupFunction.parameters``). Store URLs and credentials arrive as bound
+parameters of each action and are deliberately not part of a job, so they never appear in a
+result.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from typing import Any
 
 from owdedup.runtime.digest import is_sha256_hex
 from owdedup.runtime.errors import ConfigError
+from owdedup.runtime.functions import DEFAULT_FUNCTION, get_function
 
 
 @dataclass
 class Output:
-    """One variant's output: planned by ``lookup``, filled by ``thumbnail`` or a record."""
+    """One variant's output: planned by ``lookup``, filled by the compute step or a record."""
 
-    size: int
+    size: int  # the variant's size (thumbnails), else 0
     function_id: str
     bucket: str
     key: str
@@ -54,7 +57,7 @@ class Job:
     bucket: str
     key: str
     dest_bucket: str = ""
-    function: str = "thumbnail"
+    function: str = DEFAULT_FUNCTION
     params: dict[str, Any] = field(default_factory=dict)  # the function's own parameters
     materialize: bool = False
     digest: str | None = None
@@ -94,17 +97,13 @@ class Job:
         outputs = params.get("outputs") or []
         if not isinstance(outputs, list):
             raise ConfigError("bad parameter 'outputs': not a list", key=key)
-        function_params = {
-            name: params[name]
-            for name in ("sizes", "size", "format", "quality", "max_pixels", "max_memory_mb")
-            if name in params
-        }
+        function = get_function(str(params.get("function") or DEFAULT_FUNCTION))
         return cls(
             bucket=bucket,
             key=key,
             dest_bucket=str(params.get("dest_bucket") or default_dest),
-            function=str(params.get("function") or "thumbnail"),
-            params=function_params,
+            function=function.name,
+            params={name: params[name] for name in function.parameters if name in params},
             materialize=_flag(params.get("materialize", False)),
             digest=digest,
             input_bytes=input_bytes,

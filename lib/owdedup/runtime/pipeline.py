@@ -1,8 +1,10 @@
-"""The four steps of the deduplicating sequence: hash -> lookup -> thumbnail -> record.
+"""The four steps of the deduplicating sequence: hash -> lookup -> compute -> record.
 
 Each step takes the job produced by the previous one and returns it completed; the action
-files in ``actions/`` are thin wrappers around these functions. Only ``thumbnail`` on a miss
-imports Pillow.
+files in ``actions/`` are thin wrappers around these functions. The steps are the same for
+every registered function (``owdedup.runtime.functions``): the compute step of function
+``NAME`` is deployed as the action ``NAME`` (``thumbnail``), in the sequence ``dedup-NAME``.
+Only the compute step, on a miss, imports what the function computes with (Pillow).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from owdedup.runtime.context import Context
 from owdedup.runtime.counters import hit_saved_bytes
 from owdedup.runtime.digest import sha256_stream
 from owdedup.runtime.errors import ConfigError, OwdedupError, StoreError
-from owdedup.runtime.functions import ThumbnailParams, get_function
+from owdedup.runtime.functions import get_function
 from owdedup.runtime.job import Job, Output
 from owdedup.runtime.records import OutputRef, Record
 
@@ -89,73 +91,60 @@ def lookup_step(job: Job, ctx: Context) -> Job:
     return job
 
 
-def thumbnail_step(job: Job, ctx: Context) -> Job:
-    """On a miss, make every requested size from one decode and write the missing ones."""
+def compute_step(job: Job, ctx: Context) -> Job:
+    """On a miss, make every variant of the job's function from one read of the input and
+    write the missing ones."""
     if job.all_hit:
-        return job  # nothing to compute: the image decoder is never imported
+        return job  # nothing to compute: the function's libraries are never imported
     digest = _require_digest(job)
     if not job.outputs:
-        raise ConfigError("no planned outputs: run 'lookup' before 'thumbnail'", key=job.key)
+        raise ConfigError(f"no planned outputs: run 'lookup' before '{job.function}'",
+                          key=job.key)
     spec = get_function(job.function)
     params = spec.normalise(job.params)
 
-    from owdedup.runtime.thumbnail import make_thumbnails  # Pillow is imported on a miss only
-
+    # The function judges the input from a bounded prefix before its body is read: what it
+    # would refuse costs only those bytes (or, handed over by 'hash', nothing more).
     data = handover.take(ctx.store, job.bucket, job.key, digest)  # read and hashed just now
     if data is not None:
-        _check_input_header(job, params, ctx, data)
+        in_hand = data
+        spec.check_input(lambda length: in_hand[:length], len(in_hand), params, name=job.key)
     else:
-        size = _check_input_header(job, params, ctx)
+        size = job.input_bytes or ctx.store.head(job.bucket, job.key).size
+        spec.check_input(lambda length: ctx.store.read_prefix(job.bucket, job.key, length),
+                         size, params, name=job.key)
         data = ctx.store.read_bytes(job.bucket, job.key, max_bytes=size)
         if hashlib.sha256(data).hexdigest() != digest:
             # Computing now would record this output under another content's name.
             raise StoreError("object was replaced after it was hashed; retry", key=job.key)
 
     started = time.perf_counter()
-    thumbs = make_thumbnails(
-        data, params.sizes, fmt=params.format, quality=params.quality,
-        max_pixels=params.max_pixels, max_memory_mb=params.max_memory_mb, name=job.key,
-    )
+    produced = spec.compute(data, params, name=job.key)
     job.compute_ms = (time.perf_counter() - started) * 1000
-    by_size = {t.size: t for t in thumbs}
-    share_ms = job.compute_ms / len(thumbs)
+    labels = {v.function_id: v.label for v in spec.variants(params)}
+    missing = [o for o in job.outputs if not o.hit]
+    made = [produced.get(labels.get(o.function_id, "")) for o in missing]
+    for output, content in zip(missing, made, strict=True):
+        if content is None:  # a planned output this function did not make: write nothing
+            raise ConfigError(f"{spec.name} made no output for the planned {output.key}",
+                              key=job.key)
+    share_ms = job.compute_ms / max(1, len(produced))
     # A write that fails part-way leaves no record, so nothing refers to what was written;
     # the names are fixed by (identity, digest), so the retry rewrites the same objects. They
     # are not deleted: a concurrent activation of the same content may already have recorded
     # those very objects.
     ctx.store.ensure_bucket(job.dest_bucket)
-    for output in job.outputs:
-        if output.hit:
-            continue
-        thumb = by_size[output.size]
+    for output, content in zip(missing, made, strict=True):
+        assert content is not None  # checked above, before anything was written
         ctx.store.put(
-            output.bucket, output.key, thumb.data,
-            content_type=thumb.content_type, sha256=hashlib.sha256(thumb.data).hexdigest(),
+            output.bucket, output.key, content.data,
+            content_type=content.content_type,
+            sha256=hashlib.sha256(content.data).hexdigest(),
         )
-        output.bytes, output.width, output.height = len(thumb.data), thumb.width, thumb.height
+        output.bytes, output.width, output.height = (
+            len(content.data), content.width, content.height)
         output.compute_ms = share_ms
     return job
-
-
-def _check_input_header(
-    job: Job, params: ThumbnailParams, ctx: Context, data: bytes | None = None
-) -> int:
-    """Judge the input from a bounded prefix before its body is read: what is not an image,
-    or over the pixel or memory limits (its own bytes counted), is refused having cost
-    HEADER_BYTES. Returns the object's size, the most bytes the body read may then take.
-    *data*: the whole input, already in hand (handed over by 'hash'), judged the same way."""
-    from owdedup.runtime.thumbnail import HEADER_BYTES, check_header
-
-    if data is not None:
-        size, prefix = len(data), data[:HEADER_BYTES]
-    else:
-        size = job.input_bytes or ctx.store.head(job.bucket, job.key).size
-        prefix = ctx.store.read_prefix(job.bucket, job.key, HEADER_BYTES)
-    check_header(
-        prefix, size, params.sizes,
-        max_pixels=params.max_pixels, max_memory_mb=params.max_memory_mb, name=job.key,
-    )
-    return size
 
 
 def record_step(job: Job, ctx: Context) -> Job:
@@ -167,7 +156,9 @@ def record_step(job: Job, ctx: Context) -> Job:
         spec = get_function(job.function)
         missing = [o for o in job.outputs if not o.hit and o.bytes == 0]
         if missing:
-            raise ConfigError("outputs were not computed: run 'thumbnail' first", key=job.key)
+            raise ConfigError(f"outputs were not computed: run '{spec.name}' first",
+                              key=job.key)
+        summaries = {v.function_id: v.summary for v in spec.variants(spec.normalise(job.params))}
         job.status, job.recorded = "computed", True
         created = datetime.now(UTC).isoformat(timespec="seconds")
         try:
@@ -178,7 +169,7 @@ def record_step(job: Job, ctx: Context) -> Job:
                     function=spec.name, function_id=output.function_id, input_digest=digest,
                     output=OutputRef(output.bucket, output.key, output.bytes, output.width,
                                      output.height),
-                    params={"size": output.size, **_identity_summary(job)},
+                    params=dict(summaries.get(output.function_id, {})),
                     compute_ms=output.compute_ms, input_bytes=job.input_bytes, created=created,
                 )
                 stored, _ = ctx.records.put(record)
@@ -203,10 +194,14 @@ def record_step(job: Job, ctx: Context) -> Job:
 def _materialize(job: Job, ctx: Context) -> list[dict[str, object]]:
     """Server-side copies named after the input, for users who want one output per name."""
     stem = materialized_stem(job.key)
+    spec = get_function(job.function)
+    variants = {v.function_id: v for v in spec.variants(spec.normalise(job.params))}
     copies = []
     for output in job.outputs:
-        extension = output.key[output.key.rfind("."):]
-        target = f"{stem}_{output.size}{extension}"
+        variant = variants.get(output.function_id)
+        if variant is None:
+            raise ConfigError(f"output {output.key} is no variant of {spec.name}", key=job.key)
+        target = f"{stem}_{variant.label}{variant.extension}"
         ctx.store.copy(output.bucket, output.key, job.dest_bucket, target)
         copies.append({"bucket": job.dest_bucket, "key": target, "size": output.size})
     return copies
@@ -218,10 +213,6 @@ def materialized_stem(key: str) -> str:
     ones)."""
     folder, _, name = key.rpartition("/")
     return f"{folder}/" * bool(folder) + (name.rsplit(".", 1)[0] if "." in name else name)
-
-
-def _identity_summary(job: Job) -> dict[str, object]:
-    return {k: job.params[k] for k in ("format", "quality") if k in job.params}
 
 
 def _rejected(job: Job, record: Record, output: Output, digest: str) -> bool:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from owdedup.runtime import env as env_names
 from owdedup.runtime.errors import ConfigError, StoreError
 
 
@@ -63,7 +64,7 @@ def _deadline_s(env: Mapping[str, str]) -> float:
     """This activation's deadline (``__OW_DEADLINE``, epoch ms) less a margin, in seconds;
     a minute from now where it is not set (a local run)."""
     try:
-        return int(env["__OW_DEADLINE"]) / 1000 - DEADLINE_MARGIN_S
+        return int(env[env_names.OW_DEADLINE]) / 1000 - DEADLINE_MARGIN_S
     except (KeyError, ValueError):
         return time.time() + 60.0
 
@@ -71,15 +72,16 @@ def _deadline_s(env: Mapping[str, str]) -> float:
 def invoke_rest(
     name: str, params: dict[str, Any], blocking: bool, env: Mapping[str, str]
 ) -> Invocation:
-    host, key = env.get("__OW_API_HOST"), env.get("__OW_API_KEY")
+    host, key = env.get(env_names.OW_API_HOST), env.get(env_names.OW_API_KEY)
     if not host or not key or ":" not in key:
         raise ConfigError(
-            "cannot invoke other actions: __OW_API_HOST/__OW_API_KEY are not set "
+            f"cannot invoke other actions: {env_names.OW_API_HOST}/{env_names.OW_API_KEY} are "
+            "not set "
             "(annotate the action with provide-api-key: true)"
         )
     import requests  # shipped by the OpenWhisk Python runtime; only needed here
 
-    namespace = quote(env.get("__OW_NAMESPACE") or "_", safe="")
+    namespace = quote(env.get(env_names.OW_NAMESPACE) or "_", safe="")
     url = (f"{host.rstrip('/')}/api/v1/namespaces/{namespace}/actions/"
            f"{quote(name.strip('/'), safe='/')}?blocking={'true' if blocking else 'false'}")
     user, _, password = key.partition(":")

@@ -2,7 +2,7 @@
 
 Backends are named as ``"module:Class"`` strings and imported only when a URL selects them,
 so an action never imports a client it does not use. An unknown scheme fails with the list
-of the choices.
+of the choices. (Functions are registered by name the same way: ``owdedup.runtime.functions``.)
 """
 
 from __future__ import annotations
@@ -29,8 +29,7 @@ class Registry(Generic[T]):
 
     def register(self, scheme: str, target: str) -> None:
         """Register ``module:Class`` for *scheme* (for third-party backends)."""
-        if ":" not in target:
-            raise ConfigError(f"backend target must look like 'module:Class', got {target!r}")
+        check_target(target)
         self._backends[scheme] = target
 
     def resolve(self, url: str, scheme: str) -> type[T]:
@@ -40,11 +39,33 @@ class Registry(Generic[T]):
                 f"unknown {self.kind} scheme {scheme!r} in {redact_url(url)}; "
                 f"choose one of: {', '.join(self.schemes())}"
             )
-        module_name, class_name = target.split(":")
-        backend = getattr(importlib.import_module(module_name), class_name)
+        backend = import_target(target)
         if not (isinstance(backend, type) and issubclass(backend, self.base)):
             raise ConfigError(f"{target} is not a {self.base.__name__}")
         return cast("type[T]", backend)
+
+
+def check_target(target: str) -> None:
+    """A target names a module and an attribute: ``"package.module:Name"``."""
+    module_name, sep, attribute = target.partition(":")
+    if not (module_name and sep and attribute.isidentifier()):
+        raise ConfigError(f"target must look like 'module:Class', got {target!r}")
+
+
+def import_target(target: str) -> object:
+    """The object ``"module:Name"`` names, imported now; a clear error if it is not there."""
+    check_target(target)
+    module_name, _, attribute = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not (module_name + ".").startswith(exc.name + "."):
+            raise  # the module is there but lacks a dependency: a packaging bug, not a typo
+        raise ConfigError(f"cannot import {target}: no module {exc.name}") from None
+    try:
+        return getattr(module, attribute)
+    except AttributeError:
+        raise ConfigError(f"cannot import {target}: {module_name} has no {attribute}") from None
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:

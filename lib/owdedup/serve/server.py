@@ -24,6 +24,7 @@ from typing import Annotated, Any
 
 import typer
 
+from owdedup.runtime import env as env_names
 from owdedup.serve.api import CONTENT_TYPE, Request, Response, RestApi
 from owdedup.serve.catalog import DEFAULT_NAMESPACE, SYSTEM_NAMESPACE, ServeCatalog
 from owdedup.serve.controller import Controller, SystemRunner
@@ -65,7 +66,7 @@ class ServeConfig:
 
 
 #: The key ``serve`` requires, from the environment (a command-line value shows in ``ps``).
-ENV_SERVE_AUTH = "OWDEDUP_SERVE_AUTH"
+ENV_SERVE_AUTH = env_names.SERVE_AUTH
 
 
 def generate_auth() -> str:

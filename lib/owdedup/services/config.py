@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from owdedup.runtime import env as env_names
 from owdedup.runtime.errors import ConfigError
 from owdedup.services.versions import KAFKA_VERSION, POUCHDB_SERVER_VERSION
 
@@ -32,9 +33,9 @@ _PORT_ENV: dict[str, str] = {
     "OWDEDUP_COUCHDB_PORT": "couchdb_port",
 }
 _NAME_ENV: dict[str, str] = {
-    "OWDEDUP_IN_BUCKET": "in_bucket",
-    "OWDEDUP_OUT_BUCKET": "out_bucket",
-    "OWDEDUP_KAFKA_TOPIC": "topic",
+    env_names.IN_BUCKET: "in_bucket",
+    env_names.OUT_BUCKET: "out_bucket",
+    env_names.KAFKA_TOPIC: "topic",
 }
 
 

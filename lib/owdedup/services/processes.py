@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from owdedup.runtime import env as env_names
 from owdedup.services import launcher
 from owdedup.services.config import ServicesConfig
 from owdedup.services.couchdb import couchdb_credentials
@@ -110,17 +111,17 @@ def env_vars(config: ServicesConfig) -> dict[str, str]:
     records: dict[str, str] = {}
     if config.couchdb_credentials_file.exists():  # absent until couchdb was first started
         username, password = couchdb_credentials(config)
-        records = {"OWDEDUP_RECORDS_USERNAME": username, "OWDEDUP_RECORDS_PASSWORD": password}
+        records = {env_names.RECORDS_USERNAME: username, env_names.RECORDS_PASSWORD: password}
     return {
-        "OWDEDUP_STORE": config.store_url,
-        "OWDEDUP_STORE_ACCESS_KEY": access,
-        "OWDEDUP_STORE_SECRET_KEY": secret,
-        "OWDEDUP_RECORDS": config.records_url,
+        env_names.STORE: config.store_url,
+        env_names.STORE_ACCESS_KEY: access,
+        env_names.STORE_SECRET_KEY: secret,
+        env_names.RECORDS: config.records_url,
         **records,
-        "OWDEDUP_KAFKA": config.kafka_bootstrap,
-        "OWDEDUP_IN_BUCKET": config.in_bucket,
-        "OWDEDUP_OUT_BUCKET": config.out_bucket,
-        "OWDEDUP_KAFKA_TOPIC": config.topic,
+        env_names.KAFKA: config.kafka_bootstrap,
+        env_names.IN_BUCKET: config.in_bucket,
+        env_names.OUT_BUCKET: config.out_bucket,
+        env_names.KAFKA_TOPIC: config.topic,
     }
 
 

@@ -1,19 +1,18 @@
-"""The functions owdedup can deduplicate, and how their parameters become identities.
+"""The thumbnail function as a plug-in: its parameters, variants, identity and compute call.
 
-A function here is pure: its output depends only on the input bytes, the function's code,
-its normalised output-affecting parameters and the versions of the libraries it runs on.
-Each request yields one or more *variants* (for thumbnails: one per size); each variant has
-its own identity, its own deterministic output name and its own record.
+The pixels themselves are made by :mod:`owdedup.runtime.thumbnail`, whose source is the
+identity's code digest; this module only says how a request becomes variants, and imports
+that module (and Pillow) inside :meth:`ThumbnailFunction.compute`, on a miss only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from owdedup.runtime.errors import ConfigError
-from owdedup.runtime.identity import function_identity
+from owdedup.runtime.functions.base import Produced, Variant, identity_of
 
 MAX_SIZE = 4096
 DEFAULT_SIZES = (256,)
@@ -25,21 +24,6 @@ DEFAULT_MAX_PIXELS = 50_000_000
 DEFAULT_MAX_MEMORY_MB = 200
 _FORMAT_ALIASES = {"jpeg": "jpeg", "jpg": "jpeg", "png": "png", "webp": "webp"}
 _EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "webp": ".webp"}
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One output of a request: its label, identity and deterministic output key."""
-
-    label: str
-    size: int
-    function_id: str
-    extension: str
-
-    def output_key(self, function: str, input_digest: str) -> str:
-        # (function identity, input digest) -> one name: concurrent misses of the same content
-        # write the same object, so no orphan can be left behind.
-        return f"{function}/{self.label}/{self.function_id}/{input_digest}{self.extension}"
 
 
 @dataclass(frozen=True)
@@ -62,10 +46,13 @@ class ThumbnailParams:
 
 
 class ThumbnailFunction:
+    """Fit within a box, keeping the aspect ratio; several sizes from one decode."""
+
     name = "thumbnail"
-    module = "owdedup.runtime.thumbnail"  # the code whose digest is part of the identity
+    code_module = "owdedup.runtime.thumbnail"  # the code whose digest is part of the identity
     libraries = ("pillow",)
-    sequence = "dedup-thumbnail"
+    parameters = ("sizes", "size", "format", "quality", "max_pixels", "max_memory_mb")
+    requirements = ("pillow",)
 
     def normalise(self, params: Mapping[str, Any]) -> ThumbnailParams:
         # An empty value is "not given": manifest inputs bound to unset variables arrive as "".
@@ -83,19 +70,44 @@ class ThumbnailFunction:
         max_memory_mb = _int_param(params, "max_memory_mb", DEFAULT_MAX_MEMORY_MB, 1, 1 << 20)
         return ThumbnailParams(sizes, fmt, quality, max_pixels, max_memory_mb)
 
-    def variants(self, p: ThumbnailParams) -> list[Variant]:
+    def variants(self, params: ThumbnailParams) -> list[Variant]:
         result = []
-        for size in p.sizes:
+        for size in params.sizes:
             # Each size is derived from the next larger one, so its pixels depend on the whole
             # chain above it; the chain is part of its identity. A request for [256] alone
             # shares records with [256] inside [16, ..., 256], not with [256, 512].
-            chain = sorted(s for s in p.sizes if s >= size)
-            identity_params = {"chain": chain, "format": p.format, "quality": p.quality}
-            function_id = function_identity(
-                self.name, self.module, self.libraries, identity_params
-            )
-            result.append(Variant(str(size), size, function_id, _EXTENSIONS[p.format]))
+            chain = sorted(s for s in params.sizes if s >= size)
+            identity_params = {"chain": chain, "format": params.format, "quality": params.quality}
+            result.append(Variant(
+                str(size), size, identity_of(self, identity_params), _EXTENSIONS[params.format],
+                summary={"size": size, "format": params.format, "quality": params.quality},
+            ))
         return result
+
+    def check_input(
+        self, read_prefix: Callable[[int], bytes], size: int, params: ThumbnailParams, *,
+        name: str,
+    ) -> None:
+        # Not an image, or over the pixel or memory limits (its own bytes counted): refused
+        # having cost HEADER_BYTES, not the body.
+        from owdedup.runtime.thumbnail import HEADER_BYTES, check_header  # Pillow
+
+        check_header(
+            read_prefix(HEADER_BYTES), size, params.sizes,
+            max_pixels=params.max_pixels, max_memory_mb=params.max_memory_mb, name=name,
+        )
+
+    def compute(
+        self, data: bytes, params: ThumbnailParams, *, name: str
+    ) -> dict[str, Produced]:
+        from owdedup.runtime.thumbnail import make_thumbnails  # Pillow, on a miss only
+
+        thumbs = make_thumbnails(
+            data, params.sizes, fmt=params.format, quality=params.quality,
+            max_pixels=params.max_pixels, max_memory_mb=params.max_memory_mb, name=name,
+        )
+        return {str(t.size): Produced(t.data, t.content_type, t.width, t.height)
+                for t in thumbs}
 
 
 def parse_sizes(value: Any) -> tuple[int, ...]:
@@ -134,15 +146,3 @@ def _int_param(params: Mapping[str, Any], name: str, default: int, low: int, hig
     if isinstance(raw, bool) or not low <= value <= high:
         raise ConfigError(f"bad {name} {raw!r}: must be between {low} and {high}")
     return value
-
-
-FUNCTIONS: dict[str, ThumbnailFunction] = {"thumbnail": ThumbnailFunction()}
-
-
-def get_function(name: str) -> ThumbnailFunction:
-    try:
-        return FUNCTIONS[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown function {name!r}; choose one of: {', '.join(sorted(FUNCTIONS))}"
-        ) from None
