@@ -381,3 +381,11 @@ def test_the_memory_maximum_can_be_configured() -> None:
         catalog.close()
     with pytest.raises(ValueError, match="at least 256 MB"):
         ServeCatalog(max_memory_mb=200)
+
+
+def test_a_sequence_of_a_missing_component_is_refused_without_naming_it(
+        api: ScriptedApi) -> None:
+    reply = api("PUT", "actions/seq", {"exec": {"kind": "sequence",
+                                               "components": ["/_/secret-name"]}})
+    assert reply.status == 400
+    assert reply.body["error"] == "Sequence component does not exist."

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from owdedup.engine.executor import SEQUENCE_COMPONENT_MISSING
 from owdedup.engine.manifest import ActionDef, Limits, RuleDef, SequenceDef, TriggerDef
 from owdedup.runtime.atomic import private_dir, write_atomic
 from owdedup.serve.errors import BadRequest, Conflict, EntityNotFound, TooLarge
@@ -658,9 +659,9 @@ class ServeCatalog:
                 raise BadRequest("Sequence may not refer to itself.")
             if component_path.namespace == SYSTEM_NAMESPACE:
                 if component_path.relative not in self._system:
-                    raise BadRequest(f"Sequence component does not exist: {component}")
+                    raise BadRequest(SEQUENCE_COMPONENT_MISSING)
             elif self._resolve_action(component_path) is None:
-                raise BadRequest(f"Sequence component does not exist: {component}")
+                raise BadRequest(SEQUENCE_COMPONENT_MISSING)
             qualified.append(component_path.qualified)
         # As OpenWhisk's controller at create: expand nested sequences, refuse one that
         # (through others) contains the sequence being written, and count the actions.
