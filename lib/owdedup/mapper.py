@@ -143,7 +143,7 @@ class _Run:
                  on_hashed: Callable[[str], None] | None) -> None:
         self.on_result, self.on_hashed = on_result, on_hashed
         self.results: dict[str, ObjectResult] = {}
-        self.hashed: dict[str, _Hashed] = {}
+        self.hashed: dict[str, Hashed] = {}
         self.claimed: dict[str, str] = {}  # key -> the digest it computes
         self.groups: dict[str, list[str]] = {}  # digest -> keys, the computing one first
         self.waiting: dict[str, list[str]] = {}  # digest -> duplicates without a result yet
@@ -164,7 +164,7 @@ class _Run:
             self.groups.setdefault(digest, []).insert(0, key)
             return
         kind, hash_result, hash_ms, *rest = answer
-        self.hashed[key] = _Hashed(hash_ms, int(hash_result.get("input_bytes", 0)))
+        self.hashed[key] = Hashed(hash_ms, int(hash_result.get("input_bytes", 0)))
         if self.on_hashed is not None:
             self.on_hashed(key)
         if kind == "failed":
@@ -188,8 +188,8 @@ class _Run:
     def _share(self, key: str, digest: str, result: dict[str, Any], ok: bool,
                ms: float) -> None:
         first = self.groups[digest][0] == key
-        hashed = self.hashed.get(key, _Hashed(0.0, 0))
-        self.settle(_object_result(key, digest, result, ok, ms if first else 0.0, hashed,
+        hashed = self.hashed.get(key, Hashed(0.0, 0))
+        self.settle(object_result(key, digest, result, ok, ms if first else 0.0, hashed,
                                    not first))
 
     def _died(self, key: str, reason: str) -> None:
@@ -232,15 +232,19 @@ def _count_in_run_duplicates(
 
 
 @dataclass(frozen=True)
-class _Hashed:
+class Hashed:
+    """What hashing one object cost (also used by ``map --platform openwhisk``)."""
+
     ms: float
     input_bytes: int
 
 
-def _object_result(
-    key: str, digest: str, result: dict[str, Any], ok: bool, ms: float, hashed: _Hashed,
+def object_result(
+    key: str, digest: str, result: dict[str, Any], ok: bool, ms: float, hashed: Hashed,
     duplicate_in_run: bool,
 ) -> ObjectResult:
+    """One object's entry from the sequence's *result* for its content (also used by
+    ``map --platform openwhisk``); refuses outputs computed for another digest."""
     total_ms = ms + hashed.ms
     if not ok:
         return ObjectResult(key, FAILED, error=_error_text(result, key), ms=total_ms,

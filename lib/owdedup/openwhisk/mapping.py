@@ -25,11 +25,11 @@ from typing import Any
 from owdedup.mapper import (
     DEDUPLICATED,
     FAILED,
+    Hashed,
     MapRequest,
     MapSummary,
     ObjectResult,
-    _Hashed,
-    _object_result,
+    object_result,
 )
 from owdedup.openwhisk.fanout import FAILED as TASK_FAILED
 from owdedup.openwhisk.fanout import INTERRUPTED, FanOut, FanOutStats, Outcome, Task
@@ -127,8 +127,8 @@ def run_platform_map(
         if job.all_hit and not request.params.get("materialize"):
             result = {"status": DEDUPLICATED, "outputs": [o.to_dict() for o in job.outputs]}
             for index, key in enumerate(groups[digest]):
-                settle(_object_result(key, digest, result, True, 0.0,
-                                      _Hashed(0.0, jobs[key].input_bytes), index > 0))
+                settle(object_result(key, digest, result, True, 0.0,
+                                      Hashed(0.0, jobs[key].input_bytes), index > 0))
             saved += len(groups[digest])
             continue
         payload: dict[str, Any] = {**request.params, "bucket": request.src_bucket,
@@ -144,9 +144,9 @@ def run_platform_map(
         if not ok and "error" not in result:
             result = {"error": outcome.error or "failed"}
         for index, key in enumerate(groups[digest]):
-            entry = _object_result(key, digest, dict(result), ok,
+            entry = object_result(key, digest, dict(result), ok,
                                    outcome.platform_ms if index == 0 else 0.0,
-                                   _Hashed(0.0, jobs[key].input_bytes), index > 0)
+                                   Hashed(0.0, jobs[key].input_bytes), index > 0)
             settle(entry)
 
     _, stats = fanout.run(tasks, on_outcome=on_outcome, stop=stop)
