@@ -8,8 +8,10 @@ from typing import Any
 
 from owdedup.engine.activation import TIMED_OUT_PREFIX
 from owdedup.engine.executor import SEQUENCE_LIMIT
+from owdedup.serve.limits import NamespaceLimits
 from tests import conductor_actions as code
-from tests.serve.conftest import Client, params
+from tests.serve.conftest import Client, ServerFactory, params
+from tests.serve.test_limits import within_one_minute
 from tests.serve.test_wsk_cli import Wsk, wsk  # noqa: F401 - the fixture, one definition
 
 
@@ -114,3 +116,19 @@ def test_rest_conductor_activations_stop_at_2n_plus_1(client: Client) -> None:
     assert reply.json["response"]["result"] == {"error": "Too many actions in the composition."}
     assert reply.json["response"]["status"] == "application error"
     assert len(reply.json["logs"]) == 2 * SEQUENCE_LIMIT + 1
+
+
+def test_a_composition_is_one_request_for_the_rate(make_server: ServerFactory) -> None:
+    def check() -> None:
+        client = Client(make_server(limits=NamespaceLimits(invocations_per_minute=2)).url)
+        client.action("triple", code.TRIPLE)
+        client.action("increment", code.INCREMENT)
+        client.action("tripleAndIncrement", code.triple_and_increment(""),
+                      annotations=params({"conductor": True}))
+        # Five activations, one request; then one more request is allowed, not a third.
+        composed = client.invoke("tripleAndIncrement", {"value": 3})
+        assert composed.status == 200 and len(composed.json["logs"]) == 5
+        assert client.invoke("triple", {"value": 1}).status == 200
+        assert client.invoke("triple", {"value": 1}).status == 429
+
+    within_one_minute(check)

@@ -18,6 +18,7 @@ from owdedup.engine.activation import (
 from owdedup.engine.conductor import is_truthy, resolve_name
 from owdedup.engine.executor import Engine
 from owdedup.engine.local import local_executor
+from owdedup.runtime.errors import ConfigError
 from tests import conductor_actions as code
 
 MANIFEST = """
@@ -36,6 +37,9 @@ packages:
         function: actions/scripted.py
         annotations:
           conductor: true
+      keyed:
+        function: actions/tripleAndIncrement.py
+        conductor: true
       notConductor:
         function: actions/scripted.py
         annotations:
@@ -284,6 +288,14 @@ def test_only_a_truthy_conductor_annotation_makes_a_conductor(wsk: Recorded) -> 
     assert plain.result["action"] == "p/triple"  # just its result: nothing else ran
     assert [is_truthy(v) for v in (True, "true", "false", 1, {}, [], None, False, 0, 0.0,
                                    "")] == [True] * 6 + [False] * 5
+
+
+def test_manifest_conductor_key_is_wskdeploys_annotation(wsk: Recorded, tmp_path: Path) -> None:
+    keyed = wsk.run("p/keyed", {"value": 1})
+    assert (keyed.result, keyed.annotations["conductor"]) == ({"value": 4}, True)
+    (tmp_path / "manifest.yaml").write_text(MANIFEST.replace("conductor: true", "conductor: 1"))
+    with pytest.raises(ConfigError, match="action keyed: 'conductor' must be true or false"):
+        local_executor(tmp_path / "manifest.yaml", {})
 
 
 def test_resolve_name_forms() -> None:
