@@ -15,7 +15,7 @@ from tests.serve.test_limits import within_one_minute
 from tests.serve.test_wsk_cli import Wsk, wsk  # noqa: F401 - the fixture, one definition
 
 
-def annotations(record: dict[str, Any]) -> dict[str, Any]:
+def annotations_of(record: dict[str, Any]) -> dict[str, Any]:
     return {a["key"]: a["value"] for a in record["annotations"]}
 
 
@@ -37,7 +37,7 @@ def test_wsk_creates_and_invokes_triple_and_increment(wsk: Wsk) -> None:  # noqa
 
     primary = wsk.json("action", "invoke", "tripleAndIncrement", "-b", "-p", "value", "3")
     assert primary["response"]["result"] == {"value": 10} and primary["response"]["success"]
-    keys = annotations(primary)
+    keys = annotations_of(primary)
     assert keys["conductor"] is True and keys["kind"] == "sequence" and keys["topmost"] is True
     assert len(primary["logs"]) == 5
     derived = [wsk.json("activation", "get", i) for i in primary["logs"]]
@@ -47,9 +47,9 @@ def test_wsk_creates_and_invokes_triple_and_increment(wsk: Wsk) -> None:  # noqa
     assert primary["duration"] == sum(d["duration"] for d in derived)
     for record in derived:
         assert record["cause"] == primary["activationId"]
-        assert annotations(record)["causedBy"] == "sequence"
+        assert annotations_of(record)["causedBy"] == "sequence"
     got = wsk.json("activation", "get", primary["activationId"])
-    assert got["logs"] == primary["logs"] and annotations(got)["conductor"] is True
+    assert got["logs"] == primary["logs"] and annotations_of(got)["conductor"] is True
 
 
 def scripted(client: Client, *steps: dict[str, Any]) -> dict[str, Any]:
@@ -68,12 +68,12 @@ def test_rest_non_blocking_composition_and_its_records(client: Client) -> None:
     activation_id = reply.json["activationId"]
     record = client.activation(activation_id).json
     assert record["response"]["result"] == {"seen": [{}, {"value": 6}]}
-    assert annotations(record)["conductor"] is True and len(record["logs"]) == 3
+    assert annotations_of(record)["conductor"] is True and len(record["logs"]) == 3
     assert "cause" not in record
     for derived_id in record["logs"]:
         derived = client.activation(derived_id).json
         assert derived["cause"] == activation_id
-        assert annotations(derived)["causedBy"] == "sequence"
+        assert annotations_of(derived)["causedBy"] == "sequence"
 
 
 def test_rest_failures_go_back_to_the_conductor(client: Client) -> None:
@@ -92,7 +92,7 @@ def test_rest_failures_go_back_to_the_conductor(client: Client) -> None:
     # A component that exceeds its time limit has a record: its error goes back too.
     assert slow["error"].startswith(TIMED_OUT_PREFIX)
     slow_record = client.activation(record["logs"][4]).json
-    assert slow_record["name"] == "slow" and annotations(slow_record)["timeout"] is True
+    assert slow_record["name"] == "slow" and annotations_of(slow_record)["timeout"] is True
     assert len(record["logs"]) == 8  # 5 secondary activations, 3 components
 
 
@@ -103,7 +103,7 @@ def test_rest_error_result_ends_the_composition(client: Client) -> None:
     assert reply.json["response"]["status"] == "application error"
     assert reply.json["response"]["result"] == {"error": "given up"}
     # The composition's record, its one secondary activation's the same error.
-    assert annotations(reply.json)["conductor"] is True and len(reply.json["logs"]) == 1
+    assert annotations_of(reply.json)["conductor"] is True and len(reply.json["logs"]) == 1
     secondary = client.activation(reply.json["logs"][0]).json
     assert secondary["response"]["result"] == {"error": "given up"}
     assert secondary["cause"] == reply.json["activationId"]

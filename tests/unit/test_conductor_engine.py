@@ -286,8 +286,8 @@ def test_memory_limit_is_the_largest_of_the_run(wsk: Recorded) -> None:
 def test_only_a_truthy_conductor_annotation_makes_a_conductor(wsk: Recorded) -> None:
     plain = wsk.run("p/notConductor", {"$script": [{"action": "p/triple"}]})
     assert plain.result["action"] == "p/triple"  # just its result: nothing else ran
-    assert [is_truthy(v) for v in (True, "true", "false", 1, {}, [], None, False, 0, 0.0,
-                                   "")] == [True] * 6 + [False] * 5
+    values: list[Any] = [True, "true", "false", 1, {}, [], None, False, 0, 0.0, ""]
+    assert [is_truthy(v) for v in values] == [True] * 6 + [False] * 5
 
 
 def test_manifest_conductor_key_is_wskdeploys_annotation(wsk: Recorded, tmp_path: Path) -> None:
