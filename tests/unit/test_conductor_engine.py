@@ -54,6 +54,12 @@ packages:
         function: actions/crash.py
       ghost:
         function: actions/ghost.py
+      listing:
+        function: actions/listing.py
+      listingConductor:
+        function: actions/listing.py
+        annotations:
+          conductor: true
       big:
         function: actions/echo.py
         limits:
@@ -69,6 +75,7 @@ FILES = {
     "triple.py": code.TRIPLE, "increment.py": code.INCREMENT, "echo.py": code.ECHO,
     "tripleAndIncrement.py": code.triple_and_increment("p/"), "scripted.py": code.SCRIPTED,
     "fail.py": code.FAIL, "crash.py": code.CRASH,
+    "listing.py": "def main(params):\n    return [1, 2]\n",
     # no ghost.py: its code cannot be loaded, so it cannot be invoked at all
 }
 
@@ -204,6 +211,16 @@ def test_component_that_cannot_be_invoked_ends_with_an_internal_error(wsk: Recor
     assert primary.result == {"error": "Activation failure during composition."}
     assert [d.name for d in wsk.derived(primary)] == ["p/scripted"]
     assert primary.to_dict()["response"]["statusCode"] == 3
+
+
+def test_array_result_cannot_go_on_and_ends_with_an_internal_error(wsk: Recorded) -> None:
+    primary = wsk.script({"action": "p/listing"}, {"action": "p/triple"})
+    assert (primary.status, primary.result) == (
+        INTERNAL_ERROR, {"error": "Activation failure during composition."})
+    assert [d.name for d in wsk.derived(primary)] == ["p/scripted", "p/listing"]
+    conductor = wsk.run("p/listingConductor", {})
+    assert conductor.status == INTERNAL_ERROR
+    assert [d.result for d in wsk.derived(conductor)] == [[1, 2]]
 
 
 def test_params_and_state_are_boxed(wsk: Recorded) -> None:

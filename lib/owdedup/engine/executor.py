@@ -327,7 +327,11 @@ class Engine:
     ) -> Activation:
         """Run conductor action *conductor* as OpenWhisk's controller does
         (``invokeComposition``): secondary activations alternating with the components they
-        ask for; *accounting* is shared with the compositions this one runs."""
+        ask for; *accounting* is shared with the compositions this one runs.
+
+        A result that is not a JSON object (an array) cannot be read as a continuation nor
+        passed on as a payload: OpenWhisk's controller fails the composition there, so it
+        ends as one that could not go on, with a whisk internal error."""
         start = self.clock_ms()
         derived: list[Activation] = []
         state: dict[str, Any] | None = None
@@ -341,10 +345,11 @@ class Engine:
             step = self._derived(conductor.fqn, partial(
                 self._action, conductor, params, new_activation_id(), extra=CAUSED_BY_SEQUENCE,
                 cause=activation_id))
-            if step is None:
+            if step is not None:
+                derived.append(step)
+            if step is None or not isinstance(step.result, dict):
                 result, status = {"error": COMPOSITION_ACTIVATION_FAILURE}, INTERNAL_ERROR
                 break
-            derived.append(step)
             turn = Continuation.of(step.result)
             state = turn.state
             if not turn.has_action:  # the end: the params if any, else the whole output
@@ -364,12 +369,13 @@ class Engine:
                 continue
             component = self._derived(name.qualified, partial(
                 self._run_component, entity, turn.params or {}, activation_id, accounting))
-            if component is None:
+            if component is not None:
+                derived.append(component)
+            if component is None or not isinstance(component.result, dict):
                 result, status = {"error": COMPOSITION_ACTIVATION_FAILURE}, INTERNAL_ERROR
                 break
-            derived.append(component)
             # Its result, an error included, is the conductor's next input.
-            next_input = component.result if isinstance(component.result, dict) else {}
+            next_input = component.result
         memory = max([conductor.limits.memory_mb] + [
             int(step.annotations["limits"]["memory"]) for step in derived
             if isinstance(step.annotations.get("limits"), dict)
