@@ -21,7 +21,7 @@ import hashlib
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from owdedup.runtime import env as env_names
@@ -33,6 +33,11 @@ from owdedup.runtime.platform import get_entity
 FINGERPRINT_SCHEMA = 1
 #: How deep sequences of sequences are followed.
 MAX_DEPTH = 8
+
+class Fetch(Protocol):
+    def __call__(self, path: str, env: Mapping[str, str], purpose: str) -> dict[str, Any] | None:
+        """GET one entity of the REST API (``owdedup.runtime.platform.get_entity``)."""
+
 
 #: (namespace, action, version, updated) -> SHA-256 of the code: one fetch per version.
 _CODE_DIGESTS: dict[tuple[str, str, str, str], str] = {}
@@ -82,7 +87,7 @@ def _parameters(doc: Mapping[str, Any], ignore: frozenset[str]) -> dict[str, Any
 
 
 def action_fingerprint(name: str, env: Mapping[str, str], ignore: Iterable[str] = (),
-                       *, depth: int = 0) -> str:
+                       *, fetch: Fetch = get_entity, depth: int = 0) -> str:
     """The fingerprint of action (or sequence) *name*, read through the REST API."""
     if depth > MAX_DEPTH:
         raise ConfigError(f"{name}: sequences nested deeper than {MAX_DEPTH}")
@@ -90,7 +95,7 @@ def action_fingerprint(name: str, env: Mapping[str, str], ignore: Iterable[str] 
     namespace, relative = qualified(name, env)
     purpose = f"cannot read the definition of the wrapped action {name}"
     base = quote(namespace, safe="")
-    doc = get_entity(f"{base}/actions/{quote(relative, safe='/')}?code=false", env, purpose)
+    doc = fetch(f"{base}/actions/{quote(relative, safe='/')}?code=false", env, purpose)
     if doc is None:
         raise NotFoundError(f"the wrapped action {name} does not exist (namespace {namespace})")
     exec_ = doc.get("exec") if isinstance(doc.get("exec"), dict) else {}
@@ -99,7 +104,7 @@ def action_fingerprint(name: str, env: Mapping[str, str], ignore: Iterable[str] 
     package = relative.split("/")[0] if "/" in relative else ""
     package_params: dict[str, Any] = {}
     if package:
-        package_doc = get_entity(f"{base}/packages/{quote(package, safe='')}", env, purpose)
+        package_doc = fetch(f"{base}/packages/{quote(package, safe='')}", env, purpose)
         package_params = _parameters(package_doc or {}, ignored)
     described: dict[str, Any] = {
         "schema": FINGERPRINT_SCHEMA, "kind": kind, "main": exec_.get("main"),
@@ -108,22 +113,22 @@ def action_fingerprint(name: str, env: Mapping[str, str], ignore: Iterable[str] 
     }
     if kind == "sequence":
         described["components"] = [
-            action_fingerprint(str(c), env, ignored, depth=depth + 1)
+            action_fingerprint(str(c), env, ignored, fetch=fetch, depth=depth + 1)
             for c in exec_.get("components") or []
         ]
     else:
         version = (namespace, relative, str(doc.get("version", "")), str(doc.get("updated", "")))
-        described["code"] = _code_digest(version, env, purpose)
+        described["code"] = _code_digest(version, env, purpose, fetch)
     return hash_canonical(described)
 
 
 def _code_digest(version: tuple[str, str, str, str], env: Mapping[str, str],
-                 purpose: str) -> str:
+                 purpose: str, fetch: Fetch) -> str:
     digest = _CODE_DIGESTS.get(version)
     if digest is None:
         namespace, relative = version[0], version[1]
-        doc = get_entity(f"{quote(namespace, safe='')}/actions/{quote(relative, safe='/')}",
-                         env, purpose)
+        doc = fetch(f"{quote(namespace, safe='')}/actions/{quote(relative, safe='/')}",
+                    env, purpose)
         if doc is None:
             raise NotFoundError(f"the wrapped action {relative} was deleted while it was read")
         exec_ = doc.get("exec") if isinstance(doc.get("exec"), dict) else {}
