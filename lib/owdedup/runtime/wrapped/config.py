@@ -39,6 +39,8 @@ IGNORE = PREFIX + "ignore"
 VERSION = PREFIX + "version"
 NO_METADATA = PREFIX + "no_metadata"
 STATE = PREFIX + "state"
+STORE = PREFIX + "store"
+RECORDS = PREFIX + "records"
 
 
 def is_true(value: Any) -> bool:
