@@ -12,7 +12,7 @@ from owdedup.cli import app
 from owdedup.serve.catalog import kv_dict
 from owdedup.serve.server import DevServer
 from tests.conftest import PROJECT
-from tests.serve.conftest import AUTH, Client
+from tests.serve.conftest import AUTH, Client, ServerFactory
 
 SECRET = "minio-Secret-Key-never-printed"
 CODE = "def main(params):\n    return {'n': len(params)}\n"
@@ -93,3 +93,31 @@ def test_wrap_needs_the_stores(server: DevServer, tmp_path: Path) -> None:
     env = {k: v for k, v in environment(server, tmp_path).items() if k != "OWDEDUP_RECORDS"}
     code, output = wrap(env, "myfunction")
     assert code == 1 and "OWDEDUP_RECORDS" in output
+
+
+def test_the_created_conductor_runs_under_serve_and_reads_the_wrapped_definition(
+    make_server: ServerFactory, runtime_site: Path, tmp_path: Path
+) -> None:
+    """Its first activation, run by serve's runtime as OpenWhisk would run it (the API key
+    given through provide-api-key): the wrapped action's definition is read over REST and a
+    miss answers the continuation to the wrapped action."""
+    server = make_server(runtime_site=runtime_site)  # the runtime image's own packages
+    client = Client(server.url)
+    store = tmp_path / "store"
+    (store / "photos").mkdir(parents=True)
+    (store / "photos" / "a.jpg").write_bytes(b"bytes")
+    client.action("myfunction", CODE)
+    env = {**environment(server, tmp_path), "OWDEDUP_STORE": f"file://{store}"}
+    del env["OWDEDUP_STORE_ACCESS_KEY"], env["OWDEDUP_STORE_SECRET_KEY"]
+    code, output = wrap(env, "myfunction", "--ignore", "dest_bucket")
+    assert code == 0, output
+    reply = client.invoke("myfunction-dedup", {"bucket": "photos", "key": "a.jpg",
+                                               "dest_bucket": "out"}, result=True)
+    assert reply.status == 200, reply.raw
+    result = reply.json
+    if "action" in result:  # serve without conductor semantics: the first activation's answer
+        assert result["action"] == "/guest/myfunction"
+        assert result["params"] == {"bucket": "photos", "key": "a.jpg", "dest_bucket": "out"}
+        assert set(result["state"]) == {"owdedup_state"}
+    else:  # serve runs conductors: the wrapped action ran and its result was recorded
+        assert result["n"] == 3 and result["owdedup"]["hit"] is False
