@@ -30,6 +30,7 @@ from typing import Any
 
 from owdedup.runtime import env as env_names
 from owdedup.runtime.context import Context, ContextCache
+from owdedup.runtime.counters import hit_saved_bytes
 from owdedup.runtime.digest import canonical_json
 from owdedup.runtime.errors import ConfigError, OwdedupError
 from owdedup.runtime.wrapped.config import STATE, WrapConfig, call_params
@@ -82,7 +83,9 @@ def start(config: WrapConfig, params: dict[str, Any], context: Context,
                     store=context.store if config.objects else None)
     record = find_result(call, context.records, context.store if config.objects else None)
     if record is not None and record.result is not None:
-        context.counts.add(call.function, hits=1, saved_ms=record.compute_ms)
+        context.counts.add(call.function, hits=1, saved_ms=record.compute_ms,
+                           saved_bytes=hit_saved_bytes(record.input_bytes,
+                                                       [record.output.bytes]))
         return {"params": with_metadata(record.result, hit_metadata(record), config.metadata)}
     state = {
         "schema": STATE_SCHEMA, "function": call.function, "function_id": call.function_id,

@@ -31,6 +31,7 @@ from typing import Any
 
 from owdedup.runtime.config import Settings
 from owdedup.runtime.context import ContextCache
+from owdedup.runtime.counters import hit_saved_bytes
 from owdedup.runtime.errors import BadInputError, ConfigError, NotFoundError, OwdedupError
 from owdedup.runtime.wrapped.config import PREFIX, call_params
 from owdedup.runtime.wrapped.identity import python_fingerprint
@@ -93,7 +94,9 @@ def dedup(objects: Iterable[str] | str | None = None, ignore: Iterable[str] = ()
                 return main(args)
             record = find_result(call, records, store)
             if record is not None and record.result is not None:
-                context.counts.add(name, hits=1, saved_ms=record.compute_ms)
+                context.counts.add(name, hits=1, saved_ms=record.compute_ms,
+                                   saved_bytes=hit_saved_bytes(
+                                       record.input_bytes, [record.output.bytes]))
                 return with_metadata(record.result, hit_metadata(record), metadata)
             started = time.perf_counter()
             result = main(args)
