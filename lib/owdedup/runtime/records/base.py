@@ -7,6 +7,10 @@ concurrent writers of the same record both succeed and both get the one stored r
 
 Hit counters live apart from records so that counting a hit never rewrites a hot record.
 
+A *lease* claims a record's key while one activation computes it (see :class:`Lease`), so
+that identical work in flight runs once. Leases live beside the records, under the same key,
+never in a record: a record's insert-if-absent, its readers and ``stats()`` never meet one.
+
 A record holds one of two kinds of output: an object a function wrote (``output`` names it:
 the thumbnail's), or the JSON *result* a function returned (a wrapped OpenWhisk action's, up
 to OpenWhisk's 1 MB result limit): then ``result`` holds it, ``output`` has no bucket or key
@@ -179,6 +183,36 @@ def record_id(function_id: str, input_digest: str) -> str:
     return f"{function_id}-{input_digest}"
 
 
+@dataclass(frozen=True)
+class Lease:
+    """An in-progress claim on a record's key: *owner* (an activation id) is computing it.
+
+    Claimed by a create-if-absent write, so of several claimants exactly one wins. Valid
+    until *expires_at* (epoch seconds, the claimant's clock): the owner renews it while it
+    computes; once it has expired (the owner was killed or timed out) one waiter takes it
+    over with a write that names *revision*, so again exactly one wins. The owner removes it
+    once the record is written, or when it fails (``release``), so that a waiter computes.
+
+    A lease only ever saves work: whoever holds one computes the same deterministic output
+    under the same name, so a lease that is lost, forged or doubly granted costs at worst a
+    duplicate computation, never a wrong result.
+    """
+
+    function_id: str
+    input_digest: str
+    owner: str
+    expires_at: float
+    #: The stored version this lease was read or written as (a revision-checked write names it).
+    revision: str
+
+    def expired(self, now: float) -> bool:
+        return now >= self.expires_at
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"function_id": self.function_id, "input_digest": self.input_digest,
+                "owner": self.owner, "expires_at": self.expires_at}
+
+
 @dataclass
 class FunctionStats:
     function: str
@@ -236,6 +270,47 @@ class RecordStore(ABC):
     @abstractmethod
     def stats(self) -> list[FunctionStats]:
         """Per-function record counts and counters."""
+
+    # -- leases (see Lease) ----------------------------------------------------------------
+
+    @abstractmethod
+    def get_lease(self, function_id: str, input_digest: str) -> Lease | None:
+        """The lease on this record key (expired or not), or None."""
+
+    @abstractmethod
+    def claim(self, function_id: str, input_digest: str, owner: str,
+              expires_at: float) -> tuple[Lease, bool]:
+        """Claim the key for *owner* until *expires_at* with a create-if-absent write.
+
+        Returns (the lease now held, True if *owner* holds it). Of several concurrent
+        claimants exactly one gets True; the others get the winner's lease. A lease that
+        exists is never replaced here, even when it has expired: see :meth:`take_over`.
+        """
+
+    @abstractmethod
+    def take_over(self, stale: Lease, owner: str, expires_at: float) -> tuple[Lease, bool]:
+        """Replace *stale* (an expired lease, as read) by one of *owner*'s, with a write
+        that succeeds only if the stored lease is still *stale*'s revision. Of several
+        waiters taking over the same lease exactly one gets True; the others get the lease
+        as it now is. If *stale* is gone, this is a :meth:`claim`."""
+
+    @abstractmethod
+    def renew(self, lease: Lease, expires_at: float) -> Lease | None:
+        """Extend *lease* (held by its owner) to *expires_at*; None if it is no longer that
+        lease (taken over after it expired, or released)."""
+
+    @abstractmethod
+    def release(self, lease: Lease) -> None:
+        """Remove *lease* if it is still that revision (a lease since taken over by another
+        is left alone): the owner is done, or failed and lets a waiter compute."""
+
+    def claim_or_take_over(self, function_id: str, input_digest: str, owner: str,
+                           expires_at: float, now: float) -> tuple[Lease, bool]:
+        """:meth:`claim`, and if the lease found has expired (at *now*), :meth:`take_over`."""
+        lease, mine = self.claim(function_id, input_digest, owner, expires_at)
+        if not mine and lease.expired(now):
+            return self.take_over(lease, owner, expires_at)
+        return lease, mine
 
     def get_many(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Record]:
         """Records for several (function_id, input_digest) pairs; missing ones are absent."""

@@ -11,12 +11,13 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from owdedup.runtime.errors import ConfigError, StoreError
-from owdedup.runtime.records.base import FunctionStats, Record, RecordStore
+from owdedup.runtime.records.base import FunctionStats, Lease, Record, RecordStore
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -33,7 +34,18 @@ CREATE TABLE IF NOT EXISTS counters (
     saved_ms    REAL NOT NULL DEFAULT 0,
     saved_bytes INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS leases (
+    function_id  TEXT NOT NULL,
+    input_digest TEXT NOT NULL,
+    owner        TEXT NOT NULL,
+    expires_at   REAL NOT NULL,
+    revision     TEXT NOT NULL,
+    PRIMARY KEY (function_id, input_digest)
+) WITHOUT ROWID;
 """
+
+_LEASE_COLUMNS = "function_id, input_digest, owner, expires_at, revision"
+
 
 _INSERT = (
     "INSERT OR IGNORE INTO records (function_id, input_digest, function, doc) VALUES (?, ?, ?, ?)"
@@ -52,6 +64,12 @@ _BULK_CACHE_KIB = 128 * 1024
 
 #: Function ids per lookup statement: far below SQLite's limit on bound parameters.
 _IDS_PER_STATEMENT = 500
+
+
+def _revision() -> str:
+    """A fresh revision for a lease row: every write changes it, so a revision-checked
+    write fails after anyone else's."""
+    return os.urandom(12).hex()
 
 
 class SqliteRecordStore(RecordStore):
@@ -223,6 +241,93 @@ class SqliteRecordStore(RecordStore):
         except sqlite3.Error as exc:
             raise StoreError(f"stats query failed in {self.describe()}: {exc}") from exc
         return sorted(by_function.values(), key=lambda s: s.function)
+
+    # -- leases: each operation one IMMEDIATE transaction, so its read and its write see
+    # the same row (the write lock is taken at BEGIN, before the read) ---------------------
+
+    @contextmanager
+    def _immediate(self, action: str) -> Iterator[sqlite3.Connection]:
+        try:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{action} failed in {self.describe()}: {exc}") from exc
+
+    @staticmethod
+    def _read_lease(conn: sqlite3.Connection, function_id: str,
+                    input_digest: str) -> Lease | None:
+        row = conn.execute(
+            f"SELECT {_LEASE_COLUMNS} FROM leases WHERE function_id = ? AND input_digest = ?",
+            (function_id, input_digest),
+        ).fetchone()
+        return None if row is None else Lease(str(row[0]), str(row[1]), str(row[2]),
+                                              float(row[3]), str(row[4]))
+
+    @staticmethod
+    def _insert_lease(conn: sqlite3.Connection, lease: Lease) -> bool:
+        cursor = conn.execute(
+            f"INSERT OR IGNORE INTO leases ({_LEASE_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+            (lease.function_id, lease.input_digest, lease.owner, lease.expires_at,
+             lease.revision),
+        )
+        return cursor.rowcount == 1
+
+    def get_lease(self, function_id: str, input_digest: str) -> Lease | None:
+        try:
+            return self._read_lease(self._conn(), function_id, input_digest)
+        except sqlite3.Error as exc:
+            raise StoreError(f"lease lookup failed in {self.describe()}: {exc}") from exc
+
+    def claim(self, function_id: str, input_digest: str, owner: str,
+              expires_at: float) -> tuple[Lease, bool]:
+        lease = Lease(function_id, input_digest, owner, expires_at, _revision())
+        with self._immediate("lease claim") as conn:
+            if self._insert_lease(conn, lease):
+                return lease, True
+            held = self._read_lease(conn, function_id, input_digest)
+        assert held is not None  # the insert was ignored for this row, under our lock
+        return held, False
+
+    def take_over(self, stale: Lease, owner: str, expires_at: float) -> tuple[Lease, bool]:
+        lease = Lease(stale.function_id, stale.input_digest, owner, expires_at, _revision())
+        with self._immediate("lease take-over") as conn:
+            cursor = conn.execute(
+                "UPDATE leases SET owner = ?, expires_at = ?, revision = ? "
+                "WHERE function_id = ? AND input_digest = ? AND revision = ?",
+                (owner, expires_at, lease.revision, stale.function_id, stale.input_digest,
+                 stale.revision),
+            )
+            if cursor.rowcount == 1:
+                return lease, True
+            held = self._read_lease(conn, stale.function_id, stale.input_digest)
+            if held is None:  # released meanwhile: an ordinary claim
+                return lease, self._insert_lease(conn, lease)
+        return held, False
+
+    def renew(self, lease: Lease, expires_at: float) -> Lease | None:
+        renewed = Lease(lease.function_id, lease.input_digest, lease.owner, expires_at,
+                        _revision())
+        with self._immediate("lease renewal") as conn:
+            cursor = conn.execute(
+                "UPDATE leases SET expires_at = ?, revision = ? "
+                "WHERE function_id = ? AND input_digest = ? AND revision = ?",
+                (expires_at, renewed.revision, lease.function_id, lease.input_digest,
+                 lease.revision),
+            )
+        return renewed if cursor.rowcount == 1 else None
+
+    def release(self, lease: Lease) -> None:
+        with self._immediate("lease release") as conn:
+            conn.execute(
+                "DELETE FROM leases WHERE function_id = ? AND input_digest = ? AND revision = ?",
+                (lease.function_id, lease.input_digest, lease.revision),
+            )
 
     def close(self) -> None:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
