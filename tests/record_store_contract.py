@@ -323,3 +323,30 @@ class RecordStoreContract:
         assert {lease.owner for lease, _ in takeovers} == set(new_owners)
         current = records.get_lease(FID, DIGEST)
         assert current is not None and current.owner == new_owners[0]
+
+    # -- negative records -------------------------------------------------------------------
+
+    def test_a_negative_record_round_trips_and_is_counted_apart(
+        self, records: RecordStore
+    ) -> None:
+        negative = Record.for_failure(
+            function="thumbnail", function_id=FID, input_digest=DIGEST,
+            message="corrupt or truncated image: broken data stream", judged={"max_pixels": 10},
+            input_bytes=5, created="2026-01-01T00:00:00+00:00")
+        stored, created = records.put(negative)
+        assert created and stored == negative
+        found = records.get(FID, DIGEST)
+        assert found == negative and found is not None
+        assert found.failure_mismatch(FID, DIGEST, {"max_pixels": 10}) is None
+        assert found.failure_mismatch(FID, DIGEST, {"max_pixels": 20}) is not None  # re-judge
+        assert found.failure_mismatch(FID, "e" * 64, {"max_pixels": 10}) is not None
+        # never taken for an output or a result
+        assert found.mismatch(FID, DIGEST, "") is not None
+        assert found.result_mismatch(FID, DIGEST) is not None
+        records.put(make_record(digest="e" * 64, size=10))
+        (stats,) = records.stats()
+        assert (stats.records, stats.failures, stats.output_bytes) == (1, 1, 10)
+        # an output record is no negative one
+        output = records.get(FID, "e" * 64)
+        assert output is not None and output.failure is None
+        assert output.failure_mismatch(FID, "e" * 64, {}) is not None

@@ -16,16 +16,23 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from owdedup.runtime import env as env_names
 from owdedup.runtime import handover, inflight
 from owdedup.runtime.context import Context
 from owdedup.runtime.counters import hit_saved_bytes
 from owdedup.runtime.digest import canonical_json
-from owdedup.runtime.errors import ConfigError, OwdedupError, StoreError
+from owdedup.runtime.errors import BadInputError, ConfigError, OwdedupError, StoreError
 from owdedup.runtime.functions import DedupFunction, get_function
 from owdedup.runtime.job import Job, Output
 from owdedup.runtime.records import OutputRef, Record
 
 log = logging.getLogger("owdedup")
+
+
+class RecordedRefusal(BadInputError):
+    """A bad-input refusal answered from a negative record: the input was not read again."""
+
+    recorded = True
 
 
 def hash_step(job: Job, ctx: Context) -> Job:
@@ -66,6 +73,9 @@ def lookup_step(job: Job, ctx: Context) -> Job:
         # A record store that fails only costs a recomputation (and never the caller's work).
         log.warning("record store unavailable, computing %s: %s", job.name, exc)
         return job
+    refusal = _recorded_refusal(job, spec, digest, found)
+    if refusal is not None:
+        raise refusal
     saved_ms, output_bytes = _fill_found(job, ctx, digest, found)
     hit = job.all_hit
     ctx.counts.add(
@@ -95,15 +105,23 @@ def compute_step(job: Job, ctx: Context) -> Job:
 
     claimant = inflight.Claimant(ctx.records, inflight.owner_of(os.environ),
                                  inflight.deadline_of(os.environ))
+    refusals: list[BadInputError] = []
     turn = claimant.take_turn(lease_key(job), digest,
-                              lambda: _answered_by_records(job, ctx, digest))
+                              lambda: _answered_by_records(job, ctx, spec, digest, refusals))
     if turn.polls or turn.took_over or turn.answered:  # else it claimed at once
         job.waited_ms, job.took_over = turn.waited_s * 1000, turn.took_over
     if turn.answered:
+        if refusals:  # the holder found the input bad: so is ours, the same content
+            raise refusals[-1]
         job.coalesced = True
         return job
     with claimant.holding(turn.lease):
-        _compute(job, ctx, spec, params, digest, data)
+        try:
+            _compute(job, ctx, spec, params, digest, data)
+        except BadInputError as exc:
+            # Recorded before the lease goes, as a result would be (see _record_refusal).
+            _record_refusal(job, ctx, spec, params, digest, exc)
+            raise
         if turn.lease is not None:
             # Recorded before the lease goes: a waiter that finds it gone finds the record.
             _record_outputs(job, ctx, spec, params, digest)
@@ -119,11 +137,60 @@ def lease_key(job: Job) -> str:
     return hashlib.sha256(canonical_json(missing).encode("ascii")).hexdigest()
 
 
-def _answered_by_records(job: Job, ctx: Context, digest: str) -> bool:
-    """Whether the records now hold every output the job lacks (filling them in if so)."""
+def _answered_by_records(job: Job, ctx: Context, spec: DedupFunction[Any], digest: str,
+                         refusals: list[BadInputError]) -> bool:
+    """Whether the records now answer the job: they hold every output it lacks (filled in),
+    or a refusal of its input (appended to *refusals*)."""
     wanted = [(o.function_id, digest) for o in job.outputs if not o.hit]
-    _fill_found(job, ctx, digest, ctx.records.get_many(wanted))
+    found = ctx.records.get_many(wanted)
+    refusal = _recorded_refusal(job, spec, digest, found)
+    if refusal is not None:
+        refusals.append(refusal)
+        return True
+    rejected = job.rejected_records  # the lookup counted the records it did not believe
+    _fill_found(job, ctx, digest, found)
+    job.rejected_records = rejected
     return job.all_hit
+
+
+def _recorded_refusal(job: Job, spec: DedupFunction[Any], digest: str,
+                      found: dict[tuple[str, str], Record]) -> BadInputError | None:
+    """The error a negative record of this job's input holds (see Record.failure), for this
+    job's object; None if there is none to believe. Judged with other limits, or by another
+    version of the function (another identity: not even found), the input is judged again."""
+    judged = spec.normalise(job.params).to_dict()
+    for output in job.outputs:
+        record = found.get((output.function_id, digest))
+        if record is None or record.failure is None:
+            continue
+        problem = record.failure_mismatch(output.function_id, digest, judged)
+        if problem is not None:
+            log.info("not answering %s with a recorded failure: %s", job.name, problem)
+            continue
+        return RecordedRefusal(str(record.failure["message"]), key=job.key)
+    return None
+
+
+def _record_refusal(job: Job, ctx: Context, spec: DedupFunction[Any], params: Any,
+                    digest: str, exc: BadInputError) -> None:
+    """Record that the function refused this input (a negative record per missing output),
+    so that a re-run answers the same error without reading it. Only ``BadInputError``
+    comes here: the input itself is bad, for this code and these parameters; a store that
+    failed, a timeout or a lack of memory is never recorded. A failure to record is logged."""
+    if isinstance(exc, RecordedRefusal):
+        return
+    message = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+    try:
+        for output in job.outputs:
+            if output.hit:
+                continue
+            ctx.records.put(Record.for_failure(
+                function=spec.name, function_id=output.function_id, input_digest=digest,
+                message=message, judged=params.to_dict(), input_bytes=job.input_bytes,
+                created=created, activation=os.environ.get(env_names.OW_ACTIVATION_ID, "")))
+    except OwdedupError as record_error:
+        log.warning("could not record the refusal of %s: %s", job.name, record_error)
 
 
 def _compute(job: Job, ctx: Context, spec: DedupFunction[Any], params: Any,

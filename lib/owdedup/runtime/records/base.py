@@ -15,6 +15,11 @@ A record holds one of two kinds of output: an object a function wrote (``output`
 the thumbnail's), or the JSON *result* a function returned (a wrapped OpenWhisk action's, up
 to OpenWhisk's 1 MB result limit): then ``result`` holds it, ``output`` has no bucket or key
 and counts its bytes, and ``activation`` is the activation that produced it.
+
+A *negative* record holds no output but a ``failure``: the function refused this input as
+bad (``BadInputError``: not an image, truncated, over the limits), which it would do again
+for the same content, code and parameters; a re-run answers the same error without reading
+the input. Only such deterministic refusals are recorded, never a transient failure.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from typing import Any
 from owdedup.runtime.digest import canonical_json
 from owdedup.runtime.errors import BadInputError, StoreError
 
+#: Characters of a refusal's message kept in a negative record.
+MAX_FAILURE_TEXT = 2000
 #: OpenWhisk's limit on an activation's result (and so on a recorded one), in bytes.
 RESULT_LIMIT_BYTES = 1024 * 1024
 
@@ -71,6 +78,42 @@ class Record:
     result: dict[str, Any] | None = None
     #: The activation that produced the output, where the platform names one.
     activation: str = ""
+    #: A negative record's refusal: {"kind": "bad-input", "message": <the cause, without
+    #: the object's name>, "judged": <the function's full normalised parameters>}.
+    failure: dict[str, Any] | None = None
+
+    @classmethod
+    def for_failure(
+        cls, *, function: str, function_id: str, input_digest: str, message: str,
+        judged: dict[str, Any], input_bytes: int = 0, created: str = "",
+        activation: str = "",
+    ) -> Record:
+        """A negative record: *function* refused this input with *message*, judging it with
+        the parameters *judged* (limits that are no part of the identity included)."""
+        return cls(function=function, function_id=function_id, input_digest=input_digest,
+                   output=OutputRef("", "", 0), input_bytes=input_bytes, created=created,
+                   activation=activation,
+                   failure={"kind": BadInputError.kind, "message": message[:MAX_FAILURE_TEXT],
+                            "judged": copy.deepcopy(judged)})
+
+    def failure_mismatch(self, function_id: str, input_digest: str,
+                         judged: Mapping[str, Any]) -> str | None:
+        """Why this record cannot be the negative record for (*function_id*,
+        *input_digest*) judged with the parameters *judged*; None when it can."""
+        if self.function_id != function_id:
+            return f"its function identity is {self.function_id[:16]}..."
+        if self.input_digest != input_digest:
+            return f"its input digest is {self.input_digest[:16]}..."
+        failure = self.failure
+        if not isinstance(failure, dict) or failure.get("kind") != BadInputError.kind:
+            return "it records no bad-input failure"
+        if not isinstance(failure.get("message"), str):
+            return "its failure has no message"
+        if self.result is not None or self.output.bucket or self.output.key:
+            return "it names an output as well as a failure"
+        if failure.get("judged") != dict(judged):
+            return "it was judged with other parameters (limits)"
+        return None
 
     @classmethod
     def for_result(
@@ -108,6 +151,7 @@ class Record:
             "params": copy.deepcopy(self.params), "compute_ms": self.compute_ms,
             "input_bytes": self.input_bytes, "created": self.created,
             "result": copy.deepcopy(self.result), "activation": self.activation,
+            "failure": copy.deepcopy(self.failure),
         }
 
     def mismatch(self, function_id: str, input_digest: str, output_key: str,
@@ -124,6 +168,8 @@ class Record:
             return f"its function identity is {self.function_id[:16]}..."
         if self.input_digest != input_digest:
             return f"its input digest is {self.input_digest[:16]}..."
+        if self.failure is not None:
+            return "it records a failure, not an output"
         if self.output.key != output_key:
             return f"its output {self.output.key!r} is not the name derived from its key"
         if output_bucket is not None and self.output.bucket != output_bucket:
@@ -166,6 +212,7 @@ class Record:
                 created=str(data.get("created", "")),
                 result=_result_of(data.get("result")),
                 activation=str(data.get("activation") or ""),
+                failure=_result_of(data.get("failure")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"malformed record: {exc}") from exc
@@ -216,7 +263,8 @@ class Lease:
 @dataclass
 class FunctionStats:
     function: str
-    records: int = 0
+    records: int = 0  # records of outputs or results; negative records are counted apart
+    failures: int = 0  # negative records (see Record.failure)
     hits: int = 0
     misses: int = 0
     saved_ms: float = 0.0

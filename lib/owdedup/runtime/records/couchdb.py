@@ -524,7 +524,10 @@ class CouchRecordStore(RecordStore):
         for doc in self._scan(RECORD_PREFIX):
             function = str(doc.get("function", ""))
             entry = by_function.setdefault(function, FunctionStats(function))
-            entry.records += 1
+            if doc.get("failure") is not None:
+                entry.failures += 1
+            else:
+                entry.records += 1
             output = doc.get("output")
             entry.output_bytes += int(output.get("bytes", 0)) if isinstance(output, dict) else 0
         for doc in self._scan(COUNTS_PREFIX):

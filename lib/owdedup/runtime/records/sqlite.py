@@ -224,14 +224,17 @@ class SqliteRecordStore(RecordStore):
         try:
             conn = self._conn()
             by_function: dict[str, FunctionStats] = {}
-            for function, count, out_bytes in conn.execute(
-                "SELECT function, COUNT(*), "
-                "SUM(CAST(json_extract(doc, '$.output.bytes') AS INTEGER)) "
-                "FROM records GROUP BY function"
+            for function, negative, count, out_bytes in conn.execute(
+                "SELECT function, json_extract(doc, '$.failure') IS NOT NULL AS negative, "
+                "COUNT(*), SUM(CAST(json_extract(doc, '$.output.bytes') AS INTEGER)) "
+                "FROM records GROUP BY function, negative"
             ):
-                by_function[function] = FunctionStats(
-                    function, records=count, output_bytes=int(out_bytes or 0)
-                )
+                entry = by_function.setdefault(function, FunctionStats(function))
+                if negative:
+                    entry.failures += count
+                else:
+                    entry.records += count
+                entry.output_bytes += int(out_bytes or 0)
             for function, hits, misses, saved_ms, saved_bytes in conn.execute(
                 "SELECT function, hits, misses, saved_ms, saved_bytes FROM counters"
             ):
