@@ -348,7 +348,12 @@ def _print_summary(summary: MapSummary) -> None:
     table.add_row("objects", str(len(summary.results)))
     table.add_row("computed", str(summary.count(COMPUTED)))
     table.add_row("deduplicated", str(summary.count(DEDUPLICATED)))
+    if summary.coalesced:
+        table.add_row("  of which waited for identical work in flight", str(summary.coalesced))
     table.add_row("failed", str(summary.count(FAILED)))
+    if summary.recorded_failures:
+        table.add_row("  of which known bad inputs (not read again)",
+                      str(summary.recorded_failures))
     if summary.not_recorded:
         table.add_row("records not written", str(len(summary.not_recorded)))
     table.add_row("wall time", f"{summary.wall_s:.2f} s")
@@ -416,7 +421,8 @@ def watch(
 
 @app.command()
 def stats(records: RecordsOpt = None) -> None:
-    """Per function: records, hits, misses and the compute time and bytes saved."""
+    """Per function: records, hits, misses, the compute time and bytes saved, and refusals
+    (inputs recorded as bad, answered without reading them again)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -427,14 +433,16 @@ def stats(records: RecordsOpt = None) -> None:
     except OwdedupError as exc:
         raise _fail(str(exc)) from None
     table = Table(title=f"owdedup stats ({where})")
+    refusals = any(row.failures for row in rows)  # the column only where there are some
     for column in ("function", "records", "hits", "misses", "hit rate", "compute saved",
-                   "bytes saved"):
+                   "bytes saved", *(("refusals",) if refusals else ())):
         table.add_column(column, justify="left" if column == "function" else "right")
     for row in rows:
         seen = row.hits + row.misses
         rate = f"{100 * row.hits / seen:.1f}%" if seen else "-"
         table.add_row(row.function, str(row.records), str(row.hits), str(row.misses), rate,
-                      f"{row.saved_ms / 1000:.2f} s", _bytes(row.saved_bytes))
+                      f"{row.saved_ms / 1000:.2f} s", _bytes(row.saved_bytes),
+                      *((str(row.failures),) if refusals else ()))
     Console().print(table)
 
 

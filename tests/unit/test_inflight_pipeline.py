@@ -263,3 +263,25 @@ def test_a_failing_holder_lets_a_waiter_compute(
     assert records.get_lease(fid, result["digest"]) is None
     stored = records.get(fid, result["digest"])
     assert stored is not None and stored.output.key == result["outputs"][0]["key"]
+
+
+def test_waiters_of_a_holder_that_refuses_the_input_get_its_refusal(
+    settings: Settings, upload: Callable[[str, bytes], None], counted: Path,
+) -> None:
+    for i in range(8):
+        upload(f"bad-{i}.txt", b"bad, and the same in all eight")
+    past_lookup = threading.Barrier(8)
+
+    def activation(i: int) -> dict[str, Any]:
+        job, context = looked_up(settings, f"bad-{i}.txt")
+        past_lookup.wait()
+        try:
+            finish(job, context)
+        except BadInputError as exc:
+            return {"error": str(exc), "key": exc.key}
+        return {}
+
+    results = in_parallel(8, activation)
+    assert logged(counted) == ["start"]  # judged once
+    assert sorted(r["key"] for r in results) == [f"bad-{i}.txt" for i in range(8)]
+    assert all(r["error"] == f"{r['key']}: not text" for r in results)
