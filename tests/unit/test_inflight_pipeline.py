@@ -104,15 +104,12 @@ def upload(store_root: Path) -> Callable[[str, bytes], None]:
     return put
 
 
-def new_job(key: str) -> Job:
-    return Job("photos", key, dest_bucket="thumbs", function="counted")
-
-
-def looked_up(settings: Settings, key: str) -> tuple[Job, Context]:
+def looked_up(settings: Settings, key: str, bucket: str = "photos",
+              dest: str = "thumbs") -> tuple[Job, Context]:
     """An activation's job after hash and lookup, with connections of its own."""
     context = Context(settings)
-    job = lookup_step(hash_step(new_job(key), context), context)
-    return job, context
+    job = Job(bucket, key, dest_bucket=dest, function="counted")
+    return lookup_step(hash_step(job, context), context), context
 
 
 def finish(job: Job, context: Context) -> dict[str, Any]:
@@ -175,12 +172,13 @@ def test_eight_identical_inputs_at_once_compute_once(
     assert records.get_lease(results[0]["outputs"][0]["function_id"], digest) is None
 
 
-def _killed_holder(settings: Settings, key: str, deadline_ms: int) -> None:
+def _killed_holder(settings: Settings, key: str, deadline_ms: int, bucket: str = "photos",
+                   dest: str = "thumbs") -> None:
     """An activation that times out: its platform deadline is near, its computation holds."""
     os.environ["__OW_DEADLINE"] = str(deadline_ms)
     os.environ["__OW_ACTIVATION_ID"] = "holder-to-be-killed"
     functions.registry.register("counted", f"{__name__}:Counted")  # in this process only
-    job, context = looked_up(settings, key)
+    job, context = looked_up(settings, key, bucket, dest)
     compute_step(job, context)
 
 
