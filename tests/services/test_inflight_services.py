@@ -17,6 +17,7 @@ from owdedup.runtime import functions
 from owdedup.runtime.config import Settings
 from owdedup.runtime.context import Context
 from owdedup.runtime.functions import FunctionRegistry
+from owdedup.runtime.pipeline import lease_key
 from tests.unit.test_inflight_pipeline import (
     FAIL,
     GATE,
@@ -24,7 +25,6 @@ from tests.unit.test_inflight_pipeline import (
     _killed_holder,
     finish,
     in_parallel,
-    lease_key,
     logged,
     looked_up,
 )
