@@ -18,6 +18,7 @@ warm container (the digest is cached by the action's version and update time).
 from __future__ import annotations
 
 import hashlib
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -66,17 +67,45 @@ def pinned_fingerprint(function: str, version: str) -> str:
                            "pinned": version})
 
 
+#: PEP 723 inline script metadata: ``# /// script`` ... ``# ///``.
+_SCRIPT_BLOCK = re.compile(
+    r"(?m)^# /// script\s*$\s(?P<content>(^#(| .*)$\s)+)^# ///$")
+_REQUIREMENT_NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+def declared_packages(source: bytes, name: str = "the file") -> tuple[str, ...]:
+    """The distributions a Python file declares in its PEP 723 block
+    (``# /// script`` / ``# dependencies = ["numpy>=2"]`` / ``# ///``), by name."""
+    match = _SCRIPT_BLOCK.search(source.decode("utf-8", errors="replace"))
+    if match is None:
+        return ()
+    import tomllib  # only for files that declare packages
+    toml = "".join(line[2:] if line.startswith("# ") else line[1:]
+                   for line in match["content"].splitlines(keepends=True))
+    try:
+        dependencies = tomllib.loads(toml).get("dependencies", [])
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{name}: its '# /// script' block is not TOML: {exc}") from None
+    names = []
+    for item in dependencies if isinstance(dependencies, list) else []:
+        found = _REQUIREMENT_NAME.match(str(item))
+        if found:
+            names.append(found[1])
+    return tuple(names)
+
+
 def python_fingerprint(source: Path, packages: Iterable[str] = ()) -> str:
     """A Python file's (or module's) source digest, the Python version and the versions of
-    the *packages* it declares."""
+    the packages it declares (its PEP 723 block) and of *packages*."""
     try:
-        code = hashlib.sha256(source.read_bytes()).hexdigest()
+        data = source.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read {source}: {exc.strerror}") from None
+    declared = {*declared_packages(data, str(source)), *packages}
     return hash_canonical({
-        "schema": FINGERPRINT_SCHEMA, "code": code,
+        "schema": FINGERPRINT_SCHEMA, "code": hashlib.sha256(data).hexdigest(),
         "python": f"{sys.version_info.major}.{sys.version_info.minor}",
-        "packages": {name: library_version(name) for name in sorted(set(packages))},
+        "packages": {name: library_version(name) for name in sorted(declared)},
     })
 
 
