@@ -242,3 +242,21 @@ def test_credentials_never_reach_keys_records_results_or_logs(
         assert SECRET not in text and API_KEY not in text
     digest = hashlib.sha256(SECRET.encode()).hexdigest()
     assert all(digest not in text for text in outputs)
+
+
+def test_parameter_values_are_hashed_never_kept(
+    bound: dict[str, Any], contexts: ContextCache, tmp_path: Path
+) -> None:
+    """Even a parameter not declared as a credential has only its name in the state and the
+    record: its value is in the key's hash alone."""
+    value = "undeclared-Value-7f3e"
+    wrapped = Wrapped()
+    first = conductor_main({**bound, **job(passphrase=value)}, ENV, contexts)
+    assert value not in json.dumps(first["state"])
+    assert first["state"]["owdedup_state"]["param_names"] == ["passphrase", "threshold"]
+    second = conductor_main({**bound, **wrapped(first["params"]), **first["state"]}, ENV,
+                            contexts)
+    assert "error" not in second
+    contexts.close()
+    record_file = (tmp_path / "records.sqlite").read_bytes().decode("latin-1")
+    assert value not in record_file and "passphrase" in record_file

@@ -90,7 +90,8 @@ def start(config: WrapConfig, params: dict[str, Any], context: Context,
     state = {
         "schema": STATE_SCHEMA, "function": call.function, "function_id": call.function_id,
         "input_digest": call.input_digest, "input_bytes": call.input_bytes,
-        "params": call.params, "objects": call.objects, "started_ms": _now_ms(),
+        "param_names": list(call.param_names), "objects": call.objects,
+        "started_ms": _now_ms(),
     }
     return {"action": fully_qualified(config.action, env), "params": params,
             "state": {STATE: {**state, "sig": _sign(state, config, env)}}}
@@ -129,7 +130,7 @@ def _verified_state(state: Any, config: WrapConfig,
     try:
         call = CallKey(str(body["function"]), str(body["function_id"]),
                        str(body["input_digest"]), int(body["input_bytes"]),
-                       dict(body["params"]), dict(body["objects"]))
+                       tuple(map(str, body["param_names"])), dict(body["objects"]))
         return call, float(body["started_ms"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{STATE} is incomplete: {exc}") from None
