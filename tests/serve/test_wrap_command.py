@@ -117,3 +117,14 @@ def test_the_created_conductor_runs_under_serve_and_reads_the_wrapped_definition
     result = reply.json
     # serve runs conductors as OpenWhisk does: the wrapped action ran, its result came back
     assert result["n"] == 3 and result["owdedup"]["hit"] is False
+
+
+def test_outside_the_project_the_installed_conductor_is_built_into_the_cache(
+    server: DevServer, client: Client, tmp_path: Path
+) -> None:
+    client.action("myfunction", CODE)
+    env = {**environment(server, tmp_path), "OWDEDUP_DEPLOY_CACHE": str(tmp_path / "cache")}
+    result = CliRunner().invoke(app, ["wrap", "myfunction", "--dry-run",
+                                      "--project", str(tmp_path)], env=env)
+    assert result.exit_code == 0, result.output
+    assert f"build {tmp_path / 'cache' / 'conductor' / 'dedup.zip'}" in result.output
