@@ -30,6 +30,7 @@ from owdedup.runtime.digest import hash_canonical
 from owdedup.runtime.errors import ConfigError, NotFoundError, StoreError
 from owdedup.runtime.identity import library_version
 from owdedup.runtime.platform import get_entity
+from owdedup.runtime.wrapped.config import PREFIX
 
 FINGERPRINT_SCHEMA = 1
 #: How deep sequences of sequences are followed.
@@ -110,9 +111,12 @@ def python_fingerprint(source: Path, packages: Iterable[str] = ()) -> str:
 
 
 def _parameters(doc: Mapping[str, Any], ignore: frozenset[str]) -> dict[str, Any]:
+    """Bound parameters but the ignored ones and the wrapper's own (``owdedup_*``: its store
+    credentials, should a package bind them to the wrapped action too)."""
     pairs = doc.get("parameters") or []
     return {str(p["key"]): p.get("value") for p in pairs
-            if isinstance(p, dict) and "key" in p and str(p["key"]) not in ignore}
+            if isinstance(p, dict) and "key" in p and str(p["key"]) not in ignore
+            and not str(p["key"]).startswith(PREFIX)}
 
 
 def action_fingerprint(name: str, env: Mapping[str, str], ignore: Iterable[str] = (),
