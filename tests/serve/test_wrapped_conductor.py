@@ -125,3 +125,25 @@ def test_a_sequence_is_wrapped_and_follows_its_components(
     client.action("suffix", SUFFIX + "# changed\n")  # a component changes: a miss
     assert call(client, store, "b.jpg")["owdedup"]["hit"] is False
     assert runs_of(client, "label") == 2
+
+
+def test_a_deleted_or_timed_out_action_is_an_error_naming_it_and_the_object(
+    served: DevServer, tmp_path: Path, store: Path
+) -> None:
+    client = Client(served.url)
+    slow = "import time\n\ndef main(params):\n    time.sleep(2)\n    return {'late': True}\n"
+    client.action("myfunction", slow, limits={"timeout": 300})
+    wrapped(served, tmp_path, store, "myfunction", "--ignore", "root")
+    timed_out = client.invoke("myfunction-dedup", {"bucket": "in", "key": "a.jpg"},
+                              result=True)
+    assert timed_out.status == 502 and "time limit" in timed_out.json["error"], timed_out.json
+    assert timed_out.json["owdedup"]["objects"] == ["in/a.jpg"]  # the action and the object
+    assert timed_out.json["owdedup"]["action"] == "myfunction"
+    again = client.invoke("myfunction-dedup", {"bucket": "in", "key": "a.jpg"}, result=True)
+    assert again.status == 502  # not recorded: it ran (and timed out) again
+    assert runs_of(client, "myfunction") == 2
+    assert client.request("DELETE", "actions/myfunction").status == 200
+    gone = client.invoke("myfunction-dedup", {"bucket": "in", "key": "a.jpg"}, result=True)
+    assert gone.status == 502
+    assert "the wrapped action myfunction does not exist" in gone.json["error"]
+    assert "in/a.jpg" in gone.json["error"]
