@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from owdedup.runtime.context import ContextCache
-from owdedup.runtime.records import open_records
+from owdedup.runtime.records import Record, open_records
 from owdedup.runtime.records.base import RESULT_LIMIT_BYTES
 from owdedup.runtime.wrapped.conductor import conductor_main
 
@@ -260,3 +260,24 @@ def test_parameter_values_are_hashed_never_kept(
     contexts.close()
     record_file = (tmp_path / "records.sqlite").read_bytes().decode("latin-1")
     assert value not in record_file and "passphrase" in record_file
+
+
+def test_a_forged_record_at_the_calls_id_is_a_miss_and_is_replaced(
+    bound: dict[str, Any], contexts: ContextCache, tmp_path: Path
+) -> None:
+    first = conductor_main({**bound, **job()}, ENV, contexts)
+    state = first["state"]["owdedup_state"]
+    records = open_records(f"sqlite://{tmp_path / 'records.sqlite'}")
+    genuine = Record.for_result(function="myfunction", function_id=state["function_id"],
+                                input_digest=state["input_digest"], result={"labels": ["ok"]})
+    doc = genuine.to_dict()
+    doc["result"] = {"labels": ["planted by a stranger"]}  # not the size it declares
+    records.put(Record.from_dict(doc))
+    again = conductor_main({**bound, **job()}, ENV, contexts)
+    assert "action" in again  # not believed: a miss
+    wrapped = Wrapped()
+    second = conductor_main({**bound, **wrapped(again["params"]), **again["state"]}, ENV,
+                            contexts)
+    assert second["params"]["labels"] == ["cat"]
+    hit = call(bound, contexts, wrapped, **job())
+    assert hit["owdedup"]["hit"] is True and hit["labels"] == ["cat"]
