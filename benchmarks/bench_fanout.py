@@ -62,11 +62,13 @@ def start_serve(port: int, containers: int, log: Path,
                 state: Path | None = None) -> subprocess.Popen[bytes]:
     """``owdedup serve`` on *port* with its limits raised out of the way and *containers*
     action processes at once (the key through the environment); *state* keeps what is
-    deployed across restarts (a restart is how a benchmark gets cold containers)."""
+    deployed across restarts (a restart is how a benchmark gets cold containers). As many
+    idle processes are kept per action as may run at once, as an invoker keeps its idle
+    containers: a burst of N leaves N warm, not serve's default 2."""
     env = {**os.environ, "OWDEDUP_SERVE_AUTH": AUTH}
     process = subprocess.Popen(
         [sys.executable, "-m", "owdedup", "serve", "--port", str(port), "--containers",
-         str(containers), "--limits",
+         str(containers), "--warm", str(containers), "--limits",
          "invocationsPerMinute=1000000,concurrentInvocations=100000,firesPerMinute=100000",
          *(("--state", str(state)) if state is not None else ())],
         env=env, stdout=log.open("a"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.benchmarks.bench_run import assert_complete, make_photos, run_benchmark
+from tests.benchmarks.bench_run import PNG_MAGIC, assert_complete, make_photos, run_benchmark
+from tests.service_fixtures import Services
 from tests.tooling import listen_ports, need_base_python, real_wskdeploy
 
 
@@ -130,3 +131,21 @@ def test_thumbnail_study_measures_every_method_through_serve(tmp_path: Path) -> 
     assert cold > 0 and warm == 0  # serve restarted before each round's first run
     first, second = run.results["extra"]["orders"]
     assert second == [*first[1:], first[0]]
+
+
+def test_concurrency_experiment_measures_every_function_and_level(
+        tmp_path: Path, services: Services) -> None:
+    """The network function downloads from the test session's MinIO."""
+    out = tmp_path / "out"
+    run = run_benchmark("bench_concurrency.py", [
+        "--levels", "1,2", "--calls", "4", "--net-mib", "2", "--io-mib", "2", "--cpu-n", "20",
+        "--cpu-depth", "8", "--port", str(listen_ports(1)[0])], out, env=services.env)
+    levels = run.results["levels"]["levels"]
+    assert [(lv["function"], lv["concurrency"], lv["calls"]) for lv in levels] == [
+        (f, c, 4) for f in ("cpu", "net", "io") for c in (1, 2)]
+    for lv in levels:
+        assert len(lv["latency_ms"]) == 4 and len(lv["cold_latency_ms"]) == lv["concurrency"]
+        # The update before each level retires the warm processes; the level keeps its own.
+        assert lv["cold_in_cold"] == lv["concurrency"] and lv["cold_in_warm"] == 0, lv
+    assert "concurrent invocations through serve" in run.output
+    assert run.chart.startswith(PNG_MAGIC)
