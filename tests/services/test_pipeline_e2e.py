@@ -232,8 +232,11 @@ def test_restarting_each_service_loses_no_event_and_no_output(
         wait_until(lambda: not missing(), timeout=300, what="every upload's output and record",
                    ignore=(OwdedupError,))  # a service may be restarting
     except AssertionError:
-        raise AssertionError(f"not processed: {missing()}\nwatch output:\n" +
-                             "\n".join(watch.lines[-60:])) from None
+        gone = missing()  # what watch said about them, and every failure it reported
+        said = [line for line in watch.lines
+                if not line.startswith("ok ") or any(key in line for key in gone)]
+        raise AssertionError(f"not processed: {gone}\nwatch output:\n" + "\n".join(said)) \
+            from None
     for key in uploads:  # and every event reached the pipeline
         watch.wait_for(f"{inb}/{key}:", timeout=60)
     # Nothing recorded without its output.

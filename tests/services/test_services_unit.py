@@ -98,6 +98,10 @@ def test_credentials_file_is_private_and_env_exports_evaluate(config: ServicesCo
     env = minio.minio_env(config)
     assert env["MINIO_NOTIFY_KAFKA_TOPIC_OWDEDUP"] == "owdedup-uploads"
     assert env["MINIO_NOTIFY_KAFKA_QUEUE_DIR_OWDEDUP"].startswith(str(config.state))
+    # Without these MinIO can answer a PUT whose event it never sends (a start's first
+    # moments, a stop's in-memory queue): the restart test in test_pipeline_e2e lost one.
+    assert env["MINIO_SYNC_BOOT"] == "on"
+    assert env["MINIO_API_SYNC_EVENTS"] == "on"
     assert secret not in json.dumps(minio.mc_env(config)["MC_CONFIG_DIR"])
 
 

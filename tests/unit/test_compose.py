@@ -16,6 +16,7 @@ import yaml
 
 from owdedup.services import couchdb
 from owdedup.services.config import ServicesConfig
+from owdedup.services.minio import MINIO_EVENT_GUARANTEES
 
 PROJECT = Path(__file__).resolve().parents[2]
 #: What ``owdedup services`` uses unless told otherwise (no folder is touched).
@@ -56,6 +57,8 @@ def test_buckets_topic_and_event_target_match_the_local_services(
     assert minio_env[f"MINIO_NOTIFY_KAFKA_ENABLE_{target}"] == "on"
     assert minio_env[f"MINIO_NOTIFY_KAFKA_TOPIC_{target}"] == defaults.topic
     assert minio_env[f"MINIO_NOTIFY_KAFKA_QUEUE_DIR_{target}"]  # events survive Kafka outages
+    for name, value in MINIO_EVENT_GUARANTEES.items():  # and MinIO restarts
+        assert minio_env[name] == value
     setup = " ".join(services["minio-setup"]["command"])
     alias, into, out = defaults.mc_alias, defaults.in_bucket, defaults.out_bucket
     assert f"mb --ignore-existing {alias}/{into} {alias}/{out}" in setup

@@ -51,6 +51,11 @@ class Activation:
     components: list[Activation] = field(default_factory=list)  # for sequences
     annotations: dict[str, Any] = field(default_factory=dict)
     version: str = "0.0.1"  # the action's (or sequence's) version when it ran
+    #: The activation of the sequence or composition that caused this one (None: topmost).
+    cause: str | None = None
+    #: OpenWhisk's figure when it is not ``end - start``: a composition's is the sum of its
+    #: derived activations' durations.
+    summed_duration_ms: int | None = None
 
     @property
     def success(self) -> bool:
@@ -58,6 +63,8 @@ class Activation:
 
     @property
     def duration_ms(self) -> int:
+        if self.summed_duration_ms is not None:
+            return self.summed_duration_ms
         return self.end_ms - self.start_ms
 
     def to_dict(self) -> dict[str, Any]:
@@ -83,8 +90,10 @@ class Activation:
                 "success": self.success,
                 "result": self.result,
             },
-            # A sequence's logs are its components' activation ids, as OpenWhisk reports them.
+            # A sequence's (or composition's) logs are its components' (derived activations')
+            # ids, as OpenWhisk reports them.
             "logs": [c.activation_id for c in self.components] if self.kind == "sequence"
             else self.logs,
             **({"package": package} if package else {}),
+            **({"cause": self.cause} if self.cause else {}),
         }

@@ -14,10 +14,19 @@
   :data:`SEQUENCE_LIMIT` it ends with OpenWhisk's "Too many actions in the sequence.", and a
   sequence that (through others) contains itself ends with "Sequence may not refer to
   itself." (both application errors; ``owdedup serve`` refuses such sequences at create).
+- An action with a truthy ``conductor`` annotation runs a composition (OpenWhisk's
+  ``docs/conductors.md``; continuations, names and messages in :mod:`owdedup.engine.conductor`):
+  its secondary activations alternate with the components they name, each component's result
+  (errors included) goes back to the conductor with the last ``state`` written over it, a
+  name that does not parse or resolve goes back as an error, a component that cannot be run
+  at all ends the composition with a whisk internal error, and beyond n components (n =
+  the sequence limit) or 2n+1 secondary activations the composition is too long.
 - Records carry what OpenWhisk's do: the entity's version, ``waitTime``, ``initTime`` on a
   cold start (when the runner tells), ``timeout``, ``limits`` (with ``concurrency``),
-  ``binding`` when reached through a package binding, ``causedBy: sequence`` on a sequence's
-  components and ``topmost`` on the outermost sequence.
+  ``binding`` when reached through a package binding, ``causedBy: sequence`` and ``cause``
+  on a sequence's or a composition's components, ``topmost`` on the outermost sequence; a
+  composition's record is a sequence's (``kind: sequence``, logs = its derived activations'
+  ids) plus ``conductor: true``, its duration the sum of theirs.
 
 The engine is pure bookkeeping: running code is the runner's job, so the same engine serves
 the in-process executor and the REST server.
@@ -25,19 +34,35 @@ the in-process executor and the REST server.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any, Protocol
 
 from owdedup.actionloop.proxy import NOT_A_DICTIONARY
 from owdedup.engine.activation import (
     APPLICATION_ERROR,
     DEVELOPER_ERROR,
+    INTERNAL_ERROR,
     SUCCESS,
     TIMED_OUT_PREFIX,
     Activation,
     new_activation_id,
     qualified_path,
+)
+from owdedup.engine.conductor import (
+    COMPOSITION_ACTIVATION_FAILURE,
+    COMPOSITION_TOO_LONG,
+    SYSTEM_NAMESPACE,
+    ComponentName,
+    CompositionAccounting,
+    Continuation,
+    component_invalid,
+    component_not_accessible,
+    component_not_found,
+    is_conductor,
+    resolve_name,
 )
 from owdedup.engine.manifest import ActionDef, RuleDef, SequenceDef, TriggerDef
 from owdedup.engine.pool import ContainerPool
@@ -51,6 +76,10 @@ SEQUENCE_LIMIT = 50
 SEQUENCE_TOO_LONG = "Too many actions in the sequence."
 SEQUENCE_CYCLIC = "Sequence may not refer to itself."
 SEQUENCE_COMPONENT_MISSING = "Sequence component does not exist."
+#: What a sequence's or a composition's derived activations are annotated with.
+CAUSED_BY_SEQUENCE = {"causedBy": "sequence"}
+
+log = logging.getLogger("owdedup.engine")
 
 
 class MissingEntityError(NotFoundError):
@@ -120,6 +149,7 @@ class Engine:
         on_activation: Callable[[Activation], None] | None = None,
         init_ms: Callable[[str], int | None] | None = None,
         pool: ContainerPool | None = None,
+        sequence_limit: int = SEQUENCE_LIMIT,
     ) -> None:
         self.catalog = catalog
         self.runner = runner
@@ -129,6 +159,9 @@ class Engine:
         #: activation id -> how long the runner's cold start took (None: warm, or unknown).
         self.init_ms = init_ms or (lambda _activation_id: None)
         self.pool = pool or ContainerPool()
+        #: Actions in a sequence; components in a composition (which allows 2n+1 secondary
+        #: conductor activations): OpenWhisk's ``limits.sequence_length``.
+        self.sequence_limit = sequence_limit
 
     def resolve(self, name: str) -> ActionDef | SequenceDef:
         entity = self.catalog.action(name) or self.catalog.sequence(name)
@@ -148,6 +181,9 @@ class Engine:
         if isinstance(entity, SequenceDef):
             return self._sequence(entity, dict(payload), activation_id, _SequenceRun(),
                                   topmost=True)
+        if is_conductor(entity.annotations):
+            return self._composition(entity, dict(payload), activation_id,
+                                     CompositionAccounting())
         return self._action(entity, dict(payload), activation_id, accepted_ms)
 
     def resume(self, name: str, after: str, result: Mapping[str, Any]) -> Activation:
@@ -207,6 +243,7 @@ class Engine:
     def _action(
         self, action: ActionDef, payload: dict[str, Any], activation_id: str,
         accepted_ms: int | None = None, extra: Mapping[str, Any] | None = None,
+        cause: str | None = None,
     ) -> Activation:
         params = merge_params(self.catalog.package_inputs(action.binding or action.package),
                               action.inputs, payload)
@@ -232,18 +269,17 @@ class Engine:
         return self._record(Activation(
             activation_id, self.namespace, action.fqn, start, self.clock_ms(),
             result, status, logs, kind=action.runtime or "python:3.11",
-            annotations=annotations, version=action.version,
+            annotations=annotations, version=action.version, cause=cause,
         ))
 
     def _sequence(
         self, sequence: SequenceDef, payload: dict[str, Any], activation_id: str,
-        run: _SequenceRun, *, topmost: bool = False, skip: int = 0,
+        run: _SequenceRun, *, topmost: bool = False, skip: int = 0, cause: str | None = None,
     ) -> Activation:
         start = self.clock_ms()
         components: list[Activation] = []
         result: Any = payload
         status = SUCCESS
-        caused = {"causedBy": "sequence"}
         run.open.append(sequence.fqn)
         try:
             for name in sequence.components[skip:]:
@@ -257,15 +293,20 @@ class Engine:
                     break
                 if isinstance(entity, ActionDef):
                     run.actions += 1
-                    if run.actions > SEQUENCE_LIMIT:
+                    if run.actions > self.sequence_limit:
                         result, status = {"error": SEQUENCE_TOO_LONG}, APPLICATION_ERROR
                         break
                 input_ = result if isinstance(result, dict) else {}
                 if isinstance(entity, SequenceDef):
-                    step = self._sequence(entity, input_, new_activation_id(), run)
-                    step.annotations.update(caused)
+                    step = self._sequence(entity, input_, new_activation_id(), run,
+                                          cause=activation_id)
+                    step.annotations.update(CAUSED_BY_SEQUENCE)
+                elif is_conductor(entity.annotations):  # its own limits, as OpenWhisk's
+                    step = self._composition(entity, input_, new_activation_id(),
+                                             CompositionAccounting(), cause=activation_id)
                 else:
-                    step = self._action(entity, input_, new_activation_id(), extra=caused)
+                    step = self._action(entity, input_, new_activation_id(),
+                                        extra=CAUSED_BY_SEQUENCE, cause=activation_id)
                 components.append(step)
                 result = step.result
                 if not step.success:
@@ -277,8 +318,116 @@ class Engine:
         return self._record(Activation(
             activation_id, self.namespace, sequence.fqn, start, self.clock_ms(),
             result, status, kind="sequence", components=components,
-            annotations=annotations, version=sequence.version,
+            annotations=annotations, version=sequence.version, cause=cause,
         ))
+
+    def _composition(
+        self, conductor: ActionDef, payload: dict[str, Any], activation_id: str,
+        accounting: CompositionAccounting, *, cause: str | None = None,
+    ) -> Activation:
+        """Run conductor action *conductor* as OpenWhisk's controller does
+        (``invokeComposition``): secondary activations alternating with the components they
+        ask for; *accounting* is shared with the compositions this one runs.
+
+        A result that is not a JSON object (an array) cannot be read as a continuation nor
+        passed on as a payload: OpenWhisk's controller fails the composition there, so it
+        ends as one that could not go on, with a whisk internal error."""
+        start = self.clock_ms()
+        derived: list[Activation] = []
+        state: dict[str, Any] | None = None
+        next_input = payload
+        while True:
+            if accounting.conductors > 2 * self.sequence_limit:
+                result, status = {"error": COMPOSITION_TOO_LONG}, APPLICATION_ERROR
+                break
+            accounting.conductors += 1
+            params = next_input if state is None else {**next_input, **state}
+            step = self._derived(conductor.fqn, partial(
+                self._action, conductor, params, new_activation_id(), extra=CAUSED_BY_SEQUENCE,
+                cause=activation_id))
+            if step is not None:
+                derived.append(step)
+            if step is None or not isinstance(step.result, dict):
+                result, status = {"error": COMPOSITION_ACTIVATION_FAILURE}, INTERNAL_ERROR
+                break
+            turn = Continuation.of(step.result)
+            state = turn.state
+            if not turn.has_action:  # the end: the params if any, else the whole output
+                result = step.result if turn.params is None else turn.params
+                status = step.status
+                break
+            name = resolve_name(turn.action, self.namespace)
+            if name is None:
+                next_input = {"error": component_invalid(turn.action)}
+                continue
+            if accounting.components >= self.sequence_limit:
+                next_input = {"error": COMPOSITION_TOO_LONG}
+                continue
+            entity = self._component(name)
+            if isinstance(entity, str):  # why it cannot run
+                next_input = {"error": entity}
+                continue
+            component = self._derived(name.qualified, partial(
+                self._run_component, entity, turn.params or {}, activation_id, accounting))
+            if component is not None:
+                derived.append(component)
+            if component is None or not isinstance(component.result, dict):
+                result, status = {"error": COMPOSITION_ACTIVATION_FAILURE}, INTERNAL_ERROR
+                break
+            # Its result, an error included, is the conductor's next input.
+            next_input = component.result
+        memory = max([conductor.limits.memory_mb] + [
+            int(step.annotations["limits"]["memory"]) for step in derived
+            if isinstance(step.annotations.get("limits"), dict)
+            and "memory" in step.annotations["limits"]])
+        annotations: dict[str, Any] = {
+            "topmost": cause is None, "conductor": True,
+            **(CAUSED_BY_SEQUENCE if cause is not None else {}),
+            "limits": {"concurrency": 1, "logs": conductor.limits.log_mb, "memory": memory,
+                       "timeout": conductor.limits.timeout_ms},
+        }
+        return self._record(Activation(
+            activation_id, self.namespace, conductor.fqn, start, self.clock_ms(), result,
+            status, kind="sequence", components=derived, annotations=annotations,
+            version=conductor.version, cause=cause,
+            summed_duration_ms=sum(step.duration_ms for step in derived),
+        ))
+
+    def _component(self, name: ComponentName) -> ActionDef | SequenceDef | str:
+        """The entity a continuation names, or the controller's words for why not: another
+        namespace's entity is not ours to run (only ``whisk.system``'s are shared)."""
+        if name.namespace not in (self.namespace, SYSTEM_NAMESPACE):
+            return component_not_accessible(name.qualified)
+        lookup = name.relative if name.namespace == self.namespace else f"/{name.qualified}"
+        entity = self.catalog.action(lookup) or self.catalog.sequence(lookup)
+        return component_not_found(name.qualified) if entity is None else entity
+
+    def _run_component(
+        self, entity: ActionDef | SequenceDef, params: dict[str, Any], cause: str,
+        accounting: CompositionAccounting,
+    ) -> Activation:
+        if isinstance(entity, SequenceDef):  # one component, whatever it runs
+            accounting.components += 1
+            step = self._sequence(entity, params, new_activation_id(), _SequenceRun(),
+                                  cause=cause)
+            step.annotations.update(CAUSED_BY_SEQUENCE)
+            return step
+        if is_conductor(entity.annotations):  # counts its own, against the same limits
+            return self._composition(entity, params, new_activation_id(), accounting,
+                                     cause=cause)
+        accounting.components += 1
+        return self._action(entity, params, new_activation_id(), extra=CAUSED_BY_SEQUENCE,
+                            cause=cause)
+
+    @staticmethod
+    def _derived(name: str, run: Callable[[], Activation]) -> Activation | None:
+        """A derived activation, or None when it could not be run at all: OpenWhisk's
+        "invocation failure", which ends the composition with an internal error."""
+        try:
+            return run()
+        except Exception:  # any failure to run is the composition's end
+            log.exception("composition: activation of %s failed", name)
+            return None
 
     def _record(self, activation: Activation) -> Activation:
         if self.on_activation is not None:

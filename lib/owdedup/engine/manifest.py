@@ -240,13 +240,19 @@ def _action(package: str, name: str, spec: dict[str, Any], env: Mapping[str, str
         memory_mb=int(limits_raw.get("memorySize", 256)),
         log_mb=int(limits_raw.get("logSize", 10)),
     )
+    annotations = dict(spec.get("annotations") or {})
+    conductor = spec.get("conductor", False)
+    if not isinstance(conductor, bool):
+        raise ConfigError(f"action {name}: 'conductor' must be true or false, not {conductor!r}")
+    if conductor:  # wskdeploy's shorthand for the annotation
+        annotations["conductor"] = True
     return ActionDef(
         package=package, name=name,
         function=str(substitute(spec["function"], env)),
         runtime=str(spec.get("runtime", "")),
         main=str(spec.get("main", "main")),
         inputs=_inputs(spec.get("inputs"), env, f"action {name}"),
-        annotations=dict(spec.get("annotations") or {}),
+        annotations=annotations,
         limits=limits,
     )
 

@@ -28,13 +28,13 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from owdedup.engine.activation import APPLICATION_ERROR, DEVELOPER_ERROR, Activation
+from owdedup.engine.conductor import SYSTEM_NAMESPACE
 from owdedup.runtime.errors import NotFoundError
 from owdedup.serve.catalog import (
     DEFAULT_KINDS,
     LIMIT_RANGES,
     MB,
     RUNTIME_KINDS,
-    SYSTEM_NAMESPACE,
     EntityPath,
     ServeCatalog,
 )

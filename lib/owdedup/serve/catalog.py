@@ -20,7 +20,6 @@ import binascii
 import hashlib
 import io
 import json
-import re
 import tempfile
 import threading
 import time
@@ -30,13 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from owdedup.engine.executor import SEQUENCE_COMPONENT_MISSING
+from owdedup.engine.conductor import ENTITY_NAME, SYSTEM_NAMESPACE
+from owdedup.engine.executor import SEQUENCE_COMPONENT_MISSING, SEQUENCE_LIMIT
 from owdedup.engine.manifest import ActionDef, Limits, RuleDef, SequenceDef, TriggerDef
 from owdedup.runtime.atomic import private_dir, write_atomic
 from owdedup.serve.errors import BadRequest, Conflict, EntityNotFound, TooLarge
 
 DEFAULT_NAMESPACE = "guest"
-SYSTEM_NAMESPACE = "whisk.system"
 BUILTIN_KIND = "builtin"
 SEQUENCE_KIND = "sequence"
 BLACKBOX_KIND = "blackbox"  # a Docker image: accepted, not runnable here
@@ -64,8 +63,6 @@ UNPACKED_CODE_LIMIT = 256 * MB
 #: A virtualenv with Pillow and minio lists a few thousand members in well under 1 MB.
 CENTRAL_DIRECTORY_LIMIT = 4 * MB
 _ECD_SIZE = 5  # where zipfile's end record keeps the central directory's size
-#: OpenWhisk's default maximum of actions in a sequence, nested ones counted.
-SEQUENCE_LIMIT = 50
 #: (minimum, maximum, default) of each action limit, in OpenWhisk's units (ms, MB, MB), as
 #: core's defaults (``whisk.memory.max`` 512 MB; ``owdedup serve --max-memory`` raises it).
 LIMIT_RANGES: dict[str, tuple[int, int, int]] = {
@@ -75,8 +72,8 @@ LIMIT_RANGES: dict[str, tuple[int, int, int]] = {
 _LIMIT_WORDS = {"timeout": ("duration", "milliseconds"), "memory": ("memory", "MB"),
                 "logs": ("log size", "MB"), "concurrency": ("concurrency", "")}
 
-#: OpenWhisk's EntityName: a word character first, no blank last, at most 256 characters.
-_NAME = re.compile(r"\A(?:\w|\w[\w@ .-]*[\w@.-]+)\Z", re.ASCII)
+#: OpenWhisk's EntityName (at most 256 characters, checked apart).
+_NAME = ENTITY_NAME
 NAME_MAX = 256
 ILLEGAL_NAME = "The name of the entity contains illegal characters."
 _ZIP_BASE64_PREFIX = "UEsDB"  # base64 of a zip's "PK\x03\x04"

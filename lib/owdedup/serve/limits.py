@@ -6,7 +6,8 @@ fire (``core/controller/.../entitlement``):
 * a rate per epoch minute (``RateThrottler``): every request is charged first, then allowed
   while the minute's count is at most the limit, so a refused request counts too;
 * concurrency (``ActivationThrottler``): the activations of the namespace in flight at the
-  invokers — every action activation, a sequence's components included, queued or running —
+  invokers — every action activation (a sequence's components, a conductor's own and its
+  components' included), queued or running —
   must be below the limit when the request arrives.
 
 A sequence or a conductor is one request for the rate, however many components it runs.

@@ -24,9 +24,10 @@ from typing import Annotated, Any
 
 import typer
 
+from owdedup.engine.conductor import SYSTEM_NAMESPACE
 from owdedup.runtime import env as env_names
 from owdedup.serve.api import CONTENT_TYPE, Request, Response, RestApi
-from owdedup.serve.catalog import DEFAULT_NAMESPACE, SYSTEM_NAMESPACE, ServeCatalog
+from owdedup.serve.catalog import DEFAULT_NAMESPACE, ServeCatalog
 from owdedup.serve.controller import Controller, SystemRunner
 from owdedup.serve.kafka_feed import FEED_ACTION, KafkaFeeds
 from owdedup.serve.limits import NamespaceLimits

@@ -38,6 +38,10 @@ def minio_credentials(config: ServicesConfig, *, create: bool = False) -> tuple[
     return data["access_key"], data["secret_key"]
 
 
+#: The server settings without which an upload can be acknowledged and its event lost.
+MINIO_EVENT_GUARANTEES: dict[str, str] = {"MINIO_SYNC_BOOT": "on", "MINIO_API_SYNC_EVENTS": "on"}
+
+
 def minio_env(config: ServicesConfig) -> dict[str, str]:
     """The server's environment: root credentials and the Kafka notification target."""
     access, secret = minio_credentials(config, create=True)
@@ -51,6 +55,12 @@ def minio_env(config: ServicesConfig) -> dict[str, str]:
         f"MINIO_NOTIFY_KAFKA_BROKERS_{target}": config.kafka_bootstrap,
         f"MINIO_NOTIFY_KAFKA_TOPIC_{target}": config.topic,
         f"MINIO_NOTIFY_KAFKA_QUEUE_DIR_{target}": str(config.data_dir / "minio-events"),
+        # No acknowledged upload without its event, across restarts. MinIO answers S3 calls
+        # before it has loaded the buckets' notification rules (a PUT then sends nothing)
+        # unless boot is synchronous, and by default queues an event in memory after
+        # answering the PUT (a stop then loses it) unless events are synchronous: written
+        # to the queue dir above before the PUT is answered.
+        **MINIO_EVENT_GUARANTEES,
     })
     return env
 
