@@ -43,6 +43,8 @@ class Fetch(Protocol):
 
 #: (namespace, action, version, updated) -> SHA-256 of the code: one fetch per version.
 _CODE_DIGESTS: dict[tuple[str, str, str, str], str] = {}
+#: Entries kept at most (a warm container sees few versions; this only bounds a long life).
+MAX_CACHED_VERSIONS = 256
 
 
 def qualified(name: str, env: Mapping[str, str]) -> tuple[str, str]:
@@ -173,5 +175,7 @@ def _code_digest(version: tuple[str, str, str, str], env: Mapping[str, str],
         if read != version:  # its parameters and its code would be of two versions
             raise StoreError(f"the wrapped action {relative} changed while it was read; "
                              "invoke again")
+        if len(_CODE_DIGESTS) >= MAX_CACHED_VERSIONS:
+            _CODE_DIGESTS.clear()
         _CODE_DIGESTS[version] = digest
     return digest
