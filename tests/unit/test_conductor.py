@@ -4,6 +4,7 @@ and SQLite records: no OpenWhisk needed. The wrapped action is played by the tes
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from owdedup.runtime.context import ContextCache
 from owdedup.runtime.records import Record, open_records
 from owdedup.runtime.records.base import RESULT_LIMIT_BYTES
 from owdedup.runtime.wrapped.conductor import conductor_main
+from tests.conftest import PROJECT
 
 SECRET = "s3cr3t-Passw0rd-never-shown"
 API_KEY = "23bc46b1-71f6-4ed5-8c54-816aa4f8c502:" + "k" * 64
@@ -281,3 +283,15 @@ def test_a_forged_record_at_the_calls_id_is_a_miss_and_is_replaced(
     assert second["params"]["labels"] == ["cat"]
     hit = call(bound, contexts, wrapped, **job())
     assert hit["owdedup"]["hit"] is True and hit["labels"] == ["cat"]
+
+
+def test_the_action_file_is_the_conductor(bound: dict[str, Any]) -> None:
+    """actions/dedup.py, loaded as the runtime loads it, answers a continuation on a miss."""
+    spec = importlib.util.spec_from_file_location("dedup_action", PROJECT / "actions" /
+                                                  "dedup.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert "Input:" in (module.__doc__ or "") and "Output:" in (module.__doc__ or "")
+    first = module.main({**bound, **job()})
+    assert first["action"].endswith("/myfunction") and first["params"] == job()
