@@ -206,3 +206,10 @@ def test_owner_and_deadline_come_from_the_activation() -> None:
     assert inflight.deadline_of({}) is None
     local = inflight.owner_of({})
     assert local.startswith("local-") and local != inflight.owner_of({})
+
+
+def test_a_lease_held_by_the_same_owner_is_its_own(records: SqliteRecordStore) -> None:
+    fake = FakeTime()
+    held, _ = records.claim(FID, DIGEST, "waiter", fake.now + 30)
+    turn = claimant(records, fake).take_turn(FID, DIGEST, never)
+    assert turn.lease == held and fake.slept == []

@@ -91,14 +91,21 @@ class Claimant:
     deadline: float | None
     clock: Clock = time.time
     sleep: Sleep = time.sleep
+    #: A fixed lease length that outlives this activation (the conductor's: the wrapped
+    #: action computes after it, and its second activation lets go); None: LEASE_S, renewed
+    #: while computing, never past this activation's deadline.
+    lease_s: float | None = None
 
     def expiry(self, now: float) -> float:
+        if self.lease_s is not None:
+            return now + self.lease_s
         end = now + LEASE_S
         return end if self.deadline is None else min(end, self.deadline)
 
     def believed(self, lease: Lease, now: float) -> bool:
         """Whether to wait for *lease*: not expired, and not claiming more than a lease can."""
-        return not lease.expired(now) and lease.expires_at <= now + LEASE_S + CLOCK_SKEW_S
+        longest = max(LEASE_S, self.lease_s or 0.0)
+        return not lease.expired(now) and lease.expires_at <= now + longest + CLOCK_SKEW_S
 
     def take_turn(self, function_id: str, digest: str, answered: Callable[[], bool]) -> Turn:
         """Claim the key, or wait for its holder and come back answered (``answered()`` is
@@ -125,6 +132,9 @@ class Claimant:
                       else start + max(0.0, self.deadline - start) * WAIT_SHARE)
         turn = Turn()
         lease, mine = self.records.claim(function_id, digest, self.owner, self.expiry(now))
+        # Held by this very owner already: an activation asking again (OpenWhisk never
+        # reuses an activation id), so it is this one's to compute.
+        mine = mine or lease.owner == self.owner
         if mine and answered():
             # A holder recorded and let go between our lookup and our claim: nothing to do.
             self.records.release(lease)
