@@ -185,6 +185,14 @@ class RecordStoreContract:
         assert thumb.output_bytes == 150
         assert (stats["unseen"].records, stats["unseen"].hits) == (0, 1)
 
+    def test_in_flight_and_refusal_counters(self, records: RecordStore) -> None:
+        records.add_counts("thumbnail", coalesced=7, saved_ms=70.0)
+        records.add_counts("thumbnail", refused=2, took_over=1)
+        records.add_counts("thumbnail", hits=1, coalesced=1)
+        (stats,) = records.stats()
+        assert (stats.coalesced, stats.refused, stats.took_over, stats.hits) == (8, 2, 1, 1)
+        assert stats.saved_ms == 70.0
+
     def test_put_many_inserts_the_absent_and_keeps_what_exists(
         self, records: RecordStore
     ) -> None:

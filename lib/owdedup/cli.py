@@ -520,8 +520,9 @@ def watch(
 
 @app.command()
 def stats(records: RecordsOpt = None) -> None:
-    """Per function: records, hits, misses, the compute time and bytes saved, and refusals
-    (inputs recorded as bad, answered without reading them again)."""
+    """Per function: records, hits, misses, the compute time and bytes saved; where there are
+    any: calls that waited for identical work in flight (coalesced), leases taken over,
+    negative records (refusals) and calls they answered (refused)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -532,16 +533,20 @@ def stats(records: RecordsOpt = None) -> None:
     except OwdedupError as exc:
         raise _fail(str(exc)) from None
     table = Table(title=f"owdedup stats ({where})")
-    refusals = any(row.failures for row in rows)  # the column only where there are some
+    # Identical work in flight and known bad inputs (issue 11): columns only where there
+    # are some, so the usual table keeps its width.
+    extra = [(title, field) for title, field in (
+        ("coalesced", "coalesced"), ("take-overs", "took_over"), ("refusals", "failures"),
+        ("refused", "refused")) if any(getattr(row, field) for row in rows)]
     for column in ("function", "records", "hits", "misses", "hit rate", "compute saved",
-                   "bytes saved", *(("refusals",) if refusals else ())):
+                   "bytes saved", *(title for title, _ in extra)):
         table.add_column(column, justify="left" if column == "function" else "right")
     for row in rows:
         seen = row.hits + row.misses
         rate = f"{100 * row.hits / seen:.1f}%" if seen else "-"
         table.add_row(row.function, str(row.records), str(row.hits), str(row.misses), rate,
                       f"{row.saved_ms / 1000:.2f} s", _bytes(row.saved_bytes),
-                      *((str(row.failures),) if refusals else ()))
+                      *(str(getattr(row, field)) for _, field in extra))
     Console().print(table)
 
 

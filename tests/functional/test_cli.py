@@ -200,4 +200,4 @@ def test_a_known_bad_input_is_counted_apart_by_map_and_stats(
     table = cli("stats").stdout
     row = next(line for line in table.splitlines() if "thumbnail" in line)
     cells = [c.strip() for c in row.strip("│┃ ").split("│")]
-    assert cells[1] == "1" and cells[-1] == "1"  # 1 record, 1 refusal
+    assert cells[1] == "1" and cells[-2:] == ["1", "1"]  # 1 record; 1 refusal, used once

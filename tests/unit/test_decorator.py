@@ -13,6 +13,7 @@ import pytest
 from owdedup.runtime.context import ContextCache
 from owdedup.runtime.records import open_records
 from owdedup.runtime.wrapped import decorator
+from owdedup.runtime.wrapped import results as results_module
 from owdedup.runtime.wrapped.decorator import dedup
 
 SECRET = "couch-Password-never-kept"
@@ -148,7 +149,7 @@ def test_identical_calls_in_flight_run_once(
     all past their lookups before any result is recorded: one runs, seven wait for it."""
     runs: list[str] = []
     past_lookup = threading.Barrier(8)
-    looked_up = decorator.find_result
+    looked_up = results_module.find_result  # what the decorator looks up with
 
     def lookup_then_meet(*args: Any) -> Any:
         found = looked_up(*args)
@@ -183,4 +184,4 @@ def test_identical_calls_in_flight_run_once(
     metas = sorted((r["owdedup"]["hit"], r["owdedup"].get("coalesced", False)) for r in results)
     assert metas == [(False, False)] + [(True, True)] * 7
     records = open_records(where["owdedup_records"])
-    assert [s.records for s in records.stats()] == [1]
+    assert [(s.records, s.coalesced, s.hits) for s in records.stats()] == [(1, 7, 7)]

@@ -167,7 +167,7 @@ def test_eight_identical_inputs_at_once_compute_once(
     assert (store_root / "thumbs" / keys.pop()).read_bytes() == b"SAME NEW CONTENT"
     records = SqliteRecordStore(Path(settings.records_url.removeprefix("sqlite://")))
     (stats,) = records.stats()
-    assert stats.records == 1
+    assert stats.records == 1 and stats.coalesced == 7 and stats.misses == 8
     digest = results[0]["digest"]
     assert records.get_lease(results[0]["outputs"][0]["function_id"], digest) is None
 
@@ -211,6 +211,7 @@ def test_a_killed_holder_is_taken_over_after_its_lease_expires(
     assert logged(counted) == ["start", "start", "done"]
     assert records.get_lease(fid, result["digest"]) is None  # nothing left in progress
     assert records.get(fid, result["digest"]) is not None
+    assert [s.took_over for s in records.stats()] == [1]
 
 
 def test_a_failing_holder_lets_a_waiter_compute(

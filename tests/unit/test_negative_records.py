@@ -87,6 +87,8 @@ def test_a_bad_input_is_answered_again_without_reading_it(
         compute_step(lookup_step(job, context), context)
     context.close()
     assert reads == []  # the object was not read again
+    (stats,) = records.stats()
+    assert (stats.failures, stats.refused) == (2, 1)
     assert str(again.value) == str(first.value).replace("bad.jpg", "same-bad.jpg", 1)
     assert again.value.key == "same-bad.jpg"
     assert list((store_root / "thumbs").rglob("*.*")) == []

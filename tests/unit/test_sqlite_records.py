@@ -170,3 +170,20 @@ def test_concurrent_claimants_in_processes_one_wins_then_one_takes_over(
     expired = store.renew(held, time.time() - 1)
     assert expired is not None
     race_for_lease(f"sqlite://{path}", {}, expired)
+
+
+def test_a_store_made_before_the_in_flight_counters_gets_them(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE counters (function TEXT PRIMARY KEY, hits INTEGER NOT NULL DEFAULT 0, "
+        "misses INTEGER NOT NULL DEFAULT 0, saved_ms REAL NOT NULL DEFAULT 0, "
+        "saved_bytes INTEGER NOT NULL DEFAULT 0);"
+        "INSERT INTO counters (function, hits) VALUES ('thumbnail', 5);")
+    old.close()
+    store = SqliteRecordStore(path)
+    store.add_counts("thumbnail", coalesced=2, took_over=1)
+    (stats,) = store.stats()
+    assert (stats.hits, stats.coalesced, stats.took_over, stats.refused) == (5, 2, 1, 0)

@@ -75,6 +75,7 @@ def lookup_step(job: Job, ctx: Context) -> Job:
         return job
     refusal = _recorded_refusal(job, spec, digest, found)
     if refusal is not None:
+        ctx.counts.add(spec.name, refused=1)
         raise refusal
     saved_ms, output_bytes = _fill_found(job, ctx, digest, found)
     hit = job.all_hit
@@ -110,10 +111,15 @@ def compute_step(job: Job, ctx: Context) -> Job:
                               lambda: _answered_by_records(job, ctx, spec, digest, refusals))
     if turn.polls or turn.took_over or turn.answered:  # else it claimed at once
         job.waited_ms, job.took_over = turn.waited_s * 1000, turn.took_over
+    if turn.took_over:
+        ctx.counts.add(spec.name, took_over=1)
     if turn.answered:
         if refusals:  # the holder found the input bad: so is ours, the same content
+            ctx.counts.add(spec.name, refused=1)
             raise refusals[-1]
         job.coalesced = True
+        ctx.counts.add(spec.name, coalesced=1,
+                       saved_ms=sum(o.compute_ms for o in job.outputs))
         return job
     with claimant.holding(turn.lease):
         try:

@@ -270,6 +270,12 @@ class FunctionStats:
     saved_ms: float = 0.0
     saved_bytes: int = 0
     output_bytes: int = 0
+    #: Calls that waited for identical work in flight instead of computing it (a lease).
+    coalesced: int = 0
+    #: Calls answered from a negative record (a known bad input, not read again).
+    refused: int = 0
+    #: Leases taken over from a holder that was killed or timed out.
+    took_over: int = 0
 
 
 class RecordStore(ABC):
@@ -311,7 +317,7 @@ class RecordStore(ABC):
     @abstractmethod
     def add_counts(
         self, function: str, *, hits: int = 0, misses: int = 0, saved_ms: float = 0.0,
-        saved_bytes: int = 0,
+        saved_bytes: int = 0, coalesced: int = 0, refused: int = 0, took_over: int = 0,
     ) -> None:
         """Add to the per-function counters (never touches the records themselves)."""
 

@@ -56,6 +56,7 @@ request and its Authorization header) is chained onto them.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import threading
@@ -171,11 +172,14 @@ def record_from_doc(doc: Mapping[str, Any]) -> Record:
 
 def counts_doc(
     function: str, *, hits: int, misses: int, saved_ms: float, saved_bytes: int,
-    at: float | None = None,
+    at: float | None = None, coalesced: int = 0, refused: int = 0, took_over: int = 0,
 ) -> dict[str, Any]:
     return {
         "type": "counts", "function": function, "hits": hits, "misses": misses,
         "saved_ms": saved_ms, "saved_bytes": saved_bytes,
+        **({"coalesced": coalesced} if coalesced else {}),
+        **({"refused": refused} if refused else {}),
+        **({"took_over": took_over} if took_over else {}),
         "at": round(time.time() if at is None else at, 3),
     }
 
@@ -190,10 +194,16 @@ class _Tally:
     misses: int = 0
     saved_ms: float = 0.0
     saved_bytes: int = 0
+    coalesced: int = 0
+    refused: int = 0
+    took_over: int = 0
 
-    def plus(self, *, hits: int, misses: int, saved_ms: float, saved_bytes: int) -> _Tally:
+    def plus(self, *, hits: int, misses: int, saved_ms: float, saved_bytes: int,
+             coalesced: int = 0, refused: int = 0, took_over: int = 0) -> _Tally:
         return _Tally(self.doc_id, self.rev, self.hits + hits, self.misses + misses,
-                      self.saved_ms + saved_ms, self.saved_bytes + saved_bytes)
+                      self.saved_ms + saved_ms, self.saved_bytes + saved_bytes,
+                      self.coalesced + coalesced, self.refused + refused,
+                      self.took_over + took_over)
 
 
 def counts_id(function: str) -> str:
@@ -434,16 +444,17 @@ class CouchRecordStore(RecordStore):
 
     def add_counts(
         self, function: str, *, hits: int = 0, misses: int = 0, saved_ms: float = 0.0,
-        saved_bytes: int = 0,
+        saved_bytes: int = 0, coalesced: int = 0, refused: int = 0, took_over: int = 0,
     ) -> None:
-        if not (hits or misses or saved_ms or saved_bytes):
+        if not (hits or misses or saved_ms or saved_bytes or coalesced or refused or took_over):
             return
         with self._tally_lock:
             if self._tallies_pid != os.getpid():
                 self._tallies, self._tallies_pid = {}, os.getpid()
             tally = self._tallies.get(function) or _Tally(counts_id(function))
             updated = tally.plus(hits=hits, misses=misses, saved_ms=saved_ms,
-                                 saved_bytes=saved_bytes)
+                                 saved_bytes=saved_bytes, coalesced=coalesced,
+                                 refused=refused, took_over=took_over)
             # Kept only once written: on a failure the caller keeps its counts and adds
             # them again later, and the totals here must not have grown by them.
             self._tallies[function] = self._write_tally(function, updated)
@@ -451,7 +462,9 @@ class CouchRecordStore(RecordStore):
     def _write_tally(self, function: str, tally: _Tally) -> _Tally:
         """PUT the totals over the last revision; returns the tally with its new ``_rev``."""
         doc = counts_doc(function, hits=tally.hits, misses=tally.misses,
-                         saved_ms=tally.saved_ms, saved_bytes=tally.saved_bytes)
+                         saved_ms=tally.saved_ms, saved_bytes=tally.saved_bytes,
+                         coalesced=tally.coalesced, refused=tally.refused,
+                         took_over=tally.took_over)
         path, rev = self.path(tally.doc_id), tally.rev
         for _attempt in range(3):
             body = {**doc, "_rev": rev} if rev else doc
@@ -466,8 +479,7 @@ class CouchRecordStore(RecordStore):
             else:
                 # Without a rev in the reply the next write meets a 409 and reads it.
                 new_rev = str(reply["rev"]) if isinstance(reply, dict) and "rev" in reply else rev
-                return _Tally(tally.doc_id, new_rev, tally.hits, tally.misses,
-                              tally.saved_ms, tally.saved_bytes)
+                return dataclasses.replace(tally, rev=new_rev)
         raise StoreError(f"CouchDB counter update failed at {self.describe()}: "
                          "the document kept changing under this process")
 
@@ -537,6 +549,9 @@ class CouchRecordStore(RecordStore):
             entry.misses += int(doc.get("misses", 0))
             entry.saved_ms += float(doc.get("saved_ms", 0.0))
             entry.saved_bytes += int(doc.get("saved_bytes", 0))
+            entry.coalesced += int(doc.get("coalesced", 0))
+            entry.refused += int(doc.get("refused", 0))
+            entry.took_over += int(doc.get("took_over", 0))
         return sorted(by_function.values(), key=lambda s: s.function)
 
     def _scan(self, prefix: str) -> Iterator[dict[str, Any]]:

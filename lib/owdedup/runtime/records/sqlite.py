@@ -32,7 +32,10 @@ CREATE TABLE IF NOT EXISTS counters (
     hits        INTEGER NOT NULL DEFAULT 0,
     misses      INTEGER NOT NULL DEFAULT 0,
     saved_ms    REAL NOT NULL DEFAULT 0,
-    saved_bytes INTEGER NOT NULL DEFAULT 0
+    saved_bytes INTEGER NOT NULL DEFAULT 0,
+    coalesced   INTEGER NOT NULL DEFAULT 0,
+    refused     INTEGER NOT NULL DEFAULT 0,
+    took_over   INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS leases (
     function_id  TEXT NOT NULL,
@@ -64,6 +67,22 @@ _BULK_CACHE_KIB = 128 * 1024
 
 #: Function ids per lookup statement: far below SQLite's limit on bound parameters.
 _IDS_PER_STATEMENT = 500
+
+
+#: Counter columns added after the first release: a store made before gets them on opening.
+_LATER_COUNTERS = ("coalesced", "refused", "took_over")
+
+
+def _add_missing_counters(conn: sqlite3.Connection) -> None:
+    have = {row[1] for row in conn.execute("PRAGMA table_info(counters)")}
+    for column in _LATER_COUNTERS:
+        if column not in have:
+            try:
+                conn.execute(
+                    f"ALTER TABLE counters ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
+            except sqlite3.OperationalError as exc:  # another process added it first
+                if "duplicate column" not in str(exc):
+                    raise
 
 
 def _revision() -> str:
@@ -107,6 +126,7 @@ class SqliteRecordStore(RecordStore):
             # the last commits, and a lost record only means one recomputation.
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(_SCHEMA)
+            _add_missing_counters(conn)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open record store {self.describe()}: {exc}") from exc
         self._local.conn = conn
@@ -206,16 +226,20 @@ class SqliteRecordStore(RecordStore):
 
     def add_counts(
         self, function: str, *, hits: int = 0, misses: int = 0, saved_ms: float = 0.0,
-        saved_bytes: int = 0,
+        saved_bytes: int = 0, coalesced: int = 0, refused: int = 0, took_over: int = 0,
     ) -> None:
         try:
             self._conn().execute(
-                "INSERT INTO counters (function, hits, misses, saved_ms, saved_bytes) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(function) DO UPDATE SET "
+                "INSERT INTO counters (function, hits, misses, saved_ms, saved_bytes, "
+                "coalesced, refused, took_over) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(function) DO UPDATE SET "
                 "hits = hits + excluded.hits, misses = misses + excluded.misses, "
                 "saved_ms = saved_ms + excluded.saved_ms, "
-                "saved_bytes = saved_bytes + excluded.saved_bytes",
-                (function, hits, misses, saved_ms, saved_bytes),
+                "saved_bytes = saved_bytes + excluded.saved_bytes, "
+                "coalesced = coalesced + excluded.coalesced, "
+                "refused = refused + excluded.refused, "
+                "took_over = took_over + excluded.took_over",
+                (function, hits, misses, saved_ms, saved_bytes, coalesced, refused, took_over),
             )
         except sqlite3.Error as exc:
             raise StoreError(f"counter update failed in {self.describe()}: {exc}") from exc
@@ -235,12 +259,15 @@ class SqliteRecordStore(RecordStore):
                 else:
                     entry.records += count
                 entry.output_bytes += int(out_bytes or 0)
-            for function, hits, misses, saved_ms, saved_bytes in conn.execute(
-                "SELECT function, hits, misses, saved_ms, saved_bytes FROM counters"
+            for (function, hits, misses, saved_ms, saved_bytes, coalesced, refused,
+                 took_over) in conn.execute(
+                "SELECT function, hits, misses, saved_ms, saved_bytes, coalesced, refused, "
+                "took_over FROM counters"
             ):
                 entry = by_function.setdefault(function, FunctionStats(function))
                 entry.hits, entry.misses = hits, misses
                 entry.saved_ms, entry.saved_bytes = saved_ms, saved_bytes
+                entry.coalesced, entry.refused, entry.took_over = coalesced, refused, took_over
         except sqlite3.Error as exc:
             raise StoreError(f"stats query failed in {self.describe()}: {exc}") from exc
         return sorted(by_function.values(), key=lambda s: s.function)

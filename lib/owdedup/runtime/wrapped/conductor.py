@@ -113,10 +113,13 @@ def start(config: WrapConfig, params: dict[str, Any], context: Context,
         claimant = claimant_for(context.records, env, conductor_lease_s(
             config.action, env, pinned=bool(config.version)))
         record, turn = await_or_claim(call, context.records, store, claimant)
+        if turn.took_over:
+            context.counts.add(call.function, took_over=1)
     if record is not None and record.result is not None:
         context.counts.add(call.function, hits=1, saved_ms=record.compute_ms,
                            saved_bytes=hit_saved_bytes(record.input_bytes,
-                                                       [record.output.bytes]))
+                                                       [record.output.bytes]),
+                           coalesced=int(turn is not None))
         meta = hit_metadata(record) if turn is None else coalesced_metadata(record, turn)
         return {"params": with_metadata(record.result, meta, config.metadata)}
     state = {

@@ -97,10 +97,13 @@ def dedup(objects: Iterable[str] | str | None = None, ignore: Iterable[str] = ()
             claimant, turn = claimant_for(records, os.environ), None
             if record is None or record.result is None:  # identical calls in flight: one runs
                 record, turn = await_or_claim(call, records, store, claimant)
+                if turn.took_over:
+                    context.counts.add(name, took_over=1)
             if record is not None and record.result is not None:
                 context.counts.add(name, hits=1, saved_ms=record.compute_ms,
                                    saved_bytes=hit_saved_bytes(
-                                       record.input_bytes, [record.output.bytes]))
+                                       record.input_bytes, [record.output.bytes]),
+                                   coalesced=int(turn is not None))
                 meta = hit_metadata(record) if turn is None else coalesced_metadata(record, turn)
                 return with_metadata(record.result, meta, metadata)
             with claimant.holding(None if turn is None else turn.lease):  # recorded, let go
