@@ -6,6 +6,7 @@ fixture (a fresh, empty store); every backend then answers to the same tests.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import multiprocessing.synchronize
 import threading
@@ -331,6 +332,19 @@ class RecordStoreContract:
         assert {lease.owner for lease, _ in takeovers} == set(new_owners)
         current = records.get_lease(FID, DIGEST)
         assert current is not None and current.owner == new_owners[0]
+
+    def test_records_of_a_digest_under_every_identity(self, records: RecordStore) -> None:
+        parts = {"schema": 1, "function": "thumbnail", "code": "c" * 64,
+                 "libraries": {"pillow": "12.0"}, "params": {"quality": 85}}
+        first = dataclasses.replace(make_record("a" * 64, DIGEST), identity=parts)
+        records.put(first)
+        records.put(make_record("b" * 64, DIGEST))
+        records.put(make_record("a" * 64, "e" * 64))
+        found = sorted(records.records_of_digest(DIGEST), key=lambda r: r.function_id)
+        assert [r.function_id for r in found] == ["a" * 64, "b" * 64]
+        assert found[0] == first and found[0].identity == parts
+        assert found[1].identity is None
+        assert records.records_of_digest("0" * 64) == []
 
     # -- negative records -------------------------------------------------------------------
 

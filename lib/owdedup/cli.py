@@ -519,6 +519,40 @@ def watch(
 
 
 @app.command()
+def explain(
+    source: Annotated[str, typer.Argument(help="SRC_BUCKET/KEY")],
+    function: Annotated[str, typer.Option("--function", help="Function")] = "thumbnail",
+    size: SizeOpt = None,
+    fmt: FormatOpt = None,
+    quality: QualityOpt = None,
+    param: ParamOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the explanation as JSON")] = False,
+    store: StoreOpt = None,
+    records: RecordsOpt = None,
+) -> None:
+    """Why a run of SRC_BUCKET/KEY would hit, wait or miss: its digest, its identity's parts,
+    its record, lease or negative record, and the records of the same content under other
+    identities with what differs. Writes nothing."""
+    from owdedup import explain as explaining
+
+    bucket, _, key = source.partition("/")
+    try:
+        if not bucket or not key:
+            raise ConfigError(f"SOURCE must be BUCKET/KEY, got {source!r}")
+        spec = get_function(function)
+        context = Context(Settings.resolve({}, _environment(store, records)))
+        try:
+            explained = explaining.explain(context, bucket, key, spec.name,
+                                           _function_params(spec, size, fmt, quality, param))
+        finally:
+            context.close()
+    except OwdedupError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(json.dumps(explained, indent=2, sort_keys=True) if as_json
+               else explaining.as_text(explained))
+
+
+@app.command()
 def stats(records: RecordsOpt = None) -> None:
     """Per function: records, hits, misses, the compute time and bytes saved; where there are
     any: calls that waited for identical work in flight (coalesced), leases taken over,

@@ -9,6 +9,7 @@ Only the compute step, on a miss, imports what the function computes with (Pillo
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -23,6 +24,7 @@ from owdedup.runtime.counters import hit_saved_bytes
 from owdedup.runtime.digest import canonical_json
 from owdedup.runtime.errors import BadInputError, ConfigError, OwdedupError, StoreError
 from owdedup.runtime.functions import DedupFunction, get_function
+from owdedup.runtime.identity import identity_parts
 from owdedup.runtime.job import Job, Output
 from owdedup.runtime.records import OutputRef, Record
 
@@ -191,10 +193,11 @@ def _record_refusal(job: Job, ctx: Context, spec: DedupFunction[Any], params: An
         for output in job.outputs:
             if output.hit:
                 continue
-            ctx.records.put(Record.for_failure(
+            ctx.records.put(dataclasses.replace(Record.for_failure(
                 function=spec.name, function_id=output.function_id, input_digest=digest,
                 message=message, judged=params.to_dict(), input_bytes=job.input_bytes,
-                created=created, activation=os.environ.get(env_names.OW_ACTIVATION_ID, "")))
+                created=created, activation=os.environ.get(env_names.OW_ACTIVATION_ID, "")),
+                identity=identity_parts(output.function_id)))
     except OwdedupError as record_error:
         log.warning("could not record the refusal of %s: %s", job.name, record_error)
 
@@ -277,6 +280,7 @@ def _record_outputs(job: Job, ctx: Context, spec: DedupFunction[Any], params: An
                                  output.height),
                 params=dict(summaries.get(output.function_id, {})),
                 compute_ms=output.compute_ms, input_bytes=job.input_bytes, created=created,
+                identity=identity_parts(output.function_id),
             )
             stored, _ = ctx.records.put(record)
             if stored.mismatch(output.function_id, digest, output.key,

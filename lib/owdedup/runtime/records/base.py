@@ -81,6 +81,9 @@ class Record:
     #: A negative record's refusal: {"kind": "bad-input", "message": <the cause, without
     #: the object's name>, "judged": <the function's full normalised parameters>}.
     failure: dict[str, Any] | None = None
+    #: What the function identity was computed from (code digest, library versions,
+    #: parameters: ``runtime.identity.identity_parts``), so that a miss can be explained.
+    identity: dict[str, Any] | None = None
 
     @classmethod
     def for_failure(
@@ -152,6 +155,7 @@ class Record:
             "input_bytes": self.input_bytes, "created": self.created,
             "result": copy.deepcopy(self.result), "activation": self.activation,
             "failure": copy.deepcopy(self.failure),
+            "identity": copy.deepcopy(self.identity),
         }
 
     def mismatch(self, function_id: str, input_digest: str, output_key: str,
@@ -213,6 +217,7 @@ class Record:
                 result=_result_of(data.get("result")),
                 activation=str(data.get("activation") or ""),
                 failure=_result_of(data.get("failure")),
+                identity=_result_of(data.get("identity")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"malformed record: {exc}") from exc
@@ -309,6 +314,11 @@ class RecordStore(ABC):
         records (one transaction); CouchDB, whose requests commit one by one, writes every
         record it accepts and then names the ones it refused.
         """
+
+    @abstractmethod
+    def records_of_digest(self, input_digest: str) -> list[Record]:
+        """Every record of this input, under any identity (``owdedup explain``: why a lookup
+        missed). Not for the hot path: a scan where the store has no index by digest."""
 
     @abstractmethod
     def delete(self, function_id: str, input_digest: str) -> None:

@@ -431,6 +431,12 @@ class CouchRecordStore(RecordStore):
                       self.path(lease_id(lease.function_id, lease.input_digest)),
                       params={"rev": lease.revision}, expect=(404, 409))
 
+    def records_of_digest(self, input_digest: str) -> list[Record]:
+        """A scan of every record, a page at a time: ids begin with the identity, and the
+        hot path wants no index (see the module docstring)."""
+        return [record_from_doc(doc) for doc in self._scan(RECORD_PREFIX)
+                if doc.get("input_digest") == input_digest]
+
     def delete(self, function_id: str, input_digest: str) -> None:
         path = self.path(doc_id(function_id, input_digest))
         status, doc = self._request("record delete", "GET", path, expect=(404,))

@@ -215,6 +215,14 @@ class SqliteRecordStore(RecordStore):
             raise StoreError(f"bulk record write failed in {self.describe()}: {exc}") from exc
         return conn.total_changes - before
 
+    def records_of_digest(self, input_digest: str) -> list[Record]:
+        try:
+            rows = self._conn().execute(
+                "SELECT doc FROM records WHERE input_digest = ?", (input_digest,)).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"record lookup failed in {self.describe()}: {exc}") from exc
+        return [Record.from_dict(json.loads(doc)) for (doc,) in rows]
+
     def delete(self, function_id: str, input_digest: str) -> None:
         try:
             self._conn().execute(
