@@ -45,8 +45,9 @@ class ObjectResult:
     result: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        entry = {"key": self.key, "status": self.status, "outputs": self.outputs,
-                 "error": self.error, "ms": round(self.ms, 3)}
+        entry: dict[str, Any] = {"key": self.key, "status": self.status,
+                                 "outputs": self.outputs, "error": self.error,
+                                 "ms": round(self.ms, 3)}
         if self.record_error is not None:
             entry["record_error"] = self.record_error
         if self.result is not None:

@@ -233,7 +233,8 @@ def run_wrapped_map(
                                     ms=outcome.platform_ms, digest=calls[key].input_digest,
                                     result=result or None))
             return
-        meta = result.get(METADATA_KEY) if isinstance(result.get(METADATA_KEY), dict) else {}
+        found_meta = result.get(METADATA_KEY)
+        meta: dict[str, Any] = found_meta if isinstance(found_meta, dict) else {}
         hit = bool(meta.get("hit"))  # another caller recorded it since our lookup
         compute_ms = float(meta.get("compute_ms") or meta.get("saved_ms") or 0.0)
         for index, key in enumerate(members):
