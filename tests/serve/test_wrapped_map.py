@@ -195,3 +195,29 @@ def test_a_param_the_source_fills_or_a_reserved_one_is_refused(
         code, output, _ = map_wrapped(env, store, tmp_path / "r.jsonl", "--param", param)
         assert code != 0 and expected in output, output
     assert runs_of(client, "myfunction-dedup") == 0
+
+
+def test_objects_go_as_the_declared_reference_and_dest_can_be_left_out(
+    served: DevServer, tmp_path: Path, store: Path
+) -> None:
+    """``owdedup wrap --objects src_bucket/src_key``: each object goes as those parameters;
+    DEST ``-`` passes no dest_bucket (a parameter that is not ignored would be keyed)."""
+    client = Client(served.url)
+    client.action("myfunction", '''
+from pathlib import Path
+
+def main(params):
+    assert "bucket" not in params and "dest_bucket" not in params, params
+    return {"length": len(Path(params["root"], params["src_bucket"],
+                               params["src_key"]).read_bytes())}
+''')
+    env = env_of(served, tmp_path, store)
+    code, output = wrap(env, "myfunction", "--objects", "src_bucket/src_key", "--ignore", "root")
+    assert code == 0, output
+    result = CliRunner().invoke(app, [
+        "map", "myfunction-dedup", "in", "-", "--platform", "openwhisk", "--quiet",
+        "--param", f"root={store}", "--results", str(tmp_path / "r.jsonl")], env=env)
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert [line["result"]["length"] for line in lines] == [10, 10, 10, 5, 5, 13]
+    assert runs_of(client, "myfunction") == 3
