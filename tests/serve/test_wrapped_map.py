@@ -149,6 +149,13 @@ def test_the_client_keys_a_call_as_the_conductor_records_it(
     finally:
         context.close()
 
+    # The command's own keys: the content the conductor recorded is not invoked again.
+    code, output, lines = map_wrapped(env, store, tmp_path / "r.jsonl", "--param", "factor=2")
+    assert code == 0, output
+    assert runs_of(client, "myfunction") == 3  # 1 direct + d=e and f; a=b=c was recorded
+    assert [line["status"] for line in lines[:3]] == ["deduplicated"] * 3
+    assert lines[0]["result"]["owdedup"]["activation"] == reply.json["owdedup"]["activation"]
+
 
 def test_a_failing_object_is_named_and_not_recorded_and_the_rest_go_on(
     served: DevServer, tmp_path: Path, store: Path
