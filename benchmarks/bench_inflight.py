@@ -130,8 +130,14 @@ def main() -> None:
                 for n in args.n.split(",")]
     single = next((r["wall_s"] for r in rows if r["n"] == 1), rows[0]["wall_s"])
     target = 1.2 * single + inflight.MAX_POLL_S
-    table = Table(title=f"identical work in flight ({len(data) / 1e6:.1f} MB photo, "
-                        f"target: all within {target:.2f} s)")
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        megapixels = image.size[0] * image.size[1] / 1e6
+    table = Table(title=f"identical work in flight ({megapixels:.1f} MP, "
+                        f"{len(data) / 1e6:.1f} MB photo; target: all within {target:.2f} s)")
     for column in ("N", "computations", "wall until all have it", "x one computation",
                    "within target", "store requests / waiter", "lease reads / waiter"):
         table.add_column(column, justify="right")
