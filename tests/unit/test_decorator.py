@@ -27,7 +27,8 @@ def contexts() -> Iterator[ContextCache]:
 
 
 @pytest.fixture
-def where(store_root: Path, tmp_path: Path) -> dict[str, str]:
+def where(store_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    monkeypatch.delenv("__OW_ACTIVATION_ID", raising=False)  # outside OpenWhisk: no id
     (store_root / "photos" / "a.jpg").write_bytes(b"same")
     (store_root / "photos" / "b.jpg").write_bytes(b"same")
     (store_root / "photos" / "c.jpg").write_bytes(b"different")
