@@ -1,0 +1,46 @@
+"""Adversarial review of the conductor (issues 10 and 11): what an invoker can do with the
+continuation state it can read back from its own activation records."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from owdedup.runtime.context import ContextCache
+from owdedup.runtime.records import open_records
+from owdedup.runtime.wrapped.conductor import conductor_main
+from tests.unit.test_conductor import ENV, bound, job
+
+__all__ = ["bound"]  # the fixture, shared
+
+
+@pytest.fixture
+def contexts() -> Iterator[ContextCache]:
+    cache = ContextCache()
+    yield cache
+    cache.close()
+
+
+def test_a_used_state_replayed_with_a_forged_result_plants_no_record(
+    bound: dict[str, Any], contexts: ContextCache, tmp_path: Path
+) -> None:
+    """The first activation's result (the continuation, signed state included) is in the
+    invoker's activation records. Once the composition has ended (here: the wrapped action
+    failed, so nothing was recorded), invoking the conductor again with that state and a
+    result of the invoker's choosing must not make it the recorded result of the call."""
+    first = conductor_main({**bound, **job()}, ENV, contexts)
+    state = first["state"]
+    failed = {"error": "The action exceeded its time limits of 100 milliseconds."}
+    conductor_main({**bound, **failed, **state}, {**ENV, "__OW_ACTIVATION_ID": "b" * 32},
+                   contexts)
+    forged = {"labels": ["forged"], "width": 666}
+    conductor_main({**bound, **forged, **state}, {**ENV, "__OW_ACTIVATION_ID": "c" * 32},
+                   contexts)
+    records = open_records(f"sqlite://{tmp_path / 'records.sqlite'}")
+    assert [s.records for s in records.stats() if s.function == "myfunction"] in ([], [0])
+    again = conductor_main({**bound, **job()}, {**ENV, "__OW_ACTIVATION_ID": "d" * 32},
+                           contexts)
+    assert "action" in again, again  # still a miss: the wrapped action runs, not a forged hit
