@@ -40,6 +40,7 @@ from owdedup.runtime.wrapped.coalesce import (
     claimant_for,
     coalesced_metadata,
     conductor_lease_s,
+    lease_not_held,
     lease_state,
     release_from_state,
 )
@@ -154,8 +155,12 @@ def _finish(config: WrapConfig, params: dict[str, Any], context: Context,
                                       "objects": sorted(call.objects)}, config.metadata)
     compute_ms = max(0.0, _now_ms() - started_ms)
     activation = env.get("__OW_ACTIVATION_ID", "")
-    not_recorded = record_result(call, result, context.records, compute_ms=compute_ms,
-                                 activation=activation)
+    # The state is in the invoker's activation records and can be replayed with any result:
+    # it is recorded only while the lease it carries is still held, so once let go (recorded
+    # or failed) or taken over, a state records nothing (it only costs a recomputation).
+    not_recorded = (lease_not_held(params[STATE], call, context.records)
+                    or record_result(call, result, context.records, compute_ms=compute_ms,
+                                     activation=activation))
     context.counts.add(call.function, misses=1)
     final = with_metadata(result, miss_metadata(activation, compute_ms, not_recorded),
                           config.metadata)
