@@ -44,3 +44,33 @@ def test_a_used_state_replayed_with_a_forged_result_plants_no_record(
     again = conductor_main({**bound, **job()}, {**ENV, "__OW_ACTIVATION_ID": "d" * 32},
                            contexts)
     assert "action" in again, again  # still a miss: the wrapped action runs, not a forged hit
+
+
+def test_an_object_replaced_by_a_bad_one_after_hashing_records_no_refusal_of_the_good_digest(
+    settings: Any, store_root: Path,
+) -> None:
+    """The thumbnail's compute judges the input from a prefix it reads again from the store.
+    If the object was overwritten with bytes it refuses after the hash step hashed a good
+    image, the refusal is of the new bytes: recording it under the hashed (good) digest
+    would answer every later upload of that good image with the error."""
+    from owdedup.runtime import handover
+    from owdedup.runtime.context import Context
+    from owdedup.runtime.errors import OwdedupError
+    from owdedup.runtime.pipeline import compute_step, hash_step, lookup_step
+    from tests import imagegen
+    from tests.unit.test_negative_records import records_of, thumbnail_job
+
+    good = imagegen.jpeg(200, 100)
+    (store_root / "photos" / "a.jpg").write_bytes(good)
+    (store_root / "photos" / "copy.jpg").write_bytes(good)
+    context = Context(settings)
+    try:
+        job = lookup_step(hash_step(thumbnail_job("a.jpg"), context), context)
+        handover.clear()  # another activation computes: nothing read is in hand
+        (store_root / "photos" / "a.jpg").write_bytes(imagegen.not_an_image())
+        with pytest.raises(OwdedupError):
+            compute_step(job, context)
+    finally:
+        context.close()
+    assert [r for r in records_of(settings).records_of_digest(job.digest or "")
+            if r.failure is not None] == []
