@@ -211,8 +211,16 @@ def _compute(job: Job, ctx: Context, spec: DedupFunction[Any], params: Any,
         spec.check_input(lambda length: in_hand[:length], len(in_hand), params, name=job.key)
     else:
         size = job.input_bytes or ctx.store.head(job.bucket, job.key).size
-        spec.check_input(lambda length: ctx.store.read_prefix(job.bucket, job.key, length),
-                         size, params, name=job.key)
+        try:
+            spec.check_input(lambda length: ctx.store.read_prefix(job.bucket, job.key, length),
+                             size, params, name=job.key)
+        except BadInputError:
+            # The prefix was read again: a refusal is of *digest* only if the object still
+            # holds it, else a negative record would refuse the good content hashed before.
+            if ctx.store.content_sha256(job.bucket, job.key)[1] != digest:
+                raise StoreError("object was replaced after it was hashed; retry",
+                                 key=job.key) from None
+            raise
         data = ctx.store.read_bytes(job.bucket, job.key, max_bytes=size)
         if hashlib.sha256(data).hexdigest() != digest:
             # Computing now would record this output under another content's name.
