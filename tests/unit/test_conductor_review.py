@@ -74,3 +74,47 @@ def test_an_object_replaced_by_a_bad_one_after_hashing_records_no_refusal_of_the
         context.close()
     assert [r for r in records_of(settings).records_of_digest(job.digest or "")
             if r.failure is not None] == []
+
+
+def test_an_object_overwritten_while_the_wrapped_action_runs_is_not_recorded_as_the_old_content(
+    bound: dict[str, Any], contexts: ContextCache, store_root: Path
+) -> None:
+    """The first activation hashes photos/a.jpg; the wrapped action reads it later. If it was
+    overwritten in between (a new upload under the same name), the result is of the new
+    bytes: recorded under the hashed digest, the old bytes would hit another content's
+    result ever after."""
+    first = conductor_main({**bound, **job()}, ENV, contexts)
+    (store_root / "photos" / "a.jpg").write_bytes(b"a new upload, other bytes")
+    of_new_bytes = {"labels": ["dog"], "width": 9}
+    conductor_main({**bound, **of_new_bytes, **first["state"]},
+                   {**ENV, "__OW_ACTIVATION_ID": "b" * 32}, contexts)
+    # copy.jpg still holds the bytes that were hashed: a hit here would be the dog's result
+    again = conductor_main({**bound, **job("copy.jpg")},
+                           {**ENV, "__OW_ACTIVATION_ID": "c" * 32}, contexts)
+    assert "action" in again, again
+
+
+def test_the_decorator_does_not_record_a_result_of_an_object_overwritten_while_computing(
+    store_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from owdedup.runtime.wrapped.decorator import dedup
+
+    monkeypatch.delenv("__OW_ACTIVATION_ID", raising=False)
+    (store_root / "photos" / "a.jpg").write_bytes(b"same")
+    (store_root / "photos" / "b.jpg").write_bytes(b"same")
+    where = {"owdedup_store": f"file://{store_root}",
+             "owdedup_records": f"sqlite://{tmp_path / 'records.sqlite'}"}
+    cache = ContextCache()
+
+    @dedup(objects=["bucket/key"], function="measure", contexts=cache)
+    def main(params: dict[str, Any]) -> dict[str, Any]:
+        # a new upload lands under the same name just before the function reads it
+        (store_root / "photos" / "a.jpg").write_bytes(b"a new upload")
+        return {"size": len((store_root / "photos" / params["key"]).read_bytes())}
+
+    try:
+        assert main({**where, "bucket": "photos", "key": "a.jpg"})["size"] == 12
+        other = main({**where, "bucket": "photos", "key": "b.jpg"})
+    finally:
+        cache.close()
+    assert other["owdedup"]["hit"] is False and other["size"] == 4
