@@ -56,6 +56,7 @@ from owdedup.runtime.wrapped.results import (
     hit_metadata,
     miss_metadata,
     record_result,
+    replaced_object,
     with_metadata,
 )
 
@@ -159,6 +160,7 @@ def _finish(config: WrapConfig, params: dict[str, Any], context: Context,
     # it is recorded only while the lease it carries is still held, so once let go (recorded
     # or failed) or taken over, a state records nothing (it only costs a recomputation).
     not_recorded = (lease_not_held(params[STATE], call, context.records)
+                    or replaced_object(call, context.store if call.objects else None)
                     or record_result(call, result, context.records, compute_ms=compute_ms,
                                      activation=activation))
     context.counts.add(call.function, misses=1)

@@ -42,6 +42,7 @@ from owdedup.runtime.wrapped.results import (
     hit_metadata,
     miss_metadata,
     record_result,
+    replaced_object,
     with_metadata,
 )
 
@@ -114,8 +115,9 @@ def dedup(objects: Iterable[str] | str | None = None, ignore: Iterable[str] = ()
                     return result  # an error (or a list) is never recorded
                 activation = os.environ.get("__OW_ACTIVATION_ID", "")
                 try:
-                    problem = record_result(call, result, records,
-                                            compute_ms=compute_ms, activation=activation)
+                    problem = (replaced_object(call, store)
+                               or record_result(call, result, records,
+                                                compute_ms=compute_ms, activation=activation))
                 except BadInputError as exc:  # over the result limit: OpenWhisk would refuse
                     return {"error": f"{name}: {exc}", "error_kind": exc.kind}
             context.counts.add(name, misses=1)

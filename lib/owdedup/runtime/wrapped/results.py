@@ -107,6 +107,23 @@ def record_result(call: CallKey, result: dict[str, Any], records: RecordStore, *
     return None
 
 
+def replaced_object(call: CallKey, store: ObjectStore | None) -> str | None:
+    """Why *call*'s result may not be recorded because an object it was keyed by no longer
+    holds the hashed bytes (a new upload under the same name while the function ran: its
+    result is of other content), or cannot be checked; None when every object is unchanged."""
+    for name, digest in call.objects.items():
+        bucket, _, key = name.partition("/")
+        if store is None:
+            return f"object {name} cannot be checked"
+        try:
+            current = store.content_sha256(bucket, key)[1]
+        except OwdedupError as exc:
+            return f"object {name} cannot be checked: {exc}"
+        if current != digest:
+            return f"object {name} was replaced while the function ran"
+    return None
+
+
 def record_params(call: CallKey) -> dict[str, Any]:
     """What a result record says of its call: the parameters' names (never their values) and
     the objects it was first computed on."""
