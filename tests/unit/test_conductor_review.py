@@ -118,3 +118,25 @@ def test_the_decorator_does_not_record_a_result_of_an_object_overwritten_while_c
     finally:
         cache.close()
     assert other["owdedup"]["hit"] is False and other["size"] == 4
+
+
+def test_a_pure_function_whose_result_names_an_existing_object_is_a_hit(
+    bound: dict[str, Any], contexts: ContextCache, store_root: Path
+) -> None:
+    """With no declared object (``owdedup_objects: -``), a result naming an output it wrote
+    (bucket/key) was never believed (no store to check it with): every call ran the action
+    again and deleted the record it had just made."""
+    (store_root / "out").mkdir(exist_ok=True)
+    (store_root / "out" / "chart.svg").write_bytes(b"<svg/>")
+    pure = {**bound, "owdedup_objects": "-"}
+    runs: list[dict[str, Any]] = []
+
+    def chart(params: dict[str, Any]) -> dict[str, Any]:
+        runs.append(params)
+        return {"bucket": "out", "key": "chart.svg"}
+
+    from tests.unit.test_conductor import call
+
+    call(pure, contexts, chart, n=3)
+    again = call(pure, contexts, chart, n=3)
+    assert len(runs) == 1 and again["owdedup"]["hit"] is True
