@@ -140,3 +140,29 @@ def test_a_pure_function_whose_result_names_an_existing_object_is_a_hit(
     call(pure, contexts, chart, n=3)
     again = call(pure, contexts, chart, n=3)
     assert len(runs) == 1 and again["owdedup"]["hit"] is True
+
+
+def test_the_decorator_on_a_pure_function_whose_result_names_an_object_hits(
+    store_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from owdedup.runtime.wrapped.decorator import dedup
+
+    monkeypatch.delenv("__OW_ACTIVATION_ID", raising=False)
+    (store_root / "out").mkdir(exist_ok=True)
+    (store_root / "out" / "chart.svg").write_bytes(b"<svg/>")
+    where = {"owdedup_store": f"file://{store_root}",
+             "owdedup_records": f"sqlite://{tmp_path / 'records.sqlite'}"}
+    cache = ContextCache()
+    runs: list[dict[str, Any]] = []
+
+    @dedup(objects=[], function="chart", contexts=cache)
+    def main(params: dict[str, Any]) -> dict[str, Any]:
+        runs.append(params)
+        return {"bucket": "out", "key": "chart.svg"}
+
+    try:
+        main({**where, "n": 3})
+        again = main({**where, "n": 3})
+    finally:
+        cache.close()
+    assert len(runs) == 1 and again["owdedup"]["hit"] is True
