@@ -52,6 +52,7 @@ from owdedup.runtime.wrapped.identity import (
 )
 from owdedup.runtime.wrapped.keying import DEFAULT_OBJECTS, CallKey, key_call, parse_objects
 from owdedup.runtime.wrapped.results import (
+    checking_store,
     find_result,
     hit_metadata,
     miss_metadata,
@@ -108,7 +109,7 @@ def start(config: WrapConfig, params: dict[str, Any], context: Context,
     call = key_call(params, function=config.function, fingerprint=fingerprint_of(config, env),
                     objects=config.objects, ignore=config.ignore,
                     store=context.store if config.objects else None)
-    store = context.store if config.objects else None
+    store = checking_store(context, bool(config.objects))
     record = find_result(call, context.records, store)
     turn = None
     if record is None or record.result is None:  # identical calls in flight: one runs

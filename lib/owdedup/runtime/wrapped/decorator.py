@@ -38,6 +38,7 @@ from owdedup.runtime.wrapped.config import PREFIX, call_params
 from owdedup.runtime.wrapped.identity import python_fingerprint
 from owdedup.runtime.wrapped.keying import key_call, parse_objects
 from owdedup.runtime.wrapped.results import (
+    checking_store,
     find_result,
     hit_metadata,
     miss_metadata,
@@ -94,10 +95,11 @@ def dedup(objects: Iterable[str] | str | None = None, ignore: Iterable[str] = ()
             except OwdedupError as exc:  # even a record store that cannot be opened
                 log.warning("record store unavailable, computing %s: %s", name, exc)
                 return main(args)
-            record = find_result(call, records, store)
+            checking = store if refs else checking_store(context, False)
+            record = find_result(call, records, checking)
             claimant, turn = claimant_for(records, os.environ), None
             if record is None or record.result is None:  # identical calls in flight: one runs
-                record, turn = await_or_claim(call, records, store, claimant)
+                record, turn = await_or_claim(call, records, checking, claimant)
                 if turn.took_over:
                     context.counts.add(name, took_over=1)
             if record is not None and record.result is not None:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from owdedup.runtime.context import Context
 from owdedup.runtime.errors import OwdedupError, StoreError
 from owdedup.runtime.records import Record, RecordStore
 from owdedup.runtime.stores import ObjectStore
@@ -65,6 +66,19 @@ def find_result(call: CallKey, records: RecordStore, store: ObjectStore | None) 
             log.warning("could not delete the stale record: %s", exc)
         return None
     return record
+
+
+def checking_store(context: Context, objects: bool) -> ObjectStore | None:
+    """The store a recorded result's object references are checked in: the context's, also
+    for a function with no declared object (its result may still name its outputs); None
+    when it cannot be opened (such a result is then not believed)."""
+    try:
+        return context.store
+    except OwdedupError as exc:
+        if objects:
+            raise
+        log.warning("no object store to check recorded results with: %s", exc)
+        return None
 
 
 def _vanished_reference(record: Record, store: ObjectStore | None) -> str | None:
