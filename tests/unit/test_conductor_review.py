@@ -166,3 +166,22 @@ def test_the_decorator_on_a_pure_function_whose_result_names_an_object_hits(
     finally:
         cache.close()
     assert len(runs) == 1 and again["owdedup"]["hit"] is True
+
+
+def test_an_error_result_naming_an_action_does_not_continue_the_composition(
+    bound: dict[str, Any], contexts: ContextCache
+) -> None:
+    """The second activation returns the wrapped action's error result as its own output; a
+    conductor's output with an ``action`` key is a continuation (OpenWhisk would run that
+    action next), one with ``params`` ends with ``params`` as the result (the error lost: a
+    success-shaped failure). An error that happens to carry such keys must stay the error."""
+    from owdedup.engine.conductor import Continuation
+
+    first = conductor_main({**bound, **job()}, ENV, contexts)
+    failed = {"error": "cannot resize", "action": "resize", "params": {"width": 3},
+              "state": "retry"}
+    second = conductor_main({**bound, **failed, **first["state"]},
+                            {**ENV, "__OW_ACTIVATION_ID": "b" * 32}, contexts)
+    turn = Continuation.of(second)
+    assert not turn.has_action and turn.params is None
+    assert second["error"] == "cannot resize"
