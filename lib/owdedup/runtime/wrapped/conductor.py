@@ -64,6 +64,8 @@ from owdedup.runtime.wrapped.results import (
 log = logging.getLogger("owdedup")
 
 STATE_SCHEMA = 1
+#: What a conductor's output is read for by OpenWhisk (a continuation), besides "error".
+CONTINUATION_KEYS = ("action", "params", "state")
 _CONTEXTS = ContextCache()  # one per warm container, as the step actions keep theirs
 
 
@@ -151,6 +153,9 @@ def _finish(config: WrapConfig, params: dict[str, Any], context: Context,
     if "error" in result:
         log.warning("%s failed on %s; not recorded", call.function,
                     ", ".join(call.objects) or "its parameters")
+        # Returned as the conductor's own output, where "action" would be run next and
+        # "params" would replace the error as the composition's result: such keys go.
+        result = {k: v for k, v in result.items() if k not in CONTINUATION_KEYS}
         # Named in the metadata: OpenWhisk's own errors (unresolvable action, timeout) do
         # not say which wrapper and which objects they concern.
         return with_metadata(result, {"hit": False, "recorded": False, "action": config.action,
