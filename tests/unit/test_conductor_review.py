@@ -185,3 +185,19 @@ def test_an_error_result_naming_an_action_does_not_continue_the_composition(
     turn = Continuation.of(second)
     assert not turn.has_action and turn.params is None
     assert second["error"] == "cannot resize"
+
+
+def test_a_first_activation_that_fails_after_claiming_leaves_no_lease(
+    bound: dict[str, Any], contexts: ContextCache, tmp_path: Path
+) -> None:
+    """With a pinned version nothing reads the wrapped action before the key is claimed; a
+    name that cannot be a continuation's then failed after the claim, and the lease stayed
+    for the wrapped action's longest time limit: every identical call waited for it."""
+    import sqlite3
+
+    bad = {**bound, "owdedup_action": "a/b/c/d"}
+    result = conductor_main({**bad, **job()}, ENV, contexts)
+    assert "error" in result and "a/b/c/d" in result["error"]
+    contexts.close()
+    with sqlite3.connect(tmp_path / "records.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM leases").fetchone() == (0,)
