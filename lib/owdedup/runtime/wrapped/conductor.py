@@ -108,6 +108,7 @@ def fingerprint_of(config: WrapConfig, env: Mapping[str, str]) -> str:
 def start(config: WrapConfig, params: dict[str, Any], context: Context,
           env: Mapping[str, str]) -> dict[str, Any]:
     """Hash, look up; end with the recorded result, or continue with the wrapped action."""
+    target = fully_qualified(config.action, env)  # a name that cannot run: before any claim
     call = key_call(params, function=config.function, fingerprint=fingerprint_of(config, env),
                     objects=config.objects, ignore=config.ignore,
                     store=context.store if config.objects else None)
@@ -133,7 +134,7 @@ def start(config: WrapConfig, params: dict[str, Any], context: Context,
         "param_names": list(call.param_names), "objects": call.objects,
         "started_ms": _now_ms(), **lease_state(None if turn is None else turn.lease),
     }
-    return {"action": fully_qualified(config.action, env), "params": params,
+    return {"action": target, "params": params,
             "state": {STATE: {**state, "sig": _sign(state, config, env)}}}
 
 
