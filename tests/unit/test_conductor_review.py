@@ -204,3 +204,36 @@ def test_a_first_activation_that_fails_after_claiming_leaves_no_lease(
         leases = db.execute("SELECT COUNT(*) FROM leases").fetchone() \
             if "leases" in tables else (0,)
     assert leases == (0,)
+
+
+def test_an_object_store_that_fails_once_during_a_hit_check_does_not_delete_the_record(
+    bound: dict[str, Any], contexts: ContextCache, store_root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An output named by a recorded result that cannot be checked (the store answered 503)
+    makes this call a miss; it has not vanished, so its record must stay for the next one."""
+    from owdedup.runtime.errors import StoreError
+    from owdedup.runtime.stores.folder import FolderStore
+    from tests.unit.test_conductor import call
+
+    (store_root / "out").mkdir(exist_ok=True)
+    (store_root / "out" / "made.txt").write_text("output")
+    runs: list[dict[str, Any]] = []
+
+    def writes(params: dict[str, Any]) -> dict[str, Any]:
+        runs.append(params)
+        return {"output": {"bucket": "out", "key": "made.txt"}}
+
+    call(bound, contexts, writes, **job())
+    with monkeypatch.context() as patched:
+        def unavailable(self: Any, bucket: str, key: str) -> bool:
+            raise StoreError("503 Slow Down")
+
+        patched.setattr(FolderStore, "exists", unavailable)
+        first = conductor_main({**bound, **job()}, {**ENV, "__OW_ACTIVATION_ID": "e" * 32},
+                               contexts)
+        assert "action" in first  # not believed: a miss
+        conductor_main({**bound, "error": "the caller gave up", **first["state"]},
+                       {**ENV, "__OW_ACTIVATION_ID": "f" * 32}, contexts)
+    assert call(bound, contexts, writes, **job())["owdedup"]["hit"] is True
+    assert len(runs) == 1
