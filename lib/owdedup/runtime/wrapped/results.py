@@ -56,10 +56,13 @@ def find_result(call: CallKey, records: RecordStore, store: ObjectStore | None) 
         log.warning("rejected the record for %s: %s; treating it as a miss", call.function,
                     problem)
         return None
-    vanished = _vanished_reference(record, store)
-    if vanished is not None:
-        log.warning("object %s named by the recorded result of %s has vanished; running it "
-                    "again", vanished, call.function)
+    unchecked = _vanished_reference(record, store)
+    if unchecked is not None:
+        vanished, gone = unchecked
+        log.warning("object %s named by the recorded result of %s has vanished or cannot be "
+                    "checked; running it again", vanished, call.function)
+        if not gone:  # a store that failed or is missing: the record may well be right
+            return None
         try:
             records.delete(call.function_id, call.input_digest)
         except OwdedupError as exc:
@@ -81,17 +84,20 @@ def checking_store(context: Context, objects: bool) -> ObjectStore | None:
         return None
 
 
-def _vanished_reference(record: Record, store: ObjectStore | None) -> str | None:
+def _vanished_reference(record: Record, store: ObjectStore | None) -> tuple[str, bool] | None:
+    """(an object the record names that is not known to exist, whether it is known to be
+    gone), or None when all exist."""
     references = list(object_references(record.result))[:MAX_CHECKED_REFERENCES]
     if references and store is None:
-        return f"{references[0][0]}/{references[0][1]}"  # nothing to check with: not believed
+        # nothing to check with: not believed
+        return f"{references[0][0]}/{references[0][1]}", False
     for bucket, key in references:
         assert store is not None
         try:
             if not store.exists(bucket, key):
-                return f"{bucket}/{key}"
+                return f"{bucket}/{key}", True
         except OwdedupError:
-            return f"{bucket}/{key}"  # cannot be checked: not believed
+            return f"{bucket}/{key}", False  # cannot be checked: not believed
     return None
 
 
