@@ -237,3 +237,67 @@ def test_an_object_store_that_fails_once_during_a_hit_check_does_not_delete_the_
                        {**ENV, "__OW_ACTIVATION_ID": "f" * 32}, contexts)
     assert call(bound, contexts, writes, **job())["owdedup"]["hit"] is True
     assert len(runs) == 1
+
+
+def _load_action(folder: Path, generation: int) -> Any:
+    """A two-module Python action (its zip's __main__.py and helper.py), loaded fresh as a
+    new container would."""
+    import importlib.util
+    import sys
+
+    names = {"helper": f"review_helper_{generation}", "main": f"review_main_{generation}"}
+    helper_spec = importlib.util.spec_from_file_location(names["helper"], folder / "helper.py")
+    assert helper_spec is not None and helper_spec.loader is not None
+    helper = importlib.util.module_from_spec(helper_spec)
+    helper_spec.loader.exec_module(helper)
+    sys.modules["helper"] = helper
+    spec = importlib.util.spec_from_file_location(names["main"], folder / "__main__.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+MAIN_MODULE = '''
+from owdedup.runtime.context import ContextCache
+from owdedup.runtime.wrapped.decorator import dedup
+import helper
+
+CONTEXTS = ContextCache()
+
+@dedup(objects=["bucket/key"], function="measure", contexts=CONTEXTS)
+def main(params):
+    return {"label": helper.label()}
+'''
+
+
+def test_the_decorator_misses_after_the_action_is_updated_with_a_new_helper_module(
+    store_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An action zip's __main__.py decorated with @dedup, its logic in helper.py: updating
+    the action (``wsk action update``: a new __OW_ACTION_VERSION) with a changed helper.py
+    gave the old helper's result as a hit, since only __main__.py's source was keyed."""
+    import sys
+
+    (store_root / "photos" / "a.jpg").write_bytes(b"same")
+    code = tmp_path / "action"
+    code.mkdir()
+    (code / "__main__.py").write_text(MAIN_MODULE)
+    (code / "helper.py").write_text("def label():\n    return 'v1'\n")
+    where = {"owdedup_store": f"file://{store_root}",
+             "owdedup_records": f"sqlite://{tmp_path / 'records.sqlite'}",
+             "bucket": "photos", "key": "a.jpg"}
+    monkeypatch.setenv("__OW_ACTION_NAME", "/guest/measure")
+    monkeypatch.delenv("__OW_ACTIVATION_ID", raising=False)
+    monkeypatch.setenv("__OW_ACTION_VERSION", "0.0.1")
+    try:
+        first = _load_action(code, 1)
+        assert first.main(dict(where))["label"] == "v1"
+        first.CONTEXTS.close()
+        (code / "helper.py").write_text("def label():\n    return 'v2'\n")
+        monkeypatch.setenv("__OW_ACTION_VERSION", "0.0.2")
+        updated = _load_action(code, 2)
+        assert updated.main(dict(where))["label"] == "v2"
+        updated.CONTEXTS.close()
+    finally:
+        sys.modules.pop("helper", None)
