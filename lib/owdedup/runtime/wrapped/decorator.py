@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from owdedup.runtime import env as env_names
 from owdedup.runtime.config import Settings
 from owdedup.runtime.context import ContextCache
 from owdedup.runtime.counters import hit_saved_bytes
@@ -74,7 +75,8 @@ def dedup(objects: Iterable[str] | str | None = None, ignore: Iterable[str] = ()
         def deduplicated(params: dict[str, Any]) -> dict[str, Any]:
             name = function or _action_name() or source.stem
             if not fingerprint:
-                fingerprint.append(python_fingerprint(source, libs) + ":" + main.__qualname__)
+                fingerprint.append(python_fingerprint(source, libs) + ":" + main.__qualname__
+                                   + _deployed_version())
             return _call(main, params, name, fingerprint[0])
 
         def _call(main: Main, params: dict[str, Any], name: str, print_: str) -> dict[str, Any]:
@@ -129,6 +131,15 @@ def dedup(objects: Iterable[str] | str | None = None, ignore: Iterable[str] = ()
         return deduplicated
 
     return decorate
+
+
+def _deployed_version(environ: Mapping[str, str] | None = None) -> str:
+    """Inside OpenWhisk, the action and its version: the action's code is its whole zip, not
+    only the module of ``main`` (its helpers may change alone), and every update of the
+    action gives it a new version. Empty outside OpenWhisk."""
+    env = os.environ if environ is None else environ
+    name, version = env.get(env_names.OW_ACTION_NAME, ""), env.get(env_names.OW_ACTION_VERSION, "")
+    return f":{name}@{version}" if name and version else ""
 
 
 def _action_name(environ: Mapping[str, str] | None = None) -> str:
