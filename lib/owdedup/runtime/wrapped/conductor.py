@@ -17,7 +17,9 @@ The state carries what the second activation needs (key, function, start time), 
 credential, and is signed with a key derived from the conductor's API key and its own
 secrets, so an invoker cannot hand it a forged state to plant a record. (A local run with
 neither has nothing secret to sign with; there, whoever can invoke it can write the records
-anyway.)
+anyway.) A genuine state can still be replayed (it is in the invoker's activation records):
+the second activation records only while the lease the state carries is held, so a state
+records at most while its own call is in flight, never after it was let go.
 """
 
 from __future__ import annotations
