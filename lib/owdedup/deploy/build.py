@@ -4,7 +4,8 @@ Every action whose ``function`` is ``build/actions/NAME.zip`` gets a zip built f
 ``actions/NAME.py``, laid out as the OpenWhisk Python runtime (``python:3.11``) expects::
 
     __main__.py                                   the action file (it holds ``main``)
-    owdedup/__init__.py, owdedup/runtime/...      the runtime subpackage, whole (allowlist)
+    owdedup/__init__.py, owdedup/runtime/...      the runtime modules the action can import
+                                                  (runtime/ is the allowlist; see needs)
     owdedup/runtime/_pins.json                    library versions of function identities
     .../__pycache__/NAME.cpython-311.pyc          bytecode of every shipped .py but
                                                   __main__.py, hash-based (see zipper)
@@ -66,6 +67,7 @@ from owdedup.deploy.needs import (
     check_function_ships,
     identity_libraries,
     installed_version,
+    left_out_backends,
     resolve_packages,
     runtime_modules,
 )
@@ -113,6 +115,8 @@ class ActionPlan:
     conflicts: tuple[str, ...]
     #: Distributions PACKAGE_TRIMS left out (the untrimmed packages would include them).
     trimmed: tuple[str, ...] = ()
+    #: Backends left out because the zip lacks their client (needs.runtime_modules).
+    left_out: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -125,6 +129,7 @@ class ActionPlan:
             "from_runtime": list(self.from_runtime),
             "conflicts": list(self.conflicts),
             "trimmed": list(self.trimmed),
+            "left_out": list(self.left_out),
         }
 
 
@@ -236,16 +241,18 @@ def plan_action(
     packages, from_runtime, conflicts = resolve_packages(requires)
     untrimmed = resolve_packages(requires, trims={})[0]
     kept = {pin.name for pin in packages}
+    available = kept | set(RUNTIME_PACKAGES)  # what the zip's backends can import
     return ActionPlan(
         name=stem,
         source=source,
         zip_path=out / f"{stem}.zip",
-        modules=runtime_modules(source, package_dir),
+        modules=runtime_modules(source, package_dir, available),
         requires=requires,
         packages=packages,
         from_runtime=from_runtime,
         conflicts=conflicts,
         trimmed=tuple(sorted(pin.name for pin in untrimmed if pin.name not in kept)),
+        left_out=left_out_backends(source, package_dir, available),
     )
 
 
@@ -372,6 +379,8 @@ def describe_plan(plan: BuildPlan) -> str:
             out.write(f"  note: {conflict}\n")
         if action.trimmed:
             out.write(f"  left out by PACKAGE_TRIMS: {', '.join(action.trimmed)}\n")
+        if action.left_out:
+            out.write(f"  backends left out (no client here): {', '.join(action.left_out)}\n")
     return out.getvalue()
 
 
