@@ -42,6 +42,7 @@ from owdedup.deploy.runtime import (
     Trim,
 )
 from owdedup.runtime.functions import DedupFunction, registry
+from owdedup.runtime.registry import Registry
 
 #: The clients of the stores a step talks to: the object store (S3: minio) and the record
 #: store (CouchDB/Cloudant: ibmcloudant).
@@ -180,7 +181,7 @@ def registry_needs() -> dict[str, tuple[RegistryTarget, ...]]:
     found: dict[str, tuple[RegistryTarget, ...]] = {}
     for holder in REGISTRY_MODULES:
         held = importlib.import_module(holder).registry
-        backend = held is not registry  # the others choose backends by URL scheme
+        backend = isinstance(held, Registry)  # backends by URL scheme; else functions by name
         modules = [target.partition(":")[0] for target in held.targets()]
         if not backend:
             modules += [m for f in registry.all() for m in (type(f).__module__, f.code_module)]
