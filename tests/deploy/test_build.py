@@ -249,16 +249,22 @@ def test_layout(zips: dict[str, BuiltZip]) -> None:
             assert "owdedup/__init__.py" in names
             assert ACTIVATE_THIS in names
             assert f"{SITE_PACKAGES}/" in names
-            # identity.py hashes thumbnail.py's bytes, even where Pillow is absent
+            # identity.py hashes thumbnail.py's bytes, even where Pillow is absent (wherever
+            # identities are computed: not in dispatch, which only starts sequences)
             thumbnail = PROJECT / "lib" / "owdedup" / "runtime" / "thumbnail.py"
-            assert archive.read("owdedup/runtime/thumbnail.py") == thumbnail.read_bytes()
+            assert ("owdedup/runtime/identity.py" in names) == (name != "dispatch"), name
+            if name != "dispatch":
+                assert archive.read("owdedup/runtime/thumbnail.py") == thumbnail.read_bytes()
             for info in archive.infolist():
                 assert info.date_time == (1980, 1, 1, 0, 0, 0), info.filename
                 mode = info.external_attr >> 16 & 0o777
                 assert mode in (0o644, 0o755), (info.filename, oct(mode))
                 assert not info.filename.startswith("/") and ".." not in info.filename
-            # bytecode: exactly one pyc per .py but __main__.py, and nothing else cached
+            # bytecode: exactly one pyc per .py but __main__.py (and thumbnail.py where there
+            # is no Pillow to import it with), and nothing else cached
             sources = {n for n in names if n.endswith(".py") and n != "__main__.py"}
+            if not needs(name, "pillow"):
+                sources.discard("owdedup/runtime/thumbnail.py")
             cached = {n for n in names if "__pycache__" in n.split("/") or n.endswith(".pyc")}
             assert {n for n in cached if not n.endswith("/")} == {
                 zipper.pyc_name(n) for n in sources}, name
@@ -272,6 +278,8 @@ def test_the_bytecode_is_checked_hash_based_on_the_shipped_sources(
             for source in archive.namelist():
                 if not source.endswith(".py") or source == "__main__.py":
                     continue
+                if zipper.pyc_name(source) not in archive.namelist():
+                    continue  # a code module carried for its bytes (test_layout)
                 pyc = archive.read(zipper.pyc_name(source))
                 assert pyc[:4] == importlib.util.MAGIC_NUMBER, source
                 assert int.from_bytes(pyc[4:8], "little") == 0b11, source  # hash, checked
@@ -398,7 +406,7 @@ def test_plan_builds_nothing(tmp_path: Path) -> None:
     assert by_name["dispatch"].packages == ()
     assert "requests" in {p.name for p in by_name["lookup"].packages}
     assert any("requests" in note for note in by_name["lookup"].conflicts)
-    assert "owdedup/runtime/thumbnail.py" in by_name["dispatch"].modules
+    assert "owdedup/runtime/thumbnail.py" in by_name["hash"].modules
     assert plan.pins == {"pillow": installed_version("pillow")}
     json.dumps(plan.to_dict())  # the plan is plain data
     plan_only = plan_build(MANIFEST, only=["hash"])
@@ -500,7 +508,6 @@ def test_every_module_a_registry_names_is_in_the_zip(
     for name in zips:
         report = _registry_check(run, name)
         left_out = {entry.split()[0] for entry in plans[name].left_out}
-        assert report["targets"], name  # every action here reaches the store registries
         for target, outcome in report["targets"].items():
             module = target.partition(":")[0]
             if module in left_out:
@@ -508,11 +515,12 @@ def test_every_module_a_registry_names_is_in_the_zip(
                                           f"{module}"), (name, target, outcome)
             else:
                 assert outcome == "ok", (name, target, outcome)
-        assert report["code_digests"] == digests, name
-    assert {e.split()[0] for e in plans["dispatch"].left_out} == {
-        "owdedup.runtime.stores.s3", "owdedup.runtime.records.couchdb"}
-    assert {e.split()[0] for e in plans["hash"].left_out} == {"owdedup.runtime.records.couchdb"}
-    assert plans["lookup"].left_out == plans["record"].left_out == ()
+        assert report.get("code_digests", digests) == digests, name
+    # every backend can be imported where a registry is: CouchDB's default transport is
+    # urllib3 (the runtime's); dispatch reaches no registry
+    assert all(plan.left_out == () for plan in plans.values())
+    assert not any(h.replace(".", "/") in " ".join(plans["dispatch"].modules)
+                   for h in REGISTRY_MODULES)
 
 
 def test_the_registry_check_catches_a_missing_module(
@@ -565,9 +573,16 @@ def test_each_zip_carries_what_its_action_can_import() -> None:
         modules = set(plan.modules)
         assert wrapped not in modules, name
         assert ("owdedup/runtime/events.py" in modules) == (name == "dispatch"), name
+        if name == "dispatch":  # it parses events and calls the platform, nothing else
+            assert modules == {f"owdedup/{m}.py" for m in (
+                "__init__", "runtime/__init__", "runtime/dispatch", "runtime/env",
+                "runtime/errors", "runtime/events", "runtime/platform")}
+            continue
         assert {"owdedup/runtime/functions/thumbnail.py", "owdedup/runtime/thumbnail.py",
                 "owdedup/runtime/stores/folder.py", "owdedup/runtime/records/sqlite.py",
                 "owdedup/__init__.py", "owdedup/runtime/__init__.py"} <= modules, name
+    # the compute step claims its work in the record store (urllib3: no ibmcloudant)
+    assert "owdedup/runtime/records/couchdb.py" in plans["thumbnail"].modules
     conductor = build.plan_standalone("dedup", PROJECT).actions[0]
     assert wrapped in conductor.modules and conductor.left_out == ()
     assert "owdedup/runtime/functions/__init__.py" not in conductor.modules

@@ -3,9 +3,10 @@
 ``owdedup/...``: only modules of the runtime subpackage (:data:`RUNTIME_PACKAGE`, the
 allowlist), and of it only what the action can import (:func:`runtime_modules`): the closure
 of its imports, plus what the runtime's registries (:data:`REGISTRY_MODULES`) import or read
-by name at run time: function plug-ins and their code modules (hashed into identities), and
-the store and record-store backends whose clients the zip carries. An action whose imports
-reach a CLI or tooling module is a build error.
+by name at run time: function plug-ins and their code modules (hashed into identities; as
+source alone where the zip could not import them), and the store and record-store backends
+that the zip can import. An action whose imports reach a CLI or tooling module is a build
+error.
 
 Third-party: the distributions :func:`action_requirements` lists for the action and their
 dependencies, found from the installed metadata and pinned (:class:`Pin`) at the versions
@@ -63,7 +64,9 @@ STEP_REQUIREMENTS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType({
 
 
 def compute_requirements(function: DedupFunction[Any]) -> tuple[str, ...]:
-    """What the compute action of *function* needs: it reads and writes objects."""
+    """What the compute action of *function* needs: it reads and writes objects. (It also
+    claims its work in the record store, through urllib3, which the runtime ships; only IAM
+    auth would need ibmcloudant.)"""
     return OBJECT_STORE_CLIENTS + tuple(r for r in function.requirements
                                         if r not in OBJECT_STORE_CLIENTS)
 
@@ -139,14 +142,28 @@ def _module_path(module: str, package_dir: Path) -> Path | None:
     return None
 
 
-def _imported_names(path: Path, module: str) -> Iterator[str]:
-    """Every module name *path* may import: import statements anywhere (lazy ones too)."""
+def _eager_nodes(tree: ast.AST) -> Iterator[ast.AST]:
+    """The nodes run when the module is imported: not function bodies, not ``if
+    TYPE_CHECKING:`` blocks."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            continue
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            yield from (n for orelse in node.orelse for n in (orelse, *_eager_nodes(orelse)))
+            continue
+        yield node
+        yield from _eager_nodes(node)
+
+
+def _imported_names(path: Path, module: str, *, eager: bool = False) -> Iterator[str]:
+    """Every module name *path* may import: import statements anywhere (lazy ones too), or
+    with *eager* only those that run when it is imported."""
     try:
         tree = ast.parse(path.read_bytes(), filename=str(path))
     except (OSError, SyntaxError) as exc:
         raise BuildError(f"cannot parse {path}: {exc}") from exc
     is_package = path.name == "__init__.py"
-    for node in ast.walk(tree):
+    for node in (_eager_nodes(tree) if eager else ast.walk(tree)):
         if isinstance(node, ast.Import):
             yield from (alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -201,11 +218,11 @@ def runtime_modules(
     registries (:data:`REGISTRY_MODULES`) also brings what that registry may import by name
     at run time (:func:`registry_needs`): every function plug-in and every function's
     ``code_module`` (its source bytes are hashed into identities, also where the function's
-    libraries are absent), and the store and record-store backends, but those whose client
-    the zip does not carry. A backend is left out when its modules import a distribution
-    that is neither in *available* (the zip's packages and the runtime image's; ``None``:
-    any) nor in the standard library: there it could only fail, and a URL that selects it
-    fails in the registry, naming the module.
+    libraries are absent), and the store and record-store backends, but one the zip could
+    not import (the manifest's zips have none such today). A backend is left out when
+    importing it imports a distribution that is neither in *available* (the zip's packages
+    and the runtime image's; ``None``: any) nor in the standard library: there it could only
+    fail, and a URL that selects it fails in the registry, naming the module.
 
     An import that reaches into ``owdedup`` outside the runtime (the CLI, deploy, serve...)
     is a build error, since that code is never shipped.
@@ -219,6 +236,26 @@ def left_out_backends(
     """The backends :func:`runtime_modules` leaves out of *source*'s zip, each with the
     distributions it would need that the zip lacks."""
     return _walk(source, package_dir, available)[1]
+
+
+def source_only(
+    modules: Iterable[str], package_dir: Path, available: Collection[str]
+) -> tuple[str, ...]:
+    """Of the files *modules* (as :func:`runtime_modules` names them), the functions' code
+    modules that the zip carries for their source bytes only (identities hash them): importing
+    one needs a distribution the zip lacks (the thumbnail's Pillow, in the hit-path zips), so
+    its bytecode could never be used and is left out."""
+    usable = {canonicalize_name(n) for n in available}
+    code_modules = {f.code_module for f in registry.all() if _is_runtime(f.code_module)}
+    found = []
+    for module in sorted(code_modules):
+        path = _module_path(module, package_dir)
+        if path is None:
+            continue
+        name = path.relative_to(package_dir.parent).as_posix()
+        if name in modules and _distributions(module, package_dir) - usable:
+            found.append(name)
+    return tuple(found)
 
 
 def _walk(source: Path, package_dir: Path, available: Collection[str] | None
@@ -269,9 +306,10 @@ def _top_level_distributions() -> Mapping[str, list[str]]:
 
 
 def _distributions(module: str, package_dir: Path) -> set[str]:
-    """The third-party distributions (canonical names) that *module* and the runtime
-    modules it imports import, lazily or not (a name no installed distribution provides
-    counts as a distribution of its own name: it is not available either)."""
+    """The third-party distributions (canonical names) that importing *module* imports, with
+    the runtime modules it imports (a name no installed distribution provides counts as a
+    distribution of its own name: it is not available either). Lazy imports do not count:
+    the CouchDB backend imports ibmcloudant only for IAM auth, and works without it."""
     needed: set[str] = set()
     seen = {module}
     stack = [module]
@@ -280,7 +318,7 @@ def _distributions(module: str, package_dir: Path) -> set[str]:
         path = _module_path(current, package_dir)
         if path is None:
             continue  # an attribute, not a module
-        for name in _imported_names(path, current):
+        for name in _imported_names(path, current, eager=True):
             top = name.partition(".")[0]
             if top == PACKAGE:
                 if _is_runtime(name) and name not in seen:

@@ -6,7 +6,7 @@ imports. The zips carry ``__pycache__/*.cpython-311.pyc`` compiled by this (CPyt
 interpreter in a clean subprocess, checked-hash based (:data:`PYC_INVALIDATION`): unzipping
 does not keep timestamps, so timestamp-based ones would be recompiled. They are compiled with
 ``-X no_debug_ranges``: without the column ranges of every instruction the bytecode is about
-a quarter smaller (and so the zips: the hash zip by 93 kB); tracebacks still name the file
+a quarter smaller (and so the zips: the hash zip by about 90 kB); tracebacks still name the file
 and line, only without the ``^^^`` markers under the failing expression.
 
 The zip (:func:`write_zip`): entries are sorted, timestamps fixed at 1980-01-01, permissions
