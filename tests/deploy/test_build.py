@@ -581,8 +581,9 @@ def test_each_zip_carries_what_its_action_can_import() -> None:
         assert {"owdedup/runtime/functions/thumbnail.py", "owdedup/runtime/thumbnail.py",
                 "owdedup/runtime/stores/folder.py", "owdedup/runtime/records/sqlite.py",
                 "owdedup/__init__.py", "owdedup/runtime/__init__.py"} <= modules, name
-    # the compute step claims its work in the record store (urllib3: no ibmcloudant)
+    # the compute step claims its work and records in the record store, with any auth
     assert "owdedup/runtime/records/couchdb.py" in plans["thumbnail"].modules
+    assert {p.name for p in plans["thumbnail"].packages} >= {"minio", "ibmcloudant", "pillow"}
     conductor = build.plan_standalone("dedup", PROJECT).actions[0]
     assert wrapped in conductor.modules and conductor.left_out == ()
     assert "owdedup/runtime/functions/__init__.py" not in conductor.modules

@@ -64,11 +64,11 @@ STEP_REQUIREMENTS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType({
 
 
 def compute_requirements(function: DedupFunction[Any]) -> tuple[str, ...]:
-    """What the compute action of *function* needs: it reads and writes objects. (It also
-    claims its work in the record store, through urllib3, which the runtime ships; only IAM
-    auth would need ibmcloudant.)"""
-    return OBJECT_STORE_CLIENTS + tuple(r for r in function.requirements
-                                        if r not in OBJECT_STORE_CLIENTS)
+    """What the compute action of *function* needs: it reads and writes objects, and claims
+    its work and writes its records in the record store (whose IAM auth imports
+    ibmcloudant's SDK: without it, a Cloudant deployment with an API key could not compute)."""
+    clients = OBJECT_STORE_CLIENTS + RECORD_STORE_CLIENTS
+    return clients + tuple(r for r in function.requirements if r not in clients)
 
 
 def action_requirements() -> Mapping[str, tuple[str, ...]]:
