@@ -301,3 +301,39 @@ def test_the_decorator_misses_after_the_action_is_updated_with_a_new_helper_modu
         updated.CONTEXTS.close()
     finally:
         sys.modules.pop("helper", None)
+
+
+def test_a_same_size_bad_replacement_is_refused_unrecorded_without_reading_it_whole(
+    settings: Any, store_root: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same overwrite with bytes of the same size: a HEAD cannot tell it from the hashed
+    content (no checksum kept for the new bytes), and hashing the whole object again would
+    undo what judging from a prefix saves on a huge bad input. So the refusal is answered
+    for the object as it is now, and not recorded under the hashed digest."""
+    from owdedup.runtime import handover
+    from owdedup.runtime.context import Context
+    from owdedup.runtime.errors import BadInputError
+    from owdedup.runtime.pipeline import compute_step, hash_step, lookup_step
+    from owdedup.runtime.stores.base import ObjectStore
+    from tests import imagegen
+    from tests.unit.test_negative_records import records_of, thumbnail_job
+
+    good = imagegen.jpeg(200, 100)
+    bad = (imagegen.not_an_image() * (len(good) // 10 + 1))[:len(good)]
+    (store_root / "photos" / "a.jpg").write_bytes(good)
+    context = Context(settings)
+    try:
+        job = lookup_step(hash_step(thumbnail_job("a.jpg"), context), context)
+        handover.clear()
+        (store_root / "photos" / "a.jpg").write_bytes(bad)
+
+        def no_streaming(*_args: Any, **_kwargs: Any) -> Any:
+            raise AssertionError("the whole object was read again to judge a refusal")
+
+        monkeypatch.setattr(ObjectStore, "content_sha256", no_streaming)
+        with pytest.raises(BadInputError, match=r"a\.jpg: not an image"):
+            compute_step(job, context)
+    finally:
+        context.close()
+    assert [r for r in records_of(settings).records_of_digest(job.digest or "")
+            if r.failure is not None] == []
