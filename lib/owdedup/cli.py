@@ -242,6 +242,9 @@ def map_command(
     window: Annotated[int | None, typer.Option(
         "--window", min=1, help="openwhisk: most invocations in flight (default: the "
         "namespace's concurrentInvocations limit)")] = None,
+    retry_failed: Annotated[bool, typer.Option(
+        "--retry-failed", help="Judge known bad inputs again instead of answering their "
+        "recorded refusal: a still-bad one keeps it, a now-good one computes")] = False,
 ) -> None:
     """Run the function on every object under SOURCE, in parallel, and summarise.
 
@@ -259,6 +262,10 @@ def map_command(
     """
     from owdedup.mapper import FAILED, MapRequest, ObjectResult
 
+    if retry_failed and (_is_python_file(function) or (
+            platform == "openwhisk" and function not in registry.names())):
+        raise _fail("--retry-failed applies to registered functions only: a Python file or "
+                    "a wrapped action records no refusals to retry")
     if _is_python_file(function):
         _refuse_thumbnail_options(size, fmt, quality, materialize, manifest)
         if platform != "local":
@@ -274,7 +281,7 @@ def map_command(
     try:
         spec = get_function(function)
         params = {**_function_params(spec, size, fmt, quality, param),
-                  "materialize": materialize}
+                  "materialize": materialize, **({"retry_failed": True} if retry_failed else {})}
         spec.normalise(params)  # a bad parameter fails before any work starts
         where = locations.resolve(source, dest, _environment(store, records), key=False)
         bucket, prefix, dest, env = where.bucket, where.rest, where.dest_bucket, where.env

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -11,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from owdedup.runtime.records import open_records
+from owdedup.runtime.functions import get_function
+from owdedup.runtime.records import Record, open_records
 from tests.imagegen import bomb_png, jpeg, not_an_image, png, truncated, unsupported_image
 
 
@@ -201,3 +203,36 @@ def test_a_known_bad_input_is_counted_apart_by_map_and_stats(
     row = next(line for line in table.splitlines() if "thumbnail" in line)
     cells = [c.strip() for c in row.strip("│┃ ").split("│")]
     assert cells[1] == "1" and cells[-2:] == ["1", "1"]  # 1 record; 1 refusal, used once
+
+
+def test_retry_failed_judges_known_bad_inputs_again(
+    cli: Cli, store_root: Path, settings: Any
+) -> None:
+    """Issue 11, item 2: ``map --retry-failed`` ignores negative records. A still-bad input
+    is read and refused again (its refusal kept); one refused by mistake computes."""
+    (made,) = photos(store_root, 1)
+    (store_root / "photos" / "broken.jpg").write_bytes(truncated(jpeg(300, 200)))
+    code, first = cli.map()
+    assert code != 0 and by_status(first) == {"computed": 1, "failed": 1}
+    # p0.jpg's records become refusals, as a mistaken earlier judgement would have left them
+    records = open_records(settings.records_url)
+    spec = get_function("thumbnail")
+    params = spec.normalise({})
+    digest = hashlib.sha256(made).hexdigest()
+    for variant in spec.variants(params):
+        records.delete(variant.function_id, digest)
+        records.put(Record.for_failure(
+            function="thumbnail", function_id=variant.function_id, input_digest=digest,
+            message="photos/p0.jpg: not an image", judged=params.to_dict()))
+    code, believed = cli.map(results="r2.jsonl")
+    assert code != 0 and by_status(believed) == {"failed": 2}
+    assert all(row["recorded_failure"] for row in believed)
+    code, retried = cli.map("--retry-failed", results="r3.jsonl")
+    assert code != 0 and by_status(retried) == {"computed": 1, "failed": 1}
+    broken = next(row for row in retried if row["key"] == "broken.jpg")
+    assert "recorded_failure" not in broken and "truncated" in broken["error"]
+    (stats,) = records.stats()
+    # p0's refusals replaced by its output records, broken's kept
+    assert (stats.records, stats.failures) == (len(spec.variants(params)), 1)
+    code, last = cli.map(results="r4.jsonl")
+    assert by_status(last) == {"deduplicated": 1, "failed": 1}

@@ -18,7 +18,14 @@ from owdedup.runtime.context import Context, ContextCache
 from owdedup.runtime.errors import BadInputError, StoreError
 from owdedup.runtime.functions import FunctionRegistry
 from owdedup.runtime.job import Job
-from owdedup.runtime.pipeline import compute_step, hash_step, lookup_step, record_step
+from owdedup.runtime.pipeline import (
+    RecordedRefusal,
+    compute_step,
+    hash_step,
+    lookup_step,
+    record_step,
+)
+from owdedup.runtime.records import Record
 from owdedup.runtime.records.sqlite import SqliteRecordStore
 from tests import imagegen
 from tests.unit.test_inflight_pipeline import Counted, logged
@@ -205,3 +212,69 @@ def test_a_lack_of_memory_is_never_recorded(
         assert run(context, thumbnail_job("m.jpg")).status == "computed"
     finally:
         context.close()
+
+
+def refuse_on_record(settings: Settings, context: Context, job: Job, message: str) -> None:
+    """Write the negative records a run of *job* would find for its content, as an earlier,
+    mistaken judgement (same identity, same limits) would have left them."""
+    planned = lookup_step(hash_step(job, context), context)
+    assert planned.digest is not None and not planned.all_hit
+    judged = functions.get_function(job.function).normalise(job.params).to_dict()
+    records = records_of(settings)
+    for output in planned.outputs:
+        records.put(Record.for_failure(
+            function=job.function, function_id=output.function_id,
+            input_digest=planned.digest, message=message, judged=judged))
+
+
+def test_retry_failed_computes_an_input_refused_before(
+    settings: Settings, store_root: Path,
+) -> None:
+    """Issue 11: ``--retry-failed`` ignores negative records: a now-good input computes, and
+    its records replace the refusals."""
+    (store_root / "photos" / "good.jpg").write_bytes(imagegen.jpeg(400, 300))
+    context = Context(settings)
+    try:
+        refuse_on_record(settings, context, thumbnail_job("good.jpg"), "photos/good.jpg: bad")
+        with pytest.raises(RecordedRefusal):  # believed by an ordinary run
+            run(context, thumbnail_job("good.jpg"))
+        retried = thumbnail_job("good.jpg")
+        retried.retry_failed = True
+        done = run(context, retried)
+        assert done.status == "computed" and done.recorded
+        assert done.rejected_records == 0  # a refusal judged again is no forged record
+        again = run(context, thumbnail_job("good.jpg"))
+        assert again.status == "deduplicated"
+    finally:
+        context.close()
+    (stats,) = records_of(settings).stats()
+    assert (stats.records, stats.failures) == (2, 0)
+
+
+def test_retry_failed_judges_a_bad_input_again_and_keeps_its_refusal(
+    settings: Settings, store_root: Path,
+) -> None:
+    (store_root / "photos" / "bad.jpg").write_bytes(imagegen.not_an_image())
+    context = Context(settings)
+    try:
+        with pytest.raises(BadInputError):
+            run(context, thumbnail_job("bad.jpg"))
+        reads = reads_of(context)
+        retried = Job.from_params({**thumbnail_job("bad.jpg").to_result(),
+                                   "retry_failed": True})  # as the sequence passes it on
+        with pytest.raises(BadInputError, match="not an image") as again:
+            run(context, retried)
+        assert not isinstance(again.value, RecordedRefusal)
+        assert reads != []  # judged again: the object was read
+        with pytest.raises(RecordedRefusal):  # an ordinary run still believes the refusal
+            run(context, thumbnail_job("bad.jpg"))
+    finally:
+        context.close()
+    (stats,) = records_of(settings).stats()
+    assert (stats.records, stats.failures) == (0, 2)
+
+
+def test_retry_failed_is_carried_along_the_sequence() -> None:
+    job = Job.from_params({"bucket": "photos", "key": "a.jpg", "retry_failed": True})
+    assert job.retry_failed and job.to_result()["retry_failed"] is True
+    assert "retry_failed" not in Job("photos", "a.jpg").to_result()

@@ -83,7 +83,9 @@ def run_platform_map(
             # a million objects would otherwise be read to the end before the run stops).
             return interrupted(key, INTERRUPTED)
         job = Job(request.src_bucket, key, request.dest_bucket, request.function,
-                  {k: v for k, v in request.params.items() if k != "materialize"})
+                  {k: v for k, v in request.params.items()
+                   if k not in ("materialize", "retry_failed")},
+                  retry_failed=request.params.get("retry_failed") is True)
         started_at = time.perf_counter()
         try:
             job = hash_step(job, context())

@@ -77,6 +77,9 @@ class Job:
     waited_ms: float = 0.0
     #: This activation took over the expired lease of one that was killed or timed out.
     took_over: bool = False
+    #: Believe no negative record: judge the input again (``map --retry-failed``). A still-bad
+    #: input keeps its negative record; a now-good one computes and its record replaces it.
+    retry_failed: bool = False
 
     @property
     def name(self) -> str:
@@ -124,6 +127,7 @@ class Job:
             coalesced=_flag(params.get("coalesced", False)),
             waited_ms=_milliseconds(params.get("waited_ms")),
             took_over=_flag(params.get("took_over", False)),
+            retry_failed=_flag(params.get("retry_failed", False)),
         )
 
     def to_result(self) -> dict[str, Any]:
@@ -135,6 +139,8 @@ class Job:
             **self.params,
             "materialize": self.materialize,
         }
+        if self.retry_failed:  # carried along the sequence: the lookup and compute need it
+            result["retry_failed"] = True
         if self.digest is not None:
             result["digest"] = self.digest
             result["input_bytes"] = self.input_bytes

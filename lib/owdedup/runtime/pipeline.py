@@ -170,7 +170,10 @@ def _recorded_refusal(job: Job, spec: DedupFunction[Any], digest: str,
                       found: dict[tuple[str, str], Record]) -> BadInputError | None:
     """The error a negative record of this job's input holds (see Record.failure), for this
     job's object; None if there is none to believe. Judged with other limits, or by another
-    version of the function (another identity: not even found), the input is judged again."""
+    version of the function (another identity: not even found), the input is judged again,
+    as it is for a job that asks to retry failed inputs."""
+    if job.retry_failed:
+        return None
     judged = spec.normalise(job.params).to_dict()
     for output in job.outputs:
         record = found.get((output.function_id, digest))
@@ -350,7 +353,9 @@ def _fill_found(job: Job, ctx: Context, digest: str,
         if output.hit:
             continue
         record = found.get((output.function_id, digest))
-        if record is None or _rejected(job, record, output, digest):
+        if record is None or (job.retry_failed and record.failure is not None):
+            continue  # a refusal that a retry judges again is no forged record: not counted
+        if _rejected(job, record, output, digest):
             continue
         if not ctx.store.exists(record.output.bucket, record.output.key):
             log.warning("output %s/%s of a record has vanished; recomputing",
