@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import threading
@@ -25,10 +26,13 @@ from owdedup.openwhisk.fanout import (
     Task,
 )
 from owdedup.openwhisk.mapping import run_platform_map
-from owdedup.runtime.config import ENV_RECORDS, ENV_STORE
-from owdedup.runtime.errors import ConfigError
+from owdedup.runtime.config import ENV_RECORDS, ENV_STORE, Settings
+from owdedup.runtime.context import Context
+from owdedup.runtime.errors import BadInputError, ConfigError
+from owdedup.runtime.job import Job
+from owdedup.runtime.pipeline import compute_step, hash_step, lookup_step, record_step
 from owdedup.serve.server import DevServer
-from tests.imagegen import jpeg
+from tests.imagegen import jpeg, not_an_image
 from tests.serve.conftest import AUTH, Client, ServerFactory
 
 DOUBLE = """
@@ -396,3 +400,45 @@ def test_ctrl_c_while_hashing_stops_the_hashing(tmp_path: Path) -> None:
     assert hashed == [] and client.invoked == []
     assert [(r.key, r.status, r.error) for r in summary.results] == [
         (k, MAP_FAILED, f"{k}: {INTERRUPTED}") for k in keys]
+
+
+class _RecordsInvocations(OpenWhiskClient):
+    """Answers each invocation as the deployed sequence refusing its input would, and keeps
+    the parameters it was sent."""
+
+    def __init__(self) -> None:
+        super().__init__(Credentials("http://127.0.0.1:9", "user:key"))
+        self.sent: list[Mapping[str, Any]] = []
+
+    def invoke(self, action: str, params: Mapping[str, Any], *, blocking: bool,
+               timeout_ms: int | None = None) -> Reply:
+        self.sent.append(dict(params))
+        return Reply(200, {"activationId": "a1", "duration": 1, "response": {
+            "success": False, "status": "application error",
+            "result": {"error": f"{params['key']}: not an image", "error_kind": "bad-input"}}})
+
+
+def test_retry_failed_invokes_the_sequence_for_a_known_bad_input(tmp_path: Path) -> None:
+    """Issue 11: the client-side lookup answers a known bad input from its negative record
+    without invoking anything, unless --retry-failed, which the sequence is passed as well."""
+    request, keys = folder_map(tmp_path, {"bad.jpg": not_an_image()})
+    context = Context(Settings.resolve({}, request.env))
+    try:
+        with pytest.raises(BadInputError):  # the first judgement records the refusal
+            run_step_by_step(context, Job("in", "bad.jpg", "out", "thumbnail", {"sizes": "64"}))
+    finally:
+        context.close()
+    client = _RecordsInvocations()
+    summary, _ = run_platform_map(request, keys, FanOut(client, FanOutPolicy(window=1)))
+    assert client.sent == [] and [r.recorded_failure for r in summary.results] == [True]
+    retried = dataclasses.replace(request, params={**request.params, "retry_failed": True})
+    summary, _ = run_platform_map(retried, keys, FanOut(client, FanOutPolicy(window=1)))
+    assert [p["key"] for p in client.sent] == ["bad.jpg"]
+    assert client.sent[0]["retry_failed"] is True
+    assert [(r.status, r.recorded_failure) for r in summary.results] == [(MAP_FAILED, False)]
+
+
+def run_step_by_step(context: Context, job: Job) -> Job:
+    for step in (hash_step, lookup_step, compute_step, record_step):
+        job = step(job, context)
+    return job
