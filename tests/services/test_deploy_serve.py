@@ -270,6 +270,50 @@ def test_an_upload_alone_ends_as_a_thumbnail_and_a_record(
     assert any(entry["key"].endswith("/upload me.jpg") for entry in invoked)
 
 
+def activations_of(deployed: Deployed, name: str, marker: str) -> list[dict[str, Any]]:
+    """The recorded activations of *name* whose result mentions *marker*."""
+    runs = deployed.client.request("GET", f"activations?name={name}&docs=true&limit=200").json
+    return [run for run in runs if marker in json.dumps(run["response"]["result"])]
+
+
+def test_eight_simultaneous_uploads_of_new_content_compute_once(
+    deployed: Deployed, context: Context
+) -> None:
+    """Issue 11, item 1, through the platform: eight uploads of one new content, MinIO ->
+    Kafka -> feed -> dispatch -> eight sequences at once. One computes; the others wait for
+    its lease (or find its record): one computation, one record, no lease left, and every
+    sequence ends with the result."""
+    inb, outb = deployed.env["OWDEDUP_IN_BUCKET"], deployed.env["OWDEDUP_OUT_BUCKET"]
+    data = jpeg(1600, 1200)  # big enough that the eight overlap the computation
+    function_id, out_key = expected_key(data)
+    digest = hashlib.sha256(data).hexdigest()
+    marker = f"burst-{uuid.uuid4().hex[:8]}/"
+    for i in range(8):
+        context.store.put(inb, f"{marker}copy {i}.jpg", data)
+
+    def all_ended() -> list[dict[str, Any]] | None:
+        ended = activations_of(deployed, SEQUENCE, marker)
+        return ended if len(ended) >= 8 else None
+
+    ended = wait_until(all_ended, timeout=180, what="the eight sequences to end")
+    assert len(ended) == 8, ended  # one sequence per upload, never more
+    assert sorted(run["response"]["result"]["key"] for run in ended) == [
+        f"{marker}copy {i}.jpg" for i in range(8)]
+    for run in ended:
+        result = run["response"]["result"]
+        assert run["response"]["success"], result
+        assert [o["key"] for o in result["outputs"]] == [out_key], result
+    statuses = sorted(run["response"]["result"]["status"] for run in ended)
+    assert statuses == ["computed"] + ["deduplicated"] * 7
+    computed = [run for run in activations_of(deployed, "thumbnail", marker)
+                if run["response"]["result"].get("status") == "computed"]
+    assert len(computed) == 1  # the thumbnail action computed once, for all eight
+    record = context.records.get(function_id, digest)
+    assert record is not None and record.failure is None and record.output.key == out_key
+    assert context.records.get_lease(function_id, digest) is None
+    assert context.store.exists(outb, out_key)
+
+
 def sequence_activations(deployed: Deployed) -> set[str]:
     listed = deployed.client.request("GET", f"activations?name={SEQUENCE}&limit=200").json
     return {entry["activationId"] for entry in listed}
