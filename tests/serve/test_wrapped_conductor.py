@@ -6,6 +6,7 @@ parameter's change hits; an error is not recorded; a sequence is wrapped the sam
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -147,3 +148,32 @@ def test_a_deleted_or_timed_out_action_is_an_error_naming_it_and_the_object(
     assert gone.status == 502
     assert "the wrapped action myfunction does not exist" in gone.json["error"]
     assert "in/a.jpg" in gone.json["error"]
+
+
+SLOW = '''
+import time
+from pathlib import Path
+
+def main(params):
+    time.sleep(1)  # long enough for the other calls to find the lease held
+    data = Path(params["root"], params["bucket"], params["key"]).read_bytes()
+    return {"length": len(data)}
+'''
+
+
+def test_eight_simultaneous_calls_run_the_wrapped_action_once(
+    served: DevServer, tmp_path: Path, store: Path
+) -> None:
+    """Issue 11, item 1, through the conductor: eight identical calls at once. The first
+    claims the key for the wrapped action's run; the others wait for its recorded result."""
+    client = Client(served.url)
+    client.action("myfunction", SLOW)
+    wrapped(served, tmp_path, store, "myfunction", "--ignore", "root,dest_bucket")
+    for i in range(8):
+        (store / "in" / f"copy{i}.jpg").write_bytes(b"one content, eight names")
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        replies = list(pool.map(lambda i: call(client, store, f"copy{i}.jpg"), range(8)))
+    assert [reply.get("length") for reply in replies] == [24] * 8, replies
+    assert sorted(reply["owdedup"]["hit"] for reply in replies) == [False] + [True] * 7
+    assert len({reply["owdedup"]["activation"] for reply in replies}) == 1  # one result
+    assert runs_of(client, "myfunction") == 1
