@@ -563,7 +563,9 @@ def watch(
 @app.command()
 def explain(
     source: Annotated[str, typer.Argument(help="SRC_BUCKET/KEY")],
-    function: Annotated[str, typer.Option("--function", help="Function")] = "thumbnail",
+    function: Annotated[str, typer.Option(
+        "--function", help="Function, or a wrapped action's conductor (myfunction-dedup), "
+        "read on OW_APIHOST/OW_AUTH")] = "thumbnail",
     size: SizeOpt = None,
     fmt: FormatOpt = None,
     quality: QualityOpt = None,
@@ -578,6 +580,10 @@ def explain(
     from owdedup import explain as explaining
 
     bucket, _, key = source.partition("/")
+    if bucket and key and function not in registry.names():
+        _refuse_thumbnail_options(size, fmt, quality, False, None, "a wrapped action")
+        _explain_wrapped(function, bucket, key, param, store, records, as_json)
+        return
     try:
         if not bucket or not key:
             raise ConfigError(f"SOURCE must be BUCKET/KEY, got {source!r}")
@@ -592,6 +598,34 @@ def explain(
         raise _fail(str(exc)) from None
     typer.echo(json.dumps(explained, indent=2, sort_keys=True) if as_json
                else explaining.as_text(explained))
+
+
+def _explain_wrapped(conductor: str, bucket: str, key: str, pairs: list[str] | None,
+                     store: str | None, records: str | None, as_json: bool) -> None:
+    """``explain ... --function CONDUCTOR``: a call of a wrapped action, keyed as the
+    conductor keys it, with the stores it is bound to."""
+    from owdedup.explain_wrapped import as_text, explain_wrapped
+    from owdedup.openwhisk.client import Credentials, OpenWhiskClient
+    from owdedup.openwhisk.wrapped_map import WrappedTarget
+
+    if store is not None or records is not None:
+        raise _fail(f"--store/--records: {conductor} uses the stores it is bound to "
+                    "(owdedup wrap binds them)")
+    try:
+        client = OpenWhiskClient(Credentials.resolve())
+        try:
+            target = WrappedTarget.read(client, conductor)
+        finally:
+            client.close()
+        context = Context(target.config.settings)
+        try:
+            explained = explain_wrapped(target, context, bucket, key, _file_params(pairs))
+        finally:
+            context.close()
+    except OwdedupError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(json.dumps(explained, indent=2, sort_keys=True) if as_json
+               else as_text(explained))
 
 
 @app.command()

@@ -5,13 +5,16 @@ parameter's change hits; an error is not recorded; a sequence is wrapped the sam
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from owdedup.cli import app
 from owdedup.serve.catalog import kv_dict
 from owdedup.serve.server import DevServer
 from tests.serve.conftest import Client, ServerFactory, params
@@ -177,3 +180,51 @@ def test_eight_simultaneous_calls_run_the_wrapped_action_once(
     assert sorted(reply["owdedup"]["hit"] for reply in replies) == [False] + [True] * 7
     assert len({reply["owdedup"]["activation"] for reply in replies}) == 1  # one result
     assert runs_of(client, "myfunction") == 1
+
+
+def explain(served: DevServer, tmp_path: Path, store: Path, key: str,
+            *pairs: str) -> dict[str, Any]:
+    env = {**environment(served, tmp_path), "OWDEDUP_STORE": f"file://{store}"}
+    args = ["explain", f"in/{key}", "--function", "myfunction-dedup", "--json",
+            "--param", f"root={store}"]
+    for pair in pairs:
+        args += ["--param", pair]
+    result = CliRunner().invoke(app, args, env=env)
+    assert result.exit_code == 0, result.output
+    explained: dict[str, Any] = json.loads(result.output)
+    return explained
+
+
+def test_explain_a_wrapped_call_hit_miss_and_what_differs(
+    served: DevServer, tmp_path: Path, store: Path
+) -> None:
+    """Issue 11, item 3, for a wrapped action: the call keyed as its conductor keys it, its
+    record, and on a miss what differs from the records of the same content, as far as a
+    record keeps it (the action's version, the parameters' names; never their values)."""
+    client = Client(served.url)
+    client.action("myfunction", CODE, parameters=params({"factor": 2}))
+    wrapped(served, tmp_path, store, "myfunction", "--ignore", "dest_bucket,root")
+    fresh = explain(served, tmp_path, store, "a.jpg")
+    assert (fresh["verdict"], fresh["record"], fresh["other_identities"]) == ("miss", "none", [])
+    assert fresh["parts"]["parameters"] == [] and fresh["action"] == "myfunction"
+    assert fresh["negative"].startswith("never") and fresh["not_broken_down"]
+    call(client, store, "a.jpg", mode="fast")
+    hit = explain(served, tmp_path, store, "b.jpg", "mode=fast")  # same bytes, another name
+    assert (hit["verdict"], hit["record"]) == ("hit", "found")
+    assert hit["identity"] != fresh["identity"]
+
+    def differs(*pairs: str) -> list[str]:
+        missed = explain(served, tmp_path, store, "b.jpg", *pairs)
+        assert missed["verdict"] == "miss"
+        (other,) = missed["other_identities"]
+        assert other["identity"] == hit["identity"]
+        return list(other["differs"])
+
+    assert differs() == ["parameter mode no longer given"]
+    assert differs("mode=fast", "size=2") == ["parameter size given (not before)"]
+    (value,) = differs("mode=slow")
+    assert "a parameter's value differs" in value
+    client.action("myfunction", CODE, parameters=params({"factor": 3}))  # a new version
+    (version,) = differs("mode=fast")
+    assert version.startswith("wrapped action version ")
+    assert "fast" not in json.dumps(explain(served, tmp_path, store, "b.jpg", "mode=fast"))

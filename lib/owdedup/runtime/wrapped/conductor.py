@@ -134,6 +134,7 @@ def start(config: WrapConfig, params: dict[str, Any], context: Context,
         "schema": STATE_SCHEMA, "function": call.function, "function_id": call.function_id,
         "input_digest": call.input_digest, "input_bytes": call.input_bytes,
         "param_names": list(call.param_names), "objects": call.objects,
+        "version": call.version,
         "started_ms": _now_ms(), **lease_state(None if turn is None else turn.lease),
     }
     return {"action": target, "params": params,
@@ -189,7 +190,8 @@ def _verified_state(state: Any, config: WrapConfig,
     try:
         call = CallKey(str(body["function"]), str(body["function_id"]),
                        str(body["input_digest"]), int(body["input_bytes"]),
-                       tuple(map(str, body["param_names"])), dict(body["objects"]))
+                       tuple(map(str, body["param_names"])), dict(body["objects"]),
+                       str(body.get("version") or ""))
         return call, float(body["started_ms"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{STATE} is incomplete: {exc}") from None

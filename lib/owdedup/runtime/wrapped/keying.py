@@ -88,6 +88,9 @@ class CallKey:
     param_names: tuple[str, ...]
     #: "bucket/key" as given -> content SHA-256, for messages and the metadata.
     objects: dict[str, str]
+    #: The wrapped function's version fingerprint the identity covers (kept in the record,
+    #: so that ``owdedup explain`` can tell a new version from another parameter value).
+    version: str = ""
 
 
 def object_names(params: Mapping[str, Any], objects: Sequence[ObjectParam],
@@ -154,4 +157,5 @@ def key_call(
         "schema": KEY_SCHEMA, "function": fingerprint,
         "objects": [str(ref) for ref in objects], "params": kept,
     })
-    return CallKey(function, function_id, input_digest, total, tuple(sorted(kept)), digests)
+    return CallKey(function, function_id, input_digest, total, tuple(sorted(kept)), digests,
+                   fingerprint)

@@ -145,9 +145,12 @@ def replaced_object(call: CallKey, store: ObjectStore | None) -> str | None:
 
 
 def record_params(call: CallKey) -> dict[str, Any]:
-    """What a result record says of its call: the parameters' names (never their values) and
-    the objects it was first computed on."""
-    return {"parameters": list(call.param_names), "objects": dict(call.objects)}
+    """What a result record says of its call: the parameters' names (never their values),
+    the objects it was first computed on and the wrapped function's version fingerprint."""
+    kept: dict[str, Any] = {"parameters": list(call.param_names), "objects": dict(call.objects)}
+    if call.version:
+        kept["version"] = call.version
+    return kept
 
 
 def with_metadata(result: dict[str, Any], metadata: dict[str, Any],
