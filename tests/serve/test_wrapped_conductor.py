@@ -180,6 +180,8 @@ def test_eight_simultaneous_calls_run_the_wrapped_action_once(
     assert sorted(reply["owdedup"]["hit"] for reply in replies) == [False] + [True] * 7
     assert len({reply["owdedup"]["activation"] for reply in replies}) == 1  # one result
     assert runs_of(client, "myfunction") == 1
+    after = explain(served, tmp_path, store, "copy0.jpg")
+    assert (after["verdict"], after["lease"]) == ("hit", None)  # one record, no lease left
 
 
 def explain(served: DevServer, tmp_path: Path, store: Path, key: str,
