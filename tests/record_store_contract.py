@@ -9,8 +9,10 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.synchronize
 from collections.abc import Mapping
+from typing import Any
 
 from owdedup.runtime.records import OutputRef, Record, RecordStore, open_records
+from owdedup.runtime.records.base import RESULT_LIMIT_BYTES
 
 
 def make_record(fid: str = "f" * 64, digest: str = "d" * 64, key: str = "out/1.jpg",
@@ -19,6 +21,17 @@ def make_record(fid: str = "f" * 64, digest: str = "d" * 64, key: str = "out/1.j
         function=function, function_id=fid, input_digest=digest,
         output=OutputRef("thumbs", key, size, 64, 48), params={"size": 64},
         compute_ms=12.5, input_bytes=4096, created="2026-01-01T00:00:00+00:00",
+    )
+
+
+def make_result_record(fid: str = "a" * 64, digest: str = "d" * 64,
+                       result: dict[str, Any] | None = None) -> Record:
+    return Record.for_result(
+        function="myfunction", function_id=fid, input_digest=digest,
+        result={"labels": ["cat", "dog"], "score": 0.5, "nested": {"bucket": "b", "key": "k"}}
+        if result is None else result,
+        params={"threshold": 3}, compute_ms=42.0, input_bytes=10,
+        created="2026-01-01T00:00:00+00:00", activation="0123456789abcdef0123456789abcdef",
     )
 
 
@@ -129,3 +142,29 @@ class RecordStoreContract:
         assert records.put_many([make_record(key="out/bulk.jpg")]) == 1
         stored, created = records.put(make_record(key="out/single.jpg"))
         assert not created and stored.output.key == "out/bulk.jpg"
+
+    def test_a_result_record_round_trips_whole(self, records: RecordStore) -> None:
+        record = make_result_record()
+        stored, created = records.put(record)
+        assert created and stored == record
+        found = records.get(record.function_id, record.input_digest)
+        assert found == record
+        assert found is not None and found.result == record.result
+        assert found.activation == record.activation and found.compute_ms == 42.0
+        assert found.result_mismatch(record.function_id, record.input_digest) is None
+        # a result record is never an object's record, nor the reverse
+        assert found.mismatch(record.function_id, record.input_digest, "out/1.jpg") is not None
+        thumb = make_record()
+        records.put(thumb)
+        got = records.get(thumb.function_id, thumb.input_digest)
+        assert got is not None and got.result is None and got.activation == ""
+        assert got.result_mismatch(thumb.function_id, thumb.input_digest) is not None
+
+    def test_a_result_near_the_limit_is_stored_and_counted(self, records: RecordStore) -> None:
+        big = make_result_record(result={"blob": "x" * (RESULT_LIMIT_BYTES - 20)})
+        records.put(big)
+        found = records.get(big.function_id, big.input_digest)
+        assert found is not None and found.result == big.result
+        stats = {s.function: s for s in records.stats()}
+        assert stats["myfunction"].records == 1
+        assert stats["myfunction"].output_bytes == big.output.bytes > RESULT_LIMIT_BYTES - 30

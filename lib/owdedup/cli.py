@@ -60,6 +60,8 @@ LAZY_COMMANDS: dict[str, LazyCommand] = {
                          "Development server for the OpenWhisk REST API subset."),
     "services": LazyCommand("owdedup.services.cli", "app",
                             "Run MinIO, Kafka and a CouchDB-API server as local processes."),
+    "wrap": LazyCommand("owdedup.openwhisk.wrap", "wrap_command",
+                        "Deduplicate an existing OpenWhisk action: create ACTION-dedup."),
     "undeploy": LazyCommand("owdedup.deploy.command", "undeploy_command",
                             "Delete what the last deployment made (as recorded)."),
 }

@@ -206,46 +206,71 @@ def plan_build(
             f"no zip action named {', '.join(sorted(unknown))} in {manifest}; "
             f"choose from {', '.join(name for name, _, _ in listed)}"
         )
-    actions: list[ActionPlan] = []
     requirements = action_requirements()
-    for name, stem, runtime in listed:
-        if wanted and name not in wanted:
-            continue
-        if runtime != RUNTIME_KIND:
-            raise BuildError(
-                f"action {name}: runtime {runtime!r}, but the zip is built for {RUNTIME_KIND}"
-            )
-        if stem not in requirements:
-            raise BuildError(
-                f"action {stem}: neither a step in STEP_REQUIREMENTS (owdedup.deploy.needs) "
-                f"nor a registered function (owdedup.runtime.functions); say which packages "
-                f"it needs, even none"
-            )
-        if stem not in STEP_REQUIREMENTS:
-            check_function_ships(stem)
-        source = project / "actions" / f"{stem}.py"
-        if not source.is_file():
-            raise BuildError(f"action {name}: {source} does not exist")
-        requires = requirements[stem]
-        packages, from_runtime, conflicts = resolve_packages(requires)
-        untrimmed = resolve_packages(requires, trims={})[0]
-        kept = {pin.name for pin in packages}
-        actions.append(ActionPlan(
-            name=stem,
-            source=source,
-            zip_path=out / f"{stem}.zip",
-            modules=runtime_modules(source, package_dir),
-            requires=requires,
-            packages=packages,
-            from_runtime=from_runtime,
-            conflicts=conflicts,
-            trimmed=tuple(sorted(pin.name for pin in untrimmed if pin.name not in kept)),
-        ))
+    actions = [plan_action(name, stem, runtime, project, out, package_dir, requirements)
+               for name, stem, runtime in listed if not wanted or name in wanted]
+    return _build_plan(manifest, out, cache, package_dir, tuple(actions))
+
+
+def plan_action(
+    name: str, stem: str, runtime: str | None, project: Path, out: Path, package_dir: Path,
+    requirements: Mapping[str, tuple[str, ...]],
+) -> ActionPlan:
+    """The plan of one zip: ``actions/<stem>.py`` of *project*, built into *out*."""
+    if runtime != RUNTIME_KIND:
+        raise BuildError(
+            f"action {name}: runtime {runtime!r}, but the zip is built for {RUNTIME_KIND}"
+        )
+    if stem not in requirements:
+        raise BuildError(
+            f"action {stem}: neither a step in STEP_REQUIREMENTS (owdedup.deploy.needs) "
+            f"nor a registered function (owdedup.runtime.functions); say which packages "
+            f"it needs, even none"
+        )
+    if stem not in STEP_REQUIREMENTS:
+        check_function_ships(stem)
+    source = project / "actions" / f"{stem}.py"
+    if not source.is_file():
+        raise BuildError(f"action {name}: {source} does not exist")
+    requires = requirements[stem]
+    packages, from_runtime, conflicts = resolve_packages(requires)
+    untrimmed = resolve_packages(requires, trims={})[0]
+    kept = {pin.name for pin in packages}
+    return ActionPlan(
+        name=stem,
+        source=source,
+        zip_path=out / f"{stem}.zip",
+        modules=runtime_modules(source, package_dir),
+        requires=requires,
+        packages=packages,
+        from_runtime=from_runtime,
+        conflicts=conflicts,
+        trimmed=tuple(sorted(pin.name for pin in untrimmed if pin.name not in kept)),
+    )
+
+
+def plan_standalone(
+    stem: str, project: Path | str, out_dir: Path | str | None = None, *,
+    cache_dir: Path | str | None = None,
+) -> BuildPlan:
+    """The plan of the one zip of ``actions/<stem>.py`` that the manifest does not deploy
+    (the conductor ``dedup``, which ``owdedup wrap`` creates once per wrapped action)."""
+    root = Path(project).resolve()
+    out = Path(out_dir).resolve() if out_dir is not None else root / "build" / "actions"
+    cache = Path(cache_dir).resolve() if cache_dir is not None else default_cache_dir()
+    package_dir = Path(owdedup.__file__).resolve().parent
+    action = plan_action(stem, stem, RUNTIME_KIND, root, out, package_dir,
+                         action_requirements())
+    return _build_plan(root / "manifest.yaml", out, cache, package_dir, (action,))
+
+
+def _build_plan(manifest: Path, out: Path, cache: Path, package_dir: Path,
+                actions: tuple[ActionPlan, ...]) -> BuildPlan:
     pins = {lib: installed_version(lib) for lib in identity_libraries()}
     virtualenv_version = RUNTIME_PACKAGES["virtualenv"]
     assert virtualenv_version is not None
     return BuildPlan(manifest, out, cache, package_dir, MappingProxyType(pins),
-                     virtualenv_version, tuple(actions))
+                     virtualenv_version, actions)
 
 
 # Building ---------------------------------------------------------------------------------

@@ -50,6 +50,8 @@ STEP_REQUIREMENTS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType({
     "lookup": OBJECT_STORE_CLIENTS + RECORD_STORE_CLIENTS,
     "record": OBJECT_STORE_CLIENTS + RECORD_STORE_CLIENTS,
     "dispatch": (),
+    # the conductor that wraps any action (owdedup wrap): it hashes, looks up and records
+    "dedup": OBJECT_STORE_CLIENTS + RECORD_STORE_CLIENTS,
 })
 
 

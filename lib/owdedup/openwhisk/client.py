@@ -107,6 +107,14 @@ class OpenWhiskClient:
         ``triggers``...), ``name`` as ``[package/]name``."""
         return self._call(method, f"/{collection}/{quote(name.strip('/'), safe='/')}")
 
+    def put_entity(self, collection: str, name: str, body: Mapping[str, Any], *,
+                   overwrite: bool) -> Reply:
+        """PUT (create, or with *overwrite* replace) one entity, as ``wsk ... create`` and
+        ``update`` do."""
+        path = (f"/{collection}/{quote(name.strip('/'), safe='/')}"
+                f"?overwrite={'true' if overwrite else 'false'}")
+        return self._call("PUT", path, json.dumps(dict(body)).encode())
+
     def activation(self, activation_id: str) -> Reply:
         return self._call("GET", f"/activations/{quote(activation_id, safe='')}")
 

@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from owdedup.runtime import handover
 from owdedup.runtime.context import Context
 from owdedup.runtime.counters import hit_saved_bytes
-from owdedup.runtime.digest import sha256_stream
 from owdedup.runtime.errors import ConfigError, OwdedupError, StoreError
 from owdedup.runtime.functions import get_function
 from owdedup.runtime.job import Job, Output
@@ -31,20 +30,18 @@ def hash_step(job: Job, ctx: Context) -> Job:
     spec = get_function(job.function)
     job.params = spec.normalise(job.params).to_dict()  # bad parameters fail here, first
     info = ctx.store.head(job.bucket, job.key)
-    if info.sha256 is not None:
-        job.digest, job.digest_source = info.sha256, "checksum"
-    else:
+    if info.sha256 is None and handover.wanted(info.size):
+        # In one process with 'thumbnail': hash the bytes and keep them for it.
         with ctx.store.open(job.bucket, job.key) as stream:
-            if handover.wanted(info.size):  # in one process with 'thumbnail': keep the bytes
-                data = stream.read()
-                digest, size = hashlib.sha256(data).hexdigest(), len(data)
-                handover.keep(ctx.store, job.bucket, job.key, digest, data)
-            else:
-                digest, size = sha256_stream(stream)
-        if size != info.size:
+            data = stream.read()
+        if len(data) != info.size:
             raise StoreError("object changed while it was being hashed", key=job.key)
+        digest = hashlib.sha256(data).hexdigest()
+        handover.keep(ctx.store, job.bucket, job.key, digest, data)
         job.digest, job.digest_source = digest, "computed"
         ctx.store.remember_sha256(info, digest)
+    else:
+        info, job.digest, job.digest_source = ctx.store.content_sha256(job.bucket, job.key, info)
     job.input_bytes = info.size
     return job
 

@@ -69,22 +69,59 @@ def _deadline_s(env: Mapping[str, str]) -> float:
         return time.time() + 60.0
 
 
-def invoke_rest(
-    name: str, params: dict[str, Any], blocking: bool, env: Mapping[str, str]
-) -> Invocation:
+def api_access(env: Mapping[str, str], purpose: str) -> tuple[str, tuple[str, str]]:
+    """(API host, (user, password)) from ``__OW_API_HOST``/``__OW_API_KEY``; a clear
+    ``ConfigError`` (starting with *purpose*) when the action was given no key."""
     host, key = env.get(env_names.OW_API_HOST), env.get(env_names.OW_API_KEY)
     if not host or not key or ":" not in key:
         raise ConfigError(
-            f"cannot invoke other actions: {env_names.OW_API_HOST}/{env_names.OW_API_KEY} are "
-            "not set "
+            f"{purpose}: {env_names.OW_API_HOST}/{env_names.OW_API_KEY} are not set "
             "(annotate the action with provide-api-key: true)"
         )
+    user, _, password = key.partition(":")
+    return host.rstrip("/"), (user, password)
+
+
+_SESSION: Any = None
+
+
+def get_entity(path: str, env: Mapping[str, str], purpose: str,
+               timeout_s: float = 10.0) -> dict[str, Any] | None:
+    """``GET /api/v1/namespaces/<path>`` (``ns/actions/name?code=false``...): the entity,
+    None when it does not exist (404), a ``StoreError`` for any other failure."""
+    host, auth = api_access(env, purpose)
+    import requests  # shipped by the OpenWhisk Python runtime; only needed here
+
+    global _SESSION
+    if _SESSION is None:  # one connection pool per warm container
+        _SESSION = requests.Session()
+    try:
+        response = _SESSION.get(f"{host}/api/v1/namespaces/{path}", auth=auth,
+                                timeout=timeout_s)
+    except requests.RequestException as exc:
+        raise StoreError(f"{purpose}: {type(exc).__name__} from the API host") from exc
+    if response.status_code == 404:
+        return None
+    if response.status_code != 200:
+        raise StoreError(f"{purpose}: HTTP {response.status_code} {response.text[:200]}")
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise StoreError(f"{purpose}: the API host answered no JSON object")
+    return body
+
+
+def invoke_rest(
+    name: str, params: dict[str, Any], blocking: bool, env: Mapping[str, str]
+) -> Invocation:
+    host, (user, password) = api_access(env, "cannot invoke other actions")
     import requests  # shipped by the OpenWhisk Python runtime; only needed here
 
     namespace = quote(env.get(env_names.OW_NAMESPACE) or "_", safe="")
-    url = (f"{host.rstrip('/')}/api/v1/namespaces/{namespace}/actions/"
+    url = (f"{host}/api/v1/namespaces/{namespace}/actions/"
            f"{quote(name.strip('/'), safe='/')}?blocking={'true' if blocking else 'false'}")
-    user, _, password = key.partition(":")
     deadline = _deadline_s(env)
     pause = THROTTLED_FIRST_PAUSE_S
     while True:

@@ -6,6 +6,11 @@ invalidated, only ignored when the identity changes. Writes are insert-if-absent
 concurrent writers of the same record both succeed and both get the one stored record.
 
 Hit counters live apart from records so that counting a hit never rewrites a hot record.
+
+A record holds one of two kinds of output: an object a function wrote (``output`` names it:
+the thumbnail's), or the JSON *result* a function returned (a wrapped OpenWhisk action's, up
+to OpenWhisk's 1 MB result limit): then ``result`` holds it, ``output`` has no bucket or key
+and counts its bytes, and ``activation`` is the activation that produced it.
 """
 
 from __future__ import annotations
@@ -16,7 +21,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from owdedup.runtime.errors import StoreError
+from owdedup.runtime.digest import canonical_json
+from owdedup.runtime.errors import BadInputError, StoreError
+
+#: OpenWhisk's limit on an activation's result (and so on a recorded one), in bytes.
+RESULT_LIMIT_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,32 @@ class Record:
     compute_ms: float = 0.0
     input_bytes: int = 0
     created: str = ""
+    #: The JSON result, for a function whose output is a result, not an object (see above).
+    result: dict[str, Any] | None = None
+    #: The activation that produced the output, where the platform names one.
+    activation: str = ""
+
+    @classmethod
+    def for_result(
+        cls, *, function: str, function_id: str, input_digest: str, result: dict[str, Any],
+        params: dict[str, Any] | None = None, compute_ms: float = 0.0, input_bytes: int = 0,
+        created: str = "", activation: str = "",
+    ) -> Record:
+        """A record of a JSON *result*; refused (``BadInputError``, nothing recorded) when it
+        is over OpenWhisk's result limit or is not JSON."""
+        try:
+            size = len(canonical_json(result).encode("ascii"))
+        except (TypeError, ValueError) as exc:
+            raise BadInputError(f"the result of {function} is not JSON ({exc}); "
+                                "not recorded") from None
+        if size > RESULT_LIMIT_BYTES:
+            raise BadInputError(
+                f"the result of {function} is {size} bytes, over OpenWhisk's "
+                f"{RESULT_LIMIT_BYTES}-byte result limit; not recorded")
+        return cls(function=function, function_id=function_id, input_digest=input_digest,
+                   output=OutputRef("", "", size), params=dict(params or {}),
+                   compute_ms=compute_ms, input_bytes=input_bytes, created=created,
+                   result=copy.deepcopy(result), activation=activation)
 
     @property
     def record_id(self) -> str:
@@ -68,6 +103,7 @@ class Record:
             "input_digest": self.input_digest, "output": self.output.to_dict(),
             "params": copy.deepcopy(self.params), "compute_ms": self.compute_ms,
             "input_bytes": self.input_bytes, "created": self.created,
+            "result": copy.deepcopy(self.result), "activation": self.activation,
         }
 
     def mismatch(self, function_id: str, input_digest: str, output_key: str,
@@ -92,6 +128,26 @@ class Record:
             return f"its output is in bucket {self.output.bucket!r}, not {output_bucket!r}"
         return None
 
+    def result_mismatch(self, function_id: str, input_digest: str) -> str | None:
+        """Why this record cannot be the result record for (*function_id*, *input_digest*);
+        None when it can. As :meth:`mismatch`: its key fields must be the lookup's, and it
+        must hold a result (a dict) and no object, of the size it declares."""
+        if self.function_id != function_id:
+            return f"its function identity is {self.function_id[:16]}..."
+        if self.input_digest != input_digest:
+            return f"its input digest is {self.input_digest[:16]}..."
+        if not isinstance(self.result, dict):
+            return "it holds no result"
+        if self.output.bucket or self.output.key:
+            return f"it names an object ({self.output.key!r}) as well as a result"
+        try:
+            size = len(canonical_json(self.result).encode("ascii"))
+        except (TypeError, ValueError):
+            return "its result is not JSON"
+        if size != self.output.bytes:
+            return f"its result is {size} bytes, not the {self.output.bytes} it declares"
+        return None
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Record:
         try:
@@ -104,9 +160,19 @@ class Record:
                 compute_ms=float(data.get("compute_ms", 0.0)),
                 input_bytes=int(data.get("input_bytes", 0)),
                 created=str(data.get("created", "")),
+                result=_result_of(data.get("result")),
+                activation=str(data.get("activation") or ""),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"malformed record: {exc}") from exc
+
+
+def _result_of(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TypeError(f"result is a {type(value).__name__}, not an object")
+    return value
 
 
 def record_id(function_id: str, input_digest: str) -> str:

@@ -113,6 +113,25 @@ class ObjectStore(ABC):
         Optional: the default does nothing (S3 checksums can only be set at upload time).
         """
 
+    def content_sha256(
+        self, bucket: str, key: str, info: ObjectInfo | None = None
+    ) -> tuple[ObjectInfo, str, str]:
+        """(HEAD, SHA-256 of the content, ``"checksum"`` or ``"computed"``): the store's own
+        checksum when it holds one (the body is not read), else a streamed hash in bounded
+        memory, remembered for the next time where the backend can. *info*: a HEAD the
+        caller has just made."""
+        from owdedup.runtime.digest import sha256_stream
+
+        info = self.head(bucket, key) if info is None else info
+        if info.sha256 is not None:
+            return info, info.sha256, "checksum"
+        with self.open(bucket, key) as stream:
+            digest, size = sha256_stream(stream)
+        if size != info.size:
+            raise StoreError("object changed while it was being hashed", key=key)
+        self.remember_sha256(info, digest)
+        return info, digest, "computed"
+
     def exists(self, bucket: str, key: str) -> bool:
         from owdedup.runtime.errors import NotFoundError
 
