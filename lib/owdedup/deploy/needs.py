@@ -71,6 +71,34 @@ def action_requirements() -> Mapping[str, tuple[str, ...]]:
     return MappingProxyType({**STEP_REQUIREMENTS, **computes})
 
 
+#: The module-level name an action of a user's project declares its requirements under.
+DECLARED_REQUIREMENTS: Final = "REQUIREMENTS"
+
+
+def declared_requirements(source: Path) -> tuple[str, ...] | None:
+    """What an action that is neither a step nor a function says its zip needs: a
+    module-level ``REQUIREMENTS = ("minio", "pillow")`` of distribution names, read from its
+    source without running it; None when it declares nothing."""
+    try:
+        tree = ast.parse(source.read_bytes(), filename=str(source))
+    except (OSError, SyntaxError) as exc:
+        raise BuildError(f"cannot parse {source}: {exc}") from exc
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else \
+            [node.target] if isinstance(node, ast.AnnAssign) else []
+        if not any(isinstance(t, ast.Name) and t.id == DECLARED_REQUIREMENTS for t in targets):
+            continue
+        try:
+            value = ast.literal_eval(node.value) if node.value is not None else None
+        except ValueError:
+            value = None
+        if not isinstance(value, tuple | list) or not all(isinstance(v, str) for v in value):
+            raise BuildError(f"{source}: {DECLARED_REQUIREMENTS} must be a literal tuple of "
+                             "distribution names, e.g. (\"minio\", \"pillow\")")
+        return tuple(value)
+    return None
+
+
 #: The subpackage that runs inside actions. It ships whole, by allowlist (as chalice ships
 #: ``app.py``): everything else in ``owdedup`` is tooling and never enters a zip.
 RUNTIME_PACKAGE: Final = f"{PACKAGE}.runtime"
