@@ -58,13 +58,20 @@ class Point:
     p95_ms: float
 
 
-def start_serve(port: int, containers: int, log: Path) -> subprocess.Popen[bytes]:
+def start_serve(port: int, containers: int, log: Path,
+                state: Path | None = None) -> subprocess.Popen[bytes]:
+    """``owdedup serve`` on *port* with its limits raised out of the way and *containers*
+    action processes at once (the key through the environment); *state* keeps what is
+    deployed across restarts (a restart is how a benchmark gets cold containers). As many
+    idle processes are kept per action as may run at once, as an invoker keeps its idle
+    containers: a burst of N leaves N warm, not serve's default 2."""
     env = {**os.environ, "OWDEDUP_SERVE_AUTH": AUTH}
     process = subprocess.Popen(
         [sys.executable, "-m", "owdedup", "serve", "--port", str(port), "--containers",
-         str(containers), "--limits",
-         "invocationsPerMinute=1000000,concurrentInvocations=100000,firesPerMinute=100000"],
-        env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+         str(containers), "--warm", str(containers), "--limits",
+         "invocationsPerMinute=1000000,concurrentInvocations=100000,firesPerMinute=100000",
+         *(("--state", str(state)) if state is not None else ())],
+        env=env, stdout=log.open("a"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -74,6 +81,15 @@ def start_serve(port: int, containers: int, log: Path) -> subprocess.Popen[bytes
             time.sleep(0.2)
     process.kill()
     raise SystemExit(f"serve did not start: {log.read_text()}")
+
+
+def stop_serve(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def put_action(url: str, name: str, code: str) -> None:
@@ -132,8 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                                   {"loops": args.cpu_loops}))
         client.close()
     finally:
-        serve.terminate()
-        serve.wait(timeout=30)
+        stop_serve(serve)
     table = Table(title=f"fan-out through serve ({os.cpu_count()} cores)")
     for column in ("series", "window", "tasks", "wall s", "inv/s", "speed-up",
                    "client CPU ms/inv", "p50 ms", "p95 ms", "429s"):

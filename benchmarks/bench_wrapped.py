@@ -1,303 +1,170 @@
-"""What the generic wrapper (the conductor of ``owdedup wrap``, issue 10) costs and saves, per
-call through ``owdedup serve``, warm.
+"""The cost of the deduplicating conductor (``owdedup wrap``) through ``owdedup serve``, warm.
 
-Run from the repository root::
+Per call, blocking, after a warm-up: the wrapped action invoked directly; a hit through its
+conductor (one conductor activation, the action never starts); a miss through the conductor
+(the action on new content: two conductor activations around it). For a 5 ms action and a
+150 ms one (sleeps standing in for a function's work). Targets (issue 10): a hit costs at
+most one conductor activation and under 10 ms end to end; a miss adds under 15 ms to the bare
+action. Writes results.json and chart.png into --out and prints the table.
 
-    .venv/bin/python benchmarks/bench_wrapped.py --photos /work/shared/corpus/photos \\
-        --out bench-results/wrapped
-
-``owdedup serve`` runs as a subprocess (a free port, a generated key, the python:3.11 image's
-packages, as ``bench_actions.py`` runs it); the stores are local (a folder store and SQLite
-records), so the numbers are the platform's and the conductor's, not a network's. Deployed
-through its REST API:
-
-* ``work5``: a Python action that spins for 5 ms (a cheap function), and the thumbnail's
-  sequence ``owdedup/dedup-thumbnail`` (hash, lookup, thumbnail, record; the package bound to
-  the local stores, 256 px) on the median-sized JPEG of ``--photos`` (~150 ms to compute);
-* ``work5-dedup`` and ``thumbnail-dedup``, made by the real ``owdedup wrap`` (the conductor
-  zip built from ``actions/dedup.py``), objects ``bucket/key``.
-
-Per configuration, ``--invokes`` blocking invokes with ``result=true`` on a new connection
-each (as ``wsk`` does), after ``--warmup`` unmeasured ones, the configurations interleaved
-round by round so that outside load hits them alike; median and p95 at the client:
-
-* ``direct``: the wrapped action itself: ``work5`` (its cost does not depend on the object);
-  ``dedup-thumbnail`` on new content (the photo's bytes plus 16 random trailing bytes, which
-  JPEG decoders ignore: a new digest, so the thumbnail is computed) and on a duplicate (the
-  sequence's own hit: four activations);
-* ``hit``: the conductor on an object whose call is recorded (one conductor activation; the
-  wrapped action never starts);
-* ``miss``: the conductor on new content (hash, lookup, continuation, the wrapped action, the
-  conductor's second activation, which records).
-
-Targets (issue 10): a hit costs at most one conductor activation (counted from the
-composition's activation record: its logs are the ids of the activations it made) and
-< 10 ms end to end; a miss adds < 15 ms to the bare action (median miss - median direct on
-new content). The machine may be shared: the load average is recorded at the start and the
-end; read the numbers as measured under that load.
-
-Outputs in ``--out``: ``results.json`` (environment, every raw time, the checks) and
-``chart.png``; the table is printed.
+    python benchmarks/bench_wrapped.py --out /tmp/bench-wrapped [--calls 30]
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
+import json
 import os
-import random
-import shutil
-import subprocess
+import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import PIL
 from rich.console import Console
+from rich.table import Table
+
+from owdedup.actionloop.site import prepare_runtime_site
+from owdedup.openwhisk.client import Credentials, OpenWhiskClient
+from owdedup.openwhisk.wrap import Executor, plan_wrap
+from owdedup.serve.limits import NamespaceLimits
+from owdedup.serve.server import DevServer, ServeConfig
 
 if TYPE_CHECKING or __package__:  # python -m benchmarks.bench_wrapped, and mypy
-    from benchmarks.bench_actions import Rest, base_python, pick_photo, serve
-
     from benchmarks import common
 else:  # python benchmarks/bench_wrapped.py: benchmarks/ is sys.path[0]
     import common
-    from bench_actions import Rest, base_python, pick_photo, serve
 
-from owdedup.actionloop.site import prepare_runtime_site
-from owdedup.deploy.build import build_actions
+PROJECT = Path(__file__).resolve().parents[1]
 
-PROJECT = Path(__file__).resolve().parent.parent
-STEPS = ("hash", "lookup", "thumbnail", "record")
-SRC, DEST = "photos", "thumbs"
+AUTH = "23bc46b1-71f6-4ed5-8c54-816aa4f8c502:" + "b" * 64
+ACTION = "import time\n\ndef main(params):\n    time.sleep({s})\n    return {{'n': len(params)}}\n"
 HIT_TARGET_MS = 10.0
-MISS_OVERHEAD_TARGET_MS = 15.0
-#: A cheap function: 5 ms of CPU, whatever the object.
-WORK5 = """import time
-
-
-def main(params):
-    end = time.perf_counter() + 0.005
-    while time.perf_counter() < end:
-        pass
-    return {"ok": True}
-"""
+MISS_TARGET_MS = 15.0
 
 
 @dataclass
-class Report(common.BaseReport):
-    timings_key = "invoke_ms"
-    times: dict[str, list[float]] = field(default_factory=dict)
+class Check:
+    id: str
+    name: str
+    measured: str
+    value: float
+    op: str
+    target: float | None
 
-    def timings_json(self) -> dict[str, Any]:
-        return self.times
-
-
-@dataclass
-class Config:
-    name: str  # "work5/hit"
-    action: str  # as the REST path names it: "work5-dedup", "owdedup/dedup-thumbnail"
-    payload: Callable[[], dict[str, Any]]  # untimed: may write a new object first
-    expect: Callable[[dict[str, Any]], bool]
-
-
-def median(values: Sequence[float]) -> float:
-    return common.percentile(values, 50)
+    @property
+    def passed(self) -> bool | None:
+        if self.target is None:
+            return None
+        return self.value <= self.target if self.op == "<=" else self.value >= self.target
 
 
-def invoke(rest: Rest, action: str, payload: Mapping[str, Any]) -> dict[str, Any]:
-    status, reply = rest.call("POST", f"actions/{action}?blocking=true&result=true",
-                              dict(payload), keep_alive=False)
-    if status != 200 or not isinstance(reply, dict) or "error" in reply:
-        raise RuntimeError(f"invoke {action}: {status} {reply}")
-    return reply
+def timed(client: OpenWhiskClient, name: str, payload: dict[str, Any]) -> tuple[float, Any]:
+    started = time.perf_counter()
+    reply = client.invoke(name, payload, blocking=True)
+    elapsed = (time.perf_counter() - started) * 1000
+    if reply.status != 200:
+        raise RuntimeError(f"{name}: HTTP {reply.status} {reply.body}")
+    return elapsed, reply.body
 
 
-def wrap(rest: Rest, action: str, name: str, stores: Mapping[str, str], work: Path) -> None:
-    """``owdedup wrap`` as a user runs it (the conductor's zip built into *work*)."""
-    project = work / "project"
-    if not project.exists():
-        (project / "actions").mkdir(parents=True)
-        shutil.copy2(PROJECT / "actions" / "dedup.py", project / "actions" / "dedup.py")
-    env = {**os.environ, **stores, "OW_APIHOST": f"http://127.0.0.1:{rest.port}",
-           "OW_AUTH": auth_of(rest), "WSK_CONFIG_FILE": str(work / "no-wskprops")}
-    env.pop("OW_NAMESPACE", None)
-    done = subprocess.run(
-        [sys.executable, "-m", "owdedup", "wrap", action, "--name", name, "--ignore",
-         "dest_bucket", "--project", str(project)],
-        env=env, capture_output=True, text=True, timeout=600, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"owdedup wrap {action}: {done.stdout}{done.stderr}")
+def measure(client: OpenWhiskClient, store: Path, action: str, calls: int, warmup: int,
+            ) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {"direct": [], "hit": [], "miss": []}
+    bucket = store / "in"
+    (bucket / "seen.bin").write_bytes(b"recorded content")
+    conductor = f"{action}-dedup"
+    for index in range(warmup + calls):
+        direct_ms, _ = timed(client, action, {"bucket": "in", "key": "seen.bin"})
+        hit_ms, body = timed(client, conductor, {"bucket": "in", "key": "seen.bin"})
+        if index > 0:  # the first call records the content
+            if not body["response"]["result"]["owdedup"]["hit"]:
+                raise RuntimeError(f"expected a hit: {body['response']['result']}")
+            if len(body.get("logs", [])) != 1:
+                raise RuntimeError(f"a hit ran {len(body.get('logs', []))} activations")
+        fresh = f"new-{index}.bin"
+        (bucket / fresh).write_bytes(os.urandom(64))
+        miss_ms, body = timed(client, conductor, {"bucket": "in", "key": fresh})
+        if body["response"]["result"]["owdedup"]["hit"]:
+            raise RuntimeError("expected a miss on new content")
+        if index >= warmup:
+            times["direct"].append(direct_ms)
+            times["hit"].append(hit_ms)
+            times["miss"].append(miss_ms)
+    return times
 
 
-def auth_of(rest: Rest) -> str:
-    """The key *rest* sends (``uuid:key``), for ``owdedup wrap``'s environment."""
-    return base64.b64decode(rest.headers["Authorization"].split()[1]).decode()
-
-
-def hit_activations(rest: Rest, action: str, payload: Mapping[str, Any]) -> list[str]:
-    """The names of the activations one (hit) call of the conductor *action* made."""
-    status, record = rest.call("POST", f"actions/{action}?blocking=true", dict(payload),
-                               keep_alive=False)
-    if status != 200 or not isinstance(record, dict):
-        raise RuntimeError(f"invoke {action}: {status} {record}")
-    names = []
-    for activation_id in record.get("logs", []):
-        _, derived = rest.call("GET", f"activations/{activation_id}", keep_alive=False)
-        names.append(str(derived["name"]))
-    return names
-
-
-def bench(report: Report, photo: Path, runtime_site: Path, work: Path, invokes: int,
-          warmup: int, console: Console) -> None:
-    console.print("building the zips ...")
-    zips = {item.name: item.path for item in build_actions(
-        PROJECT / "manifest.yaml", work / "zips", only=STEPS, log=lambda _: None)}
-    store = work / "store"
-    (store / SRC).mkdir(parents=True)
-    stores = {"OWDEDUP_STORE": store.as_uri(),
-              "OWDEDUP_RECORDS": f"sqlite://{work / 'records.sqlite'}"}
-    data = photo.read_bytes()
-    (store / SRC / "photo.jpg").write_bytes(data)
-    (store / SRC / "blob.bin").write_bytes(os.urandom(1024))
-    counter = iter(range(1 << 30))
-
-    def new_object(body: bytes) -> dict[str, Any]:
-        key = f"new-{next(counter)}{Path(photo).suffix if body is data else '.bin'}"
-        (store / SRC / key).write_bytes(body + random.randbytes(16))
-        return {"bucket": SRC, "key": key}
-
-    with serve(work, runtime_site) as rest:
-        bound = {"store": stores["OWDEDUP_STORE"], "records": stores["OWDEDUP_RECORDS"],
-                 "dest_bucket": DEST, "sizes": "256"}
-        rest.put("packages/owdedup",
-                 {"parameters": [{"key": k, "value": v} for k, v in bound.items()]})
-        for step in STEPS:
-            code = base64.b64encode(zips[step].read_bytes()).decode("ascii")
-            rest.put(f"actions/owdedup/{step}", {
-                "exec": {"kind": "python:3.11", "code": code, "binary": True, "main": "main"},
-                "limits": {"timeout": 60_000, "memory": 256}})
-        rest.put("actions/owdedup/dedup-thumbnail", {"exec": {
-            "kind": "sequence", "components": [f"/_/owdedup/{s}" for s in STEPS]}})
-        rest.put("actions/work5", {"exec": {"kind": "python:3.11", "code": WORK5}})
-        console.print("owdedup wrap work5, owdedup/dedup-thumbnail ...")
-        wrap(rest, "work5", "work5-dedup", stores, work)
-        wrap(rest, "owdedup/dedup-thumbnail", "thumbnail-dedup", stores, work)
-
-        blob = {"bucket": SRC, "key": "blob.bin"}
-        picture = {"bucket": SRC, "key": "photo.jpg"}
-        invoke(rest, "work5-dedup", blob)  # recorded: every later call is a hit
-        invoke(rest, "thumbnail-dedup", picture)
-
-        def hit(r: dict[str, Any]) -> bool:
-            return r.get("owdedup", {}).get("hit") is True
-
-        def miss(r: dict[str, Any]) -> bool:
-            return r.get("owdedup", {}).get("hit") is False
-
-        def status(expected: str) -> Callable[[dict[str, Any]], bool]:
-            return lambda r: r.get("status") == expected
-
-        configs = [
-            Config("work5/direct", "work5", lambda: blob, lambda r: r == {"ok": True}),
-            Config("work5/hit", "work5-dedup", lambda: blob, hit),
-            Config("work5/miss", "work5-dedup", lambda: new_object(b"x" * 1024), miss),
-            Config("thumbnail/direct-new", "owdedup/dedup-thumbnail",
-                   lambda: new_object(data), status("computed")),
-            Config("thumbnail/direct-dup", "owdedup/dedup-thumbnail", lambda: picture,
-                   status("deduplicated")),
-            Config("thumbnail/hit", "thumbnail-dedup", lambda: picture, hit),
-            Config("thumbnail/miss", "thumbnail-dedup", lambda: new_object(data), miss),
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--calls", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=3, help="calls not counted (>= 1)")
+    args = parser.parse_args()
+    args.warmup = max(1, args.warmup)  # the first call records the content
+    console = Console()
+    results: dict[str, dict[str, list[float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        store = root / "store"
+        (store / "in").mkdir(parents=True)
+        # raised: each round is up to four invocations, well over OpenWhisk's 120 a minute
+        server = DevServer(ServeConfig(auth=AUTH, port=0, state_dir=root / "state",
+                                       runtime_site=prepare_runtime_site(),
+                                       limits=NamespaceLimits(invocations_per_minute=100_000)))
+        server.start()
+        environ = {"OW_APIHOST": server.url, "OW_AUTH": AUTH, "OW_NAMESPACE": "_",
+                   "OWDEDUP_STORE": f"file://{store}",
+                   "OWDEDUP_RECORDS": f"sqlite://{root / 'records.sqlite'}"}
+        client = OpenWhiskClient(Credentials.resolve(environ))
+        try:
+            for label, seconds in (("5ms", 0.005), ("150ms", 0.150)):
+                action = f"work{label}"
+                reply = client.put_entity("actions", action, {"exec": {
+                    "kind": "python:3.11", "code": ACTION.format(s=seconds)}}, overwrite=True)
+                assert reply.status == 200, reply.body
+                Executor(client).run(plan_wrap(action, objects="bucket/key", ignore="",
+                                               version="", name="", no_metadata=False,
+                                               project=PROJECT, environ=environ))
+                results[label] = measure(client, store, action, args.calls, args.warmup)
+        finally:
+            client.close()
+            server.close()
+    checks: list[Check] = []
+    for label, times in results.items():
+        direct, hit, miss = (statistics.median(times[k]) for k in ("direct", "hit", "miss"))
+        checks += [
+            Check(f"d.{label}", f"{label} action, direct", f"{direct:.1f} ms median",
+                  direct, "", None),
+            Check(f"h.{label}", f"{label} action, hit via the conductor",
+                  f"{hit:.1f} ms median (p95 {common.percentile(times['hit'], 95):.1f})",
+                  hit, "<=", HIT_TARGET_MS),
+            Check(f"m.{label}", f"{label} action, miss overhead (miss - direct)",
+                  f"{miss - direct:.1f} ms ({miss:.1f} - {direct:.1f})",
+                  miss - direct, "<=", MISS_TARGET_MS),
         ]
-        for config in configs:
-            for _ in range(warmup):
-                invoke(rest, config.action, config.payload())
-        times: dict[str, list[float]] = {c.name: [] for c in configs}
-        for round_ in range(invokes):
-            for config in configs:
-                payload = config.payload()
-                started = time.perf_counter()
-                result = invoke(rest, config.action, payload)
-                times[config.name].append((time.perf_counter() - started) * 1000)
-                if not config.expect(result):
-                    raise RuntimeError(f"{config.name}: unexpected result {result}")
-            console.print(f"  round {round_ + 1}/{invokes}", end="\r", highlight=False)
-        made = {name: hit_activations(rest, name, payload)
-                for name, payload in (("work5-dedup", blob), ("thumbnail-dedup", picture))}
-    report.times = times
-    report.extra["hit_activations"] = made
-    checks = report.checks
-    for prefix, label in (("work5", "5 ms action"), ("thumbnail", "thumbnail")):
-        direct = times[f"{prefix}/direct" if prefix == "work5" else f"{prefix}/direct-new"]
-        for name in [n for n in times if n.startswith(prefix + "/")]:
-            ms = times[name]
-            checks.append(common.Check(
-                f"{prefix[0]}.{name.split('/')[1]}", f"{label}: {name.split('/')[1]}",
-                f"median {median(ms):.1f} ms, p95 {common.percentile(ms, 95):.1f} ms"))
-        hit_ms = median(times[f"{prefix}/hit"])
-        checks.append(common.Check(
-            f"{prefix[0]}.T-hit", f"{label}: hit via the conductor, median",
-            f"{hit_ms:.1f} ms (direct {median(direct):.1f} ms)", hit_ms, "<=", HIT_TARGET_MS))
-        added = median(times[f"{prefix}/miss"]) - median(direct)
-        checks.append(common.Check(
-            f"{prefix[0]}.T-miss", f"{label}: a miss adds (median miss - median direct)",
-            f"{added:+.1f} ms", added, "<=", MISS_OVERHEAD_TARGET_MS))
-        conductor = f"{prefix}-dedup"
-        names = made[conductor]
-        checks.append(common.Check(
-            f"{prefix[0]}.T-acts", f"{label}: activations of one hit",
-            ", ".join(names) or "none",
-            float(len(names)) if set(names) <= {conductor} else float("inf"), "<=", 1.0))
-
-
-def save_chart(report: Report, path: Path) -> None:
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = {"environment": common.environment([]), "timings_ms": results,
+              "checks": [{**asdict(c), "passed": c.passed} for c in checks]}
+    (args.out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     plt = common.pyplot()
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    names = list(report.times)
-    medians = [median(report.times[n]) for n in names]
-    p95s = [common.percentile(report.times[n], 95) for n in names]
-    colours = ["tab:gray" if "direct" in n else "tab:green" if "hit" in n else "tab:orange"
-               for n in names]
-    ax.barh(names, medians, color=colours,
-            xerr=[[0] * len(names), [p - m for p, m in zip(p95s, medians, strict=True)]])
-    ax.axvline(HIT_TARGET_MS, color="black", linestyle="--", linewidth=1)
-    ax.invert_yaxis()
-    ax.set_xlabel("ms per blocking invoke, median (bar: to p95); dashed: 10 ms hit target")
-    env = report.environment
-    load = env["load_average_start"][0]
-    common.save_figure(fig, f"owdedup wrap through owdedup serve, warm ({env['cpu_count']} "
-                       f"CPUs, load {load:.1f}, commit {env['git_commit']})", path)
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = common.argument_parser((__doc__ or "").split("\n", 1)[0])
-    parser.add_argument("--invokes", type=int, default=30, help="timed invokes per config")
-    parser.add_argument("--warmup", type=int, default=3, help="unmeasured invokes per config")
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    console = Console(width=None if sys.stdout.isatty() else 180)
-    photo = pick_photo(args.photos)
-    python = base_python()
-    report = Report(common.environment([photo], {"pillow": PIL.__version__},
-                                       {"base_python": python, "photo": photo.name}))
-    work = Path(tempfile.mkdtemp(prefix="owdedup-bench-wrapped-"))
-    try:
-        site = prepare_runtime_site(python=python, log=console.print)
-        bench(report, photo, site, work, args.invokes, args.warmup, console)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    report.environment["load_average_end"] = list(os.getloadavg())
-    return common.write_outputs(
-        report, args.out, console, lambda path: save_chart(report, path),
-        lambda: common.print_checks(console, "owdedup wrap: hit and miss through serve, warm "
-                                    "(measured under the machine's load at the time)",
-                                    report.checks))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    labels = [f"{label} {kind}" for label in results for kind in ("direct", "hit", "miss")]
+    ax.barh(labels, [statistics.median(results[label][kind])
+                     for label in results for kind in ("direct", "hit", "miss")])
+    ax.set_xlabel("ms per call (median, warm)")
+    common.save_figure(fig, "owdedup wrap through owdedup serve", args.out / "chart.png")
+    table = Table(title="the conductor through owdedup serve, warm")
+    for column in ("", "measurement", "value", "target", "result"):
+        table.add_column(column)
+    for check in checks:
+        verdict = ("-" if check.passed is None
+                   else "[green]PASS[/]" if check.passed else "[red]FAIL[/]")
+        target = "" if check.target is None else f"{check.op} {check.target:g} ms"
+        table.add_row(check.id, check.name, check.measured, target, verdict)
+    console.print(table)
+    return 0 if all(c.passed is not False for c in checks) else 1
 
 
 if __name__ == "__main__":

@@ -211,20 +211,27 @@ def cpu_scaling(workers: int, loops: int) -> float:
 # -- map ---------------------------------------------------------------------------------------
 
 
+def thumbnail_request(env: Mapping[str, str], src: str, dest: str,
+                      sizes: Sequence[int] = (SIZE,), manifest: Path | None = None) -> MapRequest:
+    """The request ``owdedup map thumbnail SRC DEST --size ...`` makes (JPEG, ``QUALITY``),
+    run locally (``run_map``) or on OpenWhisk (``run_platform_map``) alike."""
+    spec = get_function("thumbnail")
+    params: dict[str, Any] = {"sizes": ",".join(map(str, sizes)), "format": "jpeg",
+                              "quality": QUALITY, "materialize": False}
+    spec.normalise(params)
+    return MapRequest(
+        function=spec.name, sequence=f"owdedup/{sequence_of(spec.name)}",
+        hash_action="owdedup/hash",
+        src_bucket=src, dest_bucket=dest, params=params, manifest=manifest, env=dict(env),
+    )
+
+
 def thumbnail_map(env: Mapping[str, str], src: str, dest: str, keys: list[str], workers: int,
                   label: str, manifest: Path | None = None,
                   sizes: Sequence[int] = (SIZE,)) -> MapRun:
     """What ``owdedup map thumbnail SRC DEST --size 256 --workers N`` runs (``--size`` once
     per entry of *sizes*); raises when an object failed."""
-    spec = get_function("thumbnail")
-    params: dict[str, Any] = {"sizes": ",".join(map(str, sizes)), "format": "jpeg",
-                              "quality": QUALITY, "materialize": False}
-    spec.normalise(params)
-    request = MapRequest(
-        function=spec.name, sequence=f"owdedup/{sequence_of(spec.name)}",
-        hash_action="owdedup/hash",
-        src_bucket=src, dest_bucket=dest, params=params, manifest=manifest, env=dict(env),
-    )
+    request = thumbnail_request(env, src, dest, sizes, manifest)
     summary: MapSummary = run_map(request, keys, workers=workers)
     if summary.failed:
         raise RuntimeError(f"{label}: {len(summary.failed)} failed: {summary.failed[0].error}")

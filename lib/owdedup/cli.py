@@ -167,7 +167,8 @@ def _function_params(
 
 @app.command()
 def invoke(
-    function: Annotated[str, typer.Argument(help="Function to run, e.g. thumbnail")],
+    function: Annotated[str, typer.Argument(
+        help="Function to run, e.g. thumbnail, or a Python file: ./myfunction.py")],
     source: Annotated[str, typer.Argument(help="SRC_BUCKET/KEY, or a file path")],
     dest: Annotated[str, typer.Argument(help="DEST_BUCKET, or a folder path")],
     size: SizeOpt = None,
@@ -179,7 +180,14 @@ def invoke(
     records: RecordsOpt = None,
     manifest: ManifestOpt = None,
 ) -> None:
-    """Run the deduplicating sequence on one object and print its result as JSON."""
+    """Run the deduplicating sequence on one object and print its result as JSON.
+
+    FUNCTION may also be a Python file (./myfunction.py): its main(params) runs with the
+    wrapper's semantics (issue 10), on {"bucket", "key", "dest_bucket"} and every --param."""
+    if _is_python_file(function):
+        _refuse_thumbnail_options(size, fmt, quality, materialize, manifest)
+        _invoke_file(Path(function), source, dest, param, store, records)
+        return
     from owdedup.engine.local import local_executor
     from owdedup.runtime import handover
     from owdedup.workers import HANDOVER_BYTES
@@ -206,7 +214,8 @@ def invoke(
 
 @app.command("map")
 def map_command(
-    function: Annotated[str, typer.Argument(help="Function to run, e.g. thumbnail")],
+    function: Annotated[str, typer.Argument(
+        help="Function to run, e.g. thumbnail, or a Python file: ./myfunction.py")],
     source: Annotated[str, typer.Argument(
         help="SRC_BUCKET[/PREFIX], or a folder path (/abs, ./rel, ../rel): every object under it")],
     dest: Annotated[str, typer.Argument(help="DEST_BUCKET, or a folder path")],
@@ -235,12 +244,21 @@ def map_command(
 ) -> None:
     """Run the function on every object under SOURCE, in parallel, and summarise.
 
+    FUNCTION may also be a Python file (./myfunction.py): its main(params) runs on each
+    object, one after the other in this process, with the wrapper's semantics (issue 10).
+
     Exit status: 0 when every object was computed or deduplicated and recorded; 1 when an
     object failed; 3 when nothing failed but some records were not written (the record store
     failed: the outputs are valid, the next run computes those objects again).
     """
     from owdedup.mapper import FAILED, MapRequest, ObjectResult
 
+    if _is_python_file(function):
+        _refuse_thumbnail_options(size, fmt, quality, materialize, manifest)
+        if platform != "local":
+            raise _fail("a Python file runs locally only (--platform local)")
+        _map_file(Path(function), source, dest, param, store, records, results)
+        return
     if platform not in ("local", "openwhisk"):
         raise _fail(f"--platform must be local or openwhisk, not {platform!r}")
     try:
@@ -290,6 +308,87 @@ def map_command(
         raise typer.Exit(EXIT_FAILED)
     if summary.not_recorded:
         raise typer.Exit(EXIT_NOT_RECORDED)
+
+
+def _is_python_file(function: str) -> bool:
+    from owdedup.pyfile import is_python_file
+
+    return is_python_file(function)
+
+
+def _refuse_thumbnail_options(size: str | None, fmt: str | None, quality: int | None,
+                              materialize: bool, manifest: Path | None) -> None:
+    given = [name for name, value in (("--size", size), ("--format", fmt),
+                                      ("--quality", quality), ("--manifest", manifest))
+             if value is not None] + (["--materialize"] if materialize else [])
+    if given:
+        raise _fail(f"{', '.join(given)}: not for a Python file (give its parameters with "
+                    "--param NAME=VALUE)")
+
+
+def _file_params(pairs: list[str] | None) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for pair in pairs or ():
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise _fail(f"bad --param {pair!r}: give NAME=VALUE")
+        params[name] = value
+    return params
+
+
+def _invoke_file(path: Path, source: str, dest: str, pairs: list[str] | None,
+                 store: str | None, records: str | None) -> None:
+    from owdedup.pyfile import FileRunner
+
+    try:
+        where = locations.resolve(source, dest, _environment(store, records), key=True)
+        if not where.bucket or not where.rest:
+            raise ConfigError(f"SOURCE must be BUCKET/KEY, got {source!r}")
+        _require_other_dest(where.bucket, where.dest_bucket)
+        runner = FileRunner(path, where.env)
+    except OwdedupError as exc:
+        raise _fail(str(exc)) from None
+    try:
+        result = runner(where.bucket, where.rest, where.dest_bucket, _file_params(pairs))
+    finally:
+        runner.close()
+    typer.echo(json.dumps(result, indent=2, sort_keys=True))
+    if "error" in result:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _map_file(path: Path, source: str, dest: str, pairs: list[str] | None,
+              store: str | None, records: str | None, results: Path | None) -> None:
+    """Every object under SOURCE through the file's main, one after the other."""
+    from owdedup.pyfile import FileRunner, run_over
+
+    params = _file_params(pairs)
+    try:
+        where = locations.resolve(source, dest, _environment(store, records), key=False)
+        _require_other_dest(where.bucket, where.dest_bucket)
+        context = Context(Settings.resolve({}, where.env))
+        keys = [info.key for info in context.store.list(where.bucket, where.rest)]
+        context.close()
+        runner = FileRunner(path, where.env)
+    except OwdedupError as exc:
+        raise _fail(str(exc)) from None
+    counts = {"computed": 0, "deduplicated": 0, "failed": 0}
+    try:
+        outcomes = list(run_over(runner, where.bucket, keys, where.dest_bucket, params))
+    finally:
+        runner.close()
+    for outcome in outcomes:
+        counts[outcome.status] += 1
+        if outcome.status == "failed":
+            console.print(f"[red]failed[/red] {outcome.key}: {outcome.result.get('error')}")
+    if results is not None:
+        with results.open("w") as out:
+            for outcome in outcomes:
+                out.write(json.dumps(outcome.to_json(), sort_keys=True) + "\n")
+    console.print(f"{len(outcomes)} objects: {counts['computed']} computed, "
+                  f"{counts['deduplicated']} deduplicated, {counts['failed']} failed")
+    if counts["failed"]:
+        raise typer.Exit(EXIT_FAILED)
 
 
 def _materialize_collisions(keys: list[str]) -> dict[str, str]:

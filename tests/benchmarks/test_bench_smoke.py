@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.benchmarks.bench_run import assert_complete, make_photos, run_benchmark
-from tests.tooling import listen_ports, need_base_python
+from tests.benchmarks.bench_run import PNG_MAGIC, assert_complete, make_photos, run_benchmark
+from tests.service_fixtures import Services
+from tests.tooling import listen_ports, need_base_python, real_wskdeploy
 
 
 def test_local_benchmark_measures_every_target(tmp_path: Path) -> None:
@@ -107,3 +108,44 @@ def test_fanout_benchmark_measures_every_window(tmp_path: Path) -> None:
         ("io", 1), ("io", 2), ("cpu", 1), ("cpu", 2)}
     assert all(p["client_cpu_ms"] > 0 and p["per_s"] > 0 for p in points)
     assert (out / "chart.png").stat().st_size > 0
+
+
+STUDY_METHODS = ("pillow", "pool", "map-2w", "map-2w-warm", "ow-cold", "ow-warm", "ow-dedup")
+
+
+def test_thumbnail_study_measures_every_method_through_serve(tmp_path: Path) -> None:
+    photos = make_photos(tmp_path / "photos", count=3)
+    run = run_benchmark("bench_study.py", [
+        "--photos", str(photos), "--rounds", "2", "--port", str(listen_ports(1)[0])],
+        tmp_path / "out", env={"WSKDEPLOY": str(real_wskdeploy())})
+    assert_complete(run, [*(f"t.{m}" for m in STUDY_METHODS), "s.warm", "s.dedup", "s.cpu",
+                          "s.calls", "s.cold"])
+    walls = run.results["wall_s_by_round"]["walls"]
+    assert {method: len(walls[method]) for method in STUDY_METHODS} == dict.fromkeys(
+        STUDY_METHODS, 2)
+    platform = run.results["wall_s_by_round"]["platform"]
+    assert [(p["label"], p["invocations"]) for p in platform] == [
+        ("ow-cold", 3), ("ow-warm", 3), ("ow-dedup", 0)] * 2
+    assert all(p["throttled"] == 0 and p["lost"] == 0 for p in platform)
+    cold, warm = (p["cold_starts"] for p in platform[:2])
+    assert cold > 0 and warm == 0  # serve restarted before each round's first run
+    first, second = run.results["extra"]["orders"]
+    assert second == [*first[1:], first[0]]
+
+
+def test_concurrency_experiment_measures_every_function_and_level(
+        tmp_path: Path, services: Services) -> None:
+    """The network function downloads from the test session's MinIO."""
+    out = tmp_path / "out"
+    run = run_benchmark("bench_concurrency.py", [
+        "--levels", "1,2", "--calls", "4", "--net-mib", "2", "--io-mib", "2", "--cpu-n", "20",
+        "--cpu-depth", "8", "--port", str(listen_ports(1)[0])], out, env=services.env)
+    levels = run.results["levels"]["levels"]
+    assert [(lv["function"], lv["concurrency"], lv["calls"]) for lv in levels] == [
+        (f, c, 4) for f in ("cpu", "net", "io") for c in (1, 2)]
+    for lv in levels:
+        assert len(lv["latency_ms"]) == 4 and len(lv["cold_latency_ms"]) == lv["concurrency"]
+        # The update before each level retires the warm processes; the level keeps its own.
+        assert lv["cold_in_cold"] == lv["concurrency"] and lv["cold_in_warm"] == 0, lv
+    assert "concurrent invocations through serve" in run.output
+    assert run.chart.startswith(PNG_MAGIC)

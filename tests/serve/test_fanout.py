@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from owdedup.mapper import COMPUTED, MapRequest
+from owdedup.mapper import FAILED as MAP_FAILED
 from owdedup.openwhisk.client import Credentials, OpenWhiskClient, Reply
 from owdedup.openwhisk.fanout import (
     ABANDONED,
@@ -22,8 +24,11 @@ from owdedup.openwhisk.fanout import (
     FanOutPolicy,
     Task,
 )
+from owdedup.openwhisk.mapping import run_platform_map
+from owdedup.runtime.config import ENV_RECORDS, ENV_STORE
 from owdedup.runtime.errors import ConfigError
 from owdedup.serve.server import DevServer
+from tests.imagegen import jpeg
 from tests.serve.conftest import AUTH, Client, ServerFactory
 
 DOUBLE = """
@@ -331,3 +336,63 @@ def test_a_throttled_backup_does_not_uncount_the_original_attempt() -> None:
     assert [o.status for o in outcomes] == [SUCCEEDED] * 8
     assert stats.backups == 1 and stats.throttled == 1
     assert outcomes[0].attempts == 1  # the original's; the backup's 429 took none away
+
+
+# -- map --platform openwhisk stopped by Ctrl-C (the CLI end to end: tests/services) -----------
+
+
+class _StopsTheRunWhenInvoked(OpenWhiskClient):
+    """Computes each object it is sent (as the deployed sequence answers) and sets *stop*
+    on the first call, as a Ctrl-C during it would."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        super().__init__(Credentials("http://127.0.0.1:9", "user:key"))
+        self.stop = stop
+        self.invoked: list[str] = []
+
+    def invoke(self, action: str, params: Mapping[str, Any], *, blocking: bool,
+               timeout_ms: int | None = None) -> Reply:
+        self.invoked.append(params["key"])
+        self.stop.set()
+        return Reply(200, {"activationId": "a1", "duration": 1, "response": {
+            "success": True, "status": "success",
+            "result": {"status": "computed", "key": params["key"], "outputs": []}}})
+
+
+def folder_map(tmp_path: Path, objects: dict[str, bytes]) -> tuple[MapRequest, list[str]]:
+    """A map request over a folder store holding *objects*, with a SQLite record store."""
+    bucket = tmp_path / "store" / "in"
+    bucket.mkdir(parents=True)
+    for key, data in objects.items():
+        (bucket / key).write_bytes(data)
+    env = {ENV_STORE: (tmp_path / "store").as_uri(),
+           ENV_RECORDS: f"sqlite://{tmp_path / 'records.sqlite'}"}
+    request = MapRequest(function="thumbnail", sequence="owdedup/dedup-thumbnail",
+                         hash_action="owdedup/hash", src_bucket="in", dest_bucket="out",
+                         params={"sizes": "64"}, env=env)
+    return request, sorted(objects)
+
+
+def test_objects_stopped_before_their_turn_say_interrupted(tmp_path: Path) -> None:
+    request, keys = folder_map(tmp_path, {f"p{n}.jpg": jpeg(40 + n, 30) for n in range(4)})
+    stop = threading.Event()
+    client = _StopsTheRunWhenInvoked(stop)
+    summary, report = run_platform_map(request, keys, FanOut(client, FanOutPolicy(window=1)),
+                                       stop=stop)
+    assert client.invoked == ["p0.jpg"] and report.fanout.invocations == 1
+    assert [(r.key, r.status, r.error) for r in summary.results] == [
+        ("p0.jpg", COMPUTED, None),
+        *((k, MAP_FAILED, f"{k}: {INTERRUPTED}") for k in keys[1:])]
+
+
+def test_ctrl_c_while_hashing_stops_the_hashing(tmp_path: Path) -> None:
+    request, keys = folder_map(tmp_path, {f"p{n}.jpg": jpeg(40 + n, 30) for n in range(6)})
+    stop = threading.Event()
+    stop.set()  # before the first hash
+    hashed: list[str] = []
+    client = _StopsTheRunWhenInvoked(stop)
+    summary, _ = run_platform_map(request, keys, FanOut(client, FanOutPolicy(window=1)),
+                                  on_hashed=hashed.append, stop=stop)
+    assert hashed == [] and client.invoked == []
+    assert [(r.key, r.status, r.error) for r in summary.results] == [
+        (k, MAP_FAILED, f"{k}: {INTERRUPTED}") for k in keys]

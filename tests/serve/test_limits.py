@@ -165,3 +165,22 @@ def test_an_action_invoking_another_waits_out_a_429(make_server: ServerFactory) 
     occupy(5)
     with pytest.raises(StoreError, match=r"stayed at its limits \(429 .*Too many concurrent"):
         platform.invoke_rest("slow", {"n": 8}, True, env(2.5))
+
+
+@pytest.mark.parametrize(("warm", "cold_again"), [(2, 1), (3, 0)])
+def test_idle_processes_kept_per_action_are_what_warm_says(
+        make_server: ServerFactory, warm: int, cold_again: int) -> None:
+    """Three at once, twice: the second wave finds ``warm`` processes of the first (serve's
+    default 2 leaves one cold start; ``--warm 3`` none)."""
+    server = make_server(containers=3, warm_per_action=warm)
+    client = Client(server.url)
+    client.action("slow", SLEEPER)
+
+    def wave() -> int:
+        ids = [client.invoke("slow", {"s": 0.5, "n": n}, blocking=False).json["activationId"]
+               for n in range(3)]
+        records = [client.activation(i, timeout=60).json for i in ids]
+        return sum(any(a["key"] == "initTime" for a in r["annotations"]) for r in records)
+
+    assert wave() == 3
+    assert wave() == cold_again

@@ -98,9 +98,9 @@ def test_wrap_needs_the_stores(server: DevServer, tmp_path: Path) -> None:
 def test_the_created_conductor_runs_under_serve_and_reads_the_wrapped_definition(
     make_server: ServerFactory, runtime_site: Path, tmp_path: Path
 ) -> None:
-    """Its first activation, run by serve's runtime as OpenWhisk would run it (the API key
-    given through provide-api-key): the wrapped action's definition is read over REST and a
-    miss answers the continuation to the wrapped action."""
+    """Run by serve's runtime as OpenWhisk would run it (the API key given through
+    provide-api-key): the wrapped action's definition is read over REST, and a miss runs the
+    wrapped action."""
     server = make_server(runtime_site=runtime_site)  # the runtime image's own packages
     client = Client(server.url)
     store = tmp_path / "store"
@@ -115,9 +115,16 @@ def test_the_created_conductor_runs_under_serve_and_reads_the_wrapped_definition
                                                "dest_bucket": "out"}, result=True)
     assert reply.status == 200, reply.raw
     result = reply.json
-    if "action" in result:  # serve without conductor semantics: the first activation's answer
-        assert result["action"] == "/guest/myfunction"
-        assert result["params"] == {"bucket": "photos", "key": "a.jpg", "dest_bucket": "out"}
-        assert set(result["state"]) == {"owdedup_state"}
-    else:  # serve runs conductors: the wrapped action ran and its result was recorded
-        assert result["n"] == 3 and result["owdedup"]["hit"] is False
+    # serve runs conductors as OpenWhisk does: the wrapped action ran, its result came back
+    assert result["n"] == 3 and result["owdedup"]["hit"] is False
+
+
+def test_outside_the_project_the_installed_conductor_is_built_into_the_cache(
+    server: DevServer, client: Client, tmp_path: Path
+) -> None:
+    client.action("myfunction", CODE)
+    env = {**environment(server, tmp_path), "OWDEDUP_DEPLOY_CACHE": str(tmp_path / "cache")}
+    result = CliRunner().invoke(app, ["wrap", "myfunction", "--dry-run",
+                                      "--project", str(tmp_path)], env=env)
+    assert result.exit_code == 0, result.output
+    assert f"build {tmp_path / 'cache' / 'conductor' / 'dedup.zip'}" in result.output

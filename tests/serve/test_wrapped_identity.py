@@ -41,6 +41,9 @@ def test_code_and_bound_parameters_change_the_identity_ignored_ones_do_not(
     first = action_fingerprint("myfunction", env, ["token"], fetch=fetch)
     assert action_fingerprint("myfunction", env, ["token"], fetch=fetch) == first
     assert fetch.code_reads == 1  # a warm conductor reads the code once per version
+    client.action("myfunction", CODE, parameters=params({
+        "threshold": 3, "token": "a", "owdedup_records_password": "never hashed"}))
+    assert action_fingerprint("myfunction", env, ["token"], fetch=fetch) == first  # ours
 
     client.action("myfunction", CODE, parameters=params({"threshold": 3, "token": "b"}))
     assert action_fingerprint("myfunction", env, ["token"], fetch=fetch) == first  # ignored

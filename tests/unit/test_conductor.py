@@ -4,6 +4,7 @@ and SQLite records: no OpenWhisk needed. The wrapped action is played by the tes
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -13,9 +14,10 @@ from typing import Any
 import pytest
 
 from owdedup.runtime.context import ContextCache
-from owdedup.runtime.records import open_records
+from owdedup.runtime.records import Record, open_records
 from owdedup.runtime.records.base import RESULT_LIMIT_BYTES
 from owdedup.runtime.wrapped.conductor import conductor_main
+from tests.conftest import PROJECT
 
 SECRET = "s3cr3t-Passw0rd-never-shown"
 API_KEY = "23bc46b1-71f6-4ed5-8c54-816aa4f8c502:" + "k" * 64
@@ -242,3 +244,54 @@ def test_credentials_never_reach_keys_records_results_or_logs(
         assert SECRET not in text and API_KEY not in text
     digest = hashlib.sha256(SECRET.encode()).hexdigest()
     assert all(digest not in text for text in outputs)
+
+
+def test_parameter_values_are_hashed_never_kept(
+    bound: dict[str, Any], contexts: ContextCache, tmp_path: Path
+) -> None:
+    """Even a parameter not declared as a credential has only its name in the state and the
+    record: its value is in the key's hash alone."""
+    value = "undeclared-Value-7f3e"
+    wrapped = Wrapped()
+    first = conductor_main({**bound, **job(passphrase=value)}, ENV, contexts)
+    assert value not in json.dumps(first["state"])
+    assert first["state"]["owdedup_state"]["param_names"] == ["passphrase", "threshold"]
+    second = conductor_main({**bound, **wrapped(first["params"]), **first["state"]}, ENV,
+                            contexts)
+    assert "error" not in second
+    contexts.close()
+    record_file = (tmp_path / "records.sqlite").read_bytes().decode("latin-1")
+    assert value not in record_file and "passphrase" in record_file
+
+
+def test_a_forged_record_at_the_calls_id_is_a_miss_and_is_replaced(
+    bound: dict[str, Any], contexts: ContextCache, tmp_path: Path
+) -> None:
+    first = conductor_main({**bound, **job()}, ENV, contexts)
+    state = first["state"]["owdedup_state"]
+    records = open_records(f"sqlite://{tmp_path / 'records.sqlite'}")
+    genuine = Record.for_result(function="myfunction", function_id=state["function_id"],
+                                input_digest=state["input_digest"], result={"labels": ["ok"]})
+    doc = genuine.to_dict()
+    doc["result"] = {"labels": ["planted by a stranger"]}  # not the size it declares
+    records.put(Record.from_dict(doc))
+    again = conductor_main({**bound, **job()}, ENV, contexts)
+    assert "action" in again  # not believed: a miss
+    wrapped = Wrapped()
+    second = conductor_main({**bound, **wrapped(again["params"]), **again["state"]}, ENV,
+                            contexts)
+    assert second["params"]["labels"] == ["cat"]
+    hit = call(bound, contexts, wrapped, **job())
+    assert hit["owdedup"]["hit"] is True and hit["labels"] == ["cat"]
+
+
+def test_the_action_file_is_the_conductor(bound: dict[str, Any]) -> None:
+    """actions/dedup.py, loaded as the runtime loads it, answers a continuation on a miss."""
+    spec = importlib.util.spec_from_file_location("dedup_action", PROJECT / "actions" /
+                                                  "dedup.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert "Input:" in (module.__doc__ or "") and "Output:" in (module.__doc__ or "")
+    first = module.main({**bound, **job()})
+    assert first["action"].endswith("/myfunction") and first["params"] == job()

@@ -118,6 +118,15 @@ class OpenWhiskClient:
     def activation(self, activation_id: str) -> Reply:
         return self._call("GET", f"/activations/{quote(activation_id, safe='')}")
 
+    def activations(self, *, since_ms: int | None = None, skip: int = 0,
+                    limit: int = 200) -> Reply:
+        """GET one page of the namespace's activation records (``docs=true``), newest
+        first; OpenWhisk gives at most 200 a page."""
+        query = f"docs=true&limit={int(limit)}&skip={int(skip)}"
+        if since_ms is not None:
+            query += f"&since={int(since_ms)}"
+        return self._call("GET", f"/activations?{query}")
+
     def limits(self) -> Reply:
         return self._call("GET", "/limits")
 

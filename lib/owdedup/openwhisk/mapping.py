@@ -31,8 +31,8 @@ from owdedup.mapper import (
     ObjectResult,
     object_result,
 )
+from owdedup.openwhisk.fanout import ABANDONED, INTERRUPTED, FanOut, FanOutStats, Outcome, Task
 from owdedup.openwhisk.fanout import FAILED as TASK_FAILED
-from owdedup.openwhisk.fanout import INTERRUPTED, FanOut, FanOutStats, Outcome, Task
 from owdedup.runtime.config import Settings
 from owdedup.runtime.context import Context
 from owdedup.runtime.errors import OwdedupError
@@ -78,6 +78,10 @@ def run_platform_map(
         return found
 
     def hashed(key: str) -> Job | ObjectResult:
+        if stop is not None and stop.is_set():
+            # Ctrl-C during the hashing: the rest is neither hashed nor looked up (a bucket of
+            # a million objects would otherwise be read to the end before the run stops).
+            return _interrupted(key, INTERRUPTED)
         job = Job(request.src_bucket, key, request.dest_bucket, request.function,
                   {k: v for k, v in request.params.items() if k != "materialize"})
         started_at = time.perf_counter()
@@ -139,6 +143,12 @@ def run_platform_map(
 
     def on_outcome(outcome: Outcome) -> None:
         digest = outcome.key
+        if outcome.error in (INTERRUPTED, ABANDONED):
+            # Said as it is, never through the sequence's error text, whose first "word: "
+            # is taken for the representative's key and dropped ("interrupted: ...").
+            for key in groups[digest]:
+                settle(_interrupted(key, outcome.error, digest))
+            return
         ok = outcome.status != TASK_FAILED
         result: Mapping[str, Any] = outcome.result or {}
         if not ok and "error" not in result:
@@ -152,10 +162,14 @@ def run_platform_map(
     _, stats = fanout.run(tasks, on_outcome=on_outcome, stop=stop)
     # A second Ctrl-C can land while a group's objects are being settled: the rest of the
     # group was not invoked on its own, so it is reported as interrupted, never left out.
-    ordered = [results.get(key) or ObjectResult(key, FAILED, error=INTERRUPTED)
-               for key in keys]
+    ordered = [results.get(key) or _interrupted(key, INTERRUPTED) for key in keys]
     return (MapSummary(ordered, time.perf_counter() - started),
             PlatformReport(stats, saved_invocations=saved))
+
+
+def _interrupted(key: str, why: str, digest: str | None = None) -> ObjectResult:
+    """A failed entry saying the run stopped before this object was done: a re-run does it."""
+    return ObjectResult(key, FAILED, error=f"{key}: {why}", digest=digest)
 
 
 def _named(key: str, error: str) -> str:

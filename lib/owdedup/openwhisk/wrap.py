@@ -27,7 +27,8 @@ from typing import Annotated, Any
 
 import typer
 
-from owdedup.deploy.build import BuildPlan, execute_plan, plan_standalone
+import owdedup
+from owdedup.deploy.build import BuildPlan, default_cache_dir, execute_plan, plan_standalone
 from owdedup.deploy.runtime import RUNTIME_KIND, BuildError
 from owdedup.openwhisk.client import Credentials, OpenWhiskClient, PlatformUnreachable
 from owdedup.runtime import env as env_names
@@ -115,13 +116,23 @@ def bound_parameters(action: str, objects: str, ignore: str, version: str, no_me
     return bound, frozenset(secret)
 
 
+def conductor_source(project: Path) -> tuple[Path, Path | None]:
+    """(the folder with ``actions/dedup.py``, where its zip goes): *project* if it has the
+    conductor (its zip in its ``build/actions``), else the copy installed with the package
+    (its zip in the deploy cache: an installed package may not be writable)."""
+    if (project / "actions" / f"{CONDUCTOR}.py").is_file():
+        return project, None
+    bundle = Path(owdedup.__file__).resolve().parent / "bundle"
+    return bundle, default_cache_dir() / "conductor"
+
+
 def plan_wrap(action: str, *, objects: str, ignore: str, version: str, name: str,
               no_metadata: bool, project: Path, environ: Mapping[str, str]) -> list[Operation]:
     if not action.strip() or action.strip("/") != action.strip().strip("/"):
         raise ConfigError(f"{action!r} is not an action name")
     parameters, secret = bound_parameters(action, objects, ignore, version, no_metadata,
                                           environ)
-    plan = plan_standalone(CONDUCTOR, project)
+    plan = plan_standalone(CONDUCTOR, *conductor_source(project))
     return [
         CheckWrapped(action),
         BuildConductor(plan),
@@ -192,7 +203,8 @@ def wrap_command(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan; do nothing")]
         = False,
     project: Annotated[Path, typer.Option(
-        "--project", help="Folder with actions/dedup.py (this project)")] = Path(),
+        "--project", help="Folder with actions/dedup.py [the current folder if it has "
+                          "it, else the copy installed with owdedup]")] = Path(),
 ) -> None:
     """Put ACTION behind the deduplicating conductor ACTION-dedup."""
     environ = dict(os.environ)

@@ -332,6 +332,10 @@ def serve_command(
     containers: Annotated[int, typer.Option(
         "--containers", min=1, help="Action processes that may run at once; the rest wait "
         "their turn (an invoker's container pool)")] = DEFAULT_CONTAINERS,
+    warm: Annotated[int, typer.Option(
+        "--warm", min=1, help="Idle processes kept per action for warm starts (an invoker "
+        "keeps its idle containers while it has memory; raise it with --containers to "
+        "measure warm runs of more than 2 at once)")] = ServeConfig.warm_per_action,
 ) -> None:
     """Development server for the OpenWhisk REST API subset that wskdeploy, wsk and the
     openwhisk JS client use: actions run in local Python processes, Kafka feeds fire
@@ -354,7 +358,7 @@ def serve_command(
                          state_dir=state.resolve() if state else None,
                          runtime_site=(runtime_site or _prepared_site()).resolve(),
                          max_memory_mb=max_memory, limits=namespace_limits,
-                         containers=containers)
+                         containers=containers, warm_per_action=warm)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
         server = DevServer(config)

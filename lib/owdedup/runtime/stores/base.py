@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from owdedup.runtime.digest import sha256_stream
 from owdedup.runtime.errors import StoreError
 
 
@@ -120,8 +121,6 @@ class ObjectStore(ABC):
         checksum when it holds one (the body is not read), else a streamed hash in bounded
         memory, remembered for the next time where the backend can. *info*: a HEAD the
         caller has just made."""
-        from owdedup.runtime.digest import sha256_stream
-
         info = self.head(bucket, key) if info is None else info
         if info.sha256 is not None:
             return info, info.sha256, "checksum"

@@ -33,13 +33,13 @@ from owdedup.runtime.context import Context, ContextCache
 from owdedup.runtime.counters import hit_saved_bytes
 from owdedup.runtime.digest import canonical_json
 from owdedup.runtime.errors import ConfigError, OwdedupError
-from owdedup.runtime.wrapped.config import STATE, WrapConfig, call_params
+from owdedup.runtime.wrapped.config import ACTION, OBJECTS, STATE, WrapConfig, call_params
 from owdedup.runtime.wrapped.identity import (
     action_fingerprint,
     fully_qualified,
     pinned_fingerprint,
 )
-from owdedup.runtime.wrapped.keying import CallKey, key_call
+from owdedup.runtime.wrapped.keying import DEFAULT_OBJECTS, CallKey, key_call, parse_objects
 from owdedup.runtime.wrapped.results import (
     find_result,
     hit_metadata,
@@ -58,7 +58,7 @@ def conductor_main(params: dict[str, Any], environ: Mapping[str, str] | None = N
                    contexts: ContextCache = _CONTEXTS) -> dict[str, Any]:
     """One activation of the conductor: the first (look up) or the second (record)."""
     env = os.environ if environ is None else environ
-    action = str(params.get("owdedup_action") or "?")
+    action = str(params.get(ACTION) or "?")
     try:
         config = WrapConfig.from_params(params, env)
         context = contexts.get(config.settings)
@@ -66,7 +66,22 @@ def conductor_main(params: dict[str, Any], environ: Mapping[str, str] | None = N
             return finish(config, params, context, env)
         return start(config, call_params(params), context, env)
     except OwdedupError as exc:
-        return {"error": f"{action}: {exc}", "error_kind": exc.kind}
+        message = f"{action}: {exc}"
+        named = _objects_of(params)
+        if named and named not in message:  # the action and the object, always
+            message += f" (object {named})"
+        return {"error": message, "error_kind": exc.kind}
+
+
+def _objects_of(params: Mapping[str, Any]) -> str:
+    """``bucket/key`` of the call's declared objects that it names, for error messages."""
+    try:
+        objects = parse_objects(params.get(OBJECTS))
+    except OwdedupError:
+        objects = DEFAULT_OBJECTS
+    return ", ".join(f"{params[o.bucket]}/{params[o.key]}" for o in objects
+                     if isinstance(params.get(o.bucket), str)
+                     and isinstance(params.get(o.key), str))
 
 
 def fingerprint_of(config: WrapConfig, env: Mapping[str, str]) -> str:
@@ -90,7 +105,8 @@ def start(config: WrapConfig, params: dict[str, Any], context: Context,
     state = {
         "schema": STATE_SCHEMA, "function": call.function, "function_id": call.function_id,
         "input_digest": call.input_digest, "input_bytes": call.input_bytes,
-        "params": call.params, "objects": call.objects, "started_ms": _now_ms(),
+        "param_names": list(call.param_names), "objects": call.objects,
+        "started_ms": _now_ms(),
     }
     return {"action": fully_qualified(config.action, env), "params": params,
             "state": {STATE: {**state, "sig": _sign(state, config, env)}}}
@@ -129,7 +145,7 @@ def _verified_state(state: Any, config: WrapConfig,
     try:
         call = CallKey(str(body["function"]), str(body["function_id"]),
                        str(body["input_digest"]), int(body["input_bytes"]),
-                       dict(body["params"]), dict(body["objects"]))
+                       tuple(map(str, body["param_names"])), dict(body["objects"]))
         return call, float(body["started_ms"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{STATE} is incomplete: {exc}") from None

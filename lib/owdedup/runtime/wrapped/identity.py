@@ -18,6 +18,7 @@ warm container (the digest is cached by the action's version and update time).
 from __future__ import annotations
 
 import hashlib
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -29,6 +30,7 @@ from owdedup.runtime.digest import hash_canonical
 from owdedup.runtime.errors import ConfigError, NotFoundError, StoreError
 from owdedup.runtime.identity import library_version
 from owdedup.runtime.platform import get_entity
+from owdedup.runtime.wrapped.config import PREFIX
 
 FINGERPRINT_SCHEMA = 1
 #: How deep sequences of sequences are followed.
@@ -41,6 +43,8 @@ class Fetch(Protocol):
 
 #: (namespace, action, version, updated) -> SHA-256 of the code: one fetch per version.
 _CODE_DIGESTS: dict[tuple[str, str, str, str], str] = {}
+#: Entries kept at most (a warm container sees few versions; this only bounds a long life).
+MAX_CACHED_VERSIONS = 256
 
 
 def qualified(name: str, env: Mapping[str, str]) -> tuple[str, str]:
@@ -66,24 +70,55 @@ def pinned_fingerprint(function: str, version: str) -> str:
                            "pinned": version})
 
 
+#: PEP 723 inline script metadata: ``# /// script`` ... ``# ///``.
+_SCRIPT_BLOCK = re.compile(
+    r"(?m)^# /// script\s*$\s(?P<content>(^#(| .*)$\s)+)^# ///$")
+_REQUIREMENT_NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+def declared_packages(source: bytes, name: str = "the file") -> tuple[str, ...]:
+    """The distributions a Python file declares in its PEP 723 block
+    (``# /// script`` / ``# dependencies = ["numpy>=2"]`` / ``# ///``), by name."""
+    match = _SCRIPT_BLOCK.search(source.decode("utf-8", errors="replace"))
+    if match is None:
+        return ()
+    import tomllib  # only for files that declare packages
+    toml = "".join(line[2:] if line.startswith("# ") else line[1:]
+                   for line in match["content"].splitlines(keepends=True))
+    try:
+        dependencies = tomllib.loads(toml).get("dependencies", [])
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{name}: its '# /// script' block is not TOML: {exc}") from None
+    names = []
+    for item in dependencies if isinstance(dependencies, list) else []:
+        found = _REQUIREMENT_NAME.match(str(item))
+        if found:
+            names.append(found[1])
+    return tuple(names)
+
+
 def python_fingerprint(source: Path, packages: Iterable[str] = ()) -> str:
     """A Python file's (or module's) source digest, the Python version and the versions of
-    the *packages* it declares."""
+    the packages it declares (its PEP 723 block) and of *packages*."""
     try:
-        code = hashlib.sha256(source.read_bytes()).hexdigest()
+        data = source.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read {source}: {exc.strerror}") from None
+    declared = {*declared_packages(data, str(source)), *packages}
     return hash_canonical({
-        "schema": FINGERPRINT_SCHEMA, "code": code,
+        "schema": FINGERPRINT_SCHEMA, "code": hashlib.sha256(data).hexdigest(),
         "python": f"{sys.version_info.major}.{sys.version_info.minor}",
-        "packages": {name: library_version(name) for name in sorted(set(packages))},
+        "packages": {name: library_version(name) for name in sorted(declared)},
     })
 
 
 def _parameters(doc: Mapping[str, Any], ignore: frozenset[str]) -> dict[str, Any]:
+    """Bound parameters but the ignored ones and the wrapper's own (``owdedup_*``: its store
+    credentials, should a package bind them to the wrapped action too)."""
     pairs = doc.get("parameters") or []
     return {str(p["key"]): p.get("value") for p in pairs
-            if isinstance(p, dict) and "key" in p and str(p["key"]) not in ignore}
+            if isinstance(p, dict) and "key" in p and str(p["key"]) not in ignore
+            and not str(p["key"]).startswith(PREFIX)}
 
 
 def action_fingerprint(name: str, env: Mapping[str, str], ignore: Iterable[str] = (),
@@ -140,5 +175,7 @@ def _code_digest(version: tuple[str, str, str, str], env: Mapping[str, str],
         if read != version:  # its parameters and its code would be of two versions
             raise StoreError(f"the wrapped action {relative} changed while it was read; "
                              "invoke again")
+        if len(_CODE_DIGESTS) >= MAX_CACHED_VERSIONS:
+            _CODE_DIGESTS.clear()
         _CODE_DIGESTS[version] = digest
     return digest

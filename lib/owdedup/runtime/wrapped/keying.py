@@ -82,8 +82,10 @@ class CallKey:
     function_id: str
     input_digest: str
     input_bytes: int
-    #: The parameters the identity covers (object references and ignored ones left out).
-    params: dict[str, Any]
+    #: The names of the parameters the identity covers (object references and ignored
+    #: ones left out). Their values are hashed, never kept: a value the user did not
+    #: declare as a credential may still be one.
+    param_names: tuple[str, ...]
     #: "bucket/key" as given -> content SHA-256, for messages and the metadata.
     objects: dict[str, str]
 
@@ -152,4 +154,4 @@ def key_call(
         "schema": KEY_SCHEMA, "function": fingerprint,
         "objects": [str(ref) for ref in objects], "params": kept,
     })
-    return CallKey(function, function_id, input_digest, total, kept, digests)
+    return CallKey(function, function_id, input_digest, total, tuple(sorted(kept)), digests)

@@ -89,7 +89,7 @@ def record_result(call: CallKey, result: dict[str, Any], records: RecordStore, *
     A result over the limit raises ``BadInputError`` before anything is written."""
     record = Record.for_result(
         function=call.function, function_id=call.function_id, input_digest=call.input_digest,
-        result=result, params=call.params, compute_ms=compute_ms,
+        result=result, params=record_params(call), compute_ms=compute_ms,
         input_bytes=call.input_bytes, activation=activation,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
     )
@@ -105,6 +105,12 @@ def record_result(call: CallKey, result: dict[str, Any], records: RecordStore, *
         log.warning("ran %s but could not record its result: %s", call.function, exc)
         return str(exc)
     return None
+
+
+def record_params(call: CallKey) -> dict[str, Any]:
+    """What a result record says of its call: the parameters' names (never their values) and
+    the objects it was first computed on."""
+    return {"parameters": list(call.param_names), "objects": dict(call.objects)}
 
 
 def with_metadata(result: dict[str, Any], metadata: dict[str, Any],
