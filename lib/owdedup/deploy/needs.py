@@ -84,12 +84,17 @@ def declared_requirements(source: Path) -> tuple[str, ...] | None:
     except (OSError, SyntaxError) as exc:
         raise BuildError(f"cannot parse {source}: {exc}") from exc
     for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else \
-            [node.target] if isinstance(node, ast.AnnAssign) else []
+        expression: ast.expr | None
+        if isinstance(node, ast.Assign):
+            targets, expression = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign):
+            targets, expression = [node.target], node.value
+        else:
+            continue
         if not any(isinstance(t, ast.Name) and t.id == DECLARED_REQUIREMENTS for t in targets):
             continue
         try:
-            value = ast.literal_eval(node.value) if node.value is not None else None
+            value = ast.literal_eval(expression) if expression is not None else None
         except ValueError:
             value = None
         if not isinstance(value, tuple | list) or not all(isinstance(v, str) for v in value):
