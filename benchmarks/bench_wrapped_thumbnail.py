@@ -30,6 +30,10 @@ round by round so that outside load hits them alike; median and p95 at the clien
 * ``miss``: the conductor on new content (hash, lookup, continuation, the sequence, the
   conductor's second activation, which records).
 
+and, to explain the hit: ``fp.*``, the reads of the wrapped action's definition that the
+conductor makes on every call (``action_fingerprint`` through the same REST API, one
+kept-alive session as in the conductor), for the sequence and for one action alone.
+
 Targets (issue 10): a hit costs at most one conductor activation (counted from the
 composition's activation record: its logs are the ids of the activations it made) and
 < 10 ms end to end; a miss adds < 15 ms to the bare action (median miss - median
@@ -69,6 +73,7 @@ else:  # python benchmarks/bench_wrapped.py: benchmarks/ is sys.path[0]
 
 from owdedup.actionloop.site import prepare_runtime_site
 from owdedup.deploy.build import build_actions
+from owdedup.runtime.wrapped.identity import action_fingerprint
 
 PROJECT = Path(__file__).resolve().parent.parent
 STEPS = ("hash", "lookup", "thumbnail", "record")
@@ -140,6 +145,25 @@ def hit_activations(rest: Rest, action: str, payload: Mapping[str, Any]) -> list
     return names
 
 
+def fingerprint_reads(rest: Rest, calls: int) -> dict[str, list[float]]:
+    """What the conductor's first activation spends reading the wrapped action's definition
+    on every call (``action_fingerprint``: the definition without its code, its package's,
+    and a sequence's components' alike), timed here through the same REST API with the
+    same client (one kept-alive session): for the sequence (5 actions, 5 packages: 10 GETs)
+    and for one of its actions alone (2 GETs)."""
+    env = {"__OW_API_HOST": f"http://127.0.0.1:{rest.port}", "__OW_API_KEY": auth_of(rest),
+           "__OW_NAMESPACE": "_"}
+    ignored = ["dest_bucket", "store", "records"]
+    times: dict[str, list[float]] = {"sequence": [], "one-action": []}
+    for _ in range(calls):
+        for name, action in (("sequence", "owdedup/dedup-thumbnail"),
+                             ("one-action", "owdedup/hash")):
+            started = time.perf_counter()
+            action_fingerprint(action, env, ignored)
+            times[name].append((time.perf_counter() - started) * 1000)
+    return times
+
+
 def bench(report: Report, photo: Path, runtime_site: Path, work: Path, invokes: int,
           warmup: int, console: Console) -> None:
     console.print("building the zips ...")
@@ -205,14 +229,20 @@ def bench(report: Report, photo: Path, runtime_site: Path, work: Path, invokes: 
                     raise RuntimeError(f"{config.name}: unexpected result {result}")
             console.print(f"  round {round_ + 1}/{invokes}", end="\r", highlight=False)
         made = hit_activations(rest, CONDUCTOR, picture)
+        reads = fingerprint_reads(rest, invokes)
     report.times = times
     report.extra["hit_activations"] = made
+    report.extra["fingerprint_ms"] = reads
     for name, ms in times.items():
         report.checks.append(common.Check(
             name, f"thumbnail: {name}",
             f"median {median(ms):.1f} ms, p95 {common.percentile(ms, 95):.1f} ms"))
     hit_ms, direct_ms = median(times["hit"]), median(times["direct-new"])
     added = median(times["miss"]) - direct_ms
+    for name, ms in reads.items():
+        report.checks.append(common.Check(
+            f"fp.{name}", f"a hit's fingerprint reads, {name.replace('-', ' ')}",
+            f"median {median(ms):.1f} ms, p95 {common.percentile(ms, 95):.1f} ms"))
     report.checks += [
         common.Check("T-hit", "hit via the conductor, median",
                      f"{hit_ms:.1f} ms (direct-new {direct_ms:.1f} ms)", hit_ms, "<=",

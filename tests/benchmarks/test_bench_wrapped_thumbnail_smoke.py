@@ -17,7 +17,7 @@ def test_wrapped_thumbnail_benchmark_measures_hits_and_misses(tmp_path: Path) ->
     photos = make_photos(tmp_path / "photos", count=1)
     run = run_benchmark("bench_wrapped_thumbnail.py", [
         "--photos", str(photos), "--invokes", "2", "--warmup", "1"], tmp_path / "out")
-    assert_complete(run, [*CONFIGS, "T-hit", "T-miss", "T-acts"])
+    assert_complete(run, [*CONFIGS, "fp.sequence", "fp.one-action", "T-hit", "T-miss", "T-acts"])
     assert run.results["extra"]["hit_activations"] == ["thumbnail-dedup"]
     assert {name: len(ms) for name, ms in run.results["invoke_ms"].items()} == {
         name: 2 for name in CONFIGS}
