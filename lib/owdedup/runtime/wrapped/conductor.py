@@ -15,7 +15,9 @@ An action with the ``conductor`` annotation is run by OpenWhisk up to twice per 
 
 The state carries what the second activation needs (key, function, start time), never a
 credential, and is signed with a key derived from the conductor's API key and its own
-secrets, so an invoker cannot hand it a forged state to plant a record.
+secrets, so an invoker cannot hand it a forged state to plant a record. (A local run with
+neither has nothing secret to sign with; there, whoever can invoke it can write the records
+anyway.)
 """
 
 from __future__ import annotations
