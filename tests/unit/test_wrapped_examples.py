@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import PROJECT
-from tests.imagegen import CAMERA_MAKE, jpeg, not_an_image, picture
+from tests.imagegen import CAMERA_MAKE, bomb_png, jpeg, not_an_image, picture
 
 
 def load(name: str) -> ModuleType:
@@ -130,3 +130,12 @@ def test_image_metadata_refuses_what_is_not_an_image_naming_it(store: dict[str, 
     gone = image_metadata.main({"store": store["store"], "bucket": "in", "key": "gone.jpg"})
     assert gone["error"].startswith("image-metadata: in/gone.jpg cannot be read: ")
     assert "bucket and key" in image_metadata.main({"bucket": "in"})["error"]
+
+
+def test_an_image_too_large_to_decode_is_refused_from_its_header(
+    store: dict[str, Any],
+) -> None:
+    put(store, "huge.png", bomb_png(9000, 8000))  # 72 MP in its header, a few bytes of body
+    refused = image_metadata.main({"store": store["store"], "bucket": "in", "key": "huge.png"})
+    assert refused == {"error": "image-metadata: in/huge.png is too large: 9000x8000 pixels, "
+                                "more than 50000000 (the action's memory would not hold it)"}

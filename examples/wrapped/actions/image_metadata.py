@@ -10,7 +10,9 @@ Output: {"format": "JPEG", "mode": "RGB", "width": 640, "height": 480, "bytes": 
         "dhash" is a 64-bit difference hash (perceptual: a re-encoded or slightly resized
         copy differs in few bits). EXIF values that are not text or numbers (maker notes,
         thumbnails) and the IFD pointers are left out.
-Error:  {"error": "image-metadata: inbucket/notes.jpg is not an image: cannot identify ..."}
+Error:  {"error": "image-metadata: inbucket/notes.jpg is not an image: cannot identify ..."},
+        {"error": "image-metadata: inbucket/huge.png is too large: 9000x8000 pixels, ..."}
+        (more than MAX_PIXELS: refused from its header, before decoding)
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from owdedup.runtime.errors import OwdedupError
 #: What this action's zip carries beside owdedup's runtime (read by ``owdedup deploy``).
 REQUIREMENTS = ("minio", "pillow")
 MAX_BYTES = 64 * 1024 * 1024
+#: Largest image decoded (a 50 MP RGB PNG is 150 MB decoded; the action has 256 MB).
+MAX_PIXELS = 50_000_000
 #: dHash of HASH_SIZE x HASH_SIZE bits.
 HASH_SIZE = 8
 #: Longest EXIF text kept (a longer one is left out, like binary values).
@@ -45,23 +49,30 @@ def main(params: dict[str, Any]) -> dict[str, Any]:
     try:
         return describe(data)
     except ValueError as exc:
-        return {"error": f"image-metadata: {bucket}/{key} is not an image: {exc}"}
+        return {"error": f"image-metadata: {bucket}/{key} is {exc}"}
 
 
 def describe(data: bytes) -> dict[str, Any]:
-    """The metadata of an encoded image; ValueError when Pillow cannot read it."""
+    """The metadata of an encoded image; ValueError ("not an image: ...", "too large:
+    ...") when it cannot be described."""
     from PIL import ExifTags, Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as image:
-            exif = image.getexif()
-            tags = {**exif, **exif.get_ifd(ExifTags.IFD.Exif)}
-            small = image.convert("L").resize((HASH_SIZE + 1, HASH_SIZE),
-                                              Image.Resampling.LANCZOS)
             found = {"format": image.format, "mode": image.mode, "width": image.width,
                      "height": image.height}
+            if image.width * image.height > MAX_PIXELS:
+                raise ValueError(f"too large: {image.width}x{image.height} pixels, more than "
+                                 f"{MAX_PIXELS} (the action's memory would not hold it)")
+            exif = image.getexif()
+            tags = {**exif, **exif.get_ifd(ExifTags.IFD.Exif)}
+            # A JPEG is decoded at the smallest scale (down to 1/8) still above the grid:
+            # the hash needs 9x8 pixels, not the whole photo in memory.
+            image.draft("L", (HASH_SIZE * 8, HASH_SIZE * 8))
+            small = image.convert("L").resize((HASH_SIZE + 1, HASH_SIZE),
+                                              Image.Resampling.LANCZOS)
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-        raise ValueError(str(exc)) from None
+        raise ValueError(f"not an image: {exc}") from None
     named = {}
     for tag, value in tags.items():
         plain = _json_value(value)
