@@ -44,20 +44,21 @@ def project_with(tmp_path: Path, source: str) -> Path:
 
 def test_an_action_that_declares_nothing_is_refused_with_the_way_out(tmp_path: Path) -> None:
     manifest = project_with(tmp_path, "def main(params):\n    return {}\n")
-    with pytest.raises(BuildError, match=r"mine\.py has no REQUIREMENTS"):
+    with pytest.raises(BuildError, match=r"mine\.py has no '# /// script' block"):
         plan_build(manifest)
 
 
 def test_an_action_may_need_nothing(tmp_path: Path) -> None:
-    manifest = project_with(tmp_path, "REQUIREMENTS: tuple[str, ...] = ()\n"
+    manifest = project_with(tmp_path, "# /// script\n# dependencies = []\n# ///\n"
                                       "def main(params):\n    return {}\n")
     (only,) = plan_build(manifest).actions
     assert only.requires == () and only.packages == ()
 
 
-@pytest.mark.parametrize("value", ["'pillow'", "(name,)", "[1]", "None"])
-def test_requirements_must_be_a_literal_tuple_of_names(tmp_path: Path, value: str) -> None:
+def test_the_block_is_read_as_the_identity_of_a_python_file_reads_it(tmp_path: Path) -> None:
     source = tmp_path / "a.py"
-    source.write_text(f"REQUIREMENTS = {value}\n")
-    with pytest.raises(BuildError, match="must be a literal tuple"):
+    source.write_text('# /// script\n# dependencies = ["Pillow>=10", "minio[extra]"]\n# ///\n')
+    assert declared_requirements(source) == ("Pillow", "minio")
+    source.write_text("# /// script\n# dependencies = [\n# ///\n")
+    with pytest.raises(BuildError, match="is not TOML"):
         declared_requirements(source)

@@ -1,3 +1,7 @@
+# /// script
+# requires-python = ">=3.11"
+# dependencies = ["minio", "pillow"]
+# ///
 """image-metadata: what an image is, as JSON. A function owdedup did not write, deduplicated by
 the conductor image-metadata-dedup that examples/wrapped/manifest.yaml declares beside it.
 
@@ -24,8 +28,6 @@ from owdedup.runtime.config import Settings
 from owdedup.runtime.context import ContextCache
 from owdedup.runtime.errors import OwdedupError
 
-#: What this action's zip carries beside owdedup's runtime (read by ``owdedup deploy``).
-REQUIREMENTS = ("minio", "pillow")
 MAX_BYTES = 64 * 1024 * 1024
 #: Largest image decoded (a 50 MP RGB PNG is 150 MB decoded; the action has 256 MB).
 MAX_PIXELS = 50_000_000

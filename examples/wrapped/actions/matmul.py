@@ -1,3 +1,7 @@
+# /// script
+# requires-python = ">=3.11"
+# dependencies = ["minio"]
+# ///
 """matmul: the product of two matrices stored as objects. A CPU-heavy pure function owdedup
 did not write, deduplicated by the conductor matmul-dedup that examples/wrapped/manifest.yaml
 declares beside it (keyed by the content of both matrices).
@@ -31,8 +35,6 @@ from owdedup.runtime.config import Settings
 from owdedup.runtime.context import ContextCache
 from owdedup.runtime.errors import OwdedupError
 
-#: What this action's zip carries beside owdedup's runtime (read by ``owdedup deploy``).
-REQUIREMENTS = ("minio",)
 MAGIC = b"\x93NUMPY"
 #: .npy dtype -> array typecode; the product is always float64.
 DTYPES = {"<f8": "d", "<f4": "f", "<i8": "q", "<i4": "i"}

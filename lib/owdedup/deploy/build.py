@@ -225,7 +225,7 @@ def plan_action(
     The project's own steps (the conductor ``dedup`` too) come from the installed package's
     bundle when *project* has no copy: a user's project (``examples/wrapped``) deploys them
     without copying them. An action that is neither a step nor a registered function says
-    what its zip needs in its own file (``REQUIREMENTS``, :func:`declared_requirements`)."""
+    what its zip needs in its own file (its PEP 723 block, :func:`declared_requirements`)."""
     if runtime != RUNTIME_KIND:
         raise BuildError(
             f"action {name}: runtime {runtime!r}, but the zip is built for {RUNTIME_KIND}"
@@ -242,7 +242,8 @@ def plan_action(
         raise BuildError(
             f"action {stem}: neither a step in STEP_REQUIREMENTS (owdedup.deploy.needs) "
             f"nor a registered function (owdedup.runtime.functions), and {source.name} has "
-            f"no REQUIREMENTS; say which packages it needs, even none"
+            f"no '# /// script' block; list the packages it needs there, even none "
+            f"('# dependencies = []')"
         )
     if stem in requirements and stem not in STEP_REQUIREMENTS:
         check_function_ships(stem)

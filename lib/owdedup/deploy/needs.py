@@ -35,7 +35,9 @@ from owdedup.deploy.runtime import (
     BuildError,
     Trim,
 )
+from owdedup.runtime.errors import OwdedupError
 from owdedup.runtime.functions import DedupFunction, registry
+from owdedup.runtime.wrapped.identity import declared_packages
 
 #: The clients of the stores a step talks to: the object store (S3: minio) and the record
 #: store (CouchDB/Cloudant: ibmcloudant).
@@ -71,37 +73,25 @@ def action_requirements() -> Mapping[str, tuple[str, ...]]:
     return MappingProxyType({**STEP_REQUIREMENTS, **computes})
 
 
-#: The module-level name an action of a user's project declares its requirements under.
-DECLARED_REQUIREMENTS: Final = "REQUIREMENTS"
+#: The start of a PEP 723 block (``# /// script``), where a user's action lists its packages.
+_SCRIPT_BLOCK_START = re.compile(r"(?m)^# /// script\s*$")
 
 
 def declared_requirements(source: Path) -> tuple[str, ...] | None:
-    """What an action that is neither a step nor a function says its zip needs: a
-    module-level ``REQUIREMENTS = ("minio", "pillow")`` of distribution names, read from its
-    source without running it; None when it declares nothing."""
+    """What an action that is neither a step nor a function says its zip needs: the
+    ``dependencies`` of its PEP 723 block (``# /// script`` / ``# dependencies = ["minio",
+    "pillow"]`` / ``# ///``), by name, read as the wrapper's identity of a Python file reads
+    them; None when it has no such block."""
     try:
-        tree = ast.parse(source.read_bytes(), filename=str(source))
-    except (OSError, SyntaxError) as exc:
-        raise BuildError(f"cannot parse {source}: {exc}") from exc
-    for node in tree.body:
-        expression: ast.expr | None
-        if isinstance(node, ast.Assign):
-            targets, expression = node.targets, node.value
-        elif isinstance(node, ast.AnnAssign):
-            targets, expression = [node.target], node.value
-        else:
-            continue
-        if not any(isinstance(t, ast.Name) and t.id == DECLARED_REQUIREMENTS for t in targets):
-            continue
-        try:
-            value = ast.literal_eval(expression) if expression is not None else None
-        except ValueError:
-            value = None
-        if not isinstance(value, tuple | list) or not all(isinstance(v, str) for v in value):
-            raise BuildError(f"{source}: {DECLARED_REQUIREMENTS} must be a literal tuple of "
-                             "distribution names, e.g. (\"minio\", \"pillow\")")
-        return tuple(value)
-    return None
+        data = source.read_bytes()
+    except OSError as exc:
+        raise BuildError(f"cannot read {source}: {exc.strerror}") from exc
+    if not _SCRIPT_BLOCK_START.search(data.decode("utf-8", errors="replace")):
+        return None
+    try:
+        return declared_packages(data, str(source))
+    except OwdedupError as exc:
+        raise BuildError(str(exc)) from exc
 
 
 #: The subpackage that runs inside actions. It ships whole, by allowlist (as chalice ships
