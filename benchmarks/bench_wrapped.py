@@ -3,9 +3,11 @@
 Per call, blocking, after a warm-up: the wrapped action invoked directly; a hit through its
 conductor (one conductor activation, the action never starts); a miss through the conductor
 (the action on new content: two conductor activations around it). For a 5 ms action and a
-150 ms one (sleeps standing in for a function's work). Targets (issue 10): a hit costs at
-most one conductor activation and under 10 ms end to end; a miss adds under 15 ms to the bare
-action. Writes results.json and chart.png into --out and prints the table.
+150 ms one (sleeps), and for the thumbnail: the project's dedup-thumbnail sequence wrapped
+(called directly on new content each time, so that its own lookup misses), wrapped as is
+and with a pinned --version. Targets (issue 10): a hit costs at most one conductor activation
+and under 10 ms end to end; a miss adds under 15 ms to the bare action. Writes results.json
+and chart.png into --out and prints the table.
 
     python benchmarks/bench_wrapped.py --out /tmp/bench-wrapped [--calls 30]
 """
@@ -13,6 +15,7 @@ action. Writes results.json and chart.png into --out and prints the table.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import statistics
@@ -27,6 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from owdedup.actionloop.site import prepare_runtime_site
+from owdedup.deploy.build import build_actions
 from owdedup.openwhisk.client import Credentials, OpenWhiskClient
 from owdedup.openwhisk.wrap import Executor, plan_wrap
 from owdedup.serve.limits import NamespaceLimits
@@ -41,6 +45,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 
 AUTH = "23bc46b1-71f6-4ed5-8c54-816aa4f8c502:" + "b" * 64
 ACTION = "import time\n\ndef main(params):\n    time.sleep({s})\n    return {{'n': len(params)}}\n"
+THUMBNAIL_STEPS = ["hash", "lookup", "thumbnail", "record"]
 HIT_TARGET_MS = 10.0
 MISS_TARGET_MS = 15.0
 
@@ -61,6 +66,14 @@ class Check:
         return self.value <= self.target if self.op == "<=" else self.value >= self.target
 
 
+def wrap(client: OpenWhiskClient, action: str, environ: dict[str, str], *,
+         version: str = "", name: str = "") -> None:
+    """``owdedup wrap ACTION [--version V] [--name NAME]``: its plan, run by its executor."""
+    Executor(client).run(plan_wrap(action, objects="bucket/key", ignore="", version=version,
+                                   name=name, no_metadata=False, project=PROJECT,
+                                   environ=environ))
+
+
 def timed(client: OpenWhiskClient, name: str, payload: dict[str, Any]) -> tuple[float, Any]:
     started = time.perf_counter()
     reply = client.invoke(name, payload, blocking=True)
@@ -70,23 +83,30 @@ def timed(client: OpenWhiskClient, name: str, payload: dict[str, Any]) -> tuple[
     return elapsed, reply.body
 
 
-def measure(client: OpenWhiskClient, store: Path, action: str, calls: int, warmup: int,
-            ) -> dict[str, list[float]]:
+def measure(client: OpenWhiskClient, bucket: Path, action: str, conductor: str,
+            calls: int, warmup: int, seen: bytes, extension: str = ".bin",
+            direct_on_new: bool = False) -> dict[str, list[float]]:
+    """Per round: *action* directly (on new content when *direct_on_new*: a wrapped sequence
+    that deduplicates by itself), the conductor on seen content (a hit), the conductor on
+    new content (a miss). New content: *seen* plus random bytes (a JPEG ignores them)."""
     times: dict[str, list[float]] = {"direct": [], "hit": [], "miss": []}
-    bucket = store / "in"
-    (bucket / "seen.bin").write_bytes(b"recorded content")
-    conductor = f"{action}-dedup"
+    (bucket / f"seen{extension}").write_bytes(seen)
     for index in range(warmup + calls):
-        direct_ms, _ = timed(client, action, {"bucket": "in", "key": "seen.bin"})
-        hit_ms, body = timed(client, conductor, {"bucket": "in", "key": "seen.bin"})
+        key = f"seen{extension}"
+        if direct_on_new:
+            key = f"direct-{index}{extension}"
+            (bucket / key).write_bytes(seen + os.urandom(16))
+        direct_ms, _ = timed(client, action, {"bucket": bucket.name, "key": key})
+        hit_ms, body = timed(client, conductor, {"bucket": bucket.name,
+                                                 "key": f"seen{extension}"})
         if index > 0:  # the first call records the content
             if not body["response"]["result"]["owdedup"]["hit"]:
                 raise RuntimeError(f"expected a hit: {body['response']['result']}")
             if len(body.get("logs", [])) != 1:
                 raise RuntimeError(f"a hit ran {len(body.get('logs', []))} activations")
-        fresh = f"new-{index}.bin"
-        (bucket / fresh).write_bytes(os.urandom(64))
-        miss_ms, body = timed(client, conductor, {"bucket": "in", "key": fresh})
+        fresh = f"new-{index}{extension}"
+        (bucket / fresh).write_bytes(seen + os.urandom(16))
+        miss_ms, body = timed(client, conductor, {"bucket": bucket.name, "key": fresh})
         if body["response"]["result"]["owdedup"]["hit"]:
             raise RuntimeError("expected a miss on new content")
         if index >= warmup:
@@ -96,11 +116,47 @@ def measure(client: OpenWhiskClient, store: Path, action: str, calls: int, warmu
     return times
 
 
+def deploy_thumbnail(client: OpenWhiskClient, root: Path, store: Path) -> None:
+    """The project's dedup-thumbnail sequence, its zips built as deploy builds them."""
+    zips = {z.name: z.path for z in build_actions(
+        PROJECT / "manifest.yaml", root / "zips", only=THUMBNAIL_STEPS, log=lambda _: None)}
+    bound = {"store": f"file://{store}", "records": f"sqlite://{root / 'thumbs.sqlite'}",
+             "dest_bucket": "thumbs"}
+    (store / "thumbs").mkdir(exist_ok=True)
+    replies = [client.put_entity("packages", "owdedup", {"parameters": [
+        {"key": k, "value": v} for k, v in bound.items()]}, overwrite=True)]
+    for step in THUMBNAIL_STEPS:
+        code = base64.b64encode(zips[step].read_bytes()).decode("ascii")
+        replies.append(client.put_entity("actions", f"owdedup/{step}", {
+            "exec": {"kind": "python:3.11", "code": code, "binary": True, "main": "main"},
+            "limits": {"timeout": 60_000, "memory": 256}}, overwrite=True))
+    replies.append(client.put_entity("actions", "owdedup/dedup-thumbnail", {"exec": {
+        "kind": "sequence",
+        "components": [f"/_/owdedup/{step}" for step in THUMBNAIL_STEPS]}}, overwrite=True))
+    if any(reply.status != 200 for reply in replies):
+        raise RuntimeError(f"deploying the thumbnail failed: {[r.body for r in replies]}")
+
+
+def sample_photo() -> bytes:
+    """A 1600x1200 JPEG of noise (no corpus needed): costly to decode and shrink."""
+    import io
+
+    from PIL import Image
+
+    image = Image.frombytes("RGB", (1600, 1200), os.urandom(1600 * 1200 * 3))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--calls", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3, help="calls not counted (>= 1)")
+    parser.add_argument("--photo", type=Path, help="a JPEG for the thumbnail (default: noise)")
+    parser.add_argument("--no-thumbnail", action="store_true",
+                        help="leave out the thumbnail (its zips take a while to build)")
     args = parser.parse_args()
     args.warmup = max(1, args.warmup)  # the first call records the content
     console = Console()
@@ -124,10 +180,22 @@ def main() -> int:
                 reply = client.put_entity("actions", action, {"exec": {
                     "kind": "python:3.11", "code": ACTION.format(s=seconds)}}, overwrite=True)
                 assert reply.status == 200, reply.body
-                Executor(client).run(plan_wrap(action, objects="bucket/key", ignore="",
-                                               version="", name="", no_metadata=False,
-                                               project=PROJECT, environ=environ))
-                results[label] = measure(client, store, action, args.calls, args.warmup)
+                wrap(client, action, environ)
+                results[label] = measure(client, store / "in", action, f"{action}-dedup",
+                                         args.calls, args.warmup, b"recorded content")
+            if not args.no_thumbnail:
+                deploy_thumbnail(client, root, store)
+                wrap(client, "owdedup/dedup-thumbnail", environ)
+                photo = args.photo.read_bytes() if args.photo else sample_photo()
+                results["thumbnail"] = measure(
+                    client, store / "in", "owdedup/dedup-thumbnail", "dedup-thumbnail-dedup",
+                    args.calls, args.warmup, photo, ".jpg", direct_on_new=True)
+                # pinned: no definition read per call (a sequence's is 1 + its components')
+                wrap(client, "owdedup/dedup-thumbnail", environ, version="1",
+                     name="thumbnail-pinned")
+                results["thumbnail-pinned"] = measure(
+                    client, store / "in", "owdedup/dedup-thumbnail", "thumbnail-pinned",
+                    args.calls, args.warmup, photo, ".jpg", direct_on_new=True)
         finally:
             client.close()
             server.close()
