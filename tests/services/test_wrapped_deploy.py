@@ -322,6 +322,13 @@ def test_the_thumbnail_through_the_generic_wrapper(deployed: Deployed) -> None:
     assert wrapped.input_digest == own.input_digest == digest
     assert wrapped.function_id != own.function_id
     assert [o["key"] for o in wrapped.result["outputs"]] == [own.output.key]
+    # The recorded result names the recording call's input: once that object is gone, the
+    # record is not believed (a miss; the sequence's own record still answers).
+    deployed.context.store.delete(*first)
+    status, rerun = deployed.invoke("thumbnail-dedup", {"bucket": again[0], "key": again[1]})
+    assert status == 200 and rerun["owdedup"]["hit"] is False
+    assert (rerun["key"], rerun["status"]) == (again[1], "deduplicated")
+    assert deployed.activations("dedup-thumbnail") == runs + 2
 
     # computed by the sequence itself first: the wrapper misses, the sequence deduplicates
     other = jpeg(264, 172)
