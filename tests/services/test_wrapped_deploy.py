@@ -8,7 +8,8 @@ CouchDB-API server, with, deployed by the real wskdeploy:
   ``matmul``, each with its conductor ``*-dedup`` declared beside it;
 
 and wrapped with the real ``owdedup wrap``: a Python action created as ``wsk action create``
-creates it (``scale``; ``slow``, which runs out of time) and the sequence ``dedup-thumbnail``.
+creates it (``scale``); the same conductor, bound to another action, wraps ``slow`` (which
+runs out of time) and the sequence ``dedup-thumbnail``.
 Whether the wrapped action ran is read from the activations API (its activation count), as
 a user would check it.
 """
@@ -81,12 +82,23 @@ class Deployed:
         self.context.store.put(INPUTS, key, data)
         return INPUTS, key
 
-    def wrap(self, *args: str) -> None:
+    def wrap(self, project: Path, *args: str) -> None:
         done = subprocess.run(
-            [sys.executable, "-m", "owdedup", "wrap", *args, "--project", str(PROJECT)],
+            [sys.executable, "-m", "owdedup", "wrap", *args, "--project", str(project)],
             env=self.env, capture_output=True, text=True, timeout=600, check=False)
         assert done.returncode == 0, done.stdout + done.stderr
         self.outputs.append(done.stdout + done.stderr)
+
+    def wrap_like(self, conductor: str, action: str, name: str, ignore: str) -> None:
+        """What ``owdedup wrap`` makes, copied from a conductor it made (its zip, annotations
+        and stores) but for *action*: the conductor's zip is not built again."""
+        made = self.client.request("GET", f"actions/{conductor}").json
+        bound = {p["key"]: p["value"] for p in made["parameters"]}
+        bound.update({"owdedup_action": action, "owdedup_ignore": ignore})
+        reply = self.client.put(f"actions/{name}", {
+            "exec": made["exec"], "annotations": made["annotations"],
+            "parameters": params(bound), "limits": made["limits"]}, overwrite=True)
+        assert reply.status == 200, reply.raw
 
 
 def scale_code(version: int) -> str:
@@ -119,11 +131,11 @@ def deployed(services: Services, runtime_site: Path,
         deployment = Deployed(client, env, context, [done.stdout + done.stderr,
                                                      example.stdout + example.stderr])
         client.action("scale", scale_code(1), parameters=params({"factor": 2}))
-        deployment.wrap("scale", "--ignore", "dest_bucket,token")
+        deployment.wrap(project, "scale", "--ignore", "dest_bucket,token")
         client.action("slow", SLOW, limits={"timeout": 1000})
-        deployment.wrap("slow")
-        deployment.wrap("owdedup/dedup-thumbnail", "--name", "thumbnail-dedup",
-                        "--ignore", THUMBNAIL_IGNORED)
+        deployment.wrap_like("scale-dedup", "slow", "slow-dedup", "")
+        deployment.wrap_like("scale-dedup", "owdedup/dedup-thumbnail", "thumbnail-dedup",
+                             THUMBNAIL_IGNORED)
         yield deployment
         context.close()
 
@@ -343,13 +355,24 @@ def test_the_thumbnail_through_the_generic_wrapper(deployed: Deployed) -> None:
 
 
 def test_no_credential_in_results_records_or_logs(deployed: Deployed) -> None:
-    """Runs last: everything the module made is searched for the keys it was deployed with."""
+    """Everything the module made (last in it: every other test's work too) is searched for
+    the keys it was deployed with; its own calls make sure there is a miss, a hit and an
+    error of a wrapped action whose bound parameters hold the store's keys."""
+    photo = deployed.put(unique("s.jpg"), jpeg(150, 100, exif_gps=True))
+    copy = deployed.put(unique("s-copy.jpg"), jpeg(150, 100, exif_gps=True))
+    for where in (photo, copy):
+        status, _ = deployed.invoke(f"{EXAMPLES}/image-metadata-dedup",
+                                    {"bucket": where[0], "key": where[1]})
+        assert status == 200
+    status, _ = deployed.invoke(f"{EXAMPLES}/image-metadata-dedup",
+                                {"bucket": photo[0], "key": "missing.jpg"})
+    assert status == 502
     secrets = [deployed.env[name] for name in ("OWDEDUP_STORE_SECRET_KEY",
                                                "OWDEDUP_RECORDS_PASSWORD")
                if deployed.env.get(name)]
     secrets.append(AUTH.partition(":")[2])
     activations = deployed.client.request("GET", "activations?docs=true&limit=200").json
-    assert len(activations) > 20  # this module's, with their results and logs
+    assert len(activations) >= 7  # with their results and logs
     logs = [deployed.client.request("GET", f"activations/{a['activationId']}/logs").raw
             for a in activations]
     base, database = parse_url(deployed.env["OWDEDUP_RECORDS"])
