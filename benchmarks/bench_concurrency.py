@@ -16,9 +16,10 @@ file's docstring giving its input and output:
   presigned URL (the action holds no credential) and hashes it;
 - ``io``: writes ``--io-mib`` MiB into temporary files, fsyncs them, reads them back.
 
-They are not deduplicated: wrapping any action in owdedup's dedup is the generic wrapper's
-job (issue 10, built separately); once it exists, the CPU series with repeating inputs
-shows what deduplication saves. Until then this measures the platform side only.
+They run bare (the platform side only), and the CPU function also wrapped, as ``owdedup wrap
+cpu --objects -`` wraps it (its plan run by its executor: the conductor ``cpu-dedup`` keyed by
+the call's parameters, records in SQLite), to show what deduplication does when inputs repeat
+(``--repeats``, default 0,50,90 %).
 
 For each function and each level c of ``--levels`` (default 1,2,4,8):
 
@@ -29,6 +30,14 @@ For each function and each level c of ``--levels`` (default 1,2,4,8):
   (invocations/s, and its speed-up over c=1) and latency p50/p95, measured at the client
   (blocking invoke, from the POST to the activation's arrival); cold starts in this phase
   are counted (0 expected: serve keeps c warm processes per action, ``--warm``).
+
+The deduplicated series, for each repeat fraction r and each level c: ``c`` calls on fresh
+seeds first (not counted: they warm the conductor and the action), then ``--calls`` calls of
+``cpu-dedup``, c in flight at a time, on ``round(calls * (1 - r))`` distinct seeds taken in
+turn (seed i mod distinct, each level its own seeds: no record of an earlier level is hit;
+same n and depth as the bare series). Reported: throughput, latency p50/p95, the wrapped
+action's runs (misses: a repeat still in flight when its twin arrives runs too) and the
+activations of ``cpu`` saved against the bare action, which runs every call.
 
 Serve runs with ``--containers`` and ``--warm`` at the largest level and its invocation
 limits raised out of the way. This machine's cores flatten the CPU curve at their count;
@@ -61,7 +70,8 @@ from rich.console import Console
 from rich.table import Table
 
 from owdedup.openwhisk.client import Credentials, OpenWhiskClient
-from owdedup.runtime.config import ENV_STORE
+from owdedup.openwhisk.wrap import Executor, plan_wrap
+from owdedup.runtime.config import ENV_RECORDS, ENV_STORE
 
 if TYPE_CHECKING or __package__:  # python -m benchmarks.bench_concurrency, and mypy
     from benchmarks import bench_fanout, bench_peers, common
@@ -71,6 +81,7 @@ else:  # python benchmarks/bench_concurrency.py: benchmarks/ is sys.path[0]
     import common
 
 ACTIONS = Path(__file__).resolve().parent / "concurrency_actions"
+PROJECT = Path(__file__).resolve().parents[1]
 FUNCTIONS = {"cpu": "cpu_heavy", "net": "net_heavy", "io": "io_heavy"}
 
 
@@ -96,13 +107,39 @@ class Level:
 
 
 @dataclass
+class DedupLevel:
+    """The wrapped CPU function at one level with a fraction of repeated inputs."""
+
+    repeat_pct: int
+    concurrency: int
+    calls: int
+    distinct: int  # distinct seeds among the calls
+    wall_s: float
+    per_s: float
+    latency_ms: list[float]
+    runs: int  # calls the conductor missed: the wrapped action ran
+    hits: int  # calls answered from a record: the wrapped action never started
+    not_recorded: int  # ran, but the record store did not keep the result
+
+    @property
+    def p50_ms(self) -> float:
+        return statistics.median(self.latency_ms)
+
+    @property
+    def p95_ms(self) -> float:
+        return common.percentile(self.latency_ms, 95)
+
+
+@dataclass
 class Report(common.BaseReport):
     timings_key = "levels"
 
     levels: list[Level] = field(default_factory=list)
+    dedup: list[DedupLevel] = field(default_factory=list)
 
     def timings_json(self) -> dict[str, Any]:
-        return {"levels": [asdict(level) for level in self.levels]}
+        return {"levels": [asdict(level) for level in self.levels],
+                "dedup": [asdict(level) for level in self.dedup]}
 
 
 # -- invoking -----------------------------------------------------------------------------------
@@ -112,6 +149,8 @@ class Report(common.BaseReport):
 class Call:
     latency_ms: float
     cold: bool
+    #: A wrapped call's ``owdedup`` metadata (None for a bare action).
+    dedup: Mapping[str, Any] | None = None
 
 
 def call(client: OpenWhiskClient, action: str, params: Mapping[str, Any]) -> Call:
@@ -125,7 +164,8 @@ def call(client: OpenWhiskClient, action: str, params: Mapping[str, Any]) -> Cal
     if reply.status != 200 or not response.get("success") or "error" in result:
         raise RuntimeError(f"{action}: HTTP {reply.status}: {result or reply.body}")
     cold = any(a.get("key") == "initTime" for a in body.get("annotations", ()))
-    return Call(latency_ms, cold)
+    meta = result.get("owdedup")
+    return Call(latency_ms, cold, meta if isinstance(meta, dict) else None)
 
 
 def at_once(client: OpenWhiskClient, action: str, params: Mapping[str, Any], calls: int,
@@ -150,6 +190,44 @@ def measure(client: OpenWhiskClient, url: str, function: str, params: Mapping[st
     return Level(function, concurrency, calls, wall_s, calls / wall_s,
                  [c.latency_ms for c in warm], [c.latency_ms for c in cold],
                  sum(c.cold for c in warm), sum(c.cold for c in cold))
+
+
+def wrap_cpu(client: OpenWhiskClient, url: str, work: Path) -> str:
+    """``owdedup wrap cpu --objects -``: its plan, run by its executor; the conductor's name.
+    Keyed by the parameters alone (n, depth, seed); records in a SQLite file of *work*."""
+    (work / "store").mkdir(exist_ok=True)
+    environ = {"OW_APIHOST": url, "OW_AUTH": bench_fanout.AUTH, "OW_NAMESPACE": "_",
+               ENV_STORE: f"file://{work / 'store'}",
+               ENV_RECORDS: f"sqlite://{work / 'records.sqlite'}"}
+    Executor(client).run(plan_wrap("cpu", objects="-", ignore="", version="", name="",
+                                   no_metadata=False, project=PROJECT, environ=environ))
+    return "cpu-dedup"
+
+
+def measure_dedup(client: OpenWhiskClient, conductor: str, params: Mapping[str, Any],
+                  repeat_pct: int, concurrency: int, calls: int) -> DedupLevel:
+    """*calls* calls of the wrapped CPU function, *repeat_pct* % of them repeating an
+    earlier call's seed, after *concurrency* uncounted calls that warm it."""
+    base = secrets.randbelow(1 << 40)  # this level's own seeds: no earlier record is hit
+    distinct = max(1, round(calls * (100 - repeat_pct) / 100))
+    at_once_seeds(client, conductor, params, [base + calls + i for i in range(concurrency)],
+                  concurrency)
+    seeds = [base + i % distinct for i in range(calls)]
+    done, wall_s = at_once_seeds(client, conductor, params, seeds, concurrency)
+    hits = sum(bool(c.dedup and c.dedup.get("hit")) for c in done)
+    not_recorded = sum(bool(c.dedup and c.dedup.get("record_error")) for c in done)
+    return DedupLevel(repeat_pct, concurrency, calls, distinct, wall_s, calls / wall_s,
+                      [c.latency_ms for c in done], calls - hits, hits, not_recorded)
+
+
+def at_once_seeds(client: OpenWhiskClient, action: str, params: Mapping[str, Any],
+                  seeds: list[int], concurrency: int) -> tuple[list[Call], float]:
+    """One call per seed, in order, *concurrency* in flight at a time."""
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        started = time.perf_counter()
+        done = list(pool.map(lambda seed: call(client, action, {**params, "seed": seed}),
+                             seeds))
+        return done, time.perf_counter() - started
 
 
 # -- the network function's object ---------------------------------------------------------------
@@ -218,15 +296,35 @@ def print_table(report: Report, console: Console) -> None:
                       f"{lv.per_s:.1f}", speed_up, f"{lv.p50_ms:.0f}", f"{lv.p95_ms:.0f}",
                       f"{statistics.median(lv.cold_latency_ms):.0f}", str(lv.cold_in_warm))
     console.print(table)
+    if report.dedup:
+        print_dedup_table(report, console)
     env = report.environment
     console.print(f"load average (1 min) {env['load_average_start'][0]:.2f} -> "
                   f"{env['load_average_end'][0]:.2f}; settings {env['settings']}",
                   highlight=False)
 
 
+def print_dedup_table(report: Report, console: Console) -> None:
+    table = Table(title="cpu wrapped (owdedup wrap --objects -), inputs repeating")
+    for column in ("repeats", "at once", "calls", "distinct", "inv/s", "vs bare", "p50 ms",
+                   "p95 ms", "cpu runs", "activations of cpu saved", "not recorded"):
+        table.add_column(column, justify="right")
+    bare = {lv.concurrency: lv for lv in report.levels if lv.function == "cpu"}
+    for lv in report.dedup:
+        versus = (f"{lv.per_s / bare[lv.concurrency].per_s:.2f}x"
+                  if lv.concurrency in bare else "-")
+        table.add_row(f"{lv.repeat_pct} %", str(lv.concurrency), str(lv.calls),
+                      str(lv.distinct), f"{lv.per_s:.1f}", versus, f"{lv.p50_ms:.0f}",
+                      f"{lv.p95_ms:.0f}", str(lv.runs), f"{lv.hits} of {lv.calls}",
+                      str(lv.not_recorded))
+    console.print(table)
+
+
 def save_chart(report: Report, path: Path) -> None:
     plt = common.pyplot()
-    fig, (speed, latency) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 3 if report.dedup else 2, figsize=(16 if report.dedup else 11,
+                                                                  4.2))
+    speed, latency = axes[0], axes[1]
     levels = sorted({lv.concurrency for lv in report.levels})
     for function in FUNCTIONS:
         chosen = [lv for lv in report.levels if lv.function == function]
@@ -249,8 +347,26 @@ def save_chart(report: Report, path: Path) -> None:
     speed.set_ylabel("throughput / at-once-1's")
     latency.set_yscale("log")
     latency.set_ylabel("latency ms (client, log)")
+    if report.dedup:
+        plot_dedup(report, axes[2])
     common.save_figure(fig, f"concurrent invocations through serve ({os.cpu_count()} cores)",
                        path)
+
+
+def plot_dedup(report: Report, ax: Any) -> None:
+    """Throughput of the wrapped CPU function per repeat fraction, beside the bare one."""
+    bare = [lv for lv in report.levels if lv.function == "cpu"]
+    if bare:
+        ax.plot([lv.concurrency for lv in bare], [lv.per_s for lv in bare], marker="o",
+                color="black", label="cpu bare")
+    for pct in sorted({lv.repeat_pct for lv in report.dedup}):
+        chosen = [lv for lv in report.dedup if lv.repeat_pct == pct]
+        ax.plot([lv.concurrency for lv in chosen], [lv.per_s for lv in chosen], marker="s",
+                linestyle="--", label=f"cpu wrapped, {pct} % repeats")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("invocations at once")
+    ax.set_ylabel("invocations/s")
+    ax.legend(fontsize=8)
 
 
 # -- main -----------------------------------------------------------------------------------------
@@ -266,6 +382,16 @@ def levels_arg(text: str) -> list[int]:
     return values
 
 
+def repeats_arg(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"need percentages like 0,50,90, not {text!r}") from None
+    if any(not 0 <= v < 100 for v in values):
+        raise argparse.ArgumentTypeError(f"need percentages from 0 to 99, not {text!r}")
+    return values
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for JSON and PNG")
@@ -278,6 +404,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--net-mib", type=int, default=32, help="object size")
     parser.add_argument("--io-mib", type=int, default=16, help="written and read per call")
     parser.add_argument("--port", type=int, default=0, help="serve's port (0: a free one)")
+    parser.add_argument("--repeats", type=repeats_arg, default=[0, 50, 90],
+                        help="the wrapped CPU series' %% of repeated inputs, e.g. 0,50,90 "
+                             "(empty: no such series)")
     return parser.parse_args(argv)
 
 
@@ -288,7 +417,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.exit(f"unknown function(s): {', '.join(sorted(unknown))}")
     console = Console(width=None if sys.stdout.isatty() else 180)
     settings = {"levels": args.levels, "calls": args.calls, "cpu_n": args.cpu_n,
-                "cpu_depth": args.cpu_depth, "net_mib": args.net_mib, "io_mib": args.io_mib}
+                "cpu_depth": args.cpu_depth, "net_mib": args.net_mib, "io_mib": args.io_mib,
+                "repeats": args.repeats if "cpu" in functions else []}
     report = Report(common.environment([], None, {"settings": settings}))
     work = Path(tempfile.mkdtemp(prefix="owdedup-concurrency-"))
     with ExitStack() as cleanup:
@@ -322,6 +452,14 @@ def run_levels(report: Report, args: argparse.Namespace, functions: list[str],
                 calls = max(args.calls, 2 * concurrency)
                 report.levels.append(measure(client, url, function, params[function],
                                              concurrency, calls))
+        if "cpu" in functions and args.repeats:
+            console.print("  cpu wrapped ...", highlight=False)
+            conductor = wrap_cpu(client, url, work)
+            for pct in args.repeats:
+                for concurrency in args.levels:
+                    calls = max(args.calls, 2 * concurrency)
+                    report.dedup.append(measure_dedup(client, conductor, params["cpu"], pct,
+                                                      concurrency, calls))
     finally:
         client.close()
         bench_fanout.stop_serve(serve)

@@ -24,7 +24,7 @@ from owdedup.runtime import env as env_names
 from owdedup.runtime.config import ENV_RECORDS, ENV_STORE, Settings
 from owdedup.runtime.context import Context
 from owdedup.runtime.errors import ConfigError, OwdedupError
-from owdedup.runtime.functions import DedupFunction, get_function, sequence_of
+from owdedup.runtime.functions import DedupFunction, get_function, registry, sequence_of
 from owdedup.runtime.pipeline import materialized_stem
 from owdedup.terminal import console
 from owdedup.terminal import fail as _fail
@@ -215,7 +215,8 @@ def invoke(
 @app.command("map")
 def map_command(
     function: Annotated[str, typer.Argument(
-        help="Function to run, e.g. thumbnail, or a Python file: ./myfunction.py")],
+        help="Function to run, e.g. thumbnail, or a Python file: ./myfunction.py, or with "
+             "--platform openwhisk a wrapped action's conductor: myfunction-dedup")],
     source: Annotated[str, typer.Argument(
         help="SRC_BUCKET[/PREFIX], or a folder path (/abs, ./rel, ../rel): every object under it")],
     dest: Annotated[str, typer.Argument(help="DEST_BUCKET, or a folder path")],
@@ -247,6 +248,11 @@ def map_command(
     FUNCTION may also be a Python file (./myfunction.py): its main(params) runs on each
     object, one after the other in this process, with the wrapper's semantics (issue 10).
 
+    With --platform openwhisk, FUNCTION may be a conductor made by owdedup wrap
+    (myfunction-dedup): each object goes as its first object reference (bucket/key), DEST as
+    dest_bucket (- for none) with every --param, and only calls its records do not hold are
+    invoked.
+
     Exit status: 0 when every object was computed or deduplicated and recorded; 1 when an
     object failed; 3 when nothing failed but some records were not written (the record store
     failed: the outputs are valid, the next run computes those objects again).
@@ -261,6 +267,10 @@ def map_command(
         return
     if platform not in ("local", "openwhisk"):
         raise _fail(f"--platform must be local or openwhisk, not {platform!r}")
+    if platform == "openwhisk" and function not in registry.names():
+        _refuse_thumbnail_options(size, fmt, quality, materialize, manifest, "a wrapped action")
+        _map_wrapped(function, source, dest, param, store, records, results, window, quiet)
+        return
     try:
         spec = get_function(function)
         params = {**_function_params(spec, size, fmt, quality, param),
@@ -299,6 +309,11 @@ def map_command(
             summary = _run_with_progress(request, keys, refused, workers, quiet)
     except OwdedupError as exc:  # the workers could not start (a bad manifest, say)
         raise _fail(str(exc)) from None
+    _finish_map(summary, results)
+
+
+def _finish_map(summary: MapSummary, results: Path | None) -> None:
+    """The --results lines, the summary and the exit status of a map."""
     if results is not None:
         with results.open("w") as out:
             for entry in summary.results:
@@ -317,12 +332,13 @@ def _is_python_file(function: str) -> bool:
 
 
 def _refuse_thumbnail_options(size: str | None, fmt: str | None, quality: int | None,
-                              materialize: bool, manifest: Path | None) -> None:
+                              materialize: bool, manifest: Path | None,
+                              what: str = "a Python file") -> None:
     given = [name for name, value in (("--size", size), ("--format", fmt),
                                       ("--quality", quality), ("--manifest", manifest))
              if value is not None] + (["--materialize"] if materialize else [])
     if given:
-        raise _fail(f"{', '.join(given)}: not for a Python file (give its parameters with "
+        raise _fail(f"{', '.join(given)}: not for {what} (give its parameters with "
                     "--param NAME=VALUE)")
 
 
@@ -389,6 +405,25 @@ def _map_file(path: Path, source: str, dest: str, pairs: list[str] | None,
                   f"{counts['deduplicated']} deduplicated, {counts['failed']} failed")
     if counts["failed"]:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _map_wrapped(conductor: str, source: str, dest: str, pairs: list[str] | None,
+                 store: str | None, records: str | None, results: Path | None,
+                 window: int | None, quiet: bool) -> None:
+    """``map CONDUCTOR SRC DEST --platform openwhisk``: a conductor made by ``owdedup wrap``,
+    its stores read from its own bound configuration (so the records are its own)."""
+    from owdedup.openwhisk.command import run_wrapped_on_openwhisk
+
+    if store is not None or records is not None:
+        raise _fail(f"--store/--records: {conductor} uses the stores it is bound to "
+                    "(owdedup wrap binds them)")
+    try:
+        summary = run_wrapped_on_openwhisk(
+            conductor, source, None if dest == "-" else dest, _file_params(pairs),
+            window=window, quiet=quiet or not sys.stderr.isatty(), console=console)
+    except OwdedupError as exc:
+        raise _fail(str(exc)) from None
+    _finish_map(summary, results)
 
 
 def _materialize_collisions(keys: list[str]) -> dict[str, str]:

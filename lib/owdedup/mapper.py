@@ -23,6 +23,7 @@ from typing import Any
 from owdedup.runtime.config import Settings
 from owdedup.runtime.context import Context
 from owdedup.runtime.counters import hit_saved_bytes
+from owdedup.runtime.wrapped.results import METADATA_KEY
 from owdedup.workpool import WorkerDied, WorkerPool
 
 COMPUTED, DEDUPLICATED, FAILED = "computed", "deduplicated", "failed"
@@ -39,12 +40,18 @@ class ObjectResult:
     digest: str | None = None
     input_bytes: int = 0
     record_error: str | None = None  # computed, but the record store did not keep it
+    #: A wrapped action's result (``map CONDUCTOR --platform openwhisk``): its outputs are
+    #: whatever the action returns, not files this run names.
+    result: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        entry = {"key": self.key, "status": self.status, "outputs": self.outputs,
-                 "error": self.error, "ms": round(self.ms, 3)}
+        entry: dict[str, Any] = {"key": self.key, "status": self.status,
+                                 "outputs": self.outputs, "error": self.error,
+                                 "ms": round(self.ms, 3)}
         if self.record_error is not None:
             entry["record_error"] = self.record_error
+        if self.result is not None:
+            entry["result"] = self.result
         return entry
 
 
@@ -72,7 +79,18 @@ class MapSummary:
     @property
     def compute_ms(self) -> float:
         return sum(float(o.get("compute_ms", 0.0)) for r in self.results if r.status == COMPUTED
-                   for o in r.outputs if not o.get("hit"))
+                   for o in r.outputs if not o.get("hit")) + sum(
+            _wrapped_compute_ms(r.result) for r in self.results
+            if r.status == COMPUTED and r.result is not None)
+
+
+def _wrapped_compute_ms(result: Mapping[str, Any]) -> float:
+    """A wrapped action's compute time, as its conductor's metadata says it."""
+    meta = result.get(METADATA_KEY)
+    if not isinstance(meta, dict) or meta.get("hit"):
+        return 0.0
+    value = meta.get("compute_ms")
+    return float(value) if isinstance(value, int | float) else 0.0
 
 
 @dataclass(frozen=True)

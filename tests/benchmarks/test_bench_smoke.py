@@ -135,11 +135,13 @@ def test_thumbnail_study_measures_every_method_through_serve(tmp_path: Path) -> 
 
 def test_concurrency_experiment_measures_every_function_and_level(
         tmp_path: Path, services: Services) -> None:
-    """The network function downloads from the test session's MinIO."""
+    """The network function downloads from the test session's MinIO; the CPU function is
+    also wrapped (owdedup wrap --objects -) and called with repeating inputs."""
     out = tmp_path / "out"
     run = run_benchmark("bench_concurrency.py", [
         "--levels", "1,2", "--calls", "4", "--net-mib", "2", "--io-mib", "2", "--cpu-n", "20",
-        "--cpu-depth", "8", "--port", str(listen_ports(1)[0])], out, env=services.env)
+        "--cpu-depth", "8", "--repeats", "0,50", "--port", str(listen_ports(1)[0])], out,
+        env=services.env)
     levels = run.results["levels"]["levels"]
     assert [(lv["function"], lv["concurrency"], lv["calls"]) for lv in levels] == [
         (f, c, 4) for f in ("cpu", "net", "io") for c in (1, 2)]
@@ -149,3 +151,14 @@ def test_concurrency_experiment_measures_every_function_and_level(
         assert lv["cold_in_cold"] == lv["concurrency"] and lv["cold_in_warm"] == 0, lv
     assert "concurrent invocations through serve" in run.output
     assert run.chart.startswith(PNG_MAGIC)
+    dedup = {(d["repeat_pct"], d["concurrency"]): d for d in run.results["levels"]["dedup"]}
+    assert [(p, c, d["calls"], d["distinct"]) for (p, c), d in dedup.items()] == [
+        (0, 1, 4, 4), (0, 2, 4, 4), (50, 1, 4, 2), (50, 2, 4, 2)]
+    for d in dedup.values():
+        assert d["runs"] + d["hits"] == 4 and d["not_recorded"] == 0, d
+        assert len(d["latency_ms"]) == 4
+    assert dedup[0, 1]["hits"] == dedup[0, 2]["hits"] == 0  # no repeat: every call runs
+    # One at a time, each repeat comes after its twin was recorded: it never runs.
+    assert dedup[50, 1]["hits"] == 2 and dedup[50, 1]["runs"] == 2
+    assert dedup[50, 2]["runs"] >= 2  # two at once: a twin still in flight runs too
+    assert "cpu wrapped" in run.output

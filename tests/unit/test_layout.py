@@ -7,6 +7,9 @@ action zip carries; never a tooling module of ``owdedup`` nor a package only the
 from __future__ import annotations
 
 import ast
+import importlib.metadata
+import re
+import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,3 +71,27 @@ def test_the_runtime_install_pulls_no_cli_package() -> None:
     for name in ("typer", "rich", "confluent-kafka"):
         assert name not in base, name
     assert any("typer" in r for r in project["optional-dependencies"]["cli"])
+
+
+def test_every_package_the_runtime_imports_is_a_declared_dependency() -> None:
+    """``pip install owdedup`` must bring what the runtime imports, each named in the base
+    dependencies: one that arrives only through another package's requirements (requests
+    came with ibmcloudant) disappears the day that package drops it."""
+    project = tomllib.loads((PROJECT / "pyproject.toml").read_text())["project"]
+    declared = {re.split(r"[<>=!~; \[]", r, maxsplit=1)[0].lower().replace("_", "-")
+                for r in project["dependencies"]}
+    providers = importlib.metadata.packages_distributions()
+    imported_names: set[str] = set()
+    for path in RUNTIME_DIR.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported_names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported_names.add(node.module.split(".")[0])
+    third_party = sorted(name for name in imported_names
+                         if name not in sys.stdlib_module_names and name != "owdedup")
+    assert third_party  # the scan sees the runtime's imports (PIL, minio, ...)
+    undeclared = {name: providers.get(name) for name in third_party
+                  if not {d.lower().replace("_", "-") for d in providers.get(name, [])}
+                  & declared}
+    assert not undeclared, f"imported by the runtime but not declared: {undeclared}"

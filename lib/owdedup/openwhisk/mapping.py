@@ -81,14 +81,14 @@ def run_platform_map(
         if stop is not None and stop.is_set():
             # Ctrl-C during the hashing: the rest is neither hashed nor looked up (a bucket of
             # a million objects would otherwise be read to the end before the run stops).
-            return _interrupted(key, INTERRUPTED)
+            return interrupted(key, INTERRUPTED)
         job = Job(request.src_bucket, key, request.dest_bucket, request.function,
                   {k: v for k, v in request.params.items() if k != "materialize"})
         started_at = time.perf_counter()
         try:
             job = hash_step(job, context())
         except OwdedupError as exc:
-            return ObjectResult(key, FAILED, error=_named(key, str(exc)),
+            return ObjectResult(key, FAILED, error=named(key, str(exc)),
                                 ms=(time.perf_counter() - started_at) * 1000)
         finally:
             if on_hashed is not None:
@@ -99,7 +99,7 @@ def run_platform_map(
         try:
             return lookup_step(job, context())
         except OwdedupError as exc:
-            return ObjectResult(job.key, FAILED, error=_named(job.key, str(exc)))
+            return ObjectResult(job.key, FAILED, error=named(job.key, str(exc)))
 
     try:
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
@@ -118,7 +118,7 @@ def run_platform_map(
             for item in pool.map(looked_up, representatives):
                 if isinstance(item, ObjectResult):
                     for key in groups[str(jobs[item.key].digest)]:
-                        settle(ObjectResult(key, FAILED, error=_named(key, item.error or "")))
+                        settle(ObjectResult(key, FAILED, error=named(key, item.error or "")))
                     continue
                 planned[str(item.digest)] = item
     finally:
@@ -147,7 +147,7 @@ def run_platform_map(
             # Said as it is, never through the sequence's error text, whose first "word: "
             # is taken for the representative's key and dropped ("interrupted: ...").
             for key in groups[digest]:
-                settle(_interrupted(key, outcome.error, digest))
+                settle(interrupted(key, outcome.error, digest))
             return
         ok = outcome.status != TASK_FAILED
         result: Mapping[str, Any] = outcome.result or {}
@@ -162,15 +162,15 @@ def run_platform_map(
     _, stats = fanout.run(tasks, on_outcome=on_outcome, stop=stop)
     # A second Ctrl-C can land while a group's objects are being settled: the rest of the
     # group was not invoked on its own, so it is reported as interrupted, never left out.
-    ordered = [results.get(key) or _interrupted(key, INTERRUPTED) for key in keys]
+    ordered = [results.get(key) or interrupted(key, INTERRUPTED) for key in keys]
     return (MapSummary(ordered, time.perf_counter() - started),
             PlatformReport(stats, saved_invocations=saved))
 
 
-def _interrupted(key: str, why: str, digest: str | None = None) -> ObjectResult:
+def interrupted(key: str, why: str, digest: str | None = None) -> ObjectResult:
     """A failed entry saying the run stopped before this object was done: a re-run does it."""
     return ObjectResult(key, FAILED, error=f"{key}: {why}", digest=digest)
 
 
-def _named(key: str, error: str) -> str:
+def named(key: str, error: str) -> str:
     return error if error.startswith(key) else f"{key}: {error}"
