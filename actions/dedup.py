@@ -11,8 +11,10 @@ Input:  the wrapped action's own parameters, e.g.
         {"bucket": "inbucket", "key": "a.jpg", "dest_bucket": "outbucket"}
 Output: first activation, hit: {"params": <the recorded result> + {"owdedup": {"hit": true,
         "activation": "<id of the activation that recorded it>", "saved_ms": 153.2}}}
-        (the composition's result is that result); miss: the continuation
-        {"action": "/ns/myfunction", "params": <input>, "state": {"owdedup_state": {...}}}.
+        (the composition's result is that result; "coalesced": true and "waited_ms" when
+        it waited for an identical call in flight to record it); miss: the continuation
+        {"action": "/ns/myfunction", "params": <input>, "state": {"owdedup_state": {...}}}
+        (the state holds the lease on the call's key, let go by the second activation).
         Second activation (the wrapped action's result plus the state): {"params": <result> +
         {"owdedup": {"hit": false, "activation": "...", "compute_ms": 151.0}}}, recorded;
         an error result is returned as it is, not recorded.

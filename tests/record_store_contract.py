@@ -6,12 +6,15 @@ fixture (a fresh, empty store); every backend then answers to the same tests.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import multiprocessing.synchronize
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from owdedup.runtime.records import OutputRef, Record, RecordStore, open_records
+from owdedup.runtime.records import Lease, OutputRef, Record, RecordStore, open_records
 from owdedup.runtime.records.base import RESULT_LIMIT_BYTES
 
 
@@ -64,6 +67,70 @@ def race_to_put(url: str, options: Mapping[str, str], writers: int = 8) -> str:
     assert len(winners) == 1
     assert {key for _, _, key in outcomes} == {winners[0][2]}  # everyone sees the winner's
     return winners[0][2]
+
+
+FID, DIGEST = "f" * 64, "d" * 64
+#: Far enough ahead that no test sees it expire; far enough behind that every test sees it has.
+LATER, EARLIER = time.time() + 3600, time.time() - 3600
+
+
+def _lease_racer(url: str, options: dict[str, str], index: int, stale: Lease | None,
+                 barrier: multiprocessing.synchronize.Barrier,
+                 results: multiprocessing.Queue[tuple[str, bool]]) -> None:
+    store = open_records(url, options)
+    store.get_lease(FID, "0" * 64)  # connect (and import the client) before the start line
+    owner = f"activation-{index}"
+    barrier.wait()
+    if stale is None:
+        lease, mine = store.claim(FID, DIGEST, owner, LATER)
+    else:
+        lease, mine = store.take_over(stale, owner, LATER)
+    results.put((owner if mine else "", lease.owner == owner))
+
+
+def race_for_lease(url: str, options: Mapping[str, str], stale: Lease | None,
+                   claimants: int = 8) -> str:
+    """*claimants* processes claim the key (*stale* None) or take over *stale* at the same
+    moment. Asserts exactly one won and that it holds the stored lease; returns its owner."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(claimants)
+    results: multiprocessing.Queue[tuple[str, bool]] = ctx.Queue()
+    procs = [ctx.Process(target=_lease_racer, args=(url, dict(options), i, stale, barrier,
+                                                    results))
+             for i in range(claimants)]
+    for proc in procs:
+        proc.start()
+    outcomes = [results.get(timeout=60) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=60)
+        assert proc.exitcode == 0
+    winners = [owner for owner, _ in outcomes if owner]
+    assert len(winners) == 1
+    assert sum(holds for _, holds in outcomes) == 1  # the losers were told the winner's lease
+    stored = open_records(url, dict(options)).get_lease(FID, DIGEST)
+    assert stored is not None and stored.owner == winners[0]
+    return winners[0]
+
+
+def in_threads(count: int, work: Callable[[int], tuple[Lease, bool]]) -> list[tuple[Lease, bool]]:
+    """*work*(i) for i in range(count), started together in threads; their results."""
+    barrier = threading.Barrier(count)
+    outcomes: list[tuple[Lease, bool]] = []
+    lock = threading.Lock()
+
+    def run(index: int) -> None:
+        barrier.wait()
+        outcome = work(index)
+        with lock:
+            outcomes.append(outcome)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(outcomes) == count
+    return outcomes
 
 
 class RecordStoreContract:
@@ -119,6 +186,14 @@ class RecordStoreContract:
         assert thumb.output_bytes == 150
         assert (stats["unseen"].records, stats["unseen"].hits) == (0, 1)
 
+    def test_in_flight_and_refusal_counters(self, records: RecordStore) -> None:
+        records.add_counts("thumbnail", coalesced=7, saved_ms=70.0)
+        records.add_counts("thumbnail", refused=2, took_over=1)
+        records.add_counts("thumbnail", hits=1, coalesced=1)
+        (stats,) = records.stats()
+        assert (stats.coalesced, stats.refused, stats.took_over, stats.hits) == (8, 2, 1, 1)
+        assert stats.saved_ms == 70.0
+
     def test_put_many_inserts_the_absent_and_keeps_what_exists(
         self, records: RecordStore
     ) -> None:
@@ -168,3 +243,132 @@ class RecordStoreContract:
         stats = {s.function: s for s in records.stats()}
         assert stats["myfunction"].records == 1
         assert stats["myfunction"].output_bytes == big.output.bytes > RESULT_LIMIT_BYTES - 30
+
+    # -- leases ---------------------------------------------------------------------------
+
+    def test_a_claim_is_exclusive_and_leaves_the_records_alone(
+        self, records: RecordStore
+    ) -> None:
+        assert records.get_lease(FID, DIGEST) is None
+        lease, mine = records.claim(FID, DIGEST, "owner-a", LATER)
+        assert mine and (lease.owner, lease.expires_at) == ("owner-a", LATER)
+        assert records.get_lease(FID, DIGEST) == lease
+        held, mine = records.claim(FID, DIGEST, "owner-b", LATER + 5)
+        assert not mine and held == lease  # the winner's lease, unchanged
+        # a lease is no record: lookups, stats and the record's own write never see it
+        assert records.get(FID, DIGEST) is None and records.get_many([(FID, DIGEST)]) == {}
+        assert records.stats() == []
+        stored, created = records.put(make_record(FID, DIGEST))
+        assert created and stored.output.key == "out/1.jpg"
+        assert records.get_lease(FID, "e" * 64) is None
+
+    def test_renew_extends_only_the_current_lease(self, records: RecordStore) -> None:
+        lease, _ = records.claim(FID, DIGEST, "owner-a", LATER)
+        renewed = records.renew(lease, LATER + 60)
+        assert renewed is not None and renewed.expires_at == LATER + 60
+        assert renewed.owner == "owner-a" and renewed.revision != lease.revision
+        assert records.get_lease(FID, DIGEST) == renewed
+        assert records.renew(lease, LATER + 120) is None  # an old revision: not the lease
+        assert records.get_lease(FID, DIGEST) == renewed
+
+    def test_release_lets_the_next_claimant_win(self, records: RecordStore) -> None:
+        lease, _ = records.claim(FID, DIGEST, "owner-a", LATER)
+        records.release(lease)
+        assert records.get_lease(FID, DIGEST) is None
+        records.release(lease)  # already gone: fine
+        taken, mine = records.claim(FID, DIGEST, "owner-b", LATER)
+        assert mine and taken.owner == "owner-b"
+        assert records.renew(lease, LATER) is None
+
+    def test_an_expired_lease_is_taken_over_once_and_never_by_a_claim(
+        self, records: RecordStore
+    ) -> None:
+        stale, _ = records.claim(FID, DIGEST, "killed", EARLIER)
+        assert stale.expired(time.time())
+        held, mine = records.claim(FID, DIGEST, "waiter-0", LATER)
+        assert not mine and held == stale  # claim never replaces a lease, expired or not
+        taken, mine = records.take_over(stale, "waiter-1", LATER)
+        assert mine and taken.owner == "waiter-1" and not taken.expired(time.time())
+        again, mine = records.take_over(stale, "waiter-2", LATER)
+        assert not mine and again == taken  # the stale revision is gone
+        # the killed owner, back, can neither renew nor release the lease it lost
+        assert records.renew(stale, LATER) is None
+        records.release(stale)
+        assert records.get_lease(FID, DIGEST) == taken
+
+    def test_taking_over_a_released_lease_is_a_claim(self, records: RecordStore) -> None:
+        stale, _ = records.claim(FID, DIGEST, "killed", EARLIER)
+        records.release(stale)
+        taken, mine = records.take_over(stale, "waiter", LATER)
+        assert mine and records.get_lease(FID, DIGEST) == taken
+
+    def test_a_renewed_lease_cannot_be_taken_over_by_its_old_revision(
+        self, records: RecordStore
+    ) -> None:
+        stale, _ = records.claim(FID, DIGEST, "slow", EARLIER)
+        renewed = records.renew(stale, LATER)  # the owner renewed just before the waiter
+        assert renewed is not None
+        held, mine = records.take_over(stale, "waiter", LATER)
+        assert not mine and held == renewed
+
+    def test_claim_or_take_over(self, records: RecordStore) -> None:
+        now = time.time()
+        live, mine = records.claim_or_take_over(FID, DIGEST, "a", LATER, now)
+        assert mine
+        assert records.claim_or_take_over(FID, DIGEST, "b", LATER, now) == (live, False)
+        assert records.claim_or_take_over(FID, DIGEST, "c", LATER, LATER + 1)[1]
+
+    def test_concurrent_claimants_in_threads_one_wins_and_one_takes_over(
+        self, records: RecordStore
+    ) -> None:
+        claims = in_threads(8, lambda i: records.claim(FID, DIGEST, f"t{i}", EARLIER))
+        winners = [lease for lease, mine in claims if mine]
+        assert len(winners) == 1
+        assert {lease.owner for lease, _ in claims} == {winners[0].owner}
+        stale = winners[0]  # it expired at once (EARLIER): every waiter takes over
+        takeovers = in_threads(8, lambda i: records.take_over(stale, f"w{i}", LATER))
+        new_owners = [lease.owner for lease, mine in takeovers if mine]
+        assert len(new_owners) == 1
+        assert {lease.owner for lease, _ in takeovers} == set(new_owners)
+        current = records.get_lease(FID, DIGEST)
+        assert current is not None and current.owner == new_owners[0]
+
+    def test_records_of_a_digest_under_every_identity(self, records: RecordStore) -> None:
+        parts = {"schema": 1, "function": "thumbnail", "code": "c" * 64,
+                 "libraries": {"pillow": "12.0"}, "params": {"quality": 85}}
+        first = dataclasses.replace(make_record("a" * 64, DIGEST), identity=parts)
+        records.put(first)
+        records.put(make_record("b" * 64, DIGEST))
+        records.put(make_record("a" * 64, "e" * 64))
+        found = sorted(records.records_of_digest(DIGEST), key=lambda r: r.function_id)
+        assert [r.function_id for r in found] == ["a" * 64, "b" * 64]
+        assert found[0] == first and found[0].identity == parts
+        assert found[1].identity is None
+        assert records.records_of_digest("0" * 64) == []
+
+    # -- negative records -------------------------------------------------------------------
+
+    def test_a_negative_record_round_trips_and_is_counted_apart(
+        self, records: RecordStore
+    ) -> None:
+        negative = Record.for_failure(
+            function="thumbnail", function_id=FID, input_digest=DIGEST,
+            message="corrupt or truncated image: broken data stream", judged={"max_pixels": 10},
+            input_bytes=5, created="2026-01-01T00:00:00+00:00")
+        stored, created = records.put(negative)
+        assert created and stored == negative
+        found = records.get(FID, DIGEST)
+        assert found == negative and found is not None
+        assert found.failure_mismatch(FID, DIGEST, {"max_pixels": 10}) is None
+        assert found.failure_mismatch(FID, DIGEST, {"max_pixels": 20}) is not None  # re-judge
+        assert found.failure_mismatch(FID, "e" * 64, {"max_pixels": 10}) is not None
+        # never taken for an output or a result
+        assert found.mismatch(FID, DIGEST, "") is not None
+        assert found.result_mismatch(FID, DIGEST) is not None
+        records.put(make_record(digest="e" * 64, size=10))
+        (stats,) = records.stats()
+        assert (stats.records, stats.failures, stats.output_bytes) == (1, 1, 10)
+        # an output record is no negative one
+        output = records.get(FID, "e" * 64)
+        assert output is not None and output.failure is None
+        assert output.failure_mismatch(FID, "e" * 64, {}) is not None

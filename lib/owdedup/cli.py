@@ -482,7 +482,12 @@ def _print_summary(summary: MapSummary) -> None:
     table.add_row("objects", str(len(summary.results)))
     table.add_row("computed", str(summary.count(COMPUTED)))
     table.add_row("deduplicated", str(summary.count(DEDUPLICATED)))
+    if summary.coalesced:
+        table.add_row("  of which waited for identical work in flight", str(summary.coalesced))
     table.add_row("failed", str(summary.count(FAILED)))
+    if summary.recorded_failures:
+        table.add_row("  of which known bad inputs (not read again)",
+                      str(summary.recorded_failures))
     if summary.not_recorded:
         table.add_row("records not written", str(len(summary.not_recorded)))
     table.add_row("wall time", f"{summary.wall_s:.2f} s")
@@ -549,8 +554,44 @@ def watch(
 
 
 @app.command()
+def explain(
+    source: Annotated[str, typer.Argument(help="SRC_BUCKET/KEY")],
+    function: Annotated[str, typer.Option("--function", help="Function")] = "thumbnail",
+    size: SizeOpt = None,
+    fmt: FormatOpt = None,
+    quality: QualityOpt = None,
+    param: ParamOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the explanation as JSON")] = False,
+    store: StoreOpt = None,
+    records: RecordsOpt = None,
+) -> None:
+    """Why a run of SRC_BUCKET/KEY would hit, wait or miss: its digest, its identity's parts,
+    its record, lease or negative record, and the records of the same content under other
+    identities with what differs. Writes nothing."""
+    from owdedup import explain as explaining
+
+    bucket, _, key = source.partition("/")
+    try:
+        if not bucket or not key:
+            raise ConfigError(f"SOURCE must be BUCKET/KEY, got {source!r}")
+        spec = get_function(function)
+        context = Context(Settings.resolve({}, _environment(store, records)))
+        try:
+            explained = explaining.explain(context, bucket, key, spec.name,
+                                           _function_params(spec, size, fmt, quality, param))
+        finally:
+            context.close()
+    except OwdedupError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(json.dumps(explained, indent=2, sort_keys=True) if as_json
+               else explaining.as_text(explained))
+
+
+@app.command()
 def stats(records: RecordsOpt = None) -> None:
-    """Per function: records, hits, misses and the compute time and bytes saved."""
+    """Per function: records, hits, misses, the compute time and bytes saved; where there are
+    any: calls that waited for identical work in flight (coalesced), leases taken over,
+    negative records (refusals) and calls they answered (refused)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -561,14 +602,20 @@ def stats(records: RecordsOpt = None) -> None:
     except OwdedupError as exc:
         raise _fail(str(exc)) from None
     table = Table(title=f"owdedup stats ({where})")
+    # Identical work in flight and known bad inputs (issue 11): columns only where there
+    # are some, so the usual table keeps its width.
+    extra = [(title, field) for title, field in (
+        ("coalesced", "coalesced"), ("take-overs", "took_over"), ("refusals", "failures"),
+        ("refused", "refused")) if any(getattr(row, field) for row in rows)]
     for column in ("function", "records", "hits", "misses", "hit rate", "compute saved",
-                   "bytes saved"):
+                   "bytes saved", *(title for title, _ in extra)):
         table.add_column(column, justify="left" if column == "function" else "right")
     for row in rows:
         seen = row.hits + row.misses
         rate = f"{100 * row.hits / seen:.1f}%" if seen else "-"
         table.add_row(row.function, str(row.records), str(row.hits), str(row.misses), rate,
-                      f"{row.saved_ms / 1000:.2f} s", _bytes(row.saved_bytes))
+                      f"{row.saved_ms / 1000:.2f} s", _bytes(row.saved_bytes),
+                      *(str(getattr(row, field)) for _, field in extra))
     Console().print(table)
 
 

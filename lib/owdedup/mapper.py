@@ -40,6 +40,10 @@ class ObjectResult:
     digest: str | None = None
     input_bytes: int = 0
     record_error: str | None = None  # computed, but the record store did not keep it
+    #: Failed with a refusal answered from a negative record (the input was not read again).
+    recorded_failure: bool = False
+    #: Deduplicated by waiting for an identical computation in flight (a lease's holder).
+    coalesced: bool = False
     #: A wrapped action's result (``map CONDUCTOR --platform openwhisk``): its outputs are
     #: whatever the action returns, not files this run names.
     result: dict[str, Any] | None = None
@@ -50,6 +54,10 @@ class ObjectResult:
                                  "ms": round(self.ms, 3)}
         if self.record_error is not None:
             entry["record_error"] = self.record_error
+        if self.recorded_failure:
+            entry["recorded_failure"] = True
+        if self.coalesced:
+            entry["coalesced"] = True
         if self.result is not None:
             entry["result"] = self.result
         return entry
@@ -62,6 +70,15 @@ class MapSummary:
 
     def count(self, status: str) -> int:
         return sum(1 for r in self.results if r.status == status)
+
+    @property
+    def recorded_failures(self) -> int:
+        """Failures answered from negative records: known bad inputs, not read again."""
+        return sum(1 for r in self.results if r.recorded_failure)
+
+    @property
+    def coalesced(self) -> int:
+        return sum(1 for r in self.results if r.coalesced)
 
     @property
     def failed(self) -> list[ObjectResult]:
@@ -266,7 +283,7 @@ def object_result(
     total_ms = ms + hashed.ms
     if not ok:
         return ObjectResult(key, FAILED, error=_error_text(result, key), ms=total_ms,
-                            digest=digest)
+                            digest=digest, recorded_failure=result.get("recorded_failure") is True)
     computed_for = result.get("digest")
     if computed_for is not None and computed_for != digest:
         # The representative was replaced between its hash here and its run: these outputs
@@ -286,7 +303,8 @@ def object_result(
         record_error = str(result.get("record_error") or "the record store failed")
     return ObjectResult(key, DEDUPLICATED if deduplicated else COMPUTED, outputs,
                         ms=total_ms, saved_ms=saved, digest=digest,
-                        input_bytes=hashed.input_bytes, record_error=record_error)
+                        input_bytes=hashed.input_bytes, record_error=record_error,
+                        coalesced=result.get("coalesced") is True)
 
 
 def _error_text(result: dict[str, Any], key: str | None = None) -> str:

@@ -176,3 +176,28 @@ def test_map_summary_reports_counts(cli: Cli, store_root: Path) -> None:
     )
     assert summary["objects"] == "3" and summary["computed"] == "2"
     assert summary["deduplicated"] == "1" and summary["failed"] == "0"
+
+
+def test_a_known_bad_input_is_counted_apart_by_map_and_stats(
+    cli: Cli, store_root: Path, settings: Any
+) -> None:
+    """Issue 11, item 2: the second run answers the refusal from its negative record."""
+    photos(store_root, 1)
+    (store_root / "photos" / "broken.jpg").write_bytes(truncated(jpeg(300, 200)))
+    code, first = cli.map()
+    assert code != 0 and by_status(first) == {"computed": 1, "failed": 1}
+    assert not any(row.get("recorded_failure") for row in first)
+    proc = cli("map", "thumbnail", "photos", "thumbs", "--results", str(cli.cwd / "r2.jsonl"))
+    second = [json.loads(line) for line in (cli.cwd / "r2.jsonl").read_text().splitlines()]
+    failed = [row for row in second if row["status"] == "failed"]
+    assert [row["key"] for row in failed] == ["broken.jpg"]
+    assert failed[0]["recorded_failure"] is True and "truncated" in failed[0]["error"]
+    assert failed[0]["error"] == next(r for r in first if r["status"] == "failed")["error"]
+    assert "known bad inputs (not read again)" in proc.stdout
+    (stats,) = open_records(settings.records_url).stats()
+    assert (stats.records, stats.failures) == (1, 1)
+    cli.env["COLUMNS"] = "160"  # the table has a column more: refusals
+    table = cli("stats").stdout
+    row = next(line for line in table.splitlines() if "thumbnail" in line)
+    cells = [c.strip() for c in row.strip("│┃ ").split("│")]
+    assert cells[1] == "1" and cells[-2:] == ["1", "1"]  # 1 record; 1 refusal, used once

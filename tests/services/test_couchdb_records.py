@@ -10,6 +10,7 @@ import os
 import random
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +25,14 @@ from owdedup.runtime.records import couchdb as couch
 from owdedup.runtime.records.couch_transport import Urllib3Transport, select_auth
 from owdedup.runtime.records.couchdb import CouchRecordStore, doc_id
 from tests.forged_records import check_a_forged_record_is_not_trusted
-from tests.record_store_contract import RecordStoreContract, make_record, race_to_put
+from tests.record_store_contract import (
+    DIGEST,
+    FID,
+    RecordStoreContract,
+    make_record,
+    race_for_lease,
+    race_to_put,
+)
 from tests.service_fixtures import Services
 
 SECRET = "hunter2-s3cret"
@@ -90,6 +98,20 @@ def test_reads_of_a_missing_database_find_nothing_and_a_write_creates_it(
 
 class TestCouchContract(RecordStoreContract):
     pass
+
+
+def test_concurrent_claimants_in_processes_one_wins_then_one_takes_over(
+    records: CouchRecordStore, couch_url: str,
+) -> None:
+    url, options = f"{couch_url}/{records.database}", _with_admin({})
+    records._create_database()
+    winner = race_for_lease(url, options, None)
+    held = records.get_lease(FID, DIGEST)
+    assert held is not None and held.owner == winner
+    # the winner "was killed": its lease expires, and of 8 waiters exactly one takes it over
+    expired = records.renew(held, time.time() - 1)
+    assert expired is not None
+    race_for_lease(url, options, expired)
 
 
 @pytest.fixture(scope="module")

@@ -245,3 +245,23 @@ def test_restarting_each_service_loses_no_event_and_no_output(
         record = context.records.get(fid, hashlib.sha256(data).hexdigest())
         assert record is not None and context.store.exists(record.output.bucket,
                                                            record.output.key)
+
+
+def test_eight_simultaneous_identical_uploads_compute_once(
+    services_env: dict[str, str], context: Context, watch: Watch
+) -> None:
+    """Issue 11: whatever batches the events arrive in, one activation computes; the others
+    end with its result (in-run duplicates folded, or waiting for its lease)."""
+    inb = services_env["OWDEDUP_IN_BUCKET"]
+    run = uuid.uuid4().hex[:8]
+    data = jpeg(334, 223)
+    fid, out_key = expected_output(data)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: context.store.put(inb, f"{run}/once-{i}.jpg", data), range(8)))
+    lines = [watch.wait_for(f"{inb}/{run}/once-{i}.jpg") for i in range(8)]
+    assert sum(line.endswith(": computed") for line in lines) == 1, lines
+    assert sum(line.endswith(": deduplicated") for line in lines) == 7, lines
+    digest = hashlib.sha256(data).hexdigest()
+    assert context.records.get_lease(fid, digest) is None
+    record = context.records.get(fid, digest)
+    assert record is not None and record.output.key == out_key

@@ -37,7 +37,14 @@ def test_unpack_lays_out_code_as_compile_does(tmp_path: Path) -> None:
         unpack(tmp_path / "bad.zip", tmp_path / "bad")
 
 
-def test_the_launcher_contract_in_process(capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_launcher_contract_in_process(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The launcher sets the __OW_* variables of each activation in this process, as the
+    # runtime does in its own: restore them afterwards, for the tests that read them.
+    for name in ("__OW_ACTIVATION_ID", "__OW_DEADLINE", "__OW_ACTION_NAME", "__OW_NAMESPACE",
+                 "__OW_API_HOST", "__OW_API_KEY", "__OW_TRANSACTION_ID"):
+        monkeypatch.setenv(name, "")
     def fails(_params: Any) -> Any:
         raise ValueError("nope")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -41,6 +42,8 @@ from owdedup.runtime.records.couchdb import (
     counts_doc,
     counts_id,
     doc_id,
+    lease_from_doc,
+    lease_id,
     parse_url,
     record_doc,
     record_from_doc,
@@ -623,3 +626,71 @@ def test_importing_the_backend_does_not_import_the_client() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == ""
+
+
+class _ScriptedTransport:
+    """Answers each request from a script of (method, status, body), in order."""
+
+    discard_after_failure = False
+
+    def __init__(self, script: list[tuple[str, int, Any]]) -> None:
+        self.script = script
+        self.sent: list[tuple[str, str, Any]] = []
+
+    def request(self, method: str, path: str, *, params: Any = None,
+                json: Any = None) -> tuple[int, Any]:
+        self.sent.append((method, path, json))
+        expected, status, body = self.script.pop(0)
+        assert method == expected
+        return status, body
+
+    def close(self) -> None:
+        pass
+
+
+def _store_scripted(script: list[tuple[str, int, Any]]) -> tuple[CouchRecordStore,
+                                                                  _ScriptedTransport]:
+    store = CouchRecordStore("http://127.0.0.1:1", "x")
+    transport = _ScriptedTransport(script)
+    store._transport, store._pid = transport, os.getpid()
+    return store, transport
+
+
+def _lease_doc(owner: str, rev: str) -> dict[str, Any]:
+    return {"_id": lease_id("f" * 64, "d" * 64), "_rev": rev, "type": "lease",
+            "function_id": "f" * 64, "input_digest": "d" * 64, "owner": owner,
+            "expires_at": 2e9}
+
+
+def test_a_202_claim_is_held_only_if_its_revision_is_the_one_read_back() -> None:
+    """Cloudant answers 202 when fewer nodes than the quorum took the write; another node
+    may have taken a rival claim. The claim is believed only if a read sees it win."""
+    lost, transport = _store_scripted([
+        ("PUT", 202, {"ok": True, "rev": "1-mine"}),
+        ("GET", 200, _lease_doc("rival", "1-rival")),  # the winning revision is not ours
+        ("GET", 200, _lease_doc("rival", "1-rival")),
+    ])
+    lease, mine = lost.claim("f" * 64, "d" * 64, "me", 2e9)
+    assert not mine and lease.owner == "rival" and not transport.script
+    won, transport = _store_scripted([
+        ("PUT", 202, {"ok": True, "rev": "1-mine"}),
+        ("GET", 200, _lease_doc("me", "1-mine")),
+    ])
+    lease, mine = won.claim("f" * 64, "d" * 64, "me", 2e9)
+    assert mine and lease.revision == "1-mine" and not transport.script
+
+
+@pytest.mark.parametrize("doc", [
+    {"_rev": "1-x", "function_id": "f" * 64, "input_digest": "d" * 64, "owner": "o",
+     "expires_at": "never"},
+    {"_rev": "1-x", "function_id": "e" * 64, "input_digest": "d" * 64, "owner": "o",
+     "expires_at": 2e9},
+    {"_rev": "1-x", "function_id": "f" * 64, "input_digest": "d" * 64, "owner": 7,
+     "expires_at": 2e9},
+    {"_rev": "1-x", "function_id": "f" * 64, "input_digest": "d" * 64, "owner": "o",
+     "expires_at": True},
+])
+def test_a_malformed_lease_document_reads_as_expired(doc: dict[str, Any]) -> None:
+    """A stranger's document under a lease id never makes anyone wait: it can be taken over."""
+    lease = lease_from_doc("f" * 64, "d" * 64, doc)
+    assert lease.expired(0.0) and lease.owner == "" and lease.revision == "1-x"

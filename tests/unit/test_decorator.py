@@ -3,6 +3,7 @@ a record store that fails costs only a recomputation (issue 10, item 6)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ import pytest
 
 from owdedup.runtime.context import ContextCache
 from owdedup.runtime.records import open_records
+from owdedup.runtime.wrapped import decorator
+from owdedup.runtime.wrapped import results as results_module
 from owdedup.runtime.wrapped.decorator import dedup
 
 SECRET = "couch-Password-never-kept"
@@ -24,7 +27,8 @@ def contexts() -> Iterator[ContextCache]:
 
 
 @pytest.fixture
-def where(store_root: Path, tmp_path: Path) -> dict[str, str]:
+def where(store_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    monkeypatch.delenv("__OW_ACTIVATION_ID", raising=False)  # outside OpenWhisk: no id
     (store_root / "photos" / "a.jpg").write_bytes(b"same")
     (store_root / "photos" / "b.jpg").write_bytes(b"same")
     (store_root / "photos" / "c.jpg").write_bytes(b"different")
@@ -137,3 +141,48 @@ def test_a_result_that_is_not_json_is_returned_unrecorded(
     assert "not JSON" in result["error"] and "odd" in result["error"]
     stats = open_records(where["owdedup_records"]).stats()
     assert [s.records for s in stats if s.function == "odd"] in ([], [0])
+
+
+def test_identical_calls_in_flight_run_once(
+    where: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eight calls of the same content, each in its own container (its own connections),
+    all past their lookups before any result is recorded: one runs, seven wait for it."""
+    runs: list[str] = []
+    past_lookup = threading.Barrier(8)
+    looked_up = results_module.find_result  # what the decorator looks up with
+
+    def lookup_then_meet(*args: Any) -> Any:
+        found = looked_up(*args)
+        past_lookup.wait(timeout=60)
+        return found
+
+    monkeypatch.setattr(decorator, "find_result", lookup_then_meet)
+    caches = [ContextCache() for _ in range(8)]
+    results: list[dict[str, Any]] = []
+    lock = threading.Lock()
+
+    def call(index: int) -> None:
+        @dedup(objects=["bucket/key"], function="measure", contexts=caches[index])
+        def main(params: dict[str, Any]) -> dict[str, Any]:
+            with lock:
+                runs.append(params["key"])
+            return {"size": len(params["key"])}
+
+        result = main({**where, "bucket": "photos", "key": "a.jpg" if index % 2 else "b.jpg"})
+        with lock:
+            results.append(result)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    for cache in caches:
+        cache.close()
+    assert len(runs) == 1 and len(results) == 8
+    assert {result["size"] for result in results} == {5}
+    metas = sorted((r["owdedup"]["hit"], r["owdedup"].get("coalesced", False)) for r in results)
+    assert metas == [(False, False)] + [(True, True)] * 7
+    records = open_records(where["owdedup_records"])
+    assert [(s.records, s.coalesced, s.hits) for s in records.stats()] == [(1, 7, 7)]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import fields
 from pathlib import Path
@@ -14,7 +15,14 @@ from tests.forged_records import (
     check_a_forged_record_into_another_bucket_is_not_trusted,
     check_a_forged_record_is_not_trusted,
 )
-from tests.record_store_contract import RecordStoreContract, make_record, race_to_put
+from tests.record_store_contract import (
+    DIGEST,
+    FID,
+    RecordStoreContract,
+    make_record,
+    race_for_lease,
+    race_to_put,
+)
 
 
 class TestSqliteContract(RecordStoreContract):
@@ -147,3 +155,35 @@ def test_a_record_is_believed_only_for_its_own_key_and_derived_output_name() -> 
     assert "not the name derived" in str(record.mismatch("f" * 64, "d" * 64,
                                                           "thumbnail/64/fff/other.jpg"))
 
+
+
+def test_concurrent_claimants_in_processes_one_wins_then_one_takes_over(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "leases.sqlite"
+    store = SqliteRecordStore(path)
+    store.stats()  # create the schema first
+    winner = race_for_lease(f"sqlite://{path}", {}, None)
+    held = store.get_lease(FID, DIGEST)
+    assert held is not None and held.owner == winner
+    # the winner "was killed": its lease expires, and of 8 waiters exactly one takes it over
+    expired = store.renew(held, time.time() - 1)
+    assert expired is not None
+    race_for_lease(f"sqlite://{path}", {}, expired)
+
+
+def test_a_store_made_before_the_in_flight_counters_gets_them(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE counters (function TEXT PRIMARY KEY, hits INTEGER NOT NULL DEFAULT 0, "
+        "misses INTEGER NOT NULL DEFAULT 0, saved_ms REAL NOT NULL DEFAULT 0, "
+        "saved_bytes INTEGER NOT NULL DEFAULT 0);"
+        "INSERT INTO counters (function, hits) VALUES ('thumbnail', 5);")
+    old.close()
+    store = SqliteRecordStore(path)
+    store.add_counts("thumbnail", coalesced=2, took_over=1)
+    (stats,) = store.stats()
+    assert (stats.hits, stats.coalesced, stats.took_over, stats.refused) == (5, 2, 1, 0)

@@ -98,8 +98,9 @@ def run_platform_map(
     def looked_up(job: Job) -> Job | ObjectResult:
         try:
             return lookup_step(job, context())
-        except OwdedupError as exc:
-            return ObjectResult(job.key, FAILED, error=named(job.key, str(exc)))
+        except OwdedupError as exc:  # a known bad input among them (a negative record)
+            return ObjectResult(job.key, FAILED, error=named(job.key, str(exc)),
+                                recorded_failure=getattr(exc, "recorded", False) is True)
 
     try:
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
@@ -118,7 +119,8 @@ def run_platform_map(
             for item in pool.map(looked_up, representatives):
                 if isinstance(item, ObjectResult):
                     for key in groups[str(jobs[item.key].digest)]:
-                        settle(ObjectResult(key, FAILED, error=named(key, item.error or "")))
+                        settle(ObjectResult(key, FAILED, error=named(key, item.error or ""),
+                                            recorded_failure=item.recorded_failure))
                     continue
                 planned[str(item.digest)] = item
     finally:

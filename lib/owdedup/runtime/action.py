@@ -57,4 +57,8 @@ def error_result(exc: OwdedupError, params: dict[str, Any]) -> dict[str, Any]:
     message = str(exc)
     if key and exc.key is None:
         message = f"{key}: {message}"
-    return {"error": message, "error_kind": exc.kind, "bucket": bucket, "key": key}
+    result: dict[str, Any] = {"error": message, "error_kind": exc.kind, "bucket": bucket,
+                              "key": key}
+    if getattr(exc, "recorded", False):  # answered from a negative record, not read again
+        result["recorded_failure"] = True
+    return result

@@ -32,6 +32,9 @@ class _Counts:
     misses: int = 0
     saved_ms: float = 0.0
     saved_bytes: int = 0
+    coalesced: int = 0
+    refused: int = 0
+    took_over: int = 0
 
 
 @dataclass
@@ -46,12 +49,16 @@ class CountBuffer:
     _registered: bool = False
 
     def add(self, function: str, *, hits: int = 0, misses: int = 0, saved_ms: float = 0.0,
-            saved_bytes: int = 0) -> None:
+            saved_bytes: int = 0, coalesced: int = 0, refused: int = 0,
+            took_over: int = 0) -> None:
         counts = self._pending.setdefault(function, _Counts())
         counts.hits += hits
         counts.misses += misses
         counts.saved_ms += saved_ms
         counts.saved_bytes += saved_bytes
+        counts.coalesced += coalesced
+        counts.refused += refused
+        counts.took_over += took_over
         self._calls += 1
         if self._since is None:
             self._since = self.clock()
@@ -74,7 +81,9 @@ class CountBuffer:
             store = self.records()
             for function, counts in list(self._pending.items()):
                 store.add_counts(function, hits=counts.hits, misses=counts.misses,
-                                 saved_ms=counts.saved_ms, saved_bytes=counts.saved_bytes)
+                                 saved_ms=counts.saved_ms, saved_bytes=counts.saved_bytes,
+                                 coalesced=counts.coalesced, refused=counts.refused,
+                                 took_over=counts.took_over)
                 del self._pending[function]
         except OwdedupError as exc:
             log.warning("could not write hit counters (kept for later): %s", exc)

@@ -46,3 +46,4 @@ OW_API_HOST: Final = "__OW_API_HOST"
 OW_API_KEY: Final = "__OW_API_KEY"
 OW_NAMESPACE: Final = "__OW_NAMESPACE"
 OW_DEADLINE: Final = "__OW_DEADLINE"  # epoch milliseconds
+OW_ACTIVATION_ID: Final = "__OW_ACTIVATION_ID"

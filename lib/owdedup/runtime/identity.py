@@ -64,16 +64,29 @@ def library_version(distribution: str) -> str:
         ) from None
 
 
+#: The parts of the identities this process computed, by identity (``owdedup explain``
+#: and the records it reads them from): one entry per variant in use, a handful.
+_PARTS: dict[str, dict[str, Any]] = {}
+
+
 def function_identity(
     name: str, module: str, libraries: tuple[str, ...], params: Mapping[str, Any]
 ) -> str:
     """The identity of *name* computed by *module* with *libraries* on normalised *params*."""
-    return hash_canonical(
-        {
-            "schema": IDENTITY_SCHEMA,
-            "function": name,
-            "code": code_digest(module),
-            "libraries": {lib: library_version(lib) for lib in libraries},
-            "params": dict(params),
-        }
-    )
+    parts = {
+        "schema": IDENTITY_SCHEMA,
+        "function": name,
+        "code": code_digest(module),
+        "libraries": {lib: library_version(lib) for lib in libraries},
+        "params": dict(params),
+    }
+    identity = hash_canonical(parts)
+    _PARTS.setdefault(identity, parts)
+    return identity
+
+
+def identity_parts(identity: str) -> dict[str, Any] | None:
+    """What *identity* was computed from (code digest, library versions, parameters), if
+    this process computed it; kept in records so that a miss can be explained."""
+    parts = _PARTS.get(identity)
+    return None if parts is None else json.loads(json.dumps(parts))

@@ -71,6 +71,12 @@ class Job:
     copies: list[dict[str, Any]] = field(default_factory=list)
     #: Records found but not believed (see Record.mismatch): each one was a miss.
     rejected_records: int = 0
+    #: The outputs came from an identical computation in flight: this activation waited
+    #: (waited_ms) for the one that held the lease instead of computing (runtime.inflight).
+    coalesced: bool = False
+    waited_ms: float = 0.0
+    #: This activation took over the expired lease of one that was killed or timed out.
+    took_over: bool = False
 
     @property
     def name(self) -> str:
@@ -115,6 +121,9 @@ class Job:
             record_error=params.get("record_error"),
             copies=list(params.get("copies") or []),
             rejected_records=_count(params.get("rejected_records")),
+            coalesced=_flag(params.get("coalesced", False)),
+            waited_ms=_milliseconds(params.get("waited_ms")),
+            took_over=_flag(params.get("took_over", False)),
         )
 
     def to_result(self) -> dict[str, Any]:
@@ -142,6 +151,9 @@ class Job:
             result["copies"] = self.copies
         if self.rejected_records:
             result["rejected_records"] = self.rejected_records
+        if self.coalesced or self.waited_ms or self.took_over:
+            result.update(coalesced=self.coalesced, waited_ms=round(self.waited_ms, 1),
+                          took_over=self.took_over)
         return result
 
 
@@ -150,6 +162,13 @@ def _count(value: Any) -> int:
         return max(0, int(value or 0))
     except (TypeError, ValueError):
         raise ConfigError(f"bad parameter 'rejected_records': {value!r}") from None
+
+
+def _milliseconds(value: Any) -> float:
+    try:
+        return max(0.0, float(value or 0.0))
+    except (TypeError, ValueError):
+        raise ConfigError(f"bad parameter 'waited_ms': {value!r}") from None
 
 
 def _flag(value: Any) -> bool:

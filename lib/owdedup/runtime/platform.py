@@ -60,13 +60,20 @@ THROTTLED_MAX_PAUSE_S = 8.0
 DEADLINE_MARGIN_S = 2.0
 
 
-def _deadline_s(env: Mapping[str, str]) -> float:
-    """This activation's deadline (``__OW_DEADLINE``, epoch ms) less a margin, in seconds;
-    a minute from now where it is not set (a local run)."""
+def deadline_of(env: Mapping[str, str]) -> float | None:
+    """This activation's deadline (``__OW_DEADLINE``, epoch ms) in epoch seconds; None where
+    none is set (a local run)."""
     try:
-        return int(env[env_names.OW_DEADLINE]) / 1000 - DEADLINE_MARGIN_S
+        return int(env[env_names.OW_DEADLINE]) / 1000
     except (KeyError, ValueError):
-        return time.time() + 60.0
+        return None
+
+
+def _deadline_s(env: Mapping[str, str]) -> float:
+    """This activation's deadline less a margin, in seconds; a minute from now where it is
+    not set (a local run)."""
+    deadline = deadline_of(env)
+    return time.time() + 60.0 if deadline is None else deadline - DEADLINE_MARGIN_S
 
 
 def api_access(env: Mapping[str, str], purpose: str) -> tuple[str, tuple[str, str]]:

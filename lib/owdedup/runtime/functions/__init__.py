@@ -52,6 +52,7 @@ _TUPLE_ATTRIBUTES = ("libraries", "parameters", "requirements")
 RESERVED_PARAMETERS = frozenset({
     "bucket", "key", "dest_bucket", "function", "materialize", "digest", "input_bytes",
     "digest_source", "outputs", "compute_ms", "status", "recorded", "copies",
+    "coalesced", "waited_ms", "took_over",
     "store", "records", "sequence",
 })
 

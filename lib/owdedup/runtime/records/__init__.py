@@ -12,10 +12,12 @@ from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from owdedup.runtime.errors import ConfigError
-from owdedup.runtime.records.base import FunctionStats, OutputRef, Record, RecordStore
+from owdedup.runtime.records.base import FunctionStats, Lease, OutputRef, Record, RecordStore
 from owdedup.runtime.registry import Registry
 
-__all__ = ["FunctionStats", "OutputRef", "Record", "RecordStore", "open_records", "registry"]
+__all__ = [
+    "FunctionStats", "Lease", "OutputRef", "Record", "RecordStore", "open_records", "registry",
+]
 
 registry: Registry[RecordStore] = Registry("record store", RecordStore, {
     "sqlite": "owdedup.runtime.records.sqlite:SqliteRecordStore",

@@ -7,10 +7,19 @@ concurrent writers of the same record both succeed and both get the one stored r
 
 Hit counters live apart from records so that counting a hit never rewrites a hot record.
 
+A *lease* claims a record's key while one activation computes it (see :class:`Lease`), so
+that identical work in flight runs once. Leases live beside the records, under the same key,
+never in a record: a record's insert-if-absent, its readers and ``stats()`` never meet one.
+
 A record holds one of two kinds of output: an object a function wrote (``output`` names it:
 the thumbnail's), or the JSON *result* a function returned (a wrapped OpenWhisk action's, up
 to OpenWhisk's 1 MB result limit): then ``result`` holds it, ``output`` has no bucket or key
 and counts its bytes, and ``activation`` is the activation that produced it.
+
+A *negative* record holds no output but a ``failure``: the function refused this input as
+bad (``BadInputError``: not an image, truncated, over the limits), which it would do again
+for the same content, code and parameters; a re-run answers the same error without reading
+the input. Only such deterministic refusals are recorded, never a transient failure.
 """
 
 from __future__ import annotations
@@ -24,6 +33,8 @@ from typing import Any
 from owdedup.runtime.digest import canonical_json
 from owdedup.runtime.errors import BadInputError, StoreError
 
+#: Characters of a refusal's message kept in a negative record.
+MAX_FAILURE_TEXT = 2000
 #: OpenWhisk's limit on an activation's result (and so on a recorded one), in bytes.
 RESULT_LIMIT_BYTES = 1024 * 1024
 
@@ -67,6 +78,45 @@ class Record:
     result: dict[str, Any] | None = None
     #: The activation that produced the output, where the platform names one.
     activation: str = ""
+    #: A negative record's refusal: {"kind": "bad-input", "message": <the cause, without
+    #: the object's name>, "judged": <the function's full normalised parameters>}.
+    failure: dict[str, Any] | None = None
+    #: What the function identity was computed from (code digest, library versions,
+    #: parameters: ``runtime.identity.identity_parts``), so that a miss can be explained.
+    identity: dict[str, Any] | None = None
+
+    @classmethod
+    def for_failure(
+        cls, *, function: str, function_id: str, input_digest: str, message: str,
+        judged: dict[str, Any], input_bytes: int = 0, created: str = "",
+        activation: str = "",
+    ) -> Record:
+        """A negative record: *function* refused this input with *message*, judging it with
+        the parameters *judged* (limits that are no part of the identity included)."""
+        return cls(function=function, function_id=function_id, input_digest=input_digest,
+                   output=OutputRef("", "", 0), input_bytes=input_bytes, created=created,
+                   activation=activation,
+                   failure={"kind": BadInputError.kind, "message": message[:MAX_FAILURE_TEXT],
+                            "judged": copy.deepcopy(judged)})
+
+    def failure_mismatch(self, function_id: str, input_digest: str,
+                         judged: Mapping[str, Any]) -> str | None:
+        """Why this record cannot be the negative record for (*function_id*,
+        *input_digest*) judged with the parameters *judged*; None when it can."""
+        if self.function_id != function_id:
+            return f"its function identity is {self.function_id[:16]}..."
+        if self.input_digest != input_digest:
+            return f"its input digest is {self.input_digest[:16]}..."
+        failure = self.failure
+        if not isinstance(failure, dict) or failure.get("kind") != BadInputError.kind:
+            return "it records no bad-input failure"
+        if not isinstance(failure.get("message"), str):
+            return "its failure has no message"
+        if self.result is not None or self.output.bucket or self.output.key:
+            return "it names an output as well as a failure"
+        if failure.get("judged") != dict(judged):
+            return "it was judged with other parameters (limits)"
+        return None
 
     @classmethod
     def for_result(
@@ -104,6 +154,8 @@ class Record:
             "params": copy.deepcopy(self.params), "compute_ms": self.compute_ms,
             "input_bytes": self.input_bytes, "created": self.created,
             "result": copy.deepcopy(self.result), "activation": self.activation,
+            "failure": copy.deepcopy(self.failure),
+            "identity": copy.deepcopy(self.identity),
         }
 
     def mismatch(self, function_id: str, input_digest: str, output_key: str,
@@ -120,6 +172,8 @@ class Record:
             return f"its function identity is {self.function_id[:16]}..."
         if self.input_digest != input_digest:
             return f"its input digest is {self.input_digest[:16]}..."
+        if self.failure is not None:
+            return "it records a failure, not an output"
         if self.output.key != output_key:
             return f"its output {self.output.key!r} is not the name derived from its key"
         if output_bucket is not None and self.output.bucket != output_bucket:
@@ -162,6 +216,8 @@ class Record:
                 created=str(data.get("created", "")),
                 result=_result_of(data.get("result")),
                 activation=str(data.get("activation") or ""),
+                failure=_result_of(data.get("failure")),
+                identity=_result_of(data.get("identity")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"malformed record: {exc}") from exc
@@ -179,15 +235,52 @@ def record_id(function_id: str, input_digest: str) -> str:
     return f"{function_id}-{input_digest}"
 
 
+@dataclass(frozen=True)
+class Lease:
+    """An in-progress claim on a record's key: *owner* (an activation id) is computing it.
+
+    Claimed by a create-if-absent write, so of several claimants exactly one wins. Valid
+    until *expires_at* (epoch seconds, the claimant's clock): the owner renews it while it
+    computes; once it has expired (the owner was killed or timed out) one waiter takes it
+    over with a write that names *revision*, so again exactly one wins. The owner removes it
+    once the record is written, or when it fails (``release``), so that a waiter computes.
+
+    A lease only ever saves work: whoever holds one computes the same deterministic output
+    under the same name, so a lease that is lost, forged or doubly granted costs at worst a
+    duplicate computation, never a wrong result.
+    """
+
+    function_id: str
+    input_digest: str
+    owner: str
+    expires_at: float
+    #: The stored version this lease was read or written as (a revision-checked write names it).
+    revision: str
+
+    def expired(self, now: float) -> bool:
+        return now >= self.expires_at
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"function_id": self.function_id, "input_digest": self.input_digest,
+                "owner": self.owner, "expires_at": self.expires_at}
+
+
 @dataclass
 class FunctionStats:
     function: str
-    records: int = 0
+    records: int = 0  # records of outputs or results; negative records are counted apart
+    failures: int = 0  # negative records (see Record.failure)
     hits: int = 0
     misses: int = 0
     saved_ms: float = 0.0
     saved_bytes: int = 0
     output_bytes: int = 0
+    #: Calls that waited for identical work in flight instead of computing it (a lease).
+    coalesced: int = 0
+    #: Calls answered from a negative record (a known bad input, not read again).
+    refused: int = 0
+    #: Leases taken over from a holder that was killed or timed out.
+    took_over: int = 0
 
 
 class RecordStore(ABC):
@@ -223,19 +316,65 @@ class RecordStore(ABC):
         """
 
     @abstractmethod
+    def records_of_digest(self, input_digest: str) -> list[Record]:
+        """Every record of this input, under any identity (``owdedup explain``: why a lookup
+        missed). Not for the hot path: a scan where the store has no index by digest."""
+
+    @abstractmethod
     def delete(self, function_id: str, input_digest: str) -> None:
         """Remove a record (used when its output object has vanished)."""
 
     @abstractmethod
     def add_counts(
         self, function: str, *, hits: int = 0, misses: int = 0, saved_ms: float = 0.0,
-        saved_bytes: int = 0,
+        saved_bytes: int = 0, coalesced: int = 0, refused: int = 0, took_over: int = 0,
     ) -> None:
         """Add to the per-function counters (never touches the records themselves)."""
 
     @abstractmethod
     def stats(self) -> list[FunctionStats]:
         """Per-function record counts and counters."""
+
+    # -- leases (see Lease) ----------------------------------------------------------------
+
+    @abstractmethod
+    def get_lease(self, function_id: str, input_digest: str) -> Lease | None:
+        """The lease on this record key (expired or not), or None."""
+
+    @abstractmethod
+    def claim(self, function_id: str, input_digest: str, owner: str,
+              expires_at: float) -> tuple[Lease, bool]:
+        """Claim the key for *owner* until *expires_at* with a create-if-absent write.
+
+        Returns (the lease now held, True if *owner* holds it). Of several concurrent
+        claimants exactly one gets True; the others get the winner's lease. A lease that
+        exists is never replaced here, even when it has expired: see :meth:`take_over`.
+        """
+
+    @abstractmethod
+    def take_over(self, stale: Lease, owner: str, expires_at: float) -> tuple[Lease, bool]:
+        """Replace *stale* (an expired lease, as read) by one of *owner*'s, with a write
+        that succeeds only if the stored lease is still *stale*'s revision. Of several
+        waiters taking over the same lease exactly one gets True; the others get the lease
+        as it now is. If *stale* is gone, this is a :meth:`claim`."""
+
+    @abstractmethod
+    def renew(self, lease: Lease, expires_at: float) -> Lease | None:
+        """Extend *lease* (held by its owner) to *expires_at*; None if it is no longer that
+        lease (taken over after it expired, or released)."""
+
+    @abstractmethod
+    def release(self, lease: Lease) -> None:
+        """Remove *lease* if it is still that revision (a lease since taken over by another
+        is left alone): the owner is done, or failed and lets a waiter compute."""
+
+    def claim_or_take_over(self, function_id: str, input_digest: str, owner: str,
+                           expires_at: float, now: float) -> tuple[Lease, bool]:
+        """:meth:`claim`, and if the lease found has expired (at *now*), :meth:`take_over`."""
+        lease, mine = self.claim(function_id, input_digest, owner, expires_at)
+        if not mine and lease.expired(now):
+            return self.take_over(lease, owner, expires_at)
+        return lease, mine
 
     def get_many(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Record]:
         """Records for several (function_id, input_digest) pairs; missing ones are absent."""

@@ -4,6 +4,7 @@ Layout of the database (``owdedup`` unless the URL names another)::
 
     rec:<function_id>-<input_digest>   one record: Record.to_dict() plus "type": "record"
     counts:<function>:<random hex>     one process's counters: hits, misses, saved_ms, ...
+    lease:<function_id>-<input_digest> an in-progress claim on that record's key (Lease)
 
 Why this shape:
 
@@ -23,6 +24,15 @@ Why this shape:
   a write whose reply was lost is simply superseded by the next one (on its 409 the current
   ``_rev`` is read and the totals written again): nothing is counted twice. The number of
   counter documents grows with the number of processes (warm containers), not of lookups.
+* A lease (``RecordStore.claim``) is a ``PUT`` of a new ``lease:`` document, so of several
+  claimants exactly one gets 201 and the others 409; renewing, taking over an expired lease
+  and releasing one are writes that name the ``_rev`` that was read, so again exactly one
+  writer wins. Its ``_rev`` is the lease's revision. A ``202`` (Cloudant: the write reached
+  fewer nodes than its quorum) is not taken as a win on trust: the lease is read back and
+  held only if its winning revision is the one just written. On a cluster, two claimants
+  that reach different nodes can still both be accepted before the nodes agree; both then
+  compute the same deterministic output under the same name, so the cost is a duplicate
+  computation, never a wrong result.
 * ``put_many()`` (bulk loads) posts new documents to ``_bulk_docs``, 2000 per request;
   an id that exists comes back as a per-document ``conflict`` and is left as it is.
 * ``stats()`` adds the counters and records up with ``_all_docs`` range scans over the two
@@ -46,6 +56,7 @@ request and its Authorization header) is chained onto them.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import threading
@@ -56,7 +67,13 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from owdedup.runtime.errors import ConfigError, StoreError
-from owdedup.runtime.records.base import FunctionStats, Record, RecordStore, record_id
+from owdedup.runtime.records.base import (
+    FunctionStats,
+    Lease,
+    Record,
+    RecordStore,
+    record_id,
+)
 from owdedup.runtime.records.couch_transport import (
     TRANSPORTS,
     CouchAuth,
@@ -73,6 +90,7 @@ from owdedup.runtime.registry import redact_url, scrub
 DEFAULT_DATABASE = "owdedup"
 RECORD_PREFIX = "rec:"
 COUNTS_PREFIX = "counts:"
+LEASE_PREFIX = "lease:"
 #: Documents per ``_bulk_docs`` request of ``put_many()``.
 BULK_BATCH = 2000
 #: Documents per ``_all_docs`` page in ``stats()``.
@@ -126,6 +144,23 @@ def doc_id(function_id: str, input_digest: str) -> str:
     return RECORD_PREFIX + record_id(function_id, input_digest)
 
 
+def lease_id(function_id: str, input_digest: str) -> str:
+    return LEASE_PREFIX + record_id(function_id, input_digest)
+
+
+def lease_from_doc(function_id: str, input_digest: str, doc: Mapping[str, Any]) -> Lease:
+    """A stored lease document back to a Lease. Anyone who can write the database can write
+    one, so a document that is not a well-formed lease for this key reads as an expired
+    lease (owner unknown) that a waiter may take over, never as one to wait for."""
+    revision = str(doc.get("_rev", ""))
+    owner, expires_at = doc.get("owner"), doc.get("expires_at")
+    if (doc.get("function_id") != function_id or doc.get("input_digest") != input_digest
+            or not isinstance(owner, str) or isinstance(expires_at, bool)
+            or not isinstance(expires_at, int | float)):
+        return Lease(function_id, input_digest, "", 0.0, revision)
+    return Lease(function_id, input_digest, owner, float(expires_at), revision)
+
+
 def record_doc(record: Record) -> dict[str, Any]:
     return {"type": "record", **record.to_dict()}
 
@@ -137,11 +172,14 @@ def record_from_doc(doc: Mapping[str, Any]) -> Record:
 
 def counts_doc(
     function: str, *, hits: int, misses: int, saved_ms: float, saved_bytes: int,
-    at: float | None = None,
+    at: float | None = None, coalesced: int = 0, refused: int = 0, took_over: int = 0,
 ) -> dict[str, Any]:
     return {
         "type": "counts", "function": function, "hits": hits, "misses": misses,
         "saved_ms": saved_ms, "saved_bytes": saved_bytes,
+        **({"coalesced": coalesced} if coalesced else {}),
+        **({"refused": refused} if refused else {}),
+        **({"took_over": took_over} if took_over else {}),
         "at": round(time.time() if at is None else at, 3),
     }
 
@@ -156,10 +194,16 @@ class _Tally:
     misses: int = 0
     saved_ms: float = 0.0
     saved_bytes: int = 0
+    coalesced: int = 0
+    refused: int = 0
+    took_over: int = 0
 
-    def plus(self, *, hits: int, misses: int, saved_ms: float, saved_bytes: int) -> _Tally:
+    def plus(self, *, hits: int, misses: int, saved_ms: float, saved_bytes: int,
+             coalesced: int = 0, refused: int = 0, took_over: int = 0) -> _Tally:
         return _Tally(self.doc_id, self.rev, self.hits + hits, self.misses + misses,
-                      self.saved_ms + saved_ms, self.saved_bytes + saved_bytes)
+                      self.saved_ms + saved_ms, self.saved_bytes + saved_bytes,
+                      self.coalesced + coalesced, self.refused + refused,
+                      self.took_over + took_over)
 
 
 def counts_id(function: str) -> str:
@@ -319,6 +363,80 @@ class CouchRecordStore(RecordStore):
             f"record {key} in {self.describe()} kept changing while it was written; giving up"
         )
 
+    # -- leases (see the module docstring) -------------------------------------------------
+
+    def get_lease(self, function_id: str, input_digest: str) -> Lease | None:
+        path = self.path(lease_id(function_id, input_digest))
+        status, doc = self._request("lease lookup", "GET", path, expect=(404,))
+        if status == 404 or not isinstance(doc, dict):
+            return None
+        return lease_from_doc(function_id, input_digest, doc)
+
+    def _write_lease(self, action: str, lease: Lease, rev: str | None) -> str | None:
+        """PUT *lease* (over revision *rev*, or as a new document): its new ``_rev`` if this
+        write is the one stored, None if another won (409, or a 202 that lost)."""
+        path = self.path(lease_id(lease.function_id, lease.input_digest))
+        body: dict[str, Any] = {"type": "lease", **lease.to_dict()}
+        if rev:
+            body["_rev"] = rev
+        status, reply = self._request(action, "PUT", path, json=body, expect=(404, 409))
+        if status == 404 and not rev:  # only the database can be missing for a new id
+            self._create_database()
+            status, reply = self._request(action, "PUT", path, json=body, expect=(409,))
+        if status not in (201, 202) or not isinstance(reply, dict) or "rev" not in reply:
+            return None
+        new_rev = str(reply["rev"])
+        if status == 202:
+            # Accepted by fewer nodes than the quorum: believe it only if it is what a read
+            # now sees as the winning revision (see the module docstring for what remains).
+            _, current = self._request(action, "GET", path, expect=(404,))
+            if not isinstance(current, dict) or current.get("_rev") != new_rev:
+                return None
+        return new_rev
+
+    def claim(self, function_id: str, input_digest: str, owner: str,
+              expires_at: float) -> tuple[Lease, bool]:
+        for _ in range(3):
+            rev = self._write_lease("lease claim", Lease(function_id, input_digest, owner,
+                                                         expires_at, ""), None)
+            if rev is not None:
+                return Lease(function_id, input_digest, owner, expires_at, rev), True
+            held = self.get_lease(function_id, input_digest)
+            if held is not None:
+                return held, False
+            # released between our PUT and GET: claim it again
+        raise StoreError(f"lease {lease_id(function_id, input_digest)} in {self.describe()} "
+                         "kept changing while it was claimed; giving up")
+
+    def take_over(self, stale: Lease, owner: str, expires_at: float) -> tuple[Lease, bool]:
+        mine = Lease(stale.function_id, stale.input_digest, owner, expires_at, "")
+        rev = self._write_lease("lease take-over", mine, stale.revision or None)
+        if rev is not None:
+            return Lease(mine.function_id, mine.input_digest, owner, expires_at, rev), True
+        held = self.get_lease(stale.function_id, stale.input_digest)
+        if held is None:  # released meanwhile: an ordinary claim
+            return self.claim(stale.function_id, stale.input_digest, owner, expires_at)
+        return held, False
+
+    def renew(self, lease: Lease, expires_at: float) -> Lease | None:
+        renewed = Lease(lease.function_id, lease.input_digest, lease.owner, expires_at, "")
+        rev = self._write_lease("lease renewal", renewed, lease.revision)
+        if rev is None:
+            return None
+        return Lease(lease.function_id, lease.input_digest, lease.owner, expires_at, rev)
+
+    def release(self, lease: Lease) -> None:
+        # 409: taken over since (another's now); 404: already gone. Both are left alone.
+        self._request("lease release", "DELETE",
+                      self.path(lease_id(lease.function_id, lease.input_digest)),
+                      params={"rev": lease.revision}, expect=(404, 409))
+
+    def records_of_digest(self, input_digest: str) -> list[Record]:
+        """A scan of every record, a page at a time: ids begin with the identity, and the
+        hot path wants no index (see the module docstring)."""
+        return [record_from_doc(doc) for doc in self._scan(RECORD_PREFIX)
+                if doc.get("input_digest") == input_digest]
+
     def delete(self, function_id: str, input_digest: str) -> None:
         path = self.path(doc_id(function_id, input_digest))
         status, doc = self._request("record delete", "GET", path, expect=(404,))
@@ -332,16 +450,17 @@ class CouchRecordStore(RecordStore):
 
     def add_counts(
         self, function: str, *, hits: int = 0, misses: int = 0, saved_ms: float = 0.0,
-        saved_bytes: int = 0,
+        saved_bytes: int = 0, coalesced: int = 0, refused: int = 0, took_over: int = 0,
     ) -> None:
-        if not (hits or misses or saved_ms or saved_bytes):
+        if not (hits or misses or saved_ms or saved_bytes or coalesced or refused or took_over):
             return
         with self._tally_lock:
             if self._tallies_pid != os.getpid():
                 self._tallies, self._tallies_pid = {}, os.getpid()
             tally = self._tallies.get(function) or _Tally(counts_id(function))
             updated = tally.plus(hits=hits, misses=misses, saved_ms=saved_ms,
-                                 saved_bytes=saved_bytes)
+                                 saved_bytes=saved_bytes, coalesced=coalesced,
+                                 refused=refused, took_over=took_over)
             # Kept only once written: on a failure the caller keeps its counts and adds
             # them again later, and the totals here must not have grown by them.
             self._tallies[function] = self._write_tally(function, updated)
@@ -349,7 +468,9 @@ class CouchRecordStore(RecordStore):
     def _write_tally(self, function: str, tally: _Tally) -> _Tally:
         """PUT the totals over the last revision; returns the tally with its new ``_rev``."""
         doc = counts_doc(function, hits=tally.hits, misses=tally.misses,
-                         saved_ms=tally.saved_ms, saved_bytes=tally.saved_bytes)
+                         saved_ms=tally.saved_ms, saved_bytes=tally.saved_bytes,
+                         coalesced=tally.coalesced, refused=tally.refused,
+                         took_over=tally.took_over)
         path, rev = self.path(tally.doc_id), tally.rev
         for _attempt in range(3):
             body = {**doc, "_rev": rev} if rev else doc
@@ -364,8 +485,7 @@ class CouchRecordStore(RecordStore):
             else:
                 # Without a rev in the reply the next write meets a 409 and reads it.
                 new_rev = str(reply["rev"]) if isinstance(reply, dict) and "rev" in reply else rev
-                return _Tally(tally.doc_id, new_rev, tally.hits, tally.misses,
-                              tally.saved_ms, tally.saved_bytes)
+                return dataclasses.replace(tally, rev=new_rev)
         raise StoreError(f"CouchDB counter update failed at {self.describe()}: "
                          "the document kept changing under this process")
 
@@ -422,7 +542,10 @@ class CouchRecordStore(RecordStore):
         for doc in self._scan(RECORD_PREFIX):
             function = str(doc.get("function", ""))
             entry = by_function.setdefault(function, FunctionStats(function))
-            entry.records += 1
+            if doc.get("failure") is not None:
+                entry.failures += 1
+            else:
+                entry.records += 1
             output = doc.get("output")
             entry.output_bytes += int(output.get("bytes", 0)) if isinstance(output, dict) else 0
         for doc in self._scan(COUNTS_PREFIX):
@@ -432,6 +555,9 @@ class CouchRecordStore(RecordStore):
             entry.misses += int(doc.get("misses", 0))
             entry.saved_ms += float(doc.get("saved_ms", 0.0))
             entry.saved_bytes += int(doc.get("saved_bytes", 0))
+            entry.coalesced += int(doc.get("coalesced", 0))
+            entry.refused += int(doc.get("refused", 0))
+            entry.took_over += int(doc.get("took_over", 0))
         return sorted(by_function.values(), key=lambda s: s.function)
 
     def _scan(self, prefix: str) -> Iterator[dict[str, Any]]:

@@ -11,12 +11,13 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from owdedup.runtime.errors import ConfigError, StoreError
-from owdedup.runtime.records.base import FunctionStats, Record, RecordStore
+from owdedup.runtime.records.base import FunctionStats, Lease, Record, RecordStore
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -31,9 +32,23 @@ CREATE TABLE IF NOT EXISTS counters (
     hits        INTEGER NOT NULL DEFAULT 0,
     misses      INTEGER NOT NULL DEFAULT 0,
     saved_ms    REAL NOT NULL DEFAULT 0,
-    saved_bytes INTEGER NOT NULL DEFAULT 0
+    saved_bytes INTEGER NOT NULL DEFAULT 0,
+    coalesced   INTEGER NOT NULL DEFAULT 0,
+    refused     INTEGER NOT NULL DEFAULT 0,
+    took_over   INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS leases (
+    function_id  TEXT NOT NULL,
+    input_digest TEXT NOT NULL,
+    owner        TEXT NOT NULL,
+    expires_at   REAL NOT NULL,
+    revision     TEXT NOT NULL,
+    PRIMARY KEY (function_id, input_digest)
+) WITHOUT ROWID;
 """
+
+_LEASE_COLUMNS = "function_id, input_digest, owner, expires_at, revision"
+
 
 _INSERT = (
     "INSERT OR IGNORE INTO records (function_id, input_digest, function, doc) VALUES (?, ?, ?, ?)"
@@ -52,6 +67,28 @@ _BULK_CACHE_KIB = 128 * 1024
 
 #: Function ids per lookup statement: far below SQLite's limit on bound parameters.
 _IDS_PER_STATEMENT = 500
+
+
+#: Counter columns added after the first release: a store made before gets them on opening.
+_LATER_COUNTERS = ("coalesced", "refused", "took_over")
+
+
+def _add_missing_counters(conn: sqlite3.Connection) -> None:
+    have = {row[1] for row in conn.execute("PRAGMA table_info(counters)")}
+    for column in _LATER_COUNTERS:
+        if column not in have:
+            try:
+                conn.execute(
+                    f"ALTER TABLE counters ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
+            except sqlite3.OperationalError as exc:  # another process added it first
+                if "duplicate column" not in str(exc):
+                    raise
+
+
+def _revision() -> str:
+    """A fresh revision for a lease row: every write changes it, so a revision-checked
+    write fails after anyone else's."""
+    return os.urandom(12).hex()
 
 
 class SqliteRecordStore(RecordStore):
@@ -89,6 +126,7 @@ class SqliteRecordStore(RecordStore):
             # the last commits, and a lost record only means one recomputation.
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(_SCHEMA)
+            _add_missing_counters(conn)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open record store {self.describe()}: {exc}") from exc
         self._local.conn = conn
@@ -177,6 +215,14 @@ class SqliteRecordStore(RecordStore):
             raise StoreError(f"bulk record write failed in {self.describe()}: {exc}") from exc
         return conn.total_changes - before
 
+    def records_of_digest(self, input_digest: str) -> list[Record]:
+        try:
+            rows = self._conn().execute(
+                "SELECT doc FROM records WHERE input_digest = ?", (input_digest,)).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"record lookup failed in {self.describe()}: {exc}") from exc
+        return [Record.from_dict(json.loads(doc)) for (doc,) in rows]
+
     def delete(self, function_id: str, input_digest: str) -> None:
         try:
             self._conn().execute(
@@ -188,16 +234,20 @@ class SqliteRecordStore(RecordStore):
 
     def add_counts(
         self, function: str, *, hits: int = 0, misses: int = 0, saved_ms: float = 0.0,
-        saved_bytes: int = 0,
+        saved_bytes: int = 0, coalesced: int = 0, refused: int = 0, took_over: int = 0,
     ) -> None:
         try:
             self._conn().execute(
-                "INSERT INTO counters (function, hits, misses, saved_ms, saved_bytes) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(function) DO UPDATE SET "
+                "INSERT INTO counters (function, hits, misses, saved_ms, saved_bytes, "
+                "coalesced, refused, took_over) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(function) DO UPDATE SET "
                 "hits = hits + excluded.hits, misses = misses + excluded.misses, "
                 "saved_ms = saved_ms + excluded.saved_ms, "
-                "saved_bytes = saved_bytes + excluded.saved_bytes",
-                (function, hits, misses, saved_ms, saved_bytes),
+                "saved_bytes = saved_bytes + excluded.saved_bytes, "
+                "coalesced = coalesced + excluded.coalesced, "
+                "refused = refused + excluded.refused, "
+                "took_over = took_over + excluded.took_over",
+                (function, hits, misses, saved_ms, saved_bytes, coalesced, refused, took_over),
             )
         except sqlite3.Error as exc:
             raise StoreError(f"counter update failed in {self.describe()}: {exc}") from exc
@@ -206,23 +256,116 @@ class SqliteRecordStore(RecordStore):
         try:
             conn = self._conn()
             by_function: dict[str, FunctionStats] = {}
-            for function, count, out_bytes in conn.execute(
-                "SELECT function, COUNT(*), "
-                "SUM(CAST(json_extract(doc, '$.output.bytes') AS INTEGER)) "
-                "FROM records GROUP BY function"
+            for function, negative, count, out_bytes in conn.execute(
+                "SELECT function, json_extract(doc, '$.failure') IS NOT NULL AS negative, "
+                "COUNT(*), SUM(CAST(json_extract(doc, '$.output.bytes') AS INTEGER)) "
+                "FROM records GROUP BY function, negative"
             ):
-                by_function[function] = FunctionStats(
-                    function, records=count, output_bytes=int(out_bytes or 0)
-                )
-            for function, hits, misses, saved_ms, saved_bytes in conn.execute(
-                "SELECT function, hits, misses, saved_ms, saved_bytes FROM counters"
+                entry = by_function.setdefault(function, FunctionStats(function))
+                if negative:
+                    entry.failures += count
+                else:
+                    entry.records += count
+                entry.output_bytes += int(out_bytes or 0)
+            for (function, hits, misses, saved_ms, saved_bytes, coalesced, refused,
+                 took_over) in conn.execute(
+                "SELECT function, hits, misses, saved_ms, saved_bytes, coalesced, refused, "
+                "took_over FROM counters"
             ):
                 entry = by_function.setdefault(function, FunctionStats(function))
                 entry.hits, entry.misses = hits, misses
                 entry.saved_ms, entry.saved_bytes = saved_ms, saved_bytes
+                entry.coalesced, entry.refused, entry.took_over = coalesced, refused, took_over
         except sqlite3.Error as exc:
             raise StoreError(f"stats query failed in {self.describe()}: {exc}") from exc
         return sorted(by_function.values(), key=lambda s: s.function)
+
+    # -- leases: each operation one IMMEDIATE transaction, so its read and its write see
+    # the same row (the write lock is taken at BEGIN, before the read) ---------------------
+
+    @contextmanager
+    def _immediate(self, action: str) -> Iterator[sqlite3.Connection]:
+        try:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{action} failed in {self.describe()}: {exc}") from exc
+
+    @staticmethod
+    def _read_lease(conn: sqlite3.Connection, function_id: str,
+                    input_digest: str) -> Lease | None:
+        row = conn.execute(
+            f"SELECT {_LEASE_COLUMNS} FROM leases WHERE function_id = ? AND input_digest = ?",
+            (function_id, input_digest),
+        ).fetchone()
+        return None if row is None else Lease(str(row[0]), str(row[1]), str(row[2]),
+                                              float(row[3]), str(row[4]))
+
+    @staticmethod
+    def _insert_lease(conn: sqlite3.Connection, lease: Lease) -> bool:
+        cursor = conn.execute(
+            f"INSERT OR IGNORE INTO leases ({_LEASE_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+            (lease.function_id, lease.input_digest, lease.owner, lease.expires_at,
+             lease.revision),
+        )
+        return cursor.rowcount == 1
+
+    def get_lease(self, function_id: str, input_digest: str) -> Lease | None:
+        try:
+            return self._read_lease(self._conn(), function_id, input_digest)
+        except sqlite3.Error as exc:
+            raise StoreError(f"lease lookup failed in {self.describe()}: {exc}") from exc
+
+    def claim(self, function_id: str, input_digest: str, owner: str,
+              expires_at: float) -> tuple[Lease, bool]:
+        lease = Lease(function_id, input_digest, owner, expires_at, _revision())
+        with self._immediate("lease claim") as conn:
+            if self._insert_lease(conn, lease):
+                return lease, True
+            held = self._read_lease(conn, function_id, input_digest)
+        assert held is not None  # the insert was ignored for this row, under our lock
+        return held, False
+
+    def take_over(self, stale: Lease, owner: str, expires_at: float) -> tuple[Lease, bool]:
+        lease = Lease(stale.function_id, stale.input_digest, owner, expires_at, _revision())
+        with self._immediate("lease take-over") as conn:
+            cursor = conn.execute(
+                "UPDATE leases SET owner = ?, expires_at = ?, revision = ? "
+                "WHERE function_id = ? AND input_digest = ? AND revision = ?",
+                (owner, expires_at, lease.revision, stale.function_id, stale.input_digest,
+                 stale.revision),
+            )
+            if cursor.rowcount == 1:
+                return lease, True
+            held = self._read_lease(conn, stale.function_id, stale.input_digest)
+            if held is None:  # released meanwhile: an ordinary claim
+                return lease, self._insert_lease(conn, lease)
+        return held, False
+
+    def renew(self, lease: Lease, expires_at: float) -> Lease | None:
+        renewed = Lease(lease.function_id, lease.input_digest, lease.owner, expires_at,
+                        _revision())
+        with self._immediate("lease renewal") as conn:
+            cursor = conn.execute(
+                "UPDATE leases SET expires_at = ?, revision = ? "
+                "WHERE function_id = ? AND input_digest = ? AND revision = ?",
+                (expires_at, renewed.revision, lease.function_id, lease.input_digest,
+                 lease.revision),
+            )
+        return renewed if cursor.rowcount == 1 else None
+
+    def release(self, lease: Lease) -> None:
+        with self._immediate("lease release") as conn:
+            conn.execute(
+                "DELETE FROM leases WHERE function_id = ? AND input_digest = ? AND revision = ?",
+                (lease.function_id, lease.input_digest, lease.revision),
+            )
 
     def close(self) -> None:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

@@ -35,6 +35,14 @@ from owdedup.runtime.context import Context, ContextCache
 from owdedup.runtime.counters import hit_saved_bytes
 from owdedup.runtime.digest import canonical_json
 from owdedup.runtime.errors import ConfigError, OwdedupError
+from owdedup.runtime.wrapped.coalesce import (
+    await_or_claim,
+    claimant_for,
+    coalesced_metadata,
+    conductor_lease_s,
+    lease_state,
+    release_from_state,
+)
 from owdedup.runtime.wrapped.config import ACTION, OBJECTS, STATE, WrapConfig, call_params
 from owdedup.runtime.wrapped.identity import (
     action_fingerprint,
@@ -98,17 +106,27 @@ def start(config: WrapConfig, params: dict[str, Any], context: Context,
     call = key_call(params, function=config.function, fingerprint=fingerprint_of(config, env),
                     objects=config.objects, ignore=config.ignore,
                     store=context.store if config.objects else None)
-    record = find_result(call, context.records, context.store if config.objects else None)
+    store = context.store if config.objects else None
+    record = find_result(call, context.records, store)
+    turn = None
+    if record is None or record.result is None:  # identical calls in flight: one runs
+        claimant = claimant_for(context.records, env, conductor_lease_s(
+            config.action, env, pinned=bool(config.version)))
+        record, turn = await_or_claim(call, context.records, store, claimant)
+        if turn.took_over:
+            context.counts.add(call.function, took_over=1)
     if record is not None and record.result is not None:
         context.counts.add(call.function, hits=1, saved_ms=record.compute_ms,
                            saved_bytes=hit_saved_bytes(record.input_bytes,
-                                                       [record.output.bytes]))
-        return {"params": with_metadata(record.result, hit_metadata(record), config.metadata)}
+                                                       [record.output.bytes]),
+                           coalesced=int(turn is not None))
+        meta = hit_metadata(record) if turn is None else coalesced_metadata(record, turn)
+        return {"params": with_metadata(record.result, meta, config.metadata)}
     state = {
         "schema": STATE_SCHEMA, "function": call.function, "function_id": call.function_id,
         "input_digest": call.input_digest, "input_bytes": call.input_bytes,
         "param_names": list(call.param_names), "objects": call.objects,
-        "started_ms": _now_ms(),
+        "started_ms": _now_ms(), **lease_state(None if turn is None else turn.lease),
     }
     return {"action": fully_qualified(config.action, env), "params": params,
             "state": {STATE: {**state, "sig": _sign(state, config, env)}}}
@@ -118,6 +136,14 @@ def finish(config: WrapConfig, params: dict[str, Any], context: Context,
            env: Mapping[str, str]) -> dict[str, Any]:
     """Record the wrapped action's result (not an error) and return it."""
     call, started_ms = _verified_state(params.get(STATE), config, env)
+    try:
+        return _finish(config, params, context, env, call, started_ms)
+    finally:  # recorded (or failed): a caller waiting for it finds the record (or computes)
+        release_from_state(params[STATE], call, context.records)
+
+
+def _finish(config: WrapConfig, params: dict[str, Any], context: Context,
+            env: Mapping[str, str], call: CallKey, started_ms: float) -> dict[str, Any]:
     result = call_params(params)
     if "error" in result:
         log.warning("%s failed on %s; not recorded", call.function,

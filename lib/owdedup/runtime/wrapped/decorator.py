@@ -33,6 +33,7 @@ from owdedup.runtime.config import Settings
 from owdedup.runtime.context import ContextCache
 from owdedup.runtime.counters import hit_saved_bytes
 from owdedup.runtime.errors import BadInputError, ConfigError, NotFoundError, OwdedupError
+from owdedup.runtime.wrapped.coalesce import await_or_claim, claimant_for, coalesced_metadata
 from owdedup.runtime.wrapped.config import PREFIX, call_params
 from owdedup.runtime.wrapped.identity import python_fingerprint
 from owdedup.runtime.wrapped.keying import key_call, parse_objects
@@ -93,22 +94,30 @@ def dedup(objects: Iterable[str] | str | None = None, ignore: Iterable[str] = ()
                 log.warning("record store unavailable, computing %s: %s", name, exc)
                 return main(args)
             record = find_result(call, records, store)
+            claimant, turn = claimant_for(records, os.environ), None
+            if record is None or record.result is None:  # identical calls in flight: one runs
+                record, turn = await_or_claim(call, records, store, claimant)
+                if turn.took_over:
+                    context.counts.add(name, took_over=1)
             if record is not None and record.result is not None:
                 context.counts.add(name, hits=1, saved_ms=record.compute_ms,
                                    saved_bytes=hit_saved_bytes(
-                                       record.input_bytes, [record.output.bytes]))
-                return with_metadata(record.result, hit_metadata(record), metadata)
-            started = time.perf_counter()
-            result = main(args)
-            compute_ms = (time.perf_counter() - started) * 1000
-            if not isinstance(result, dict) or "error" in result:
-                return result  # an error (or a list) is never recorded
-            activation = os.environ.get("__OW_ACTIVATION_ID", "")
-            try:
-                problem = record_result(call, result, records,
-                                        compute_ms=compute_ms, activation=activation)
-            except BadInputError as exc:  # over the result limit: OpenWhisk would refuse it
-                return {"error": f"{name}: {exc}", "error_kind": exc.kind}
+                                       record.input_bytes, [record.output.bytes]),
+                                   coalesced=int(turn is not None))
+                meta = hit_metadata(record) if turn is None else coalesced_metadata(record, turn)
+                return with_metadata(record.result, meta, metadata)
+            with claimant.holding(None if turn is None else turn.lease):  # recorded, let go
+                started = time.perf_counter()
+                result = main(args)
+                compute_ms = (time.perf_counter() - started) * 1000
+                if not isinstance(result, dict) or "error" in result:
+                    return result  # an error (or a list) is never recorded
+                activation = os.environ.get("__OW_ACTIVATION_ID", "")
+                try:
+                    problem = record_result(call, result, records,
+                                            compute_ms=compute_ms, activation=activation)
+                except BadInputError as exc:  # over the result limit: OpenWhisk would refuse
+                    return {"error": f"{name}: {exc}", "error_kind": exc.kind}
             context.counts.add(name, misses=1)
             return with_metadata(result, miss_metadata(activation, compute_ms, problem),
                                  metadata)
