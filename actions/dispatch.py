@@ -15,9 +15,8 @@ Error:  {"error": "could not start owdedup/dedup-thumbnail for inbucket/a.jpg: .
 
 from typing import Any
 
-from owdedup.runtime.action import error_result
 from owdedup.runtime.dispatch import dispatch_events
-from owdedup.runtime.errors import OwdedupError
+from owdedup.runtime.errors import OwdedupError, error_result
 
 
 def main(params: dict[str, Any]) -> dict[str, Any]:

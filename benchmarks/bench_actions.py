@@ -241,6 +241,8 @@ for phase in (["clients", "call"] if request.get("clients_first") else ["call", 
     else:
         for target in request.get("clients") or []:
             name, _, function = target.partition(":")
+            if name.startswith("owdedup.runtime.") and not os.path.isdir("owdedup/runtime"):
+                name = "owdedup." + name[len("owdedup.runtime."):]  # a zip from before issue 7
             __import__(name)
             if function:
                 getattr(sys.modules[name], function)()

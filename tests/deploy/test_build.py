@@ -29,9 +29,11 @@ from owdedup.actionloop.code import unpack
 from owdedup.deploy import build, install, zipper
 from owdedup.deploy.build import BuiltZip, plan_build, size_report
 from owdedup.deploy.needs import (
+    REGISTRY_MODULES,
     Pin,
     action_requirements,
     installed_version,
+    registry_needs,
     resolve_packages,
     runtime_modules,
 )
@@ -44,7 +46,9 @@ from owdedup.deploy.runtime import (
     SITE_PACKAGES,
     BuildError,
 )
-from owdedup.runtime.functions import get_function
+from owdedup.runtime.functions import FunctionRegistry, get_function
+from owdedup.runtime.identity import code_digest
+from owdedup.runtime.registry import Registry
 from tests.conftest import PROJECT
 from tests.imagegen import jpeg
 from tests.tooling import need_base_python
@@ -53,6 +57,15 @@ from tests.unit.test_events import minio_event
 MANIFEST = PROJECT / "manifest.yaml"
 ACTIONS = ("hash", "lookup", "thumbnail", "record", "dispatch")
 HIT_PATH = ("hash", "lookup", "record", "dispatch")
+
+#: No bigger than before issue 7 (the runtime became a folder): the sizes in bytes of the zips
+#: built from 4c5a0f7, the commit before it, with the same pinned third-party packages
+#: (minio 7.2.20, ibmcloudant 0.11.12, requests 2.34.2...). Back then each zip carried the
+#: owdedup modules its imports reached; issue 7 shipped the whole runtime in every zip (hash
+#: 670,384, lookup/record 1,869,3xx, dispatch 299,361); now each carries its import closure
+#: plus what the registries name. A zip that outgrows its ceiling must say why here (a
+#: dependency upgrade is a reason to raise it; shipping code the action cannot use is not).
+ZIP_CEILINGS = {"hash": 538_768, "lookup": 1_737_814, "record": 1_737_777, "dispatch": 173_226}
 
 #: Runs an unpacked zip with the runtime's own launcher (``exec__.py``, which the one unpacker
 #: copies in as the runtime's ``compile`` does): run as a script (no bytecode of it, as
@@ -82,6 +95,19 @@ for name in request.get("try_import", []):
         importlib.import_module(name)
     except ImportError as exc:
         report["failed"][name] = exc.name or str(exc)
+report["targets"] = {}
+for holder in request.get("registries", []):
+    from owdedup.runtime.registry import import_target
+    for target in importlib.import_module(holder).registry.targets():
+        try:
+            import_target(target)
+            report["targets"][target] = "ok"
+        except Exception as exc:
+            report["targets"][target] = f"{type(exc).__name__}: {exc}"
+if request.get("code_digests"):
+    from owdedup.runtime.functions import registry
+    from owdedup.runtime.identity import code_digest
+    report["code_digests"] = {f.name: code_digest(f.code_module) for f in registry.all()}
 if "identity" in request:
     from owdedup.runtime.functions import get_function
     spec = get_function("thumbnail")
@@ -223,16 +249,22 @@ def test_layout(zips: dict[str, BuiltZip]) -> None:
             assert "owdedup/__init__.py" in names
             assert ACTIVATE_THIS in names
             assert f"{SITE_PACKAGES}/" in names
-            # identity.py hashes thumbnail.py's bytes, even where Pillow is absent
+            # identity.py hashes thumbnail.py's bytes, even where Pillow is absent (wherever
+            # identities are computed: not in dispatch, which only starts sequences)
             thumbnail = PROJECT / "lib" / "owdedup" / "runtime" / "thumbnail.py"
-            assert archive.read("owdedup/runtime/thumbnail.py") == thumbnail.read_bytes()
+            assert ("owdedup/runtime/identity.py" in names) == (name != "dispatch"), name
+            if name != "dispatch":
+                assert archive.read("owdedup/runtime/thumbnail.py") == thumbnail.read_bytes()
             for info in archive.infolist():
                 assert info.date_time == (1980, 1, 1, 0, 0, 0), info.filename
                 mode = info.external_attr >> 16 & 0o777
                 assert mode in (0o644, 0o755), (info.filename, oct(mode))
                 assert not info.filename.startswith("/") and ".." not in info.filename
-            # bytecode: exactly one pyc per .py but __main__.py, and nothing else cached
+            # bytecode: exactly one pyc per .py but __main__.py (and thumbnail.py where there
+            # is no Pillow to import it with), and nothing else cached
             sources = {n for n in names if n.endswith(".py") and n != "__main__.py"}
+            if not needs(name, "pillow"):
+                sources.discard("owdedup/runtime/thumbnail.py")
             cached = {n for n in names if "__pycache__" in n.split("/") or n.endswith(".pyc")}
             assert {n for n in cached if not n.endswith("/")} == {
                 zipper.pyc_name(n) for n in sources}, name
@@ -246,6 +278,8 @@ def test_the_bytecode_is_checked_hash_based_on_the_shipped_sources(
             for source in archive.namelist():
                 if not source.endswith(".py") or source == "__main__.py":
                     continue
+                if zipper.pyc_name(source) not in archive.namelist():
+                    continue  # a code module carried for its bytes (test_layout)
                 pyc = archive.read(zipper.pyc_name(source))
                 assert pyc[:4] == importlib.util.MAGIC_NUMBER, source
                 assert int.from_bytes(pyc[4:8], "little") == 0b11, source  # hash, checked
@@ -372,7 +406,7 @@ def test_plan_builds_nothing(tmp_path: Path) -> None:
     assert by_name["dispatch"].packages == ()
     assert "requests" in {p.name for p in by_name["lookup"].packages}
     assert any("requests" in note for note in by_name["lookup"].conflicts)
-    assert "owdedup/runtime/thumbnail.py" in by_name["dispatch"].modules
+    assert "owdedup/runtime/thumbnail.py" in by_name["hash"].modules
     assert plan.pins == {"pillow": installed_version("pillow")}
     json.dumps(plan.to_dict())  # the plan is plain data
     plan_only = plan_build(MANIFEST, only=["hash"])
@@ -433,17 +467,126 @@ def _owdedup_modules(item: BuiltZip) -> list[str]:
             for n in members(item) if n.startswith("owdedup/") and n.endswith(".py")]
 
 
+def _owdedup_modules_of(folder: Path) -> list[str]:
+    return [p.relative_to(folder).with_suffix("").as_posix().removesuffix("/__init__")
+            .replace("/", ".") for p in (folder / "owdedup").rglob("*.py")]
+
+
 def test_every_module_of_every_zip_imports(run: Runner, zips: dict[str, BuiltZip]) -> None:
     """Everything imports but what needs a package the action does not ship and never uses
     (thumbnail.py travels for its source bytes only; dispatch never opens a store)."""
     for name, item in zips.items():
-        report = run(name, {"try_import": _owdedup_modules(item)})
+        shipped = _owdedup_modules(item)
+        report = run(name, {"try_import": shipped})
         expected = {}
         if not needs(name, "pillow"):
             expected["owdedup.runtime.thumbnail"] = "PIL"
         if not needs(name, "minio"):
             expected["owdedup.runtime.stores.s3"] = "minio"
+        expected = {module: missing for module, missing in expected.items() if module in shipped}
         assert report["failed"] == expected, name
+
+
+def _registry_check(run: Runner, action: str, folder: Path | None = None) -> dict[str, Any]:
+    """Inside the unpacked zip, through the runtime's launcher: every target of every
+    registry the zip carries imported by name, and every function's code digest."""
+    modules = set(_owdedup_modules_of(folder or run.actions / action))
+    holders = [holder for holder in REGISTRY_MODULES if holder in modules]
+    return run(action, {"registries": holders, "code_digests": bool(holders)},
+               action_dir=folder)
+
+
+def test_every_module_a_registry_names_is_in_the_zip(
+    run: Runner, zips: dict[str, BuiltZip]
+) -> None:
+    """Registries import backends and plug-ins by name, and identities hash code modules
+    that nothing imports: an import scan alone would miss them. Run inside each zip, each
+    target imports, but a backend whose client the zip lacks (left out by the plan, and
+    refused by the registry naming it), and each code digest is the source's here."""
+    plans = {a.name: a for a in plan_build(MANIFEST).actions}
+    digests = {name: code_digest(get_function(name).code_module) for name in ("thumbnail",)}
+    for name in zips:
+        report = _registry_check(run, name)
+        left_out = {entry.split()[0] for entry in plans[name].left_out}
+        for target, outcome in report["targets"].items():
+            module = target.partition(":")[0]
+            if module in left_out:
+                assert outcome.startswith(f"ConfigError: cannot import {target}: no module "
+                                          f"{module}"), (name, target, outcome)
+            else:
+                assert outcome == "ok", (name, target, outcome)
+        assert report.get("code_digests", digests) == digests, name
+    # every backend can be imported where a registry is: CouchDB's default transport is
+    # urllib3 (the runtime's); dispatch reaches no registry
+    assert all(plan.left_out == () for plan in plans.values())
+    assert not any(h.replace(".", "/") in " ".join(plans["dispatch"].modules)
+                   for h in REGISTRY_MODULES)
+
+
+def test_the_registry_check_catches_a_missing_module(
+    run: Runner, unpacked: Path, tmp_path: Path
+) -> None:
+    """The check above can fail: the lookup zip without the couchdb backend, or without
+    the thumbnail's code module, is caught."""
+    for removed in ("records/couchdb", "thumbnail"):
+        broken = tmp_path / removed.replace("/", "-")
+        shutil.copytree(unpacked / "lookup", broken)
+        source = broken / "owdedup" / "runtime" / f"{removed}.py"
+        source.unlink()
+        zipper_pyc = broken / zipper.pyc_name(source.relative_to(broken).as_posix())
+        zipper_pyc.unlink(missing_ok=True)  # none shipped for thumbnail.py here
+        if removed == "thumbnail":
+            with pytest.raises(RuntimeError, match="cannot find the source of"):
+                _registry_check(run, "lookup", broken)
+        else:
+            report = _registry_check(run, "lookup", broken)
+            outcome = report["targets"]["owdedup.runtime.records.couchdb:CouchRecordStore"]
+            assert outcome.startswith("ConfigError: cannot import"), outcome
+
+
+def test_registry_modules_names_every_registry_of_the_runtime() -> None:
+    """The planner follows the registries REGISTRY_MODULES names: a new one must be listed."""
+    runtime = PROJECT / "lib" / "owdedup" / "runtime"
+    found = set()
+    for path in sorted(runtime.rglob("*.py")):
+        parts = path.relative_to(runtime.parent.parent).with_suffix("").parts
+        module = ".".join(parts).removesuffix(".__init__")
+        for value in vars(importlib.import_module(module)).values():
+            if isinstance(value, Registry | FunctionRegistry):
+                found.add(id(value))
+    listed = {id(importlib.import_module(holder).registry) for holder in REGISTRY_MODULES}
+    assert found == listed
+    assert all(registry_needs()[holder] for holder in REGISTRY_MODULES)
+
+
+def test_hit_path_zips_are_no_bigger_than_before_issue_7(zips: dict[str, BuiltZip]) -> None:
+    for name, ceiling in ZIP_CEILINGS.items():
+        assert zips[name].bytes <= ceiling, (name, zips[name].bytes, ceiling)
+
+
+def test_each_zip_carries_what_its_action_can_import() -> None:
+    """Not the whole runtime: the conductor's wrapped/ only in the dedup zip, event parsing
+    only in dispatch; the function plug-ins and the code modules wherever jobs are read."""
+    plans = {a.name: a for a in plan_build(MANIFEST).actions}
+    wrapped = "owdedup/runtime/wrapped/conductor.py"
+    for name, plan in plans.items():
+        modules = set(plan.modules)
+        assert wrapped not in modules, name
+        assert ("owdedup/runtime/events.py" in modules) == (name == "dispatch"), name
+        if name == "dispatch":  # it parses events and calls the platform, nothing else
+            assert modules == {f"owdedup/{m}.py" for m in (
+                "__init__", "runtime/__init__", "runtime/dispatch", "runtime/env",
+                "runtime/errors", "runtime/events", "runtime/platform")}
+            continue
+        assert {"owdedup/runtime/functions/thumbnail.py", "owdedup/runtime/thumbnail.py",
+                "owdedup/runtime/stores/folder.py", "owdedup/runtime/records/sqlite.py",
+                "owdedup/__init__.py", "owdedup/runtime/__init__.py"} <= modules, name
+    # the compute step claims its work and records in the record store, with any auth
+    assert "owdedup/runtime/records/couchdb.py" in plans["thumbnail"].modules
+    assert {p.name for p in plans["thumbnail"].packages} >= {"minio", "ibmcloudant", "pillow"}
+    conductor = build.plan_standalone("dedup", PROJECT).actions[0]
+    assert wrapped in conductor.modules and conductor.left_out == ()
+    assert "owdedup/runtime/functions/__init__.py" not in conductor.modules
 
 
 @pytest.fixture
@@ -560,3 +703,16 @@ def test_a_fresh_unpack_runs_on_the_shipped_bytecode(
         else:
             assert f"{SITE_PACKAGES}/minio/__pycache__/api.cpython-311.pyc" in changed
             assert "owdedup/runtime/__pycache__/pipeline.cpython-311.pyc" in changed
+
+
+def test_bytecode_keeps_line_numbers_but_no_column_ranges() -> None:
+    """Compiled with -X no_debug_ranges (a quarter smaller): tracebacks from a zip still
+    name file and line, without the ^^^ column markers."""
+    import marshal
+
+    pyc = zipper.compile_bytecode({"m.py": b"x = 1\n\ndef f(a):\n    return a.b + 1\n"})
+    code = marshal.loads(pyc["__pycache__/m.cpython-311.pyc"][16:])
+    (function,) = [c for c in code.co_consts if hasattr(c, "co_positions")]
+    positions = [p for p in function.co_positions() if p[0] is not None]
+    assert {p[0] for p in positions} >= {3, 4}
+    assert all(p[2] is None and p[3] is None for p in positions)

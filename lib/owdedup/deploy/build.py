@@ -4,10 +4,12 @@ Every action whose ``function`` is ``build/actions/NAME.zip`` gets a zip built f
 ``actions/NAME.py``, laid out as the OpenWhisk Python runtime (``python:3.11``) expects::
 
     __main__.py                                   the action file (it holds ``main``)
-    owdedup/__init__.py, owdedup/runtime/...      the runtime subpackage, whole (allowlist)
+    owdedup/__init__.py, owdedup/runtime/...      the runtime modules the action can import
+                                                  (runtime/ is the allowlist; see needs)
     owdedup/runtime/_pins.json                    library versions of function identities
     .../__pycache__/NAME.cpython-311.pyc          bytecode of every shipped .py but
-                                                  __main__.py, hash-based (see zipper)
+                                                  __main__.py and a code module the zip
+                                                  cannot import, hash-based (see zipper)
     virtualenv/bin/activate_this.py               rendered from pypa virtualenv's template
     virtualenv/lib/python3.11/site-packages/...   the third-party packages the action needs
                                                   and the runtime does not already ship,
@@ -67,8 +69,10 @@ from owdedup.deploy.needs import (
     declared_requirements,
     identity_libraries,
     installed_version,
+    left_out_backends,
     resolve_packages,
     runtime_modules,
+    source_only,
 )
 from owdedup.deploy.runtime import (
     ACTIVATE_THIS,
@@ -84,7 +88,7 @@ from owdedup.deploy.runtime import (
     Log,
     _stderr,
 )
-from owdedup.deploy.zipper import check_build_python, compile_bytecode, write_zip
+from owdedup.deploy.zipper import check_build_python, compile_bytecode, pyc_name, write_zip
 from owdedup.engine.manifest import load_manifest
 from owdedup.runtime import env as env_names
 from owdedup.runtime.errors import OwdedupError
@@ -114,6 +118,10 @@ class ActionPlan:
     conflicts: tuple[str, ...]
     #: Distributions PACKAGE_TRIMS left out (the untrimmed packages would include them).
     trimmed: tuple[str, ...] = ()
+    #: Backends left out because the zip lacks their client (needs.runtime_modules).
+    left_out: tuple[str, ...] = ()
+    #: Of modules, the code modules shipped without bytecode (needs.source_only).
+    source_only: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -126,6 +134,8 @@ class ActionPlan:
             "from_runtime": list(self.from_runtime),
             "conflicts": list(self.conflicts),
             "trimmed": list(self.trimmed),
+            "left_out": list(self.left_out),
+            "source_only": list(self.source_only),
         }
 
 
@@ -251,16 +261,20 @@ def plan_action(
     packages, from_runtime, conflicts = resolve_packages(requires)
     untrimmed = resolve_packages(requires, trims={})[0]
     kept = {pin.name for pin in packages}
+    available = kept | set(RUNTIME_PACKAGES)  # what the zip's backends can import
+    modules = runtime_modules(source, package_dir, available)
     return ActionPlan(
         name=stem,
         source=source,
         zip_path=out / f"{stem}.zip",
-        modules=runtime_modules(source, package_dir),
+        modules=modules,
         requires=requires,
         packages=packages,
         from_runtime=from_runtime,
         conflicts=conflicts,
         trimmed=tuple(sorted(pin.name for pin in untrimmed if pin.name not in kept)),
+        left_out=left_out_backends(source, package_dir, available),
+        source_only=source_only(modules, package_dir, available),
     )
 
 
@@ -304,7 +318,8 @@ def action_files(
     files.update(_site_files(site))
     apply_trims(files, action.packages)
     check_trimmed_imports(files, action.trimmed)
-    files.update(compile_bytecode(files))
+    unused = {pyc_name(name) for name in action.source_only}
+    files.update((n, pyc) for n, pyc in compile_bytecode(files).items() if n not in unused)
     return files
 
 
@@ -387,6 +402,11 @@ def describe_plan(plan: BuildPlan) -> str:
             out.write(f"  note: {conflict}\n")
         if action.trimmed:
             out.write(f"  left out by PACKAGE_TRIMS: {', '.join(action.trimmed)}\n")
+        if action.source_only:
+            out.write(f"  without bytecode (source for identities only): "
+                      f"{', '.join(action.source_only)}\n")
+        if action.left_out:
+            out.write(f"  backends left out (no client here): {', '.join(action.left_out)}\n")
     return out.getvalue()
 
 

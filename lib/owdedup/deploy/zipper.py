@@ -4,7 +4,10 @@ Bytecode: OpenWhisk unpacks the zip into a fresh folder for every new container 
 runtime compiles nothing, so without ``.pyc`` files each cold start compiles every module it
 imports. The zips carry ``__pycache__/*.cpython-311.pyc`` compiled by this (CPython 3.11)
 interpreter in a clean subprocess, checked-hash based (:data:`PYC_INVALIDATION`): unzipping
-does not keep timestamps, so timestamp-based ones would be recompiled.
+does not keep timestamps, so timestamp-based ones would be recompiled. They are compiled with
+``-X no_debug_ranges``: without the column ranges of every instruction the bytecode is about
+a quarter smaller (and so the zips: the hash zip by about 90 kB); tracebacks still name the file
+and line, only without the ``^^^`` markers under the failing expression.
 
 The zip (:func:`write_zip`): entries are sorted, timestamps fixed at 1980-01-01, permissions
 fixed, fixed compression.
@@ -92,7 +95,7 @@ def compile_bytecode(files: Mapping[str, bytes], *,
     request = json.dumps([[name, base64.b64encode(content).decode("ascii")]
                           for name, content in sources])
     done = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", _COMPILER, str(flags)],
+        [sys.executable, "-I", "-S", "-X", "no_debug_ranges", "-c", _COMPILER, str(flags)],
         input=request, capture_output=True, text=True, check=False,
         env={"PYTHONHASHSEED": "0", "PATH": os.environ.get("PATH", "")},
     )

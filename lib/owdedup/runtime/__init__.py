@@ -1,6 +1,7 @@
 """The part of owdedup that runs inside every OpenWhisk action.
 
-This subpackage ships whole in each action zip (an allowlist; see ``owdedup.deploy.needs``).
+Action zips carry code of this subpackage only (an allowlist), each the modules its action
+can import (see ``owdedup.deploy.needs``).
 It must stay small and cheap to import: nothing here imports Pillow, network clients or any
 tooling module (``owdedup.cli``, ``deploy``, ``engine``, ``serve``, ``services``, ``mapper``,
 ``watch``, ``workers``, ``workpool``, ``locations``); the tooling beside it imports the

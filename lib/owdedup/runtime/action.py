@@ -16,6 +16,7 @@ from typing import Any
 from owdedup.runtime.config import ENV_OUT_BUCKET, Settings
 from owdedup.runtime.context import Context, ContextCache
 from owdedup.runtime.errors import OwdedupError
+from owdedup.runtime.errors import error_result as error_result  # its old home
 from owdedup.runtime.job import Job
 
 Step = Callable[[Job, Context], Job]
@@ -48,17 +49,3 @@ def run_step(
         return step(job, context).to_result()
     except OwdedupError as exc:
         return error_result(exc, params)
-
-
-def error_result(exc: OwdedupError, params: dict[str, Any]) -> dict[str, Any]:
-    """``{"error": "<key>: <cause>", ...}``: names the object and the cause, nothing secret."""
-    key = params.get("key") if isinstance(params.get("key"), str) else None
-    bucket = params.get("bucket") if isinstance(params.get("bucket"), str) else None
-    message = str(exc)
-    if key and exc.key is None:
-        message = f"{key}: {message}"
-    result: dict[str, Any] = {"error": message, "error_kind": exc.kind, "bucket": bucket,
-                              "key": key}
-    if getattr(exc, "recorded", False):  # answered from a negative record, not read again
-        result["recorded_failure"] = True
-    return result

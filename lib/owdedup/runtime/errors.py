@@ -6,6 +6,8 @@ wrappers and the CLI translate them in one place each; nothing else formats erro
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class OwdedupError(Exception):
     """Base class: an expected failure with a one-line message (never a traceback)."""
@@ -44,3 +46,17 @@ class StoreError(OwdedupError):
     """A storage backend failed (I/O error, service unreachable)."""
 
     kind = "store-error"
+
+
+def error_result(exc: OwdedupError, params: dict[str, Any]) -> dict[str, Any]:
+    """``{"error": "<key>: <cause>", ...}``: names the object and the cause, nothing secret."""
+    key = params.get("key") if isinstance(params.get("key"), str) else None
+    bucket = params.get("bucket") if isinstance(params.get("bucket"), str) else None
+    message = str(exc)
+    if key and exc.key is None:
+        message = f"{key}: {message}"
+    result: dict[str, Any] = {"error": message, "error_kind": exc.kind, "bucket": bucket,
+                              "key": key}
+    if getattr(exc, "recorded", False):  # answered from a negative record, not read again
+        result["recorded_failure"] = True
+    return result

@@ -27,6 +27,10 @@ class Registry(Generic[T]):
     def schemes(self) -> list[str]:
         return sorted(self._backends)
 
+    def targets(self) -> list[str]:
+        """Every ``module:Class`` this registry may import (the zip planner ships them)."""
+        return sorted(set(self._backends.values()))
+
     def register(self, scheme: str, target: str) -> None:
         """Register ``module:Class`` for *scheme* (for third-party backends)."""
         check_target(target)

@@ -89,6 +89,11 @@ class FunctionRegistry:
         self._read_environ()
         return sorted({*self._targets, *self._loaded})
 
+    def targets(self) -> list[str]:
+        """Every ``module:Class`` registered by name (the zip planner ships them)."""
+        self._read_environ()
+        return sorted(set(self._targets.values()))
+
     def get(self, name: str) -> DedupFunction[Any]:
         self._read_environ()
         function = self._loaded.get(name)
