@@ -61,3 +61,32 @@ def test_the_decorator_records_and_finds_results_in_couchdb(
     assert {s.function: (s.records, s.hits, s.misses) for s in store.stats()} == \
         {"measure": (1, 1, 1)}
     store.close()
+
+
+def test_the_conductor_records_on_couchdb_while_its_lease_is_held_and_never_after(
+    couch: dict[str, str], store_root: Path
+) -> None:
+    """The second activation records only while the lease in its state is held (checked by
+    CouchDB's ``_rev``): the genuine call records, its replayed state does not."""
+    from owdedup.runtime.wrapped.conductor import conductor_main
+
+    (store_root / "photos" / "a.jpg").write_bytes(b"same")
+    (store_root / "photos" / "b.jpg").write_bytes(b"same")
+    bound = {**couch, "owdedup_store": f"file://{store_root}", "owdedup_action": "measure",
+             "owdedup_version": "1"}
+    env = {"__OW_NAMESPACE": "guest", "__OW_API_KEY": "u:" + "k" * 64,
+           "__OW_ACTIVATION_ID": "a" * 32}
+    contexts = ContextCache()
+    try:
+        first = conductor_main({**bound, "bucket": "photos", "key": "a.jpg"}, env, contexts)
+        done = conductor_main({**bound, "size": 4, **first["state"]},
+                              {**env, "__OW_ACTIVATION_ID": "b" * 32}, contexts)
+        assert "record_error" not in done["params"]["owdedup"], done
+        replayed = conductor_main({**bound, "size": 666, **first["state"]},
+                                  {**env, "__OW_ACTIVATION_ID": "c" * 32}, contexts)
+        assert "record_error" in replayed["params"]["owdedup"]
+        hit = conductor_main({**bound, "bucket": "photos", "key": "b.jpg"},
+                             {**env, "__OW_ACTIVATION_ID": "d" * 32}, contexts)
+    finally:
+        contexts.close()
+    assert hit["params"]["size"] == 4 and hit["params"]["owdedup"]["hit"] is True

@@ -37,6 +37,11 @@ class RecordedRefusal(BadInputError):
     recorded = True
 
 
+class UnconfirmedRefusal(BadInputError):
+    """A refusal of the object as it is now, which cannot be tied cheaply to the content
+    hashed before (no checksum in the store): answered, never recorded as that content's."""
+
+
 def hash_step(job: Job, ctx: Context) -> Job:
     """Name the input by its SHA-256: the store's own checksum if it has one, else streamed."""
     spec = get_function(job.function)
@@ -185,7 +190,7 @@ def _record_refusal(job: Job, ctx: Context, spec: DedupFunction[Any], params: An
     so that a re-run answers the same error without reading it. Only ``BadInputError``
     comes here: the input itself is bad, for this code and these parameters; a store that
     failed, a timeout or a lack of memory is never recorded. A failure to record is logged."""
-    if isinstance(exc, RecordedRefusal):
+    if isinstance(exc, RecordedRefusal | UnconfirmedRefusal):
         return
     message = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
     created = datetime.now(UTC).isoformat(timespec="seconds")
@@ -211,8 +216,22 @@ def _compute(job: Job, ctx: Context, spec: DedupFunction[Any], params: Any,
         spec.check_input(lambda length: in_hand[:length], len(in_hand), params, name=job.key)
     else:
         size = job.input_bytes or ctx.store.head(job.bucket, job.key).size
-        spec.check_input(lambda length: ctx.store.read_prefix(job.bucket, job.key, length),
-                         size, params, name=job.key)
+        try:
+            spec.check_input(lambda length: ctx.store.read_prefix(job.bucket, job.key, length),
+                             size, params, name=job.key)
+        except BadInputError as refusal:
+            # The prefix was read again: a refusal is of *digest* only if the object still
+            # holds it, else a negative record would refuse the good content hashed before.
+            # Confirmed from a HEAD only (the store's checksum, the size): streaming the whole
+            # object here would undo what judging from a prefix saves on a huge bad input.
+            now = ctx.store.head(job.bucket, job.key)
+            if (now.sha256 is not None and now.sha256 != digest) or (
+                    job.input_bytes and now.size != job.input_bytes):
+                raise StoreError("object was replaced after it was hashed; retry",
+                                 key=job.key) from None
+            if now.sha256 is None:
+                raise UnconfirmedRefusal(*refusal.args, key=job.key) from None
+            raise
         data = ctx.store.read_bytes(job.bucket, job.key, max_bytes=size)
         if hashlib.sha256(data).hexdigest() != digest:
             # Computing now would record this output under another content's name.

@@ -98,6 +98,21 @@ def release_from_state(state: Mapping[str, Any], call: CallKey, records: RecordS
         log.warning("could not release the lease on %s: %s", call.function, exc)
 
 
+def lease_not_held(state: Mapping[str, Any], call: CallKey, records: RecordStore) -> str | None:
+    """None when the lease the (verified) *state* carries is still held as it was written;
+    else why not: a state with no lease, or one let go or taken over, may not record."""
+    held = state.get("lease")
+    if not isinstance(held, dict):
+        return "the call held no lease on its key"
+    try:
+        current = records.get_lease(call.function_id, call.input_digest)
+    except OwdedupError as exc:
+        return f"its lease cannot be checked: {exc}"
+    if current is None or current.revision != str(held.get("revision")):
+        return "its lease was let go or taken over"
+    return None
+
+
 def await_or_claim(call: CallKey, records: RecordStore, store: ObjectStore | None,
                    claimant: Claimant) -> tuple[Record | None, Turn]:
     """After a miss: (the result another caller recorded while this one waited, or None,

@@ -17,7 +17,9 @@ The state carries what the second activation needs (key, function, start time), 
 credential, and is signed with a key derived from the conductor's API key and its own
 secrets, so an invoker cannot hand it a forged state to plant a record. (A local run with
 neither has nothing secret to sign with; there, whoever can invoke it can write the records
-anyway.)
+anyway.) A genuine state can still be replayed (it is in the invoker's activation records):
+the second activation records only while the lease the state carries is held, so a state
+records at most while its own call is in flight, never after it was let go.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from owdedup.runtime.wrapped.coalesce import (
     claimant_for,
     coalesced_metadata,
     conductor_lease_s,
+    lease_not_held,
     lease_state,
     release_from_state,
 )
@@ -51,16 +54,20 @@ from owdedup.runtime.wrapped.identity import (
 )
 from owdedup.runtime.wrapped.keying import DEFAULT_OBJECTS, CallKey, key_call, parse_objects
 from owdedup.runtime.wrapped.results import (
+    checking_store,
     find_result,
     hit_metadata,
     miss_metadata,
     record_result,
+    replaced_object,
     with_metadata,
 )
 
 log = logging.getLogger("owdedup")
 
 STATE_SCHEMA = 1
+#: What a conductor's output is read for by OpenWhisk (a continuation), besides "error".
+CONTINUATION_KEYS = ("action", "params", "state")
 _CONTEXTS = ContextCache()  # one per warm container, as the step actions keep theirs
 
 
@@ -103,10 +110,11 @@ def fingerprint_of(config: WrapConfig, env: Mapping[str, str]) -> str:
 def start(config: WrapConfig, params: dict[str, Any], context: Context,
           env: Mapping[str, str]) -> dict[str, Any]:
     """Hash, look up; end with the recorded result, or continue with the wrapped action."""
+    target = fully_qualified(config.action, env)  # a name that cannot run: before any claim
     call = key_call(params, function=config.function, fingerprint=fingerprint_of(config, env),
                     objects=config.objects, ignore=config.ignore,
                     store=context.store if config.objects else None)
-    store = context.store if config.objects else None
+    store = checking_store(context, bool(config.objects))
     record = find_result(call, context.records, store)
     turn = None
     if record is None or record.result is None:  # identical calls in flight: one runs
@@ -128,7 +136,7 @@ def start(config: WrapConfig, params: dict[str, Any], context: Context,
         "param_names": list(call.param_names), "objects": call.objects,
         "started_ms": _now_ms(), **lease_state(None if turn is None else turn.lease),
     }
-    return {"action": fully_qualified(config.action, env), "params": params,
+    return {"action": target, "params": params,
             "state": {STATE: {**state, "sig": _sign(state, config, env)}}}
 
 
@@ -148,14 +156,22 @@ def _finish(config: WrapConfig, params: dict[str, Any], context: Context,
     if "error" in result:
         log.warning("%s failed on %s; not recorded", call.function,
                     ", ".join(call.objects) or "its parameters")
+        # Returned as the conductor's own output, where "action" would be run next and
+        # "params" would replace the error as the composition's result: such keys go.
+        result = {k: v for k, v in result.items() if k not in CONTINUATION_KEYS}
         # Named in the metadata: OpenWhisk's own errors (unresolvable action, timeout) do
         # not say which wrapper and which objects they concern.
         return with_metadata(result, {"hit": False, "recorded": False, "action": config.action,
                                       "objects": sorted(call.objects)}, config.metadata)
     compute_ms = max(0.0, _now_ms() - started_ms)
     activation = env.get("__OW_ACTIVATION_ID", "")
-    not_recorded = record_result(call, result, context.records, compute_ms=compute_ms,
-                                 activation=activation)
+    # The state is in the invoker's activation records and can be replayed with any result:
+    # it is recorded only while the lease it carries is still held, so once let go (recorded
+    # or failed) or taken over, a state records nothing (it only costs a recomputation).
+    not_recorded = (lease_not_held(params[STATE], call, context.records)
+                    or replaced_object(call, context.store if call.objects else None)
+                    or record_result(call, result, context.records, compute_ms=compute_ms,
+                                     activation=activation))
     context.counts.add(call.function, misses=1)
     final = with_metadata(result, miss_metadata(activation, compute_ms, not_recorded),
                           config.metadata)

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from owdedup.runtime import env as env_names
 from owdedup.runtime.config import Settings
 from owdedup.runtime.context import ContextCache
 from owdedup.runtime.counters import hit_saved_bytes
@@ -38,10 +39,12 @@ from owdedup.runtime.wrapped.config import PREFIX, call_params
 from owdedup.runtime.wrapped.identity import python_fingerprint
 from owdedup.runtime.wrapped.keying import key_call, parse_objects
 from owdedup.runtime.wrapped.results import (
+    checking_store,
     find_result,
     hit_metadata,
     miss_metadata,
     record_result,
+    replaced_object,
     with_metadata,
 )
 
@@ -72,7 +75,8 @@ def dedup(objects: Iterable[str] | str | None = None, ignore: Iterable[str] = ()
         def deduplicated(params: dict[str, Any]) -> dict[str, Any]:
             name = function or _action_name() or source.stem
             if not fingerprint:
-                fingerprint.append(python_fingerprint(source, libs) + ":" + main.__qualname__)
+                fingerprint.append(python_fingerprint(source, libs) + ":" + main.__qualname__
+                                   + _deployed_version())
             return _call(main, params, name, fingerprint[0])
 
         def _call(main: Main, params: dict[str, Any], name: str, print_: str) -> dict[str, Any]:
@@ -93,10 +97,11 @@ def dedup(objects: Iterable[str] | str | None = None, ignore: Iterable[str] = ()
             except OwdedupError as exc:  # even a record store that cannot be opened
                 log.warning("record store unavailable, computing %s: %s", name, exc)
                 return main(args)
-            record = find_result(call, records, store)
+            checking = store if refs else checking_store(context, False)
+            record = find_result(call, records, checking)
             claimant, turn = claimant_for(records, os.environ), None
             if record is None or record.result is None:  # identical calls in flight: one runs
-                record, turn = await_or_claim(call, records, store, claimant)
+                record, turn = await_or_claim(call, records, checking, claimant)
                 if turn.took_over:
                     context.counts.add(name, took_over=1)
             if record is not None and record.result is not None:
@@ -114,8 +119,9 @@ def dedup(objects: Iterable[str] | str | None = None, ignore: Iterable[str] = ()
                     return result  # an error (or a list) is never recorded
                 activation = os.environ.get("__OW_ACTIVATION_ID", "")
                 try:
-                    problem = record_result(call, result, records,
-                                            compute_ms=compute_ms, activation=activation)
+                    problem = (replaced_object(call, store)
+                               or record_result(call, result, records,
+                                                compute_ms=compute_ms, activation=activation))
                 except BadInputError as exc:  # over the result limit: OpenWhisk would refuse
                     return {"error": f"{name}: {exc}", "error_kind": exc.kind}
             context.counts.add(name, misses=1)
@@ -125,6 +131,15 @@ def dedup(objects: Iterable[str] | str | None = None, ignore: Iterable[str] = ()
         return deduplicated
 
     return decorate
+
+
+def _deployed_version(environ: Mapping[str, str] | None = None) -> str:
+    """Inside OpenWhisk, the action and its version: the action's code is its whole zip, not
+    only the module of ``main`` (its helpers may change alone), and every update of the
+    action gives it a new version. Empty outside OpenWhisk."""
+    env = os.environ if environ is None else environ
+    name, version = env.get(env_names.OW_ACTION_NAME, ""), env.get(env_names.OW_ACTION_VERSION, "")
+    return f":{name}@{version}" if name and version else ""
 
 
 def _action_name(environ: Mapping[str, str] | None = None) -> str:

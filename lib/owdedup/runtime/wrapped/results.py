@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from owdedup.runtime.context import Context
 from owdedup.runtime.errors import OwdedupError, StoreError
 from owdedup.runtime.records import Record, RecordStore
 from owdedup.runtime.stores import ObjectStore
@@ -55,10 +56,13 @@ def find_result(call: CallKey, records: RecordStore, store: ObjectStore | None) 
         log.warning("rejected the record for %s: %s; treating it as a miss", call.function,
                     problem)
         return None
-    vanished = _vanished_reference(record, store)
-    if vanished is not None:
-        log.warning("object %s named by the recorded result of %s has vanished; running it "
-                    "again", vanished, call.function)
+    unchecked = _vanished_reference(record, store)
+    if unchecked is not None:
+        vanished, gone = unchecked
+        log.warning("object %s named by the recorded result of %s has vanished or cannot be "
+                    "checked; running it again", vanished, call.function)
+        if not gone:  # a store that failed or is missing: the record may well be right
+            return None
         try:
             records.delete(call.function_id, call.input_digest)
         except OwdedupError as exc:
@@ -67,17 +71,33 @@ def find_result(call: CallKey, records: RecordStore, store: ObjectStore | None) 
     return record
 
 
-def _vanished_reference(record: Record, store: ObjectStore | None) -> str | None:
+def checking_store(context: Context, objects: bool) -> ObjectStore | None:
+    """The store a recorded result's object references are checked in: the context's, also
+    for a function with no declared object (its result may still name its outputs); None
+    when it cannot be opened (such a result is then not believed)."""
+    try:
+        return context.store
+    except OwdedupError as exc:
+        if objects:
+            raise
+        log.warning("no object store to check recorded results with: %s", exc)
+        return None
+
+
+def _vanished_reference(record: Record, store: ObjectStore | None) -> tuple[str, bool] | None:
+    """(an object the record names that is not known to exist, whether it is known to be
+    gone), or None when all exist."""
     references = list(object_references(record.result))[:MAX_CHECKED_REFERENCES]
     if references and store is None:
-        return f"{references[0][0]}/{references[0][1]}"  # nothing to check with: not believed
+        # nothing to check with: not believed
+        return f"{references[0][0]}/{references[0][1]}", False
     for bucket, key in references:
         assert store is not None
         try:
             if not store.exists(bucket, key):
-                return f"{bucket}/{key}"
+                return f"{bucket}/{key}", True
         except OwdedupError:
-            return f"{bucket}/{key}"  # cannot be checked: not believed
+            return f"{bucket}/{key}", False  # cannot be checked: not believed
     return None
 
 
@@ -104,6 +124,23 @@ def record_result(call: CallKey, result: dict[str, Any], records: RecordStore, *
     except OwdedupError as exc:
         log.warning("ran %s but could not record its result: %s", call.function, exc)
         return str(exc)
+    return None
+
+
+def replaced_object(call: CallKey, store: ObjectStore | None) -> str | None:
+    """Why *call*'s result may not be recorded because an object it was keyed by no longer
+    holds the hashed bytes (a new upload under the same name while the function ran: its
+    result is of other content), or cannot be checked; None when every object is unchanged."""
+    for name, digest in call.objects.items():
+        bucket, _, key = name.partition("/")
+        if store is None:
+            return f"object {name} cannot be checked"
+        try:
+            current = store.content_sha256(bucket, key)[1]
+        except OwdedupError as exc:
+            return f"object {name} cannot be checked: {exc}"
+        if current != digest:
+            return f"object {name} was replaced while the function ran"
     return None
 
 
