@@ -13,7 +13,7 @@ fi
 .venv/bin/python -m pip install --quiet -e '.[dev]'
 
 echo "== ruff"
-.venv/bin/ruff check lib actions tests benchmarks
+.venv/bin/ruff check lib actions examples tests benchmarks
 echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"

@@ -66,6 +66,7 @@ from owdedup.deploy.needs import (
     Pin,
     action_requirements,
     check_function_ships,
+    declared_requirements,
     identity_libraries,
     installed_version,
     left_out_backends,
@@ -217,32 +218,46 @@ def plan_build(
             f"choose from {', '.join(name for name, _, _ in listed)}"
         )
     requirements = action_requirements()
-    actions = [plan_action(name, stem, runtime, project, out, package_dir, requirements)
-               for name, stem, runtime in listed if not wanted or name in wanted]
-    return _build_plan(manifest, out, cache, package_dir, tuple(actions))
+    actions: dict[str, ActionPlan] = {}  # one zip per stem, however many actions use it
+    for name, stem, runtime in listed:
+        if (not wanted or name in wanted) and stem not in actions:
+            actions[stem] = plan_action(name, stem, runtime, project, out, package_dir,
+                                        requirements)
+    return _build_plan(manifest, out, cache, package_dir, tuple(actions.values()))
 
 
 def plan_action(
     name: str, stem: str, runtime: str | None, project: Path, out: Path, package_dir: Path,
     requirements: Mapping[str, tuple[str, ...]],
 ) -> ActionPlan:
-    """The plan of one zip: ``actions/<stem>.py`` of *project*, built into *out*."""
+    """The plan of one zip: ``actions/<stem>.py`` of *project*, built into *out*.
+
+    The project's own steps (the conductor ``dedup`` too) come from the installed package's
+    bundle when *project* has no copy: a user's project (``examples/wrapped``) deploys them
+    without copying them. An action that is neither a step nor a registered function says
+    what its zip needs in its own file (its PEP 723 block, :func:`declared_requirements`)."""
     if runtime != RUNTIME_KIND:
         raise BuildError(
             f"action {name}: runtime {runtime!r}, but the zip is built for {RUNTIME_KIND}"
         )
-    if stem not in requirements:
-        raise BuildError(
-            f"action {stem}: neither a step in STEP_REQUIREMENTS (owdedup.deploy.needs) "
-            f"nor a registered function (owdedup.runtime.functions); say which packages "
-            f"it needs, even none"
-        )
-    if stem not in STEP_REQUIREMENTS:
-        check_function_ships(stem)
     source = project / "actions" / f"{stem}.py"
+    if not source.is_file() and stem in STEP_REQUIREMENTS:
+        source = package_dir / "bundle" / "actions" / f"{stem}.py"
     if not source.is_file():
         raise BuildError(f"action {name}: {source} does not exist")
-    requires = requirements[stem]
+    declared = requirements.get(stem)
+    if declared is None:
+        declared = declared_requirements(source)
+    if declared is None:
+        raise BuildError(
+            f"action {stem}: neither a step in STEP_REQUIREMENTS (owdedup.deploy.needs) "
+            f"nor a registered function (owdedup.runtime.functions), and {source.name} has "
+            f"no '# /// script' block; list the packages it needs there, even none "
+            f"('# dependencies = []')"
+        )
+    if stem in requirements and stem not in STEP_REQUIREMENTS:
+        check_function_ships(stem)
+    requires = declared
     packages, from_runtime, conflicts = resolve_packages(requires)
     untrimmed = resolve_packages(requires, trims={})[0]
     kept = {pin.name for pin in packages}

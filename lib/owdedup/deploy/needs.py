@@ -22,6 +22,7 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.metadata
+import re
 import sys
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -42,8 +43,10 @@ from owdedup.deploy.runtime import (
     BuildError,
     Trim,
 )
+from owdedup.runtime.errors import OwdedupError
 from owdedup.runtime.functions import DedupFunction, registry
 from owdedup.runtime.registry import Registry
+from owdedup.runtime.wrapped.identity import declared_packages
 
 #: The clients of the stores a step talks to: the object store (S3: minio) and the record
 #: store (CouchDB/Cloudant: ibmcloudant).
@@ -79,6 +82,27 @@ def action_requirements() -> Mapping[str, tuple[str, ...]]:
     if clash:
         raise BuildError(f"function(s) {', '.join(clash)} named like a step action")
     return MappingProxyType({**STEP_REQUIREMENTS, **computes})
+
+
+#: The start of a PEP 723 block (``# /// script``), where a user's action lists its packages.
+_SCRIPT_BLOCK_START = re.compile(r"(?m)^# /// script\s*$")
+
+
+def declared_requirements(source: Path) -> tuple[str, ...] | None:
+    """What an action that is neither a step nor a function says its zip needs: the
+    ``dependencies`` of its PEP 723 block (``# /// script`` / ``# dependencies = ["minio",
+    "pillow"]`` / ``# ///``), by name, read as the wrapper's identity of a Python file reads
+    them; None when it has no such block."""
+    try:
+        data = source.read_bytes()
+    except OSError as exc:
+        raise BuildError(f"cannot read {source}: {exc.strerror}") from exc
+    if not _SCRIPT_BLOCK_START.search(data.decode("utf-8", errors="replace")):
+        return None
+    try:
+        return declared_packages(data, str(source))
+    except OwdedupError as exc:
+        raise BuildError(str(exc)) from exc
 
 
 #: The subpackage that runs inside actions: the only ``owdedup`` code an action zip may carry
