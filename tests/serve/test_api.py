@@ -141,11 +141,11 @@ def test_sequence_records_and_ids(api: Api) -> None:
 
 
 def test_parse_name_forms() -> None:
-    assert parse_name("a", "guest").qualified == "/guest/a"
-    assert parse_name("p/a", "guest").qualified == "/guest/p/a"
-    assert parse_name("/_/p/a", "guest").qualified == "/guest/p/a"
+    assert parse_name("a", "guest").absolute == "/guest/a"
+    assert parse_name("p/a", "guest").absolute == "/guest/p/a"
+    assert parse_name("/_/p/a", "guest").absolute == "/guest/p/a"
     assert parse_name("/other/a", "guest").namespace == "other"
-    assert parse_name("/a", "guest").qualified == "/guest/a"  # the engine's default package
+    assert parse_name("/a", "guest").absolute == "/guest/a"  # the engine's default package
     for bad in ("a/b/c", "/a/b/c/d", "", "p/"):
         with pytest.raises(BadRequest):
             parse_name(bad, "guest")

@@ -55,8 +55,9 @@ def is_conductor(annotations: dict[str, Any]) -> bool:
 
 
 @dataclass(frozen=True)
-class ComponentName:
-    """A component's fully qualified name: ``namespace/[package/]name``."""
+class EntityPath:
+    """An entity's fully qualified name, ``namespace/[package/]name``: a conductor's
+    component here, any entity in ``owdedup serve``'s catalog."""
 
     namespace: str
     package: str  # "" for the default package
@@ -72,8 +73,14 @@ class ComponentName:
         """As the controller prints it in its messages: no leading slash."""
         return f"{self.namespace}/{self.relative}"
 
+    @property
+    def absolute(self) -> str:
+        """As entities are written in documents (a sequence's components, a rule's action):
+        with the leading slash."""
+        return f"/{self.qualified}"
 
-def resolve_name(value: Any, namespace: str) -> ComponentName | None:
+
+def resolve_name(value: Any, namespace: str) -> EntityPath | None:
     """The continuation's ``action`` as a fully qualified name, or None if it does not parse.
 
     As OpenWhisk: only a string; its non-empty ``/``-separated parts must be entity names, one
@@ -94,8 +101,8 @@ def resolve_name(value: Any, namespace: str) -> ComponentName | None:
     if parts[0] == "_":
         parts[0] = namespace
     if len(parts) == 3:
-        return ComponentName(parts[0], parts[1], parts[2])
-    return ComponentName(parts[0], "", parts[1])
+        return EntityPath(parts[0], parts[1], parts[2])
+    return EntityPath(parts[0], "", parts[1])
 
 
 def box(value: Any, key: str) -> dict[str, Any]:

@@ -55,9 +55,9 @@ from owdedup.engine.conductor import (
     COMPOSITION_ACTIVATION_FAILURE,
     COMPOSITION_TOO_LONG,
     SYSTEM_NAMESPACE,
-    ComponentName,
     CompositionAccounting,
     Continuation,
+    EntityPath,
     component_invalid,
     component_not_accessible,
     component_not_found,
@@ -393,7 +393,7 @@ class Engine:
             summed_duration_ms=sum(step.duration_ms for step in derived),
         ))
 
-    def _component(self, name: ComponentName) -> ActionDef | SequenceDef | str:
+    def _component(self, name: EntityPath) -> ActionDef | SequenceDef | str:
         """The entity a continuation names, or the controller's words for why not: another
         namespace's entity is not ours to run (only ``whisk.system``'s are shared)."""
         if name.namespace not in (self.namespace, SYSTEM_NAMESPACE):

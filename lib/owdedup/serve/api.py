@@ -28,14 +28,13 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from owdedup.engine.activation import APPLICATION_ERROR, DEVELOPER_ERROR, Activation
-from owdedup.engine.conductor import SYSTEM_NAMESPACE
+from owdedup.engine.conductor import SYSTEM_NAMESPACE, EntityPath
 from owdedup.runtime.errors import NotFoundError
 from owdedup.serve.catalog import (
     DEFAULT_KINDS,
     LIMIT_RANGES,
     MB,
     RUNTIME_KINDS,
-    EntityPath,
     ServeCatalog,
 )
 from owdedup.serve.controller import Controller
@@ -264,7 +263,7 @@ class RestApi:
         if route.namespace == SYSTEM_NAMESPACE:
             if route.method == "GET":
                 return Response(200, self.catalog.system_action_doc(path.relative))
-            return self._invoke(route, path.qualified)
+            return self._invoke(route, path.absolute)
         if route.method == "GET":
             code = route.query.get("code", "true").lower() != "false"
             return Response(200, self.catalog.action_view(path.relative, code=code))

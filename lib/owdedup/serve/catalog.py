@@ -25,11 +25,10 @@ import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from owdedup.engine.conductor import ENTITY_NAME, SYSTEM_NAMESPACE
+from owdedup.engine.conductor import ENTITY_NAME, SYSTEM_NAMESPACE, EntityPath
 from owdedup.engine.executor import SEQUENCE_COMPONENT_MISSING, SEQUENCE_LIMIT
 from owdedup.engine.manifest import ActionDef, Limits, RuleDef, SequenceDef, TriggerDef
 from owdedup.runtime.atomic import private_dir, write_atomic
@@ -79,21 +78,6 @@ ILLEGAL_NAME = "The name of the entity contains illegal characters."
 _ZIP_BASE64_PREFIX = "UEsDB"  # base64 of a zip's "PK\x03\x04"
 
 Doc = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class EntityPath:
-    namespace: str
-    package: str  # "" for the default package
-    name: str
-
-    @property
-    def relative(self) -> str:
-        return f"{self.package}/{self.name}" if self.package else self.name
-
-    @property
-    def qualified(self) -> str:
-        return f"/{self.namespace}/{self.relative}"
 
 
 def parse_name(text: str, namespace: str) -> EntityPath:
@@ -474,7 +458,7 @@ class ServeCatalog:
             if self._resolve_action(action_path) is None:
                 raise EntityNotFound(f"action {action} does not exist")
             doc = self._common(name, body, existing)
-            doc.update(trigger=trigger_path.qualified, action=action_path.qualified,
+            doc.update(trigger=trigger_path.absolute, action=action_path.absolute,
                        status="active")
             self._docs["rules"][name] = doc
             self._save()
@@ -652,17 +636,17 @@ class ServeCatalog:
         qualified = []
         for component in components:
             component_path = parse_name(component, self.namespace)
-            if component_path.qualified == path.qualified:
+            if component_path.absolute == path.absolute:
                 raise BadRequest("Sequence may not refer to itself.")
             if component_path.namespace == SYSTEM_NAMESPACE:
                 if component_path.relative not in self._system:
                     raise BadRequest(SEQUENCE_COMPONENT_MISSING)
             elif self._resolve_action(component_path) is None:
                 raise BadRequest(SEQUENCE_COMPONENT_MISSING)
-            qualified.append(component_path.qualified)
+            qualified.append(component_path.absolute)
         # As OpenWhisk's controller at create: expand nested sequences, refuse one that
         # (through others) contains the sequence being written, and count the actions.
-        atomic = sum(self._atomic_actions(c, path.qualified, ()) for c in qualified)
+        atomic = sum(self._atomic_actions(c, path.absolute, ()) for c in qualified)
         if atomic > SEQUENCE_LIMIT:
             raise BadRequest("Too many actions in the sequence.")
         return {"kind": SEQUENCE_KIND, "components": qualified}
@@ -674,7 +658,7 @@ class ServeCatalog:
         if found is None or found[1]["exec"]["kind"] != SEQUENCE_KIND:
             return 1  # an action (or a built-in)
         doc = found[1]
-        resolved = EntityPath(self.namespace, doc["package"], doc["name"]).qualified
+        resolved = EntityPath(self.namespace, doc["package"], doc["name"]).absolute
         if resolved == writing or resolved in under:
             raise BadRequest("Sequence may not refer to itself.")
         return sum(self._atomic_actions(c, writing, (*under, resolved))
