@@ -46,6 +46,29 @@ class PlatformReport:
     saved_invocations: int  # objects settled without invoking anything
 
 
+class ThreadContexts:
+    """One :class:`Context` per thread of the client's pool (a SQLite connection belongs to
+    the thread that opened it), all closed at the end of a run."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._local = threading.local()
+        self._opened: list[Context] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> Context:
+        if not hasattr(self._local, "context"):
+            self._local.context = Context(self._settings)
+            with self._lock:
+                self._opened.append(self._local.context)
+        found: Context = self._local.context
+        return found
+
+    def close(self) -> None:
+        for opened in self._opened:
+            opened.close()
+
+
 def run_platform_map(
     request: MapRequest,
     keys: list[str],
@@ -64,18 +87,8 @@ def run_platform_map(
         if on_result is not None:
             on_result(entry)
 
-    local = threading.local()
-    contexts: list[Context] = []
-    lock = threading.Lock()
-
-    def context() -> Context:
-        # One context per thread: a SQLite connection belongs to the thread that opened it.
-        if not hasattr(local, "context"):
-            local.context = Context(Settings.resolve({}, request.env))
-            with lock:
-                contexts.append(local.context)
-        found: Context = local.context
-        return found
+    contexts = ThreadContexts(Settings.resolve({}, request.env))
+    context = contexts.get
 
     def hashed(key: str) -> Job | ObjectResult:
         if stop is not None and stop.is_set():
@@ -126,8 +139,7 @@ def run_platform_map(
                     continue
                 planned[str(item.digest)] = item
     finally:
-        for opened in contexts:
-            opened.close()
+        contexts.close()
 
     saved = 0
     tasks: list[Task] = []

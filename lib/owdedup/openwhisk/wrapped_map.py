@@ -35,7 +35,7 @@ from owdedup.mapper import COMPUTED, DEDUPLICATED, FAILED, MapSummary, ObjectRes
 from owdedup.openwhisk.client import Credentials, OpenWhiskClient, PlatformUnreachable
 from owdedup.openwhisk.fanout import ABANDONED, INTERRUPTED, FanOut, Outcome, Task
 from owdedup.openwhisk.fanout import FAILED as TASK_FAILED
-from owdedup.openwhisk.mapping import PlatformReport, interrupted, named
+from owdedup.openwhisk.mapping import PlatformReport, ThreadContexts, interrupted, named
 from owdedup.runtime import env as env_names
 from owdedup.runtime.context import Context
 from owdedup.runtime.errors import ConfigError, NotFoundError, OwdedupError
@@ -153,18 +153,8 @@ def run_wrapped_map(
         if on_result is not None:
             on_result(entry)
 
-    local = threading.local()
-    contexts: list[Context] = []
-    lock = threading.Lock()
-
-    def context() -> Context:
-        # One context per thread: a SQLite connection belongs to the thread that opened it.
-        if not hasattr(local, "context"):
-            local.context = Context(target.config.settings)
-            with lock:
-                contexts.append(local.context)
-        found: Context = local.context
-        return found
+    contexts = ThreadContexts(target.config.settings)
+    context = contexts.get
 
     params_of = {key: target.call_params(key, src_bucket, dest, extra) for key in keys}
 
@@ -201,8 +191,7 @@ def run_wrapped_map(
                                          strict=True):
                 found[record_id] = record
     finally:
-        for opened in contexts:
-            opened.close()
+        contexts.close()
 
     saved = 0
     tasks: list[Task] = []
