@@ -157,7 +157,12 @@ packages:
         function: build/actions/upper.zip
         runtime: python:3.11
 """)
-    # A function whose code is outside the runtime package cannot run from a zip.
+    # A function whose code is outside the runtime package cannot run from a zip (even with
+    # its compute action's file in place).
+    (tmp_path / "actions").mkdir(exist_ok=True)
+    (tmp_path / "actions" / "upper.py").write_text(
+        '"""Input: a job. Output: the job."""\nfrom owdedup.runtime.action import make_main\n'
+        'from owdedup.runtime.pipeline import compute_step\n\nmain = make_main(compute_step)\n')
     with pytest.raises(BuildError, match=r"function upper: tests\.functional\..* is not in "
                                          r"owdedup\.runtime"):
         plan_build(manifest, tmp_path / "zips", cache_dir=tmp_path / "cache")

@@ -4,6 +4,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -187,3 +188,31 @@ def test_a_store_made_before_the_in_flight_counters_gets_them(tmp_path: Path) ->
     store.add_counts("thumbnail", coalesced=2, took_over=1)
     (stats,) = store.stats()
     assert (stats.hits, stats.coalesced, stats.took_over, stats.refused) == (5, 2, 1, 0)
+
+
+def test_many_connections_opening_a_fresh_store_at_once_all_open(tmp_path: Path) -> None:
+    """Switching a new file to WAL takes a lock SQLite does not wait for: threads that open a
+    fresh store together got "database is locked" (a claim race in CI lost a thread to it)."""
+    import threading
+
+    from owdedup.runtime.records import open_records
+
+    failures: list[BaseException] = []
+    for attempt in range(10):
+        store = open_records(f"sqlite://{tmp_path / f'fresh-{attempt}.sqlite'}", {})
+        barrier = threading.Barrier(12)
+
+        def open_and_read(store: Any = store, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            try:
+                store.get("0" * 64, "1" * 64)
+            except BaseException as exc:  # noqa: BLE001 - collected and reported below
+                failures.append(exc)
+
+        threads = [threading.Thread(target=open_and_read) for _ in range(12)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        store.close()
+    assert failures == []

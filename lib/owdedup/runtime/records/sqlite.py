@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -118,19 +120,38 @@ class SqliteRecordStore(RecordStore):
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None and getattr(self._local, "pid", None) == os.getpid():
             return conn
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                conn = self._open()
+                break
+            except sqlite3.OperationalError as exc:
+                # Switching a new file to WAL takes an exclusive lock for which SQLite does
+                # not wait (no busy handler): several connections opening a fresh store at
+                # once get "database is locked" and simply try again.
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise StoreError(
+                        f"cannot open record store {self.describe()}: {exc}") from exc
+                time.sleep(random.uniform(0.005, 0.05))
+            except (sqlite3.Error, OSError) as exc:
+                raise StoreError(f"cannot open record store {self.describe()}: {exc}") from exc
+        self._local.conn = conn
+        self._local.pid = os.getpid()
+        return conn
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode: a commit survives a process crash; only an OS crash can lose
             # the last commits, and a lost record only means one recomputation.
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(_SCHEMA)
             _add_missing_counters(conn)
-        except (sqlite3.Error, OSError) as exc:
-            raise StoreError(f"cannot open record store {self.describe()}: {exc}") from exc
-        self._local.conn = conn
-        self._local.pid = os.getpid()
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def get(self, function_id: str, input_digest: str) -> Record | None:
