@@ -5,7 +5,7 @@ Run from the repository root::
     .venv/bin/python benchmarks/bench_cold.py --photos ../shared/corpus/photos \\
         --out bench-results/cold
 
-Four methods, each round in a rotated order (round r starts with method r mod 4), so that
+Six methods, each round in a rotated order (round r starts with method r mod 6), so that
 background load on a shared machine falls on every method alike:
 
 - ``pillow-1``: one process, for each photo ``Image.open`` -> ``thumbnail((256, 256))`` with
@@ -15,10 +15,15 @@ background load on a shared machine falls on every method alike:
   is hashed, computed, written and recorded; the wall time includes starting the workers;
 - ``pool-2``: ``multiprocessing.Pool(2)`` (started and closed inside the timing) running the
   plain loop's body over the photos;
-- ``map-2w``: ``run_map`` with 2 workers, as ``map-1w``.
+- ``map-2w``: ``run_map`` with 2 workers, as ``map-1w``;
+- ``map-1w-glibc``, ``map-2w-glibc``: the same with ``OWDEDUP_KEEP_HEAP_MB=0``, the workers
+  on the C library's default allocator settings, as the two loops are. ``map``'s workers keep
+  the memory a decode frees for the next image (``owdedup.allocator``), which the loops do
+  not: these two show what owdedup itself costs over the loops, like for like.
 
-Each round gives the ratios map-1w / pillow-1 and map-2w / pool-2; the table shows their
-median and spread over the rounds (target: <= 1.03). Then one more run each of ``pool-2`` and
+Each round gives the ratios map-1w / pillow-1 and map-2w / pool-2 (target: <= 1.03), and the
+same for the ``-glibc`` runs (no target); the table shows their median and spread over the
+rounds. Then one more run each of ``pool-2`` and
 ``map-2w`` while a separate process samples this process and all its descendants every 20 ms:
 the peak of their summed proportional set size (PSS), and the sum of each process's peak RSS
 (VmHWM) (target: map-2w <= 1.3x pool-2).
@@ -53,8 +58,10 @@ else:  # python benchmarks/bench_cold.py: benchmarks/ is sys.path[0]
     import common
 
 QUALITY = 85
-METHODS = ("pillow-1", "map-1w", "pool-2", "map-2w")
+METHODS = ("pillow-1", "map-1w", "pool-2", "map-2w", "map-1w-glibc", "map-2w-glibc")
 PAIRS = (("map-1w", "pillow-1"), ("map-2w", "pool-2"))
+LIKE_FOR_LIKE = (("map-1w-glibc", "pillow-1"), ("map-2w-glibc", "pool-2"))
+DEFAULT_HEAP = {"OWDEDUP_KEEP_HEAP_MB": "0"}
 
 
 def plain_thumbnail(job: tuple[Path, Path]) -> int:
@@ -95,10 +102,10 @@ class Methods:
             list(pool.imap_unordered(plain_thumbnail, jobs))
         return time.perf_counter() - started
 
-    def map_n(self, workers: int) -> float:
+    def map_n(self, workers: int, env: dict[str, str] | None = None) -> float:
         root = self.factory.create({p.name: p for p in self.photos})
         try:
-            run = common.local_map(root, workers, f"cold-{workers}w")
+            run = common.local_map(root, workers, f"cold-{workers}w", env=env)
         finally:
             self.factory.remove(root)
         if run.computed != len(self.photos):
@@ -107,7 +114,9 @@ class Methods:
 
     def table(self) -> dict[str, Callable[[], float]]:
         return {"pillow-1": self.pillow_1, "map-1w": lambda: self.map_n(1),
-                "pool-2": self.pool_2, "map-2w": lambda: self.map_n(2)}
+                "pool-2": self.pool_2, "map-2w": lambda: self.map_n(2),
+                "map-1w-glibc": lambda: self.map_n(1, DEFAULT_HEAP),
+                "map-2w-glibc": lambda: self.map_n(2, DEFAULT_HEAP)}
 
 
 # -- memory --------------------------------------------------------------------------------------
@@ -215,6 +224,12 @@ def run(report: Report, photos: list[Path], rounds: int, console: Console) -> No
             f"{statistics.median(times[peer]):.2f} s; ratio spread "
             f"{min(ratios):.3f}..{max(ratios):.3f}",
             statistics.median(ratios), "<=", 1.03))
+    for ident, (ours, peer) in zip(("l1", "l2"), LIKE_FOR_LIKE, strict=True):
+        ratios = report.ratios(ours, peer)
+        report.checks.append(common.Check(
+            ident, f"like for like: {ours} / {peer}",
+            f"median {statistics.median(times[ours]):.2f} s; ratio spread "
+            f"{min(ratios):.3f}..{max(ratios):.3f}", statistics.median(ratios)))
     memory = report.extra["tree_memory_mib"]
     for ident, measure, label in (("m1", "pss_peak", "tree PSS, peak"),
                                   ("m2", "rss_peaks_summed", "tree, peak RSS per process summed")):
@@ -227,9 +242,10 @@ def run(report: Report, photos: list[Path], rounds: int, console: Console) -> No
 def save_chart(report: Report, path: Path) -> None:
     plt = common.pyplot()  # not imported at the top: see common.pyplot
     fig, ax = plt.subplots(figsize=(7, 4))
-    for ours, peer in PAIRS:
+    for ours, peer in PAIRS + LIKE_FOR_LIKE:
         ratios = report.ratios(ours, peer)
-        ax.plot(range(1, len(ratios) + 1), ratios, marker="o", label=f"{ours} / {peer}")
+        ax.plot(range(1, len(ratios) + 1), ratios, marker="o", label=f"{ours} / {peer}",
+                linestyle=":" if ours.endswith("-glibc") else "-")
     ax.axhline(1.03, color="black", linestyle="--", linewidth=1, label="target 1.03")
     ax.set_xlabel("round")
     ax.set_ylabel("wall-time ratio")
@@ -243,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sample_tree(int(args[1]))
         return 0
     parser = common.argument_parser(__doc__.split("\n", 1)[0])
-    parser.add_argument("--rounds", type=int, default=5, help="rounds of the four methods")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of the six methods")
     options = parser.parse_args(args)
     photos = common.jpeg_photos(options.photos)
     console = Console(width=None if sys.stdout.isatty() else 140)

@@ -265,10 +265,11 @@ class StoreFactory:
         shutil.rmtree(self.parent, ignore_errors=True)
 
 
-def local_map(root: Path, workers: int, label: str,
-              sizes: Sequence[int] = (SIZE,)) -> MapRun:
-    """``thumbnail_map`` over every object of a root made by :class:`StoreFactory`."""
-    env = {**os.environ,
+def local_map(root: Path, workers: int, label: str, sizes: Sequence[int] = (SIZE,),
+              env: Mapping[str, str] | None = None) -> MapRun:
+    """``thumbnail_map`` over every object of a root made by :class:`StoreFactory`; *env*
+    is added to this process's environment."""
+    env = {**os.environ, **(env or {}),
            ENV_STORE: (root / "store").as_uri(),
            ENV_RECORDS: f"sqlite://{root / 'records.sqlite'}"}
     context = Context(Settings.resolve({}, env))

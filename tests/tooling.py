@@ -121,3 +121,19 @@ def wait_until(predicate: Callable[[], T | None], *, timeout: float, what: str,
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(interval)
+
+
+def copy_of_the_project(folder: Path, actions: dict[str, str]) -> Path:
+    """The manifest the local engine runs by default and its ``actions/``, copied into
+    *folder* (nothing else: from the repository that manifest's folder is the whole
+    checkout), with the action files named in *actions* replaced by their source; the
+    copy's ``manifest.yaml``."""
+    from owdedup.engine.local import default_manifest_path
+
+    manifest = default_manifest_path()
+    folder.mkdir(parents=True)
+    shutil.copyfile(manifest, folder / "manifest.yaml")
+    shutil.copytree(manifest.parent / "actions", folder / "actions")
+    for name, source in actions.items():
+        (folder / "actions" / name).write_text(source)
+    return folder / "manifest.yaml"

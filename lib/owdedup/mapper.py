@@ -154,7 +154,7 @@ def run_map(
         if pool is None:
             pool = stack.enter_context(WorkerPool(workers, request.manifest, request.env))
         while pending or pool.busy:
-            while pending and pool.free:
+            while pending and pool.free(len(pending)):
                 key = pending.popleft()
                 pool.start(key, ("process", request.hash_action, request.sequence,
                                  _payload(request, key), claims))

@@ -23,13 +23,14 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from owdedup import allocator
 from owdedup.engine.activation import Activation
 from owdedup.engine.executor import Engine
 from owdedup.engine.local import local_executor
 from owdedup.runtime import handover
 from owdedup.runtime.action import close_contexts
 from owdedup.runtime.digest import is_sha256_hex
-from owdedup.runtime.errors import OwdedupError
+from owdedup.runtime.errors import ConfigError, OwdedupError
 
 _engine: Engine | None = None  # one per worker process, set by `init`
 
@@ -39,6 +40,7 @@ _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def pool(workers: int, manifest: Path | None, env: Mapping[str, str] | None) -> ProcessPoolExecutor:
+    _heap_setting(env)  # refused here, in words, not as a pool whose workers cannot start
     return ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),  # no fork: workers start clean
@@ -50,8 +52,16 @@ def pool(workers: int, manifest: Path | None, env: Mapping[str, str] | None) -> 
 def init(manifest: Path | None, env: Mapping[str, str] | None) -> None:
     global _engine
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    allocator.keep_freed_memory(_heap_setting(env))
     _engine = local_executor(manifest, env)
     handover.enable(HANDOVER_BYTES)
+
+
+def _heap_setting(env: Mapping[str, str] | None) -> int:
+    try:
+        return allocator.keep_mib(env)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _require_engine() -> Engine:

@@ -118,10 +118,14 @@ class WorkerPool:
             worker.process.join(5)
             raise ConfigError(f"a map worker could not start: {hello[1]}")
 
-    @property
-    def free(self) -> int:
-        """How many more tasks can be queued now."""
-        return sum(DEPTH - len(w.queue) for w in self._workers)
+    def free(self, pending: int) -> int:
+        """How many of *pending* tasks to queue now.
+
+        Behind a running task while more than one task per worker remains; at the end of
+        the work only on idle workers: a task queued behind a long one would wait while
+        another worker idles (on 36 photos, 1 % of a 2-worker run's time)."""
+        depth = DEPTH if pending > len(self._workers) else 1
+        return sum(max(0, depth - len(w.queue)) for w in self._workers)
 
     @property
     def busy(self) -> bool:

@@ -48,9 +48,10 @@ def test_cold_benchmark_measures_every_target(tmp_path: Path) -> None:
     photos = make_photos(tmp_path / "photos", count=2)
     run = run_benchmark("bench_cold.py", ["--photos", str(photos), "--rounds", "2"],
                         tmp_path / "out")
-    assert_complete(run, ["t1", "t2", "m1", "m2"])
+    assert_complete(run, ["t1", "t2", "l1", "l2", "m1", "m2"])
     assert {name: len(times) for name, times in run.results["rounds_s"].items()} == {
-        "pillow-1": 2, "map-1w": 2, "pool-2": 2, "map-2w": 2}
+        "pillow-1": 2, "map-1w": 2, "pool-2": 2, "map-2w": 2, "map-1w-glibc": 2,
+        "map-2w-glibc": 2}
 
 
 PEER_METHODS = ("pillow", "pool", "lithops", "cold-1w", "cold-2w", "warm-2w", "halfdup-2w")

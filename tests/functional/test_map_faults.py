@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -17,13 +16,12 @@ from typing import Any
 
 import pytest
 
-from owdedup.engine.local import default_manifest_path
 from owdedup.mapper import MapRequest, run_map
 from owdedup.runtime.functions import get_function, sequence_of
 from owdedup.runtime.records import open_records
 from tests.functional.test_cli import Cli, by_status, photos
 from tests.imagegen import jpeg
-from tests.tooling import wait_until
+from tests.tooling import copy_of_the_project, wait_until
 
 pytestmark = pytest.mark.functional
 
@@ -51,11 +49,7 @@ def main(params):
 
 @pytest.fixture
 def faulty_manifest(tmp_path: Path) -> Path:
-    bundle = default_manifest_path().parent
-    folder = tmp_path / "faulty"
-    shutil.copytree(bundle, folder)
-    (folder / "actions" / "hash.py").write_text(FAULTY_HASH)
-    return folder / "manifest.yaml"
+    return copy_of_the_project(tmp_path / "faulty", {"hash.py": FAULTY_HASH})
 
 
 def test_a_dead_worker_fails_only_its_object_and_the_run_finishes(

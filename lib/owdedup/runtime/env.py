@@ -37,6 +37,8 @@ FUNCTIONS: Final = "OWDEDUP_FUNCTIONS"
 MANIFEST: Final = "OWDEDUP_MANIFEST"
 #: Where deploy caches installed wheels (owdedup.deploy.build).
 DEPLOY_CACHE: Final = "OWDEDUP_DEPLOY_CACHE"
+#: Free heap a ``map``/``watch`` worker keeps for its next image, MiB (owdedup.allocator).
+KEEP_HEAP_MB: Final = "OWDEDUP_KEEP_HEAP_MB"
 #: The key ``owdedup serve`` accepts.
 SERVE_AUTH: Final = "OWDEDUP_SERVE_AUTH"
 
