@@ -228,11 +228,13 @@ def thumbnail_request(env: Mapping[str, str], src: str, dest: str,
 
 def thumbnail_map(env: Mapping[str, str], src: str, dest: str, keys: list[str], workers: int,
                   label: str, manifest: Path | None = None,
-                  sizes: Sequence[int] = (SIZE,)) -> MapRun:
+                  sizes: Sequence[int] = (SIZE,),
+                  object_bytes: Mapping[str, int] | None = None) -> MapRun:
     """What ``owdedup map thumbnail SRC DEST --size 256 --workers N`` runs (``--size`` once
-    per entry of *sizes*); raises when an object failed."""
+    per entry of *sizes*; *object_bytes*, the listing's sizes, as the CLI passes them);
+    raises when an object failed."""
     request = thumbnail_request(env, src, dest, sizes, manifest)
-    summary: MapSummary = run_map(request, keys, workers=workers)
+    summary: MapSummary = run_map(request, keys, workers=workers, sizes=object_bytes)
     if summary.failed:
         raise RuntimeError(f"{label}: {len(summary.failed)} failed: {summary.failed[0].error}")
     return MapRun(label, workers, len(keys), summary.wall_s, [r.ms for r in summary.results],
@@ -273,9 +275,10 @@ def local_map(root: Path, workers: int, label: str, sizes: Sequence[int] = (SIZE
            ENV_STORE: (root / "store").as_uri(),
            ENV_RECORDS: f"sqlite://{root / 'records.sqlite'}"}
     context = Context(Settings.resolve({}, env))
-    keys = [info.key for info in context.store.list(SRC_BUCKET, "")]
+    listed = {info.key: info.size for info in context.store.list(SRC_BUCKET, "")}
     context.close()
-    return thumbnail_map(env, SRC_BUCKET, DEST_BUCKET, keys, workers, label, sizes=sizes)
+    return thumbnail_map(env, SRC_BUCKET, DEST_BUCKET, list(listed), workers, label,
+                         sizes=sizes, object_bytes=listed)
 
 
 def half_split(photos: list[Path], cost_ms: Mapping[str, float]) -> list[Path]:

