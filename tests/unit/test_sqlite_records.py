@@ -85,7 +85,7 @@ def _query_plans(records: SqliteRecordStore, lookup: Callable[[], object]) -> li
         lookup()
     finally:
         conn.set_trace_callback(None)
-    selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    selects = [s for s in statements if s.lstrip().upper().startswith(("SELECT", "WITH"))]
     assert selects, statements
     return [row[3] for sql in selects for row in conn.execute("EXPLAIN QUERY PLAN " + sql)]
 
@@ -109,6 +109,25 @@ def test_get_many_probes_the_primary_key_and_never_scans(
     assert set(found) == set(keys[::2])
     assert not [p for p in plans if p.startswith("SCAN")], plans
     assert all(p.startswith("SEARCH records USING PRIMARY KEY") for p in plans), plans
+
+
+def test_the_records_of_one_digest_are_found_without_a_scan(
+    records: SqliteRecordStore,
+) -> None:
+    """``explain`` asks for every record of one input, under any identity: ``WHERE
+    input_digest = ?`` was a SCAN of the whole table (the primary key starts with the
+    identity); it seeks from one identity to the next instead."""
+    digest = "d" * 64
+    for size in (16, 256):
+        records.put(make_record(f"{size:064x}", digest))
+    for other in ("e", "f"):
+        records.put(make_record(f"{64:064x}", other * 64))
+    found: list[Record] = []
+    plans = _query_plans(records, lambda: found.extend(records.records_of_digest(digest)))
+    assert sorted(r.function_id for r in found) == [f"{16:064x}", f"{256:064x}"]
+    assert not [p for p in plans if p.startswith("SCAN records")], plans
+    assert records.records_of_digest("0" * 64) == []
+    assert SqliteRecordStore(records.path.parent / "empty.sqlite").records_of_digest(digest) == []
 
 
 def test_put_many_is_one_transaction_and_a_failure_leaves_nothing(

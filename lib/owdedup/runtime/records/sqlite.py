@@ -52,6 +52,18 @@ CREATE TABLE IF NOT EXISTS leases (
 _LEASE_COLUMNS = "function_id, input_digest, owner, expires_at, revision"
 
 
+_RECORDS_OF_DIGEST = """
+WITH RECURSIVE identities(function_id) AS (
+    SELECT min(function_id) FROM records
+    UNION ALL
+    SELECT (SELECT min(function_id) FROM records WHERE function_id > identities.function_id)
+    FROM identities WHERE function_id IS NOT NULL
+)
+SELECT doc FROM records
+WHERE function_id IN (SELECT function_id FROM identities WHERE function_id IS NOT NULL)
+  AND input_digest = ?
+"""
+
 _INSERT = (
     "INSERT OR IGNORE INTO records (function_id, input_digest, function, doc) VALUES (?, ?, ?, ?)"
 )
@@ -237,9 +249,13 @@ class SqliteRecordStore(RecordStore):
         return conn.total_changes - before
 
     def records_of_digest(self, input_digest: str) -> list[Record]:
+        # The primary key starts with the identity, so ``WHERE input_digest = ?`` alone reads
+        # the whole table (0.17 s at 300k records). An index on the digest would cost every
+        # lookup 4 % and every write 10 % for the sake of ``explain``; instead, walk the few
+        # distinct identities by seeking from one to the next in the primary key, and probe
+        # each with the digest: a search per identity, never a scan.
         try:
-            rows = self._conn().execute(
-                "SELECT doc FROM records WHERE input_digest = ?", (input_digest,)).fetchall()
+            rows = self._conn().execute(_RECORDS_OF_DIGEST, (input_digest,)).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"record lookup failed in {self.describe()}: {exc}") from exc
         return [Record.from_dict(json.loads(doc)) for (doc,) in rows]
