@@ -559,7 +559,10 @@ def watch(
     console.print(f"watching {topic} on {brokers} (group {group}, {workers} workers)")
     config = WatchConfig(brokers, topic, group=group, workers=workers, retry_for=retry_for,
                          manifest=manifest, env=env)
-    processed = run_watch(config, stop, report)
+    try:
+        processed = run_watch(config, stop, report)
+    except OwdedupError as exc:  # the workers could not start (a bad setting, say)
+        raise _fail(str(exc)) from None
     console.print(f"stopped after {processed} messages")
 
 
