@@ -85,17 +85,10 @@ PROJECT = Path(__file__).resolve().parents[1]
 FUNCTIONS = {"cpu": "cpu_heavy", "net": "net_heavy", "io": "io_heavy"}
 
 
-@dataclass
-class Level:
-    function: str
-    concurrency: int
-    calls: int
-    wall_s: float
-    per_s: float
-    latency_ms: list[float]  # warm phase, client-side, one per call
-    cold_latency_ms: list[float]  # cold phase, one per call
-    cold_in_warm: int  # cold starts during the warm phase
-    cold_in_cold: int  # cold starts during the cold phase
+class _Latencies:
+    """Median and p95 of a level's client-side latencies (one per call)."""
+
+    latency_ms: list[float]
 
     @property
     def p50_ms(self) -> float:
@@ -107,7 +100,20 @@ class Level:
 
 
 @dataclass
-class DedupLevel:
+class Level(_Latencies):
+    function: str
+    concurrency: int
+    calls: int
+    wall_s: float
+    per_s: float
+    latency_ms: list[float]  # warm phase, client-side, one per call
+    cold_latency_ms: list[float]  # cold phase, one per call
+    cold_in_warm: int  # cold starts during the warm phase
+    cold_in_cold: int  # cold starts during the cold phase
+
+
+@dataclass
+class DedupLevel(_Latencies):
     """The wrapped CPU function at one level with a fraction of repeated inputs."""
 
     repeat_pct: int
@@ -120,14 +126,6 @@ class DedupLevel:
     runs: int  # calls the conductor missed: the wrapped action ran
     hits: int  # calls answered from a record: the wrapped action never started
     not_recorded: int  # ran, but the record store did not keep the result
-
-    @property
-    def p50_ms(self) -> float:
-        return statistics.median(self.latency_ms)
-
-    @property
-    def p95_ms(self) -> float:
-        return common.percentile(self.latency_ms, 95)
 
 
 @dataclass

@@ -38,6 +38,24 @@ def make_result_record(fid: str = "a" * 64, digest: str = "d" * 64,
     )
 
 
+def _race(count: int, target: Callable[..., None],
+          args: Callable[[int, Any, Any], tuple[Any, ...]]) -> list[Any]:
+    """*count* spawned processes run *target* (``args(i, barrier, results)``), which waits
+    at the barrier and puts its outcome on the queue; every outcome, once all have exited
+    cleanly."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(count)
+    results: multiprocessing.Queue[Any] = ctx.Queue()
+    procs = [ctx.Process(target=target, args=args(i, barrier, results)) for i in range(count)]
+    for proc in procs:
+        proc.start()
+    outcomes = [results.get(timeout=60) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=60)
+        assert proc.exitcode == 0
+    return outcomes
+
+
 def _racer(url: str, options: dict[str, str], index: int,
            barrier: multiprocessing.synchronize.Barrier,
            results: multiprocessing.Queue[tuple[int, bool, str]]) -> None:
@@ -52,17 +70,8 @@ def race_to_put(url: str, options: Mapping[str, str], writers: int = 8) -> str:
     """``writers`` processes put the same record (each naming its own output) at the same
     moment through stores opened on ``url``. Asserts exactly one created it and every other
     got that winner's record back; returns the winner's output key."""
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(writers)
-    results: multiprocessing.Queue[tuple[int, bool, str]] = ctx.Queue()
-    procs = [ctx.Process(target=_racer, args=(url, dict(options), i, barrier, results))
-             for i in range(writers)]
-    for proc in procs:
-        proc.start()
-    outcomes = [results.get(timeout=60) for _ in procs]
-    for proc in procs:
-        proc.join(timeout=60)
-        assert proc.exitcode == 0
+    outcomes: list[tuple[int, bool, str]] = _race(
+        writers, _racer, lambda i, barrier, results: (url, dict(options), i, barrier, results))
     winners = [outcome for outcome in outcomes if outcome[1]]
     assert len(winners) == 1
     assert {key for _, _, key in outcomes} == {winners[0][2]}  # everyone sees the winner's
@@ -92,18 +101,9 @@ def race_for_lease(url: str, options: Mapping[str, str], stale: Lease | None,
                    claimants: int = 8) -> str:
     """*claimants* processes claim the key (*stale* None) or take over *stale* at the same
     moment. Asserts exactly one won and that it holds the stored lease; returns its owner."""
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(claimants)
-    results: multiprocessing.Queue[tuple[str, bool]] = ctx.Queue()
-    procs = [ctx.Process(target=_lease_racer, args=(url, dict(options), i, stale, barrier,
-                                                    results))
-             for i in range(claimants)]
-    for proc in procs:
-        proc.start()
-    outcomes = [results.get(timeout=60) for _ in procs]
-    for proc in procs:
-        proc.join(timeout=60)
-        assert proc.exitcode == 0
+    outcomes: list[tuple[str, bool]] = _race(
+        claimants, _lease_racer,
+        lambda i, barrier, results: (url, dict(options), i, stale, barrier, results))
     winners = [owner for owner, _ in outcomes if owner]
     assert len(winners) == 1
     assert sum(holds for _, holds in outcomes) == 1  # the losers were told the winner's lease

@@ -129,13 +129,24 @@ def as_text(explained: dict[str, Any]) -> str:
                      f"params {parts.get('params')}): record {row['record']}")
         if row.get("refusal"):
             lines.append(f"    refused before: {row['refusal']}")
+    lines += closing_lines(explained, "under any identity")
+    return "\n".join(lines)
+
+
+def closing_lines(explained: dict[str, Any], scope: str) -> list[str]:
+    """How both explanations end (also ``explain_wrapped``): the lease of work in flight,
+    the records of the same content under other identities (each of a *kind* when it says
+    one) and what differs, and, on a miss none of them explains, that the content is new
+    (*scope*: where no record was found)."""
+    lines = []
     lease = explained["lease"]
     if lease is not None:
         lines.append(f"  in flight: held by {lease['owner']}, expires in "
                      f"{lease['expires_in_s']} s")
     for other in explained["other_identities"]:
-        lines.append(f"  other {other['kind']} record of this content, identity "
+        kind = f"{other['kind']} " if other.get("kind") else ""
+        lines.append(f"  other {kind}record of this content, identity "
                      f"{other['identity'][:16]}...: " + "; ".join(other["differs"]))
     if explained["verdict"] == "miss" and not explained["other_identities"]:
-        lines.append("  no record of this content under any identity: new content")
-    return "\n".join(lines)
+        lines.append(f"  no record of this content {scope}: new content")
+    return lines

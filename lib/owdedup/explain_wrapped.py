@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from owdedup.explain import closing_lines
 from owdedup.openwhisk.wrapped_map import WrappedTarget
 from owdedup.runtime.context import Context
 from owdedup.runtime.records import Record
@@ -105,13 +106,5 @@ def as_text(explained: dict[str, Any]) -> str:
         f"{', '.join(parts['ignored']) or 'none'}): record {explained['record']}",
         "  not broken down: " + "; ".join(explained["not_broken_down"]),
     ]
-    lease = explained["lease"]
-    if lease is not None:
-        lines.append(f"  in flight: held by {lease['owner']}, expires in "
-                     f"{lease['expires_in_s']} s")
-    for other in explained["other_identities"]:
-        lines.append(f"  other record of this content, identity {other['identity'][:16]}...: "
-                     + "; ".join(other["differs"]))
-    if explained["verdict"] == "miss" and not explained["other_identities"]:
-        lines.append(f"  no record of this content for {explained['function']}: new content")
+    lines += closing_lines(explained, f"for {explained['function']}")
     return "\n".join(lines)

@@ -79,14 +79,7 @@ def run_platform_map(
     on_result: Callable[[ObjectResult], None] | None = None,
     stop: threading.Event | None = None,
 ) -> tuple[MapSummary, PlatformReport]:
-    started = time.perf_counter()
-    results: dict[str, ObjectResult] = {}
-
-    def settle(entry: ObjectResult) -> None:
-        results[entry.key] = entry
-        if on_result is not None:
-            on_result(entry)
-
+    settle = Settled(on_result)
     contexts = ThreadContexts(Settings.resolve({}, request.env))
     context = contexts.get
 
@@ -176,11 +169,30 @@ def run_platform_map(
             settle(entry)
 
     _, stats = fanout.run(tasks, on_outcome=on_outcome, stop=stop)
-    # A second Ctrl-C can land while a group's objects are being settled: the rest of the
-    # group was not invoked on its own, so it is reported as interrupted, never left out.
-    ordered = [results.get(key) or interrupted(key, INTERRUPTED) for key in keys]
-    return (MapSummary(ordered, time.perf_counter() - started),
-            PlatformReport(stats, saved_invocations=saved))
+    return settle.summary(keys), PlatformReport(stats, saved_invocations=saved)
+
+
+class Settled:
+    """The one entry of each object of a run on the platform, as it is settled (and handed
+    to *on_result*), and the run's summary in key order (also used by ``map`` of a wrapped
+    action)."""
+
+    def __init__(self, on_result: Callable[[ObjectResult], None] | None) -> None:
+        self.started = time.perf_counter()
+        self.results: dict[str, ObjectResult] = {}
+        self.on_result = on_result
+
+    def __call__(self, entry: ObjectResult) -> None:
+        self.results[entry.key] = entry
+        if self.on_result is not None:
+            self.on_result(entry)
+
+    def summary(self, keys: list[str]) -> MapSummary:
+        # A second Ctrl-C can land while a group's objects are being settled: the rest of
+        # the group was not invoked on its own, so it is reported as interrupted, never
+        # left out.
+        ordered = [self.results.get(key) or interrupted(key, INTERRUPTED) for key in keys]
+        return MapSummary(ordered, time.perf_counter() - self.started)
 
 
 def interrupted(key: str, why: str, digest: str | None = None) -> ObjectResult:

@@ -35,7 +35,13 @@ from owdedup.mapper import COMPUTED, DEDUPLICATED, FAILED, MapSummary, ObjectRes
 from owdedup.openwhisk.client import Credentials, OpenWhiskClient, PlatformUnreachable
 from owdedup.openwhisk.fanout import ABANDONED, INTERRUPTED, FanOut, Outcome, Task
 from owdedup.openwhisk.fanout import FAILED as TASK_FAILED
-from owdedup.openwhisk.mapping import PlatformReport, ThreadContexts, interrupted, named
+from owdedup.openwhisk.mapping import (
+    PlatformReport,
+    Settled,
+    ThreadContexts,
+    interrupted,
+    named,
+)
 from owdedup.runtime import env as env_names
 from owdedup.runtime.context import Context
 from owdedup.runtime.errors import ConfigError, NotFoundError, OwdedupError
@@ -144,15 +150,8 @@ def run_wrapped_map(
     on_result: Callable[[ObjectResult], None] | None = None,
     stop: threading.Event | None = None,
 ) -> tuple[MapSummary, PlatformReport]:
-    started = time.perf_counter()
-    results: dict[str, ObjectResult] = {}
+    settle = Settled(on_result)
     fingerprint = target.fingerprint()  # a wrapped action that cannot be read: nothing runs
-
-    def settle(entry: ObjectResult) -> None:
-        results[entry.key] = entry
-        if on_result is not None:
-            on_result(entry)
-
     contexts = ThreadContexts(target.config.settings)
     context = contexts.get
 
@@ -235,9 +234,7 @@ def run_wrapped_map(
             settle(entry)
 
     _, stats = fanout.run(tasks, on_outcome=on_outcome, stop=stop)
-    ordered = [results.get(key) or interrupted(key, INTERRUPTED) for key in keys]
-    return (MapSummary(ordered, time.perf_counter() - started),
-            PlatformReport(stats, saved_invocations=saved))
+    return settle.summary(keys), PlatformReport(stats, saved_invocations=saved)
 
 
 def _task_key(record_id: tuple[str, str]) -> str:
